@@ -1,0 +1,108 @@
+//! The `Store` trait: durable, idempotent append; per-device pending
+//! deliveries and acks; per-user sync; conversation history; recall; groups.
+//!
+//! Every adapter (embedded redb, RabbitMQ) implements it and must pass the
+//! same behavioral tests. Methods return boxed futures so the gateway can
+//! hold an `Arc<dyn Store>` chosen at start-up.
+
+mod feed;
+mod types;
+
+pub use feed::{DeviceFeed, UserFeed};
+pub use types::{Appended, Group, NewMessage, SyncPage};
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::model::{Conversation, Message};
+
+/// A boxed, sendable future (what `Store` methods return).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a store operation failed. `Unavailable` means "try again later"
+/// (broker down, disk full); both map to code 4 for clients.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store corrupt or inconsistent: {0}")]
+    Corrupt(String),
+}
+
+impl From<StoreError> for crate::ImError {
+    fn from(e: StoreError) -> Self {
+        crate::ImError::server(e.to_string())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage and delivery bookkeeping. See DESIGN §3 and §7.
+pub trait Store: Send + Sync + 'static {
+    /// Append durably (fsync / publisher confirm) and fan out to every
+    /// recipient device. Idempotent on `(sender, client_msg_id)` within the
+    /// dedupe window: a repeat returns the original message with
+    /// `duplicate = true` and stores nothing.
+    fn append(&self, msg: NewMessage) -> BoxFuture<'_, StoreResult<Appended>>;
+
+    /// Messages of `user` (sent or received) with id > `since`, ascending,
+    /// at most `limit`, and whether more follow.
+    fn sync<'a>(
+        &'a self,
+        user: &'a str,
+        since: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<SyncPage>>;
+
+    /// History of one conversation as seen by `user`, newest first, ids
+    /// strictly below `before` (0 = from the newest).
+    fn history<'a>(
+        &'a self,
+        user: &'a str,
+        conversation: &'a Conversation,
+        before: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<SyncPage>>;
+
+    /// One message by id (None if unknown or recalled).
+    fn get(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Option<Arc<Message>>>>;
+
+    /// Remove a message from history and from pending deliveries. Returns
+    /// the removed message and its recipients so the caller can notify them.
+    fn recall(
+        &self,
+        message_id: u64,
+    ) -> BoxFuture<'_, StoreResult<Option<(Arc<Message>, Vec<String>)>>>;
+
+    /// The newest message id `user` can see (0 if none).
+    fn last_message_id<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Register a device session: from now on it receives the user's new
+    /// messages live, after the ones still pending for it (unacked).
+    fn attach_device<'a>(
+        &'a self,
+        user: &'a str,
+        device: &'a str,
+    ) -> BoxFuture<'a, StoreResult<DeviceFeed>>;
+
+    /// The device has the message: stop redelivering it.
+    fn ack<'a>(
+        &'a self,
+        user: &'a str,
+        device: &'a str,
+        message_id: u64,
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Live messages of a user (for streams with their own cursor, like SSE).
+    fn subscribe_user(&self, user: &str) -> UserFeed;
+
+    /// A group by id.
+    fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<Option<Group>>>;
+
+    /// Create or replace a group durably.
+    fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Delete a group (dismiss); true if it existed.
+    fn delete_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+}
