@@ -63,6 +63,12 @@ pub fn timestamp_of(id: u64) -> i64 {
     (id >> (NODE_BITS + COUNTER_BITS)) as i64 + EPOCH_MS
 }
 
+/// The smallest id any node can issue at `ms` (Unix ms): ids below it are
+/// older than `ms`.
+pub fn first_id_at(ms: i64) -> u64 {
+    ((ms - EPOCH_MS).max(0) as u64) << (NODE_BITS + COUNTER_BITS)
+}
+
 /// The node id encoded in an id.
 pub fn node_of(id: u64) -> u16 {
     ((id >> COUNTER_BITS) & u64::from(MAX_NODE_ID)) as u16
