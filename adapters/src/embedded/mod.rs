@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Appended, BoxFuture, DeviceFeed, Group, NewMessage, StoreResult, SyncPage, UserFeed,
+    Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -123,7 +123,10 @@ fn open_db(path: &Path) -> StoreResult<redb::Database> {
 
 impl Store for EmbeddedStore {
     fn append(&self, msg: NewMessage) -> BoxFuture<'_, StoreResult<Appended>> {
-        Box::pin(self.write(|reply| WriteOp::Append { msg, reply }))
+        Box::pin(self.write(|reply| WriteOp::Append {
+            msg: Box::new(msg),
+            reply,
+        }))
     }
 
     fn sync<'a>(
@@ -154,10 +157,7 @@ impl Store for EmbeddedStore {
         )
     }
 
-    fn recall(
-        &self,
-        message_id: u64,
-    ) -> BoxFuture<'_, StoreResult<Option<(Arc<Message>, Vec<String>)>>> {
+    fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
         Box::pin(self.write(move |reply| WriteOp::Recall { message_id, reply }))
     }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use imgate_core::id::{first_id_at, MessageIdGenerator};
 use imgate_core::model::Message;
 use imgate_core::now_ms;
-use imgate_core::store::{Appended, Group, NewMessage, StoreResult};
+use imgate_core::store::{Appended, Group, NewMessage, Recalled, StoreResult};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +18,7 @@ use super::EmbeddedConfig;
 /// A write waiting for the next group commit.
 pub enum WriteOp {
     Append {
-        msg: NewMessage,
+        msg: Box<NewMessage>,
         reply: oneshot::Sender<StoreResult<Appended>>,
     },
     Ack {
@@ -34,7 +34,7 @@ pub enum WriteOp {
     },
     Recall {
         message_id: u64,
-        reply: oneshot::Sender<StoreResult<Option<(Arc<Message>, Vec<String>)>>>,
+        reply: oneshot::Sender<StoreResult<Recalled>>,
     },
     PutGroup {
         group: Group,
@@ -54,7 +54,7 @@ enum Done {
     Appended(Appended, Vec<String>, Option<String>),
     Unit,
     Pending(Vec<Arc<Message>>),
-    Recalled(Option<(Arc<Message>, Vec<String>)>),
+    Recalled(Recalled),
     Existed(bool),
 }
 

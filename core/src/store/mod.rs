@@ -9,7 +9,7 @@ mod feed;
 mod types;
 
 pub use feed::{DeviceFeed, UserFeed};
-pub use types::{Appended, Group, NewMessage, SyncPage};
+pub use types::{Appended, Group, NewMessage, Recalled, SyncPage};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -70,10 +70,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Remove a message from history and from pending deliveries. Returns
     /// the removed message and its recipients so the caller can notify them.
-    fn recall(
-        &self,
-        message_id: u64,
-    ) -> BoxFuture<'_, StoreResult<Option<(Arc<Message>, Vec<String>)>>>;
+    fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>>;
 
     /// The newest message id `user` can see (0 if none).
     fn last_message_id<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<u64>>;

@@ -47,3 +47,7 @@ pub struct Group {
     pub owner: String,
     pub members: BTreeSet<String>,
 }
+
+/// What a recall removed: the message and the users it had gone to (None
+/// if no such message).
+pub type Recalled = Option<(Arc<Message>, Vec<String>)>;
