@@ -1,1 +1,76 @@
-fn main() {}
+//! imgate: an instant-messaging protocol gateway.
+//!
+//! Layout of this crate (the binary):
+//! - `server`: `imgate serve`: listeners, startup lines, graceful shutdown.
+//! - `config`: defaults, `imgate.toml`, `IMGATE_*` overrides.
+//! - `http`: the client API (`/v1`, bearer tokens, SSE) and the signed
+//!   admin API (`/admin`, `/metrics`).
+//! - `state`: what listeners and sessions share (store, pipeline, ...).
+//! - `token`, `admin_sign`, `secrets`: credentials.
+//! - `metrics`: Prometheus text metrics.
+//! - `cli`: `imgate admin ...` and `imgate load`.
+#![forbid(unsafe_code)]
+
+mod admin_sign;
+mod cli;
+mod config;
+mod http;
+mod metrics;
+mod secrets;
+mod server;
+mod state;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "imgate",
+    version,
+    about = "An instant-messaging protocol gateway"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Start the gateway (embedded store unless configured otherwise).
+    Serve {
+        /// Path to imgate.toml (every key also has an IMGATE_* override).
+        #[arg(long, short, env = "IMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Call the admin API of a running gateway.
+    Admin(cli::admin::AdminArgs),
+    /// Measure send→durable-ack throughput of a running gateway over HTTP.
+    Load(cli::load::LoadArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = config::Config::load(config.as_deref())?;
+            init_logging(&config.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(server::serve(config))
+        }
+        Command::Admin(args) => cli::admin::run(args),
+        Command::Load(args) => cli::load::run(args),
+    }
+}
+
+fn init_logging(default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

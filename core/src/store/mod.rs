@@ -8,7 +8,7 @@
 mod feed;
 mod types;
 
-pub use feed::{DeviceFeed, UserFeed};
+pub use feed::{DeviceFeed, UserFeed, UserFeedEnd};
 pub use types::{Appended, Group, NewMessage, Recalled, SyncPage};
 
 use std::future::Future;

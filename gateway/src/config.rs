@@ -1,0 +1,221 @@
+//! Settings: defaults, `imgate.toml`, then `IMGATE_<KEY>` environment
+//! overrides for every key (DESIGN §5, §8).
+//!
+//! Keys are flat so that the environment name of each is mechanical:
+//! `http_addr` ↔ `IMGATE_HTTP_ADDR`, `rate_limit_messages` ↔
+//! `IMGATE_RATE_LIMIT_MESSAGES`. The override list is derived from the
+//! defaults, so a new key gets its override without further code.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use imgate_core::pipeline::{Limits, PipelineConfig, RateLimitConfig};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Private binary protocol listener (not built yet: see the issues).
+    pub pb_addr: String,
+    pub mqtt_addr: String,
+    pub xmpp_addr: String,
+    /// Client HTTP API (`/v1/...`).
+    pub http_addr: String,
+    /// Signed admin API and `/metrics`.
+    pub admin_addr: String,
+    pub data_dir: PathBuf,
+    /// Empty: read `data_dir/admin-secret`, or generate and print one.
+    pub admin_secret: String,
+    /// `embedded` or an `amqp://` URL.
+    pub store: String,
+    pub node_id: u16,
+    pub xmpp_domain: String,
+    /// Lifetime of tokens issued by `/admin/user/get_token`.
+    pub token_ttl_secs: u64,
+    /// Largest HTTP request body (413 above it).
+    pub max_body_bytes: usize,
+    pub max_payload_bytes: usize,
+    /// A new login on the same platform class does not kick the old one.
+    pub multi_endpoint: bool,
+    pub rate_limit_messages: u32,
+    pub rate_limit_per_secs: u64,
+    pub dedupe_window_secs: u64,
+    /// How long after sending a user may recall their own message.
+    pub recall_window_secs: u64,
+    /// Operations per group commit of the embedded store (1 = an fsync per
+    /// message, for comparison).
+    pub embedded_max_batch: usize,
+    /// Seconds that draining sessions get at shutdown.
+    pub shutdown_grace_secs: u64,
+    /// `tracing` filter, e.g. `info` or `imgate=debug`.
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            pb_addr: "0.0.0.0:8100".into(),
+            mqtt_addr: "0.0.0.0:1883".into(),
+            xmpp_addr: "0.0.0.0:5222".into(),
+            http_addr: "0.0.0.0:8080".into(),
+            admin_addr: "127.0.0.1:18080".into(),
+            data_dir: PathBuf::from("imgate-data"),
+            admin_secret: String::new(),
+            store: "embedded".into(),
+            node_id: 1,
+            xmpp_domain: "localhost".into(),
+            token_ttl_secs: 30 * 24 * 3600,
+            max_body_bytes: 1024 * 1024,
+            max_payload_bytes: 64 * 1024,
+            multi_endpoint: false,
+            rate_limit_messages: 100,
+            rate_limit_per_secs: 5,
+            dedupe_window_secs: 600,
+            recall_window_secs: 120,
+            embedded_max_batch: 512,
+            shutdown_grace_secs: 10,
+            log: "info".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then the file (if given), then the environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(file, &env)
+    }
+
+    pub fn load_from(file: Option<&Path>, env: &[(String, String)]) -> anyhow::Result<Config> {
+        let defaults = toml::Table::try_from(Config::default()).context("serializing defaults")?;
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("parsing config {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (key, default) in &defaults {
+            let var = format!("IMGATE_{}", key.to_ascii_uppercase());
+            let Some((_, raw)) = env.iter().find(|(k, _)| *k == var) else {
+                continue;
+            };
+            let value = match default {
+                toml::Value::Integer(_) => toml::Value::Integer(
+                    raw.trim()
+                        .parse()
+                        .with_context(|| format!("{var} must be an integer"))?,
+                ),
+                toml::Value::Boolean(_) => toml::Value::Boolean(match raw.trim() {
+                    "1" | "true" | "yes" | "on" => true,
+                    "0" | "false" | "no" | "off" => false,
+                    other => bail!("{var} must be true or false, not {other:?}"),
+                }),
+                _ => toml::Value::String(raw.clone()),
+            };
+            table.insert(key.clone(), value);
+        }
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.node_id > imgate_core::id::MAX_NODE_ID {
+            bail!("node_id must be at most {}", imgate_core::id::MAX_NODE_ID);
+        }
+        if self.rate_limit_messages == 0 || self.rate_limit_per_secs == 0 {
+            bail!("rate_limit_messages and rate_limit_per_secs must be positive");
+        }
+        if self.embedded_max_batch == 0 {
+            bail!("embedded_max_batch must be positive");
+        }
+        Ok(())
+    }
+
+    pub fn pipeline(&self) -> PipelineConfig {
+        PipelineConfig {
+            limits: Limits {
+                max_payload_bytes: self.max_payload_bytes,
+                ..Limits::default()
+            },
+            dedupe_window: Duration::from_secs(self.dedupe_window_secs),
+            rate: RateLimitConfig {
+                messages: self.rate_limit_messages,
+                per: Duration::from_secs(self.rate_limit_per_secs),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_the_contract_ports() {
+        let c = Config::load_from(None, &[]).unwrap();
+        assert_eq!(c.pb_addr, "0.0.0.0:8100");
+        assert_eq!(c.mqtt_addr, "0.0.0.0:1883");
+        assert_eq!(c.xmpp_addr, "0.0.0.0:5222");
+        assert_eq!(c.http_addr, "0.0.0.0:8080");
+        assert_eq!(c.admin_addr, "127.0.0.1:18080");
+        assert_eq!(c.store, "embedded");
+        assert_eq!(c.xmpp_domain, "localhost");
+    }
+
+    #[test]
+    fn file_then_environment_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgate.toml");
+        std::fs::write(
+            &path,
+            "http_addr = \"127.0.0.1:9000\"\nnode_id = 3\nmulti_endpoint = true\n",
+        )
+        .unwrap();
+        let c = Config::load_from(Some(&path), &[]).unwrap();
+        assert_eq!(
+            (c.http_addr.as_str(), c.node_id, c.multi_endpoint),
+            ("127.0.0.1:9000", 3, true)
+        );
+        let c = Config::load_from(
+            Some(&path),
+            &env(&[
+                ("IMGATE_HTTP_ADDR", "127.0.0.1:0"),
+                ("IMGATE_NODE_ID", "9"),
+                ("IMGATE_MULTI_ENDPOINT", "false"),
+                ("IMGATE_DATA_DIR", "/tmp/x"),
+                ("IMGATE_RATE_LIMIT_MESSAGES", "7"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, "127.0.0.1:0");
+        assert_eq!(c.node_id, 9);
+        assert!(!c.multi_endpoint);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.rate_limit_messages, 7);
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = Config::load_from(None, &env(&[("IMGATE_NODE_ID", "lots")])).unwrap_err();
+        assert!(format!("{e:#}").contains("IMGATE_NODE_ID"));
+        assert!(Config::load_from(None, &env(&[("IMGATE_NODE_ID", "5000")])).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("imgate.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(Config::load_from(Some(&path), &[]).is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Request authentication: bearer tokens for the client API, signatures for
+//! the admin API.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use imgate_core::model::Platform;
+use imgate_core::pipeline::{Principal, Protocol};
+use imgate_core::ErrorCode;
+
+use super::ApiError;
+use crate::state::AppState;
+use crate::{admin_sign, token};
+
+/// The logged-in client of a `/v1` request.
+pub struct ClientAuth(pub Principal);
+
+impl FromRequestParts<AppState> for ClientAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::TokenError,
+                    "missing Authorization: Bearer <token>",
+                )
+            })?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::TokenError,
+                    "Authorization must be Bearer <token>",
+                )
+            })?;
+        let claims = state.tokens.verify(token, token::now_secs())?;
+        Ok(ClientAuth(Principal {
+            user_id: claims.user_id,
+            device_id: claims.client_id,
+            platform: Platform::from_i32(claims.platform),
+            protocol: Protocol::Http,
+            admin: false,
+        }))
+    }
+}
+
+/// A correctly signed admin request.
+pub struct AdminAuth;
+
+impl FromRequestParts<AppState> for AdminAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+        admin_sign::verify(
+            h("nonce"),
+            h("timestamp"),
+            h("sign"),
+            &state.admin_secret,
+            imgate_core::now_ms(),
+        )?;
+        Ok(AdminAuth)
+    }
+}
+
+/// The principal the admin API acts as.
+pub fn admin_principal() -> Principal {
+    Principal {
+        user_id: "admin".into(),
+        device_id: "admin-api".into(),
+        platform: Platform::Unknown,
+        protocol: Protocol::Admin,
+        admin: true,
+    }
+}

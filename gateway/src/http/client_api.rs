@@ -1,0 +1,160 @@
+//! Client API (DESIGN §5.5), bearer token: `POST /v1/messages`,
+//! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE).
+
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use imgate_core::model::json::{MessageJson, SendRequestJson};
+use imgate_core::model::Conversation;
+use imgate_core::pipeline::{Draft, SendCommand};
+use imgate_core::ErrorCode;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::auth::ClientAuth;
+use super::body::JsonBody;
+use super::{events, ok, ApiError};
+use crate::state::AppState;
+
+/// Largest page a client may ask for.
+pub const MAX_PAGE: usize = 500;
+const DEFAULT_PAGE: usize = 100;
+
+pub fn client_router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/v1/messages", post(send))
+        .route("/v1/sync", get(sync))
+        .route("/v1/history", get(history))
+        .route("/v1/events", get(events::events))
+        .route(
+            "/healthz",
+            get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn send(
+    State(state): State<AppState>,
+    ClientAuth(principal): ClientAuth,
+    JsonBody(req): JsonBody<SendRequestJson>,
+) -> Result<Json<Value>, ApiError> {
+    let draft = Draft {
+        sender: principal.user_id.clone(),
+        conversation: req.conv,
+        payload: req.payload,
+        client_msg_id: req.client_msg_id,
+        to_users: req.to_users,
+    };
+    let ack = state.send(SendCommand { principal, draft }).await?;
+    Ok(ok(json!({
+        "messageUid": ack.message_id,
+        "messageUidStr": ack.message_id.to_string(),
+        "timestamp": ack.server_ts,
+        "clientMsgId": ack.client_msg_id,
+        "duplicate": ack.duplicate,
+    })))
+}
+
+#[derive(Deserialize)]
+struct SyncQuery {
+    #[serde(default)]
+    since: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+fn parse_id(raw: Option<&str>, what: &str) -> Result<u64, ApiError> {
+    match raw.map(str::trim) {
+        None | Some("") => Ok(0),
+        Some(s) => s.parse().map_err(|_| {
+            ApiError::new(
+                ErrorCode::InvalidParameter,
+                format!("{what} must be a message id"),
+            )
+        }),
+    }
+}
+
+fn page_size(limit: Option<usize>) -> usize {
+    limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE)
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    ClientAuth(principal): ClientAuth,
+    Query(q): Query<SyncQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let since = parse_id(q.since.as_deref(), "since")?;
+    let page = state
+        .store
+        .sync(&principal.user_id, since, page_size(q.limit))
+        .await?;
+    let messages: Vec<MessageJson> = page
+        .messages
+        .iter()
+        .map(|m| MessageJson::from_message(m))
+        .collect();
+    Ok(ok(
+        json!({ "messages": messages, "hasMore": page.has_more }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    #[serde(rename = "type", default)]
+    kind: i32,
+    target: String,
+    #[serde(default)]
+    line: i32,
+    #[serde(default)]
+    before: Option<String>,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// Newest first; group history only for members.
+async fn history(
+    State(state): State<AppState>,
+    ClientAuth(principal): ClientAuth,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let conv = Conversation {
+        kind: q.kind,
+        target: q.target,
+        line: q.line,
+    };
+    if conv.conversation_type().is_none() || conv.target.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "bad conversation",
+        ));
+    }
+    if conv.kind == 1 {
+        let member = state
+            .store
+            .group(&conv.target)
+            .await?
+            .is_some_and(|g| g.members.contains(&principal.user_id));
+        if !member {
+            return Err(ApiError::new(
+                ErrorCode::NotInGroup,
+                "not a member of the group",
+            ));
+        }
+    }
+    let before = parse_id(q.before.as_deref(), "before")?;
+    let page = state
+        .store
+        .history(&principal.user_id, &conv, before, page_size(q.limit))
+        .await?;
+    let messages: Vec<MessageJson> = page
+        .messages
+        .iter()
+        .map(|m| MessageJson::from_message(m))
+        .collect();
+    Ok(ok(
+        json!({ "messages": messages, "hasMore": page.has_more }),
+    ))
+}

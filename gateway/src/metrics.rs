@@ -1,0 +1,174 @@
+//! Prometheus metrics (text exposition format) without a metrics crate:
+//! connections per protocol, messages in/out per protocol, pipeline
+//! rejections by reason, and send latency (pipeline incl. durable store).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_core::pipeline::Protocol;
+use imgate_core::ErrorCode;
+
+const PROTOCOLS: [Protocol; 5] = [
+    Protocol::Pb,
+    Protocol::Mqtt,
+    Protocol::Xmpp,
+    Protocol::Http,
+    Protocol::Admin,
+];
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
+];
+
+fn proto_index(p: Protocol) -> usize {
+    PROTOCOLS.iter().position(|x| *x == p).unwrap_or(0)
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    connections: [AtomicI64; 5],
+    messages_in: [AtomicU64; 5],
+    messages_out: [AtomicU64; 5],
+    rejections: [AtomicU64; ErrorCode::ALL.len()],
+    latency_buckets: [AtomicU64; BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+/// Decrements the connection gauge when dropped.
+pub struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.metrics.connections[proto_index(self.protocol)].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Metrics {
+    pub fn connection(self: &Arc<Self>, protocol: Protocol) -> ConnectionGuard {
+        self.connections[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard {
+            metrics: self.clone(),
+            protocol,
+        }
+    }
+
+    pub fn message_in(&self, protocol: Protocol, latency: Duration) {
+        self.messages_in[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
+        let secs = latency.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn message_out(&self, protocol: Protocol) {
+        self.messages_out[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn rejection(&self, code: ErrorCode) {
+        if let Some(i) = ErrorCode::ALL.iter().position(|c| *c == code) {
+            self.rejections[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP imgate_connections Open client connections and streams."
+        );
+        let _ = writeln!(out, "# TYPE imgate_connections gauge");
+        for p in PROTOCOLS {
+            let v = self.connections[proto_index(p)].load(Ordering::Relaxed);
+            let _ = writeln!(out, "imgate_connections{{protocol=\"{}\"}} {v}", p.name());
+        }
+        for (name, help, arr) in [
+            (
+                "imgate_messages_in_total",
+                "Messages accepted and stored, by protocol.",
+                &self.messages_in,
+            ),
+            (
+                "imgate_messages_out_total",
+                "Messages delivered to devices, by protocol.",
+                &self.messages_out,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} counter");
+            for p in PROTOCOLS {
+                let v = arr[proto_index(p)].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}{{protocol=\"{}\"}} {v}", p.name());
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP imgate_rejections_total Sends rejected by the pipeline, by reason."
+        );
+        let _ = writeln!(out, "# TYPE imgate_rejections_total counter");
+        for (i, c) in ErrorCode::ALL.iter().enumerate() {
+            if *c == ErrorCode::Success {
+                continue;
+            }
+            let v = self.rejections[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "imgate_rejections_total{{reason=\"{}\",code=\"{}\"}} {v}",
+                c.name(),
+                c.as_i32()
+            );
+        }
+        let name = "imgate_send_duration_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time from pipeline entry to durable ack."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let v = self.latency_buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}");
+        }
+        let count = self.latency_count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histogram() {
+        let m = Arc::new(Metrics::default());
+        {
+            let _g = m.connection(Protocol::Http);
+            m.message_in(Protocol::Http, Duration::from_millis(3));
+            m.rejection(ErrorCode::OverFrequency);
+            let text = m.render();
+            assert!(text.contains("imgate_connections{protocol=\"http\"} 1"));
+            assert!(text.contains("imgate_messages_in_total{protocol=\"http\"} 1"));
+            assert!(
+                text.contains("imgate_rejections_total{reason=\"over_frequency\",code=\"250\"} 1")
+            );
+            assert!(text.contains("imgate_send_duration_seconds_bucket{le=\"0.005\"} 1"));
+            assert!(text.contains("imgate_send_duration_seconds_bucket{le=\"0.002\"} 0"));
+        }
+        assert!(m
+            .render()
+            .contains("imgate_connections{protocol=\"http\"} 0"));
+    }
+}

@@ -1,0 +1,47 @@
+//! What every listener and session shares: config, store, the pipeline,
+//! the token issuer, the admin secret, metrics, and the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use imgate_core::pipeline::{SendAck, SendCommand, SendService};
+use imgate_core::{ImError, Store};
+use tokio::sync::watch;
+use tower::ServiceExt;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::token::TokenIssuer;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub pipeline: SendService,
+    pub tokens: TokenIssuer,
+    pub admin_secret: Arc<str>,
+    pub metrics: Arc<Metrics>,
+    /// Turns true when the gateway starts draining.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl AppState {
+    /// Run one send through the pipeline and count it.
+    pub async fn send(&self, cmd: SendCommand) -> Result<SendAck, ImError> {
+        let protocol = cmd.principal.protocol;
+        let started = Instant::now();
+        let result = self.pipeline.clone().oneshot(cmd).await;
+        match &result {
+            Ok(ack) if !ack.duplicate => self.metrics.message_in(protocol, started.elapsed()),
+            Ok(_) => {}
+            Err(e) => self.metrics.rejection(e.code),
+        }
+        result
+    }
+
+    /// Resolves when the gateway starts shutting down.
+    pub async fn draining(&self) {
+        let mut rx = self.shutdown.clone();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
