@@ -1,1 +1,29 @@
-//! placeholder
+//! imgate-conformance: black-box tests of the real `imgate` binary.
+//!
+//! [`Gateway`] builds (once) and starts `imgate serve` in a temp data dir
+//! with every listener on port 0, reads the `listening <proto> <addr>`
+//! lines and `ready` from its stdout, and kills it when dropped. Helpers
+//! speak the signed admin API, the bearer-token client API and SSE over
+//! real sockets. Scenarios live in `tests/`.
+
+pub mod gateway;
+pub mod http;
+pub mod sse;
+
+pub use gateway::Gateway;
+pub use http::{Admin, Client, Reply};
+pub use sse::SseReader;
+
+/// Bounded wait used for every "until it happens" in the tests.
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// A name unique to this test process and call, for users, groups, ids.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}

@@ -1,0 +1,78 @@
+//! The README walk-through with the admin CLI: `imgate admin get-token`,
+//! `imgate admin send`, then the recipient syncs over HTTP.
+
+use std::process::Command;
+
+use imgate_conformance::gateway::binary;
+use imgate_conformance::{Client, Gateway};
+
+fn admin_cli(g: &Gateway, args: &[&str]) -> String {
+    let out = Command::new(binary())
+        .arg("admin")
+        .args(args)
+        .env_remove("IMGATE_ADMIN_SECRET")
+        .env("IMGATE_ADMIN_URL", g.admin_url())
+        .env("IMGATE_DATA_DIR", g.data_dir())
+        .output()
+        .expect("running imgate admin");
+    assert!(
+        out.status.success(),
+        "imgate admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+#[test]
+fn walkthrough_alice_to_bob_with_the_cli() {
+    let g = Gateway::start();
+    let token = admin_cli(&g, &["get-token", "bob"]).trim().to_string();
+    let sent: serde_json::Value = serde_json::from_str(&admin_cli(
+        &g,
+        &["send", "--from", "alice", "--to", "bob", "hi"],
+    ))
+    .unwrap();
+    let bob = Client::new(&g.http_url(), &token);
+    let msgs = bob.sync_all(0);
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["payload"]["searchableContent"], "hi");
+    assert_eq!(msgs[0]["sender"], "alice");
+    assert_eq!(msgs[0]["messageUid"], sent["messageUid"]);
+
+    admin_cli(
+        &g,
+        &[
+            "group-create",
+            "cli-team",
+            "--owner",
+            "alice",
+            "--members",
+            "bob,carol",
+        ],
+    );
+    admin_cli(
+        &g,
+        &[
+            "send",
+            "--from",
+            "carol",
+            "--group",
+            "cli-team",
+            "hello team",
+        ],
+    );
+    assert_eq!(bob.sync_all(0).len(), 2);
+}
+
+#[test]
+fn cli_without_a_secret_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(binary())
+        .args(["admin", "get-token", "bob"])
+        .env_remove("IMGATE_ADMIN_SECRET")
+        .env("IMGATE_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("admin secret"));
+}

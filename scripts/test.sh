@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly what CI runs (.ci/run calls this script):
+# formatting, clippy with warnings as errors, then every test — unit tests,
+# crate integration tests and the black-box conformance suite that starts
+# the real `imgate` binary on ephemeral ports.
+#
+# Tests that need RabbitMQ read IMGATE_TEST_AMQP
+# (e.g. amqp://guest:guest@127.0.0.1:5672/%2f) and say they were skipped
+# without it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== build the imgate binary for the conformance suite"
+cargo build --workspace --bins --locked
+
+echo "== cargo test"
+cargo test --workspace --locked
