@@ -1,1 +1,14 @@
-//! placeholder
+//! imgate-codecs: the wire protocols of imgate, as pure code — bytes ↔
+//! frames ↔ the core model — with no sockets (DESIGN §1).
+//!
+//! Each protocol is one module with a *framer* (a tokio-util
+//! `Decoder`/`Encoder`: `Ok(None)` means "need more bytes", the size limit is
+//! checked from the header) and a *normalizer* (frame body ↔
+//! `imgate_core::model`, pure and synchronous). Being I/O-free, every codec
+//! is testable with golden fixtures and fuzzable.
+//!
+//! Layout:
+//! - [`pb`]: the private binary protobuf protocol (DESIGN §5.2).
+#![forbid(unsafe_code)]
+
+pub mod pb;

@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(&buf[..4], &[0, 0, 0, 19]);
         assert_eq!(&buf[8..10], &[0, 3], "service is the command's high byte");
         assert_eq!(framer.decode(&mut buf).unwrap(), Some(frame));
-        assert_eq!(framer.decode(&mut buf).unwrap(), Some(PbFrame::heartbeat(43)));
+        assert_eq!(
+            framer.decode(&mut buf).unwrap(),
+            Some(PbFrame::heartbeat(43))
+        );
         assert_eq!(framer.decode(&mut buf).unwrap(), None);
         assert!(buf.is_empty());
     }
@@ -158,9 +161,18 @@ mod tests {
         let mut framer = PbFramer::new(20);
         let mut buf = BytesMut::new();
         let err = framer
-            .encode(PbFrame::new(commands::ERROR, 1, Bytes::from(vec![0u8; 5])), &mut buf)
+            .encode(
+                PbFrame::new(commands::ERROR, 1, Bytes::from(vec![0u8; 5])),
+                &mut buf,
+            )
             .unwrap_err();
-        assert!(matches!(err, PbCodecError::OutgoingFrameTooLarge { length: 21, max: 20 }));
+        assert!(matches!(
+            err,
+            PbCodecError::OutgoingFrameTooLarge {
+                length: 21,
+                max: 20
+            }
+        ));
         assert!(err.can_continue());
         assert!(buf.is_empty());
     }
