@@ -4,14 +4,17 @@
 //! with every listener on port 0, reads the `listening <proto> <addr>`
 //! lines and `ready` from its stdout, and kills it when dropped. Helpers
 //! speak the signed admin API, the bearer-token client API and SSE over
-//! real sockets. Scenarios live in `tests/`.
+//! real sockets; [`PbClient`] speaks the private binary protocol over TCP.
+//! Scenarios live in `tests/`.
 
 pub mod gateway;
 pub mod http;
+pub mod pb;
 pub mod sse;
 
 pub use gateway::Gateway;
 pub use http::{Admin, Client, Reply};
+pub use pb::PbClient;
 pub use sse::SseReader;
 
 /// Bounded wait used for every "until it happens" in the tests.

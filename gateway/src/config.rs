@@ -46,6 +46,15 @@ pub struct Config {
     /// Operations per group commit of the embedded store (1 = an fsync per
     /// message, for comparison).
     pub embedded_max_batch: usize,
+    /// Largest PB frame (checked from the header).
+    pub pb_max_frame: usize,
+    /// Expected client heartbeat interval; a connection silent for three
+    /// intervals is closed.
+    pub heartbeat_secs: u64,
+    /// Time a new connection has to log in.
+    pub login_timeout_secs: u64,
+    /// Open client connections per listener.
+    pub max_connections: usize,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
@@ -74,6 +83,10 @@ impl Default for Config {
             dedupe_window_secs: 600,
             recall_window_secs: 120,
             embedded_max_batch: 512,
+            pb_max_frame: 1024 * 1024,
+            heartbeat_secs: 60,
+            login_timeout_secs: 10,
+            max_connections: 10_000,
             shutdown_grace_secs: 10,
             log: "info".into(),
         }

@@ -3,6 +3,8 @@
 //! Layout of this crate (the binary):
 //! - `server`: `imgate serve`: listeners, startup lines, graceful shutdown.
 //! - `config`: defaults, `imgate.toml`, `IMGATE_*` overrides.
+//! - `sessions`: login, kick rule and accept loop shared by TCP protocols.
+//! - `pb`: the private binary protocol sessions.
 //! - `http`: the client API (`/v1`, bearer tokens, SSE) and the signed
 //!   admin API (`/admin`, `/metrics`).
 //! - `state`: what listeners and sessions share (store, pipeline, ...).
@@ -16,8 +18,10 @@ mod cli;
 mod config;
 mod http;
 mod metrics;
+mod pb;
 mod secrets;
 mod server;
+mod sessions;
 mod state;
 mod token;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use imgate_adapters::{EmbeddedConfig, EmbeddedStore};
-use imgate_core::pipeline::build_pipeline;
+use imgate_core::pipeline::{build_pipeline, Protocol};
 use imgate_core::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,7 +17,9 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::http::{admin_router, client_router};
 use crate::metrics::Metrics;
+use crate::pb;
 use crate::secrets;
+use crate::sessions::{run_listener, SessionRegistry};
 use crate::state::AppState;
 use crate::token::TokenIssuer;
 
@@ -60,11 +62,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         store,
         pipeline,
         metrics: Arc::new(Metrics::default()),
+        sessions: Arc::new(SessionRegistry::new(config.multi_endpoint)),
         shutdown: shutdown_rx,
     };
 
+    let pb = bind("pb", &config.pb_addr).await?;
     let http = bind("http", &config.http_addr).await?;
     let admin = bind("admin", &config.admin_addr).await?;
+    println!("listening pb {}", pb.local_addr()?);
     println!("listening http {}", http.local_addr()?);
     println!("listening admin {}", admin.local_addr()?);
     if generated {
@@ -78,6 +83,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "imgate is ready");
 
     let mut servers = JoinSet::new();
+    let st = state.clone();
+    servers.spawn(async move {
+        run_listener(Protocol::Pb, pb, st, pb::handle_connection).await;
+        Ok(())
+    });
     for (listener, router) in [
         (http, client_router(state.clone())),
         (admin, admin_router(state.clone())),

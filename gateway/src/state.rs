@@ -11,6 +11,7 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::sessions::SessionRegistry;
 use crate::token::TokenIssuer;
 
 #[derive(Clone)]
@@ -21,6 +22,8 @@ pub struct AppState {
     pub tokens: TokenIssuer,
     pub admin_secret: Arc<str>,
     pub metrics: Arc<Metrics>,
+    /// Online sessions of this node (login kick rule).
+    pub sessions: Arc<SessionRegistry>,
     /// Turns true when the gateway starts draining.
     pub shutdown: watch::Receiver<bool>,
 }

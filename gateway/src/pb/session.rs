@@ -1,0 +1,316 @@
+//! One PB connection: login first, then requests (send, deliver ack, sync,
+//! recall, heartbeat) and server pushes (deliveries, kick), until the peer
+//! leaves, idles out, is kicked, or the gateway drains.
+//!
+//! The session never decides policy: sends go through the pipeline and the
+//! result is rendered as a `SendResponse` (echoing the request's seq) only
+//! after the store made the message durable.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use imgate_codecs::pb::{
+    commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
+};
+use imgate_core::pipeline::{self, Principal, Protocol, SendCommand};
+use imgate_core::store::DeviceFeed;
+use imgate_core::{now_ms, ErrorCode, ImError};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::sessions::{self, Kick};
+use crate::state::AppState;
+
+type Conn = Framed<TcpStream, PbFramer>;
+
+/// Largest sync page a client may ask for.
+const MAX_SYNC_PAGE: usize = 200;
+
+pub async fn handle_connection(stream: TcpStream, peer: SocketAddr, state: AppState) {
+    let mut conn = Framed::new(stream, PbFramer::new(state.config.pb_max_frame));
+    let Some((principal, login_seq)) = login_phase(&mut conn, &state).await else {
+        return;
+    };
+    tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, "pb login");
+    run_session(conn, principal, login_seq, state).await;
+}
+
+async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
+    conn.send(frame).await.is_ok()
+}
+
+/// The first frame must be a valid Login; anything else gets Error 244.
+/// Returns the principal and the login request's seq.
+async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u16)> {
+    let timeout = Duration::from_secs(state.config.login_timeout_secs);
+    let first = match tokio::time::timeout(timeout, conn.next()).await {
+        Ok(Some(Ok(frame))) => frame,
+        Ok(Some(Err(e))) => {
+            let _ = send(conn, PbFrame::error(0, e.code(), e.to_string())).await;
+            return None;
+        }
+        Ok(None) | Err(_) => return None,
+    };
+    let req = match PbRequest::decode(&first) {
+        Ok(PbRequest::Login(req)) => req,
+        Ok(_) => {
+            let _ = send(
+                conn,
+                PbFrame::error(first.seq, ErrorCode::AuthFailure, "login first"),
+            )
+            .await;
+            return None;
+        }
+        Err(e) => {
+            let _ = send(
+                conn,
+                PbFrame::error(
+                    first.seq,
+                    ErrorCode::AuthFailure,
+                    format!("login first: {e}"),
+                ),
+            )
+            .await;
+            return None;
+        }
+    };
+    match sessions::login(
+        state,
+        Protocol::Pb,
+        &req.user_id,
+        &req.token,
+        &req.client_id,
+    ) {
+        Ok(mut p) => {
+            // The token's platform wins unless it left it unset.
+            if p.platform == imgate_core::model::Platform::Unknown {
+                p.platform = imgate_core::model::Platform::from_i32(req.platform);
+            }
+            Some((p, first.seq))
+        }
+        Err(e) => {
+            let resp = proto::LoginResponse {
+                code: e.code.as_i32(),
+                server_time: now_ms(),
+                last_message_id: 0,
+            };
+            let _ = send(
+                conn,
+                PbFrame::response(commands::LOGIN_RESPONSE, first.seq, &resp),
+            )
+            .await;
+            None
+        }
+    }
+}
+
+async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state: AppState) {
+    // Register first (kicks what this login replaces), then attach to the
+    // store (pending deliveries first, then live).
+    let mut handle = state.sessions.register(&principal);
+    let user = principal.user_id.clone();
+    let device = principal.device_id.clone();
+    let mut feed = match state.store.attach_device(&user, &device).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "pb: cannot attach device");
+            let _ = send(
+                &mut conn,
+                PbFrame::error(0, ErrorCode::ServerError, "store unavailable"),
+            )
+            .await;
+            return;
+        }
+    };
+    let last = state.store.last_message_id(&user).await.unwrap_or(0);
+    let ok = proto::LoginResponse {
+        code: 0,
+        server_time: now_ms(),
+        last_message_id: last,
+    };
+    if !send(
+        &mut conn,
+        PbFrame::response(commands::LOGIN_RESPONSE, login_seq, &ok),
+    )
+    .await
+    {
+        return;
+    }
+    let idle = Duration::from_secs(state.config.heartbeat_secs.max(1) * 3);
+    loop {
+        tokio::select! {
+            biased;
+            kick = &mut handle.kicked => {
+                let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
+                let _ = send(&mut conn, PbFrame::kick(kick.code, kick.reason)).await;
+                return;
+            }
+            _ = state.draining() => {
+                let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")).await;
+                return;
+            }
+            next = tokio::time::timeout(idle, conn.next()) => {
+                let frame = match next {
+                    Err(_) => {
+                        tracing::debug!(%user, %device, "pb: idle timeout");
+                        return;
+                    }
+                    Ok(None) => return,
+                    Ok(Some(Err(e))) => {
+                        let _ = send(&mut conn, PbFrame::error(0, e.code(), e.to_string())).await;
+                        return;
+                    }
+                    Ok(Some(Ok(frame))) => frame,
+                };
+                if !handle_frame(&mut conn, &state, &principal, frame).await {
+                    return;
+                }
+            }
+            msg = next_delivery(&mut feed) => {
+                let Some(msg) = msg else {
+                    // Replaced by a newer session of this device, or too
+                    // slow: the client reconnects and gets what is pending.
+                    return;
+                };
+                let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));
+                if !send(&mut conn, push).await {
+                    return;
+                }
+                state.metrics.message_out(Protocol::Pb);
+            }
+        }
+    }
+}
+
+async fn next_delivery(feed: &mut DeviceFeed) -> Option<std::sync::Arc<imgate_core::Message>> {
+    feed.next().await
+}
+
+/// Handle one request; false closes the connection.
+async fn handle_frame(
+    conn: &mut Conn,
+    state: &AppState,
+    principal: &Principal,
+    frame: PbFrame,
+) -> bool {
+    let seq = frame.seq;
+    let req = match PbRequest::decode(&frame) {
+        Ok(r) => r,
+        Err(e) => return reject(conn, seq, &e).await,
+    };
+    match req {
+        PbRequest::Login(_) => {
+            send(
+                conn,
+                PbFrame::error(seq, ErrorCode::InvalidData, "already logged in"),
+            )
+            .await
+        }
+        PbRequest::Heartbeat => send(conn, PbFrame::heartbeat(seq)).await,
+        PbRequest::Send(req) => {
+            let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
+            let client_msg_id = draft.client_msg_id.clone();
+            let cmd = SendCommand {
+                principal: principal.clone(),
+                draft,
+            };
+            let resp = match state.send(cmd).await {
+                Ok(ack) => proto::SendResponse {
+                    code: 0,
+                    message_id: ack.message_id,
+                    server_ts: ack.server_ts,
+                    client_msg_id: ack.client_msg_id,
+                },
+                Err(e) => proto::SendResponse {
+                    code: e.code.as_i32(),
+                    message_id: 0,
+                    server_ts: 0,
+                    client_msg_id,
+                },
+            };
+            send(conn, PbFrame::response(commands::SEND_RESPONSE, seq, &resp)).await
+        }
+        PbRequest::DeliverAck(ack) => {
+            if let Err(e) = state
+                .store
+                .ack(&principal.user_id, &principal.device_id, ack.message_id)
+                .await
+            {
+                tracing::warn!(error = %e, "pb: storing a delivery ack failed; it will be redelivered");
+            }
+            true
+        }
+        PbRequest::Sync(req) => {
+            let limit = usize::try_from(req.limit).unwrap_or(0);
+            let limit = if limit == 0 {
+                100
+            } else {
+                limit.min(MAX_SYNC_PAGE)
+            };
+            let resp = match state.store.sync(&principal.user_id, req.since, limit).await {
+                Ok(page) => fit_sync_page(page, state.config.pb_max_frame),
+                Err(e) => proto::SyncResponse {
+                    code: ImError::from(e).code.as_i32(),
+                    messages: vec![],
+                    has_more: false,
+                },
+            };
+            send(conn, PbFrame::response(commands::SYNC_RESPONSE, seq, &resp)).await
+        }
+        PbRequest::Recall(req) => {
+            let window = Duration::from_secs(state.config.recall_window_secs);
+            let code = match pipeline::recall(
+                state.store.as_ref(),
+                req.message_id,
+                &principal.user_id,
+                false,
+                window,
+            )
+            .await
+            {
+                Ok(_) => 0,
+                Err(e) => e.code.as_i32(),
+            };
+            send(
+                conn,
+                PbFrame::response(
+                    commands::RECALL_RESPONSE,
+                    seq,
+                    &proto::RecallResponse { code },
+                ),
+            )
+            .await
+        }
+    }
+}
+
+/// A bad request: answer with Error; close if the stream cannot continue.
+async fn reject(conn: &mut Conn, seq: u16, e: &PbCodecError) -> bool {
+    let sent = send(conn, PbFrame::error(seq, e.code(), e.to_string())).await;
+    sent && e.can_continue()
+}
+
+/// Keep a sync page under the frame limit: drop messages from the end and
+/// say `has_more` so the client asks again from the last one it got.
+fn fit_sync_page(page: imgate_core::store::SyncPage, max_frame: usize) -> proto::SyncResponse {
+    use prost::Message as _;
+    let budget = max_frame.saturating_sub(1024);
+    let mut resp = proto::SyncResponse {
+        code: 0,
+        messages: Vec::with_capacity(page.messages.len()),
+        has_more: page.has_more,
+    };
+    let mut size = 0usize;
+    for m in &page.messages {
+        let pm = PbNormalizer::message_from_core(m);
+        let len = pm.encoded_len() + 8;
+        if size + len > budget && !resp.messages.is_empty() {
+            resp.has_more = true;
+            break;
+        }
+        size += len;
+        resp.messages.push(pm);
+    }
+    resp
+}
