@@ -19,5 +19,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== build the imgate binary for the conformance suite"
 cargo build --workspace --bins --locked
 
+echo "== python clients for the conformance suite (paho-mqtt, slixmpp)"
+IMGATE_TEST_PYTHON=$(bash scripts/python-venv.sh | tail -n 1)
+export IMGATE_TEST_PYTHON
+
 echo "== cargo test"
 cargo test --workspace --locked

@@ -30,3 +30,24 @@ pub fn unique(prefix: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// The Python interpreter of the conformance virtualenv (paho-mqtt,
+/// slixmpp): `IMGATE_TEST_PYTHON`, else `<workspace>/.venv/bin/python`.
+/// `scripts/test.sh` creates it; without it, tests that need it fail with
+/// a message saying how to create it.
+pub fn python() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("IMGATE_TEST_PYTHON") {
+        return p.into();
+    }
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
+    assert!(
+        venv.exists(),
+        "the conformance virtualenv is missing: run `bash scripts/python-venv.sh` (scripts/test.sh does)"
+    );
+    venv
+}
+
+/// Directory of the Python conformance clients (`conformance/python`).
+pub fn python_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python")
+}
