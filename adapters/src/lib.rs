@@ -2,10 +2,19 @@
 //!
 //! - [`embedded`]: the default store, redb files under the data directory,
 //!   group-committed with fsync, in-process fan-out.
+//! - [`rabbit`]: several gateway nodes on one RabbitMQ: a log stream as the
+//!   source of truth, node-local indexes built from it, one quorum queue
+//!   per device (`IMGATE_STORE=amqp://...`).
+//! - [`review_hook`]: the HTTP client behind the pipeline's review hook
+//!   (forward and review modes).
 //!
 //! Adapters never see codecs: they store and route `Message`s only.
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+pub mod rabbit;
+pub mod review_hook;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use rabbit::{RabbitConfig, RabbitStore};
+pub use review_hook::HttpReviewHook;

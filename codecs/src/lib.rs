@@ -9,6 +9,10 @@
 //!
 //! Layout:
 //! - [`pb`]: the private binary protobuf protocol (DESIGN §5.2).
+//! - [`xmpp`]: XMPP-lite stanzas (DESIGN §5.4).
+//! - [`mqtt`]: MQTT 3.1.1 and 5 packets and the IM topic namespace (§5.3).
 #![forbid(unsafe_code)]
 
+pub mod mqtt;
 pub mod pb;
+pub mod xmpp;

@@ -54,6 +54,46 @@ pub struct Gateway {
     pub secret: String,
     env: Vec<(String, String)>,
     log: PathBuf,
+    /// A RabbitMQ name prefix this gateway was given for itself (its
+    /// queues are deleted when it is dropped).
+    rabbit_prefix: Option<String>,
+}
+
+/// The store the suite runs against: `IMGATE_CONFORMANCE_STORE`, default
+/// `embedded`; e.g. `amqp://guest:guest@127.0.0.1:5672/%2f` runs every
+/// scenario on the RabbitMQ store.
+pub fn conformance_store() -> String {
+    std::env::var("IMGATE_CONFORMANCE_STORE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "embedded".into())
+}
+
+/// `url` with a `prefix=` query parameter added.
+pub fn amqp_with_prefix(url: &str, prefix: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}prefix={prefix}")
+}
+
+/// Delete the RabbitMQ queues (log stream, device queues) whose names
+/// start with `prefix.`, through `rabbitmqctl` (best effort: the empty
+/// exchange stays).
+pub fn delete_rabbit_queues(prefix: &str) {
+    let Ok(out) = Command::new("rabbitmqctl")
+        .args(["-q", "list_queues", "name"])
+        .output()
+    else {
+        eprintln!("rabbitmqctl not available: queues of {prefix} left behind");
+        return;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    for name in text.lines().map(str::trim) {
+        if name.starts_with(&format!("{prefix}.")) {
+            let _ = Command::new("rabbitmqctl")
+                .args(["-q", "delete_queue", name])
+                .output();
+        }
+    }
 }
 
 impl Gateway {
@@ -66,12 +106,25 @@ impl Gateway {
     pub fn start_with(env: &[(&str, &str)]) -> Gateway {
         let tmp = tempfile::tempdir().expect("temp dir");
         let data_dir = tmp.path().join("data");
-        let env = env
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // The suite's store, unless the test chose one; a RabbitMQ store
+        // gets a name prefix of its own so tests never share state.
+        let mut rabbit_prefix = None;
+        if !env.iter().any(|(k, _)| k == "IMGATE_STORE") {
+            let mut store = conformance_store();
+            if store.starts_with("amqp") && !store.contains("prefix=") {
+                let prefix = crate::unique("conf");
+                store = amqp_with_prefix(&store, &prefix);
+                rabbit_prefix = Some(prefix);
+            }
+            env.push(("IMGATE_STORE".into(), store));
+        }
         let mut g = Self::spawn(data_dir, env, tmp.path().join("imgate.log"));
         g._tmp = Some(tmp);
+        g.rabbit_prefix = rabbit_prefix;
         g
     }
 
@@ -157,6 +210,7 @@ impl Gateway {
             secret,
             env,
             log,
+            rabbit_prefix: None,
         }
     }
 
@@ -237,5 +291,8 @@ impl Drop for Gateway {
             eprintln!("---- imgate log ----\n{}", self.log());
         }
         self.kill9();
+        if let Some(prefix) = self.rabbit_prefix.take() {
+            delete_rabbit_queues(&prefix);
+        }
     }
 }

@@ -7,10 +7,13 @@
 //! real sockets; [`PbClient`] speaks the private binary protocol over TCP.
 //! Scenarios live in `tests/`.
 
+pub mod fake_http;
 pub mod gateway;
 pub mod http;
+pub mod mqtt;
 pub mod pb;
 pub mod sse;
+pub mod xmpp;
 
 pub use gateway::Gateway;
 pub use http::{Admin, Client, Reply};

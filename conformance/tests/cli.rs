@@ -76,3 +76,38 @@ fn cli_without_a_secret_says_where_it_looked() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin secret"));
 }
+
+#[test]
+fn policy_commands_take_effect_without_restart() {
+    let g = Gateway::start();
+    admin_cli(&g, &["words-add", "darn", "坏词"]);
+    let listed: serde_json::Value = serde_json::from_str(&admin_cli(&g, &["words"])).unwrap();
+    assert_eq!(listed["words"], serde_json::json!(["darn", "坏词"]));
+    let alice = g.client("alice", "web");
+    assert_eq!(alice.send_text("bob", "darn", "1").code(), 242);
+    let hits: serde_json::Value =
+        serde_json::from_str(&admin_cli(&g, &["hits", "--user", "alice"])).unwrap();
+    assert_eq!(hits["hits"][0]["words"], serde_json::json!(["darn"]));
+    admin_cli(&g, &["words-del", "darn"]);
+    assert_eq!(alice.send_text("bob", "darn", "2").code(), 0);
+    admin_cli(&g, &["status", "alice", "muted"]);
+    assert_eq!(alice.send_text("bob", "hi", "3").code(), 8);
+    admin_cli(&g, &["status", "alice", "normal"]);
+    assert_eq!(alice.send_text("bob", "hi", "4").code(), 0);
+    // Recall of one's own message over HTTP.
+    let uid = alice.send_text("bob", "oops", "5").result()["messageUid"]
+        .as_u64()
+        .unwrap();
+    let r = alice.post("/v1/recall", &serde_json::json!({"messageUid": uid}));
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let bob = g.client("bob", "x");
+    assert!(bob
+        .sync_all(0)
+        .iter()
+        .all(|m| m["messageUid"].as_u64() != Some(uid)));
+    let other = g.client("bob", "x").post(
+        "/v1/recall",
+        &serde_json::json!({"messageUid": r.result()["noticeUid"]}),
+    );
+    assert_eq!(other.code(), 248, "only the sender may recall");
+}

@@ -6,6 +6,7 @@
 //! - [`error`]: the numeric error codes of DESIGN §4 and [`ImError`].
 //! - [`id`]: the cluster-unique, time-ordered message id generator.
 //! - [`store`]: the [`Store`] trait every storage adapter implements.
+//! - [`words`]: the sensitive-word list, normalization and matcher.
 //! - [`pipeline`]: the tower policy stack every inbound message passes,
 //!   built in one function ([`pipeline::build_pipeline`]).
 //!
@@ -18,6 +19,7 @@ pub mod id;
 pub mod model;
 pub mod pipeline;
 pub mod store;
+pub mod words;
 
 pub use error::{ErrorCode, ImError};
 pub use model::{Conversation, ConversationType, Message, MessagePayload, Platform, PlatformClass};

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use imgate_core::pipeline::{Limits, PipelineConfig, RateLimitConfig};
+use imgate_core::pipeline::{
+    Limits, PipelineConfig, RateLimitConfig, ReviewConfig, ReviewMode, WordStrategies, WordStrategy,
+};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,6 +50,11 @@ pub struct Config {
     pub embedded_max_batch: usize,
     /// Largest PB frame (checked from the header).
     pub pb_max_frame: usize,
+    /// Largest MQTT packet (checked from the fixed header).
+    pub mqtt_max_packet: usize,
+    /// Messages queued per MQTT session (online or offline) before the
+    /// overflow policy applies (see `gateway/src/mqtt/broker`).
+    pub mqtt_max_queued: usize,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -55,6 +62,25 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// Open client connections per listener.
     pub max_connections: usize,
+    /// Messages per user per UTC day (0 = unlimited).
+    pub daily_quota: u32,
+    /// New connections per second from one IP, on every listener.
+    pub conn_rate_per_ip: u32,
+    /// Sensitive words: `reject` (242), `drop` or `mask`.
+    pub sensitive_strategy: String,
+    /// Per conversation type, e.g. `"1=mask,0=reject"`.
+    pub sensitive_strategy_by_type: String,
+    /// Review hook URL (http://); empty = no hook.
+    pub review_url: String,
+    /// `forward` (async, after store) or `review` (sync verdict before store).
+    pub review_mode: String,
+    pub review_timeout_ms: u64,
+    /// On review timeout/error: pass (true) or refuse (false).
+    pub review_fail_open: bool,
+    /// Content types reviewed/forwarded, e.g. `"1,3"` (empty = all).
+    pub review_content_types: String,
+    /// Forward queue length; when full, forwards are dropped and counted.
+    pub review_queue: usize,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
@@ -84,9 +110,21 @@ impl Default for Config {
             recall_window_secs: 120,
             embedded_max_batch: 512,
             pb_max_frame: 1024 * 1024,
+            mqtt_max_packet: 1024 * 1024,
+            mqtt_max_queued: 1000,
             heartbeat_secs: 60,
             login_timeout_secs: 10,
             max_connections: 10_000,
+            daily_quota: 0,
+            conn_rate_per_ip: 100,
+            sensitive_strategy: "reject".into(),
+            sensitive_strategy_by_type: String::new(),
+            review_url: String::new(),
+            review_mode: "forward".into(),
+            review_timeout_ms: 2000,
+            review_fail_open: true,
+            review_content_types: String::new(),
+            review_queue: 10_000,
             shutdown_grace_secs: 10,
             log: "info".into(),
         }
@@ -145,10 +183,66 @@ impl Config {
         if self.rate_limit_messages == 0 || self.rate_limit_per_secs == 0 {
             bail!("rate_limit_messages and rate_limit_per_secs must be positive");
         }
+        self.word_strategies()?;
+        self.review_config()?;
         if self.embedded_max_batch == 0 {
             bail!("embedded_max_batch must be positive");
         }
         Ok(())
+    }
+
+    pub fn word_strategies(&self) -> anyhow::Result<WordStrategies> {
+        let default: WordStrategy = self
+            .sensitive_strategy
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        let mut by_type = std::collections::HashMap::new();
+        for part in self
+            .sensitive_strategy_by_type
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+        {
+            let (t, s) = part.split_once('=').with_context(|| {
+                format!("sensitive_strategy_by_type: {part:?} is not TYPE=STRATEGY")
+            })?;
+            let t: i32 = t
+                .trim()
+                .parse()
+                .with_context(|| format!("sensitive_strategy_by_type: bad type {t:?}"))?;
+            by_type.insert(t, s.parse().map_err(anyhow::Error::msg)?);
+        }
+        Ok(WordStrategies { default, by_type })
+    }
+
+    /// The review hook settings, if a URL is configured.
+    pub fn review_config(&self) -> anyhow::Result<Option<ReviewConfig>> {
+        if self.review_url.trim().is_empty() {
+            return Ok(None);
+        }
+        if !self.review_url.starts_with("http://") {
+            bail!("review_url must be an http:// URL");
+        }
+        let mode = match self.review_mode.trim() {
+            "forward" => ReviewMode::Forward,
+            "review" => ReviewMode::Review,
+            other => bail!("review_mode must be forward or review, not {other:?}"),
+        };
+        let content_types = self
+            .review_content_types
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| {
+                p.trim()
+                    .parse::<i32>()
+                    .with_context(|| format!("review_content_types: {p:?}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Some(ReviewConfig {
+            mode,
+            timeout: Duration::from_millis(self.review_timeout_ms.max(1)),
+            fail_open: self.review_fail_open,
+            content_types,
+        }))
     }
 
     pub fn pipeline(&self) -> PipelineConfig {
@@ -226,6 +320,28 @@ mod tests {
         let e = Config::load_from(None, &env(&[("IMGATE_NODE_ID", "lots")])).unwrap_err();
         assert!(format!("{e:#}").contains("IMGATE_NODE_ID"));
         assert!(Config::load_from(None, &env(&[("IMGATE_NODE_ID", "5000")])).is_err());
+        assert!(
+            Config::load_from(None, &env(&[("IMGATE_SENSITIVE_STRATEGY", "explode")])).is_err()
+        );
+        assert!(Config::load_from(
+            None,
+            &env(&[("IMGATE_SENSITIVE_STRATEGY_BY_TYPE", "1:mask")])
+        )
+        .is_err());
+        assert!(Config::load_from(None, &env(&[("IMGATE_REVIEW_URL", "ftp://x")])).is_err());
+        let c = Config::load_from(
+            None,
+            &env(&[
+                ("IMGATE_SENSITIVE_STRATEGY_BY_TYPE", "1=mask, 0=drop"),
+                ("IMGATE_REVIEW_URL", "http://127.0.0.1:9/r"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.word_strategies().unwrap().by_type.len(), 2);
+        assert_eq!(
+            c.review_config().unwrap().unwrap().mode,
+            ReviewMode::Forward
+        );
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("imgate.toml");
         std::fs::write(&path, "no_such_key = 1\n").unwrap();

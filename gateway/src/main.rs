@@ -5,6 +5,9 @@
 //! - `config`: defaults, `imgate.toml`, `IMGATE_*` overrides.
 //! - `sessions`: login, kick rule and accept loop shared by TCP protocols.
 //! - `pb`: the private binary protocol sessions.
+//! - `mqtt`: MQTT 3.1.1/5 sessions, the IM topic namespace and the broker.
+//! - `xmpp`: XMPP-lite sessions (SASL, binding, receipts, SM, MAM).
+//! - `policy`: word list, user statuses and rate overrides (persisted), hit log.
 //! - `http`: the client API (`/v1`, bearer tokens, SSE) and the signed
 //!   admin API (`/admin`, `/metrics`).
 //! - `state`: what listeners and sessions share (store, pipeline, ...).
@@ -18,12 +21,15 @@ mod cli;
 mod config;
 mod http;
 mod metrics;
+mod mqtt;
 mod pb;
+mod policy;
 mod secrets;
 mod server;
 mod sessions;
 mod state;
 mod token;
+mod xmpp;
 
 use std::path::PathBuf;
 

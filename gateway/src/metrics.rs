@@ -81,6 +81,26 @@ impl Metrics {
         }
     }
 
+    /// Counters of the review hook's forwarder, appended to the output.
+    pub fn render_review(out: &mut String, stats: &imgate_adapters::review_hook::ReviewStats) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(
+            out,
+            "# HELP imgate_review_forward_total Review-hook forwards by outcome."
+        );
+        let _ = writeln!(out, "# TYPE imgate_review_forward_total counter");
+        for (outcome, v) in [
+            ("delivered", stats.forwarded.load(Relaxed)),
+            ("dropped_queue_full", stats.dropped.load(Relaxed)),
+            ("failed_after_retries", stats.failed.load(Relaxed)),
+        ] {
+            let _ = writeln!(
+                out,
+                "imgate_review_forward_total{{outcome=\"{outcome}\"}} {v}"
+            );
+        }
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(

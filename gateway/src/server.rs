@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use imgate_adapters::HttpReviewHook;
 use imgate_adapters::{EmbeddedConfig, EmbeddedStore};
-use imgate_core::pipeline::{build_pipeline, Protocol};
+use imgate_core::pipeline::{build_pipeline, PolicyParts, Protocol, ReviewHook};
 use imgate_core::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -17,13 +18,16 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::http::{admin_router, client_router};
 use crate::metrics::Metrics;
+use crate::mqtt;
 use crate::pb;
+use crate::policy::PolicyState;
 use crate::secrets;
-use crate::sessions::{run_listener, SessionRegistry};
+use crate::sessions::{run_listener, AdmittingListener, ConnLimiter, SessionRegistry};
 use crate::state::AppState;
 use crate::token::TokenIssuer;
+use crate::xmpp;
 
-fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     if config.store == "embedded" || config.store.is_empty() {
         let mut ec = EmbeddedConfig::new(&config.data_dir);
         ec.node_id = config.node_id;
@@ -33,7 +37,19 @@ fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(store));
     }
     if config.store.starts_with("amqp://") || config.store.starts_with("amqps://") {
-        bail!("the RabbitMQ store is not built yet; run with store = \"embedded\" (the default)");
+        // Store knobs (name prefix, device queue limits, ...) are query
+        // parameters of the URL: see imgate_adapters::rabbit::config.
+        let mut rc = imgate_adapters::RabbitConfig::from_url(
+            &config.store,
+            &config.data_dir,
+            config.node_id,
+        )
+        .context("RabbitMQ store settings")?;
+        rc.dedupe_window = Duration::from_secs(config.dedupe_window_secs);
+        let store = imgate_adapters::RabbitStore::open(rc)
+            .await
+            .context("opening the RabbitMQ store")?;
+        return Ok(Arc::new(store));
     }
     bail!(
         "unknown store {:?}: use \"embedded\" or an amqp:// URL",
@@ -52,8 +68,24 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
-    let store = open_store(&config)?;
-    let pipeline = build_pipeline(&config.pipeline(), store.clone());
+    let store = open_store(&config).await?;
+    let policy = Arc::new(PolicyState::load(&config.data_dir, config.daily_quota)?);
+    let review = match config.review_config()? {
+        Some(rc) => {
+            let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
+                .map_err(anyhow::Error::msg)?;
+            Some((hook, rc))
+        }
+        None => None,
+    };
+    let parts = PolicyParts {
+        policy: policy.book.clone(),
+        words: policy.words.clone(),
+        word_strategies: config.word_strategies()?,
+        hits: policy.hits.clone(),
+        review: review.clone().map(|(h, rc)| (h as Arc<dyn ReviewHook>, rc)),
+    };
+    let pipeline = build_pipeline(&config.pipeline(), store.clone(), &parts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),
@@ -63,13 +95,28 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pipeline,
         metrics: Arc::new(Metrics::default()),
         sessions: Arc::new(SessionRegistry::new(config.multi_endpoint)),
+        conn_limiter: Arc::new(ConnLimiter::new(
+            config.conn_rate_per_ip,
+            config.max_connections,
+        )),
+        policy,
+        review: review.map(|(h, _)| h),
         shutdown: shutdown_rx,
     };
 
     let pb = bind("pb", &config.pb_addr).await?;
+    let mqtt_broker = mqtt::Broker::open(
+        &config.data_dir,
+        config.mqtt_max_queued,
+        config.pipeline().rate,
+    )?;
+    let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
+    let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;
     let http = bind("http", &config.http_addr).await?;
     let admin = bind("admin", &config.admin_addr).await?;
     println!("listening pb {}", pb.local_addr()?);
+    println!("listening mqtt {}", mqtt_listener.local_addr()?);
+    println!("listening xmpp {}", xmpp_listener.local_addr()?);
     println!("listening http {}", http.local_addr()?);
     println!("listening admin {}", admin.local_addr()?);
     if generated {
@@ -88,17 +135,37 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         run_listener(Protocol::Pb, pb, st, pb::handle_connection).await;
         Ok(())
     });
-    for (listener, router) in [
-        (http, client_router(state.clone())),
-        (admin, admin_router(state.clone())),
-    ] {
-        let st = state.clone();
-        servers.spawn(
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { st.draining().await })
-                .into_future(),
-        );
-    }
+    let st = state.clone();
+    let xmpp_handler = xmpp::connection_handler(&state);
+    servers.spawn(async move {
+        run_listener(Protocol::Xmpp, xmpp_listener, st, xmpp_handler).await;
+        Ok(())
+    });
+    let st = state.clone();
+    servers.spawn(async move {
+        mqtt::serve(mqtt_listener, st, mqtt_broker).await;
+        Ok(())
+    });
+    // Client HTTP goes through connection admission like every protocol;
+    // the admin API (localhost by default) is kept reachable under floods.
+    let client_http = AdmittingListener {
+        inner: http,
+        limiter: state.conn_limiter.clone(),
+        metrics: state.metrics.clone(),
+        protocol: Protocol::Http,
+    };
+    let st = state.clone();
+    servers.spawn(
+        axum::serve(client_http, client_router(state.clone()))
+            .with_graceful_shutdown(async move { st.draining().await })
+            .into_future(),
+    );
+    let st = state.clone();
+    servers.spawn(
+        axum::serve(admin, admin_router(state.clone()))
+            .with_graceful_shutdown(async move { st.draining().await })
+            .into_future(),
+    );
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining sessions");

@@ -11,8 +11,10 @@ use tower::ServiceExt;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::sessions::SessionRegistry;
+use crate::policy::PolicyState;
+use crate::sessions::{ConnLimiter, SessionRegistry};
 use crate::token::TokenIssuer;
+use imgate_adapters::HttpReviewHook;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -24,6 +26,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Online sessions of this node (login kick rule).
     pub sessions: Arc<SessionRegistry>,
+    /// Connection admission shared by every listener.
+    pub conn_limiter: Arc<ConnLimiter>,
+    /// Word list, user statuses, rate overrides, hit log.
+    pub policy: Arc<PolicyState>,
+    /// The review hook, if configured (its counters are exported).
+    pub review: Option<Arc<HttpReviewHook>>,
     /// Turns true when the gateway starts draining.
     pub shutdown: watch::Receiver<bool>,
 }

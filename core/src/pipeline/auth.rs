@@ -1,8 +1,9 @@
 //! Layer 1, auth: the session's principal may send as the draft's sender.
 //!
 //! Token checks happen once at connect (the gateway); this layer makes sure
-//! a logged-in client cannot forge another sender. User status (muted,
-//! forbidden) joins here with the login-rules work.
+//! a logged-in client cannot forge another sender, and that the sender is
+//! not muted or forbidden (the [`PolicyBook`], changed through the admin
+//! API, takes effect on the next message).
 
 use std::future::{ready, Future};
 use std::pin::Pin;
@@ -10,28 +11,35 @@ use std::task::{Context, Poll};
 
 use tower::{Layer, Service};
 
-use super::{SendAck, SendCommand};
+use super::{PolicyBook, SendAck, SendCommand};
 use crate::{ErrorCode, ImError};
+use std::sync::Arc;
 
-#[derive(Debug, Clone, Default)]
-pub struct AuthLayer;
+#[derive(Clone, Default)]
+pub struct AuthLayer {
+    policy: Arc<PolicyBook>,
+}
 
 impl AuthLayer {
-    pub fn new() -> Self {
-        AuthLayer
+    pub fn new(policy: Arc<PolicyBook>) -> Self {
+        AuthLayer { policy }
     }
 }
 
 impl<S> Layer<S> for AuthLayer {
     type Service = Auth<S>;
     fn layer(&self, inner: S) -> Auth<S> {
-        Auth { inner }
+        Auth {
+            inner,
+            policy: self.policy.clone(),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Auth<S> {
     inner: S,
+    policy: Arc<PolicyBook>,
 }
 
 /// The check alone, for tests and for protocols that pre-check.
@@ -63,7 +71,14 @@ where
     }
 
     fn call(&mut self, cmd: SendCommand) -> Self::Future {
-        match authorize(&cmd) {
+        let checked = authorize(&cmd).and_then(|()| {
+            if cmd.principal.admin {
+                Ok(())
+            } else {
+                self.policy.check_send(&cmd.draft.sender)
+            }
+        });
+        match checked {
             Ok(()) => Box::pin(self.inner.call(cmd)),
             Err(e) => Box::pin(ready(Err(e))),
         }
@@ -79,7 +94,7 @@ mod tests {
     #[tokio::test]
     async fn forged_sender_is_rejected_and_never_reaches_inner() {
         let rec = Recorder::default();
-        let svc = AuthLayer::new().layer(rec.clone());
+        let svc = AuthLayer::default().layer(rec.clone());
         let mut c = cmd("alice", "bob", "1");
         c.draft.sender = "mallory".into();
         let err = svc.clone().oneshot(c).await.unwrap_err();
@@ -92,10 +107,25 @@ mod tests {
     #[tokio::test]
     async fn admin_may_send_as_anyone() {
         let rec = Recorder::default();
-        let svc = AuthLayer::new().layer(rec.clone());
+        let svc = AuthLayer::default().layer(rec.clone());
         let mut c = cmd("admin", "bob", "1");
         c.principal.admin = true;
         c.draft.sender = "carol".into();
         assert!(svc.oneshot(c).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn muted_and_forbidden_users_cannot_send() {
+        let policy = Arc::new(PolicyBook::default());
+        let svc = AuthLayer::new(policy.clone()).layer(Recorder::default());
+        policy.set_status("alice", super::super::UserStatus::Muted);
+        let e = svc
+            .clone()
+            .oneshot(cmd("alice", "bob", "1"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::UserForbidden);
+        policy.set_status("alice", super::super::UserStatus::Normal);
+        assert!(svc.oneshot(cmd("alice", "bob", "2")).await.is_ok());
     }
 }

@@ -9,17 +9,25 @@
 
 mod auth;
 mod dedupe;
+mod policy;
 mod rate_limit;
 mod recall;
+mod review;
 mod store_service;
 mod validate;
+mod word_filter;
 
 pub use auth::{Auth, AuthLayer};
 pub use dedupe::{Dedupe, DedupeLayer};
+pub use policy::{PolicyBook, PolicySnapshot, UserStatus};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};
 pub use recall::{recall, RecallOutcome};
+pub use review::{Review, ReviewConfig, ReviewHook, ReviewLayer, ReviewMode, Verdict};
 pub use store_service::StoreService;
 pub use validate::{Limits, Validate, ValidateLayer};
+pub use word_filter::{
+    HitRecord, HitSink, WordFilterLayer, WordFilterService, WordStrategies, WordStrategy,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +37,7 @@ use tower::ServiceBuilder;
 
 use crate::model::{Conversation, MessagePayload, Platform};
 use crate::store::Store;
+use crate::words::WordFilter;
 use crate::ImError;
 
 /// The protocol a command came in on (for metrics and error rendering).
@@ -113,21 +122,73 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The live policy state the layers consult, changed by the admin API
+/// without a restart.
+#[derive(Clone)]
+pub struct PolicyParts {
+    pub policy: Arc<PolicyBook>,
+    pub words: Arc<WordFilter>,
+    pub word_strategies: WordStrategies,
+    pub hits: Arc<dyn HitSink>,
+    /// The review hook and its settings; None = no hook.
+    pub review: Option<(Arc<dyn ReviewHook>, ReviewConfig)>,
+}
+
+/// Drops hit records (for tests and tools that do not keep them).
+pub struct DiscardHits;
+
+impl HitSink for DiscardHits {
+    fn record(&self, _hit: HitRecord) {}
+}
+
+impl Default for PolicyParts {
+    /// No words, no review hook, everybody normal.
+    fn default() -> Self {
+        PolicyParts {
+            policy: Arc::default(),
+            words: Arc::new(WordFilter::new(Vec::new())),
+            word_strategies: WordStrategies {
+                default: WordStrategy::Reject,
+                by_type: Default::default(),
+            },
+            hits: Arc::new(DiscardHits),
+            review: None,
+        }
+    }
+}
+
 /// The whole stack, in DESIGN §6 order. Read top to bottom: a command
 /// enters at `auth` and, if nothing rejects it, is stored last.
-pub fn build_pipeline(config: &PipelineConfig, store: Arc<dyn Store>) -> SendService {
+pub fn build_pipeline(
+    config: &PipelineConfig,
+    store: Arc<dyn Store>,
+    parts: &PolicyParts,
+) -> SendService {
     let stack = ServiceBuilder::new()
-        // 1. auth: the principal may send as `draft.sender`.
-        .layer(AuthLayer::new())
+        // 1. auth: the principal may send as `draft.sender`; not muted or
+        //    forbidden.
+        .layer(AuthLayer::new(parts.policy.clone()))
         // 2. validate: conversation type and target, sizes.
         .layer(ValidateLayer::new(config.limits.clone()))
-        // 3. dedupe: a resend within the window gets the original ack.
+        // 3. dedupe: a resend within the window gets the original ack
+        //    (before rate limiting: a retry storm of one message costs one
+        //    token).
         .layer(DedupeLayer::new(config.dedupe_window))
-        // 4. rate limit: token buckets per user and per device.
-        .layer(RateLimitLayer::new(RateLimiter::new(config.rate.clone())))
-        // 5. sensitive-word filter and 6. review hook go here (issue
-        //    "Policy pipeline"): after rate limiting so floods are cheap to
-        //    reject, before the store so nothing filtered is ever durable.
+        // 4. rate limit: token buckets per user and per device (per-user
+        //    overrides), then the daily quota.
+        .layer(RateLimitLayer::new(
+            config.rate.clone(),
+            parts.policy.clone(),
+        ))
+        // 5. sensitive words: reject / drop / mask, every hit recorded.
+        .layer(WordFilterLayer::new(
+            parts.words.clone(),
+            parts.word_strategies.clone(),
+            parts.hits.clone(),
+        ))
+        // 6. review hook: synchronous verdict before the store, or
+        //    asynchronous forwarding after it.
+        .layer(ReviewLayer::optional(parts.review.clone()))
         // 7. store: resolve recipients, durable append, fan-out.
         .service(StoreService::new(store));
     BoxCloneSyncService::new(stack)

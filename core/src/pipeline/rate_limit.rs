@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use tower::{Layer, Service};
 
-use super::{SendAck, SendCommand};
-use crate::{ErrorCode, ImError};
+use super::{PolicyBook, SendAck, SendCommand};
+use crate::{now_ms, ErrorCode, ImError};
 
 /// `messages` per `per`, for each user and for each device.
 #[derive(Debug, Clone)]
@@ -34,47 +34,78 @@ impl Default for RateLimitConfig {
 struct Bucket {
     tokens: f64,
     last: Instant,
+    /// The capacity this bucket was filled for; a changed limit (admin
+    /// override) takes effect at once.
+    capacity: f64,
 }
 
-/// Shared keyed token buckets. Idle (full) buckets are dropped now and then
-/// so memory follows the number of active senders.
-#[derive(Debug, Clone)]
+impl RateLimitConfig {
+    fn capacity(&self) -> f64 {
+        f64::from(self.messages.max(1))
+    }
+
+    fn rate_per_sec(&self) -> f64 {
+        f64::from(self.messages) / self.per.as_secs_f64().max(0.001)
+    }
+}
+
+/// Shared keyed token buckets with a default limit. Idle buckets are
+/// dropped now and then so memory follows the number of active senders.
+#[derive(Debug, Clone, Default)]
 pub struct RateLimiter {
-    config: RateLimitConfig,
+    default: RateLimitConfig,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
 impl RateLimiter {
-    pub fn new(config: RateLimitConfig) -> Self {
+    pub fn new(default: RateLimitConfig) -> Self {
         RateLimiter {
-            config,
+            default,
             buckets: Arc::default(),
         }
     }
 
-    fn rate_per_sec(&self) -> f64 {
-        f64::from(self.config.messages) / self.config.per.as_secs_f64().max(0.001)
+    /// [`RateLimiter::try_acquire_each`] with the default limit for every key.
+    pub fn try_acquire(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
+        let keyed: Vec<(String, RateLimitConfig)> = keys
+            .iter()
+            .map(|k| (k.clone(), self.default.clone()))
+            .collect();
+        self.try_acquire_each(&keyed, now)
     }
 
-    /// Take one token from every key, or none if any bucket is empty; on
-    /// rejection, how long until the emptiest has a token again.
-    pub fn try_acquire(&self, keys: &[String], now: Instant) -> Result<(), Duration> {
-        let capacity = f64::from(self.config.messages.max(1));
-        let rate = self.rate_per_sec();
+    /// Take one token from every key's bucket (each with its own limit), or
+    /// none if any is empty; on rejection, how long until the emptiest has
+    /// a token again.
+    pub fn try_acquire_each(
+        &self,
+        keys: &[(String, RateLimitConfig)],
+        now: Instant,
+    ) -> Result<(), Duration> {
         let mut buckets = match self.buckets.lock() {
             Ok(b) => b,
             Err(poisoned) => poisoned.into_inner(),
         };
         if buckets.len() > 100_000 {
-            let per = self.config.per;
-            buckets.retain(|_, b| now.duration_since(b.last) < per);
+            buckets.retain(|_, b| now.duration_since(b.last) < Duration::from_secs(3600));
         }
         let mut wait = Duration::ZERO;
-        for key in keys {
+        for (key, config) in keys {
+            let capacity = config.capacity();
+            let rate = config.rate_per_sec();
             let b = buckets.entry(key.clone()).or_insert(Bucket {
                 tokens: capacity,
                 last: now,
+                capacity,
             });
+            if b.capacity != capacity {
+                b.tokens = if capacity > b.capacity {
+                    capacity
+                } else {
+                    b.tokens.min(capacity)
+                };
+                b.capacity = capacity;
+            }
             let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
             b.tokens = (b.tokens + elapsed * rate).min(capacity);
             b.last = now;
@@ -85,7 +116,7 @@ impl RateLimiter {
         if wait > Duration::ZERO {
             return Err(wait);
         }
-        for key in keys {
+        for (key, _) in keys {
             if let Some(b) = buckets.get_mut(key) {
                 b.tokens -= 1.0;
             }
@@ -94,14 +125,20 @@ impl RateLimiter {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Rate limits (default or the user's override from the [`PolicyBook`])
+/// and the daily quota.
+#[derive(Clone)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
+    policy: Arc<PolicyBook>,
 }
 
 impl RateLimitLayer {
-    pub fn new(limiter: RateLimiter) -> Self {
-        RateLimitLayer { limiter }
+    pub fn new(default: RateLimitConfig, policy: Arc<PolicyBook>) -> Self {
+        RateLimitLayer {
+            limiter: RateLimiter::new(default),
+            policy,
+        }
     }
 }
 
@@ -110,15 +147,26 @@ impl<S> Layer<S> for RateLimitLayer {
     fn layer(&self, inner: S) -> RateLimit<S> {
         RateLimit {
             inner,
-            limiter: self.limiter.clone(),
+            layer: self.clone(),
         }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RateLimit<S> {
     inner: S,
-    limiter: RateLimiter,
+    layer: RateLimitLayer,
+}
+
+fn over_frequency(wait: Duration, what: &str) -> ImError {
+    ImError::new(
+        ErrorCode::OverFrequency,
+        format!(
+            "over frequency ({what}): retry in {} ms",
+            wait.as_millis().max(1)
+        ),
+    )
+    .with_retry_after(wait)
 }
 
 impl<S> Service<SendCommand> for RateLimit<S>
@@ -139,18 +187,23 @@ where
             return Box::pin(self.inner.call(cmd));
         }
         let p = &cmd.principal;
+        let limit = self
+            .layer
+            .policy
+            .rate_override(&p.user_id)
+            .unwrap_or_else(|| self.layer.limiter.default.clone());
         let keys = [
-            format!("u\u{1f}{}", p.user_id),
-            format!("d\u{1f}{}\u{1f}{}", p.user_id, p.device_id),
+            (format!("u\u{1f}{}", p.user_id), limit.clone()),
+            (format!("d\u{1f}{}\u{1f}{}", p.user_id, p.device_id), limit),
         ];
-        match self.limiter.try_acquire(&keys, Instant::now()) {
-            Ok(()) => Box::pin(self.inner.call(cmd)),
-            Err(wait) => Box::pin(ready(Err(ImError::new(
-                ErrorCode::OverFrequency,
-                format!("over frequency: retry in {} ms", wait.as_millis().max(1)),
-            )
-            .with_retry_after(wait)))),
+        if let Err(wait) = self.layer.limiter.try_acquire_each(&keys, Instant::now()) {
+            return Box::pin(ready(Err(over_frequency(wait, "rate limit"))));
         }
+        if let Err(ms) = self.layer.policy.take_quota(&p.user_id, now_ms()) {
+            let wait = Duration::from_millis(ms.max(1) as u64);
+            return Box::pin(ready(Err(over_frequency(wait, "daily quota used up"))));
+        }
+        Box::pin(self.inner.call(cmd))
     }
 }
 
@@ -178,11 +231,12 @@ mod tests {
     #[tokio::test]
     async fn third_message_in_window_gets_250_other_users_unaffected() {
         let rec = Recorder::default();
-        let svc = RateLimitLayer::new(RateLimiter::new(RateLimitConfig {
+        let policy = Arc::new(PolicyBook::default());
+        let limit = RateLimitConfig {
             messages: 2,
             per: Duration::from_secs(3600),
-        }))
-        .layer(rec.clone());
+        };
+        let svc = RateLimitLayer::new(limit, policy.clone()).layer(rec.clone());
         svc.clone().oneshot(cmd("alice", "bob", "1")).await.unwrap();
         svc.clone().oneshot(cmd("alice", "bob", "2")).await.unwrap();
         let e = svc
@@ -192,7 +246,17 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, ErrorCode::OverFrequency);
         assert!(e.retry_after.is_some());
-        svc.oneshot(cmd("carol", "bob", "1")).await.unwrap();
+        svc.clone().oneshot(cmd("carol", "bob", "1")).await.unwrap();
         assert_eq!(rec.count(), 3);
+        // A per-user override lifts alice's limit at once.
+        policy.set_rate_override("alice", Some((100, 1)));
+        svc.clone().oneshot(cmd("alice", "bob", "4")).await.unwrap();
+        // The daily quota applies on top.
+        let quota = Arc::new(PolicyBook::new(Default::default(), 1));
+        let q = RateLimitLayer::new(RateLimitConfig::default(), quota).layer(rec.clone());
+        q.clone().oneshot(cmd("dave", "bob", "1")).await.unwrap();
+        let e = q.oneshot(cmd("dave", "bob", "2")).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::OverFrequency);
+        assert!(e.message.contains("quota"));
     }
 }

@@ -77,6 +77,32 @@ pub enum AdminCommand {
     GroupDismiss { group_id: String },
     /// Show a group.
     GroupInfo { group_id: String },
+    /// Add sensitive words (take effect at once, persisted).
+    WordsAdd { words: Vec<String> },
+    /// Remove sensitive words.
+    WordsDel { words: Vec<String> },
+    /// List the sensitive words.
+    Words,
+    /// Recent sensitive-word hits (optionally of one user).
+    Hits {
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Set a user's status: normal, muted (cannot send) or forbidden (cannot log in).
+    Status {
+        user: String,
+        #[arg(value_parser = ["normal", "muted", "forbidden"])]
+        status: String,
+    },
+    /// Give a user their own rate limit (0 messages = back to the default).
+    RateLimit {
+        user: String,
+        messages: u32,
+        #[arg(long, default_value_t = 5)]
+        per_secs: u64,
+    },
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -141,6 +167,28 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             client.call("/admin/group/dismiss", &json!({"operator": "admin", "groupId": group_id}))?
         }
         AdminCommand::GroupInfo { group_id } => client.call("/admin/group/info", &json!({"groupId": group_id}))?,
+        AdminCommand::WordsAdd { words } => client.call("/admin/sensitive/add", &json!({ "words": words }))?,
+        AdminCommand::WordsDel { words } => client.call("/admin/sensitive/del", &json!({ "words": words }))?,
+        AdminCommand::Words => client.call("/admin/sensitive/query", &json!({}))?,
+        AdminCommand::Hits { user, limit } => {
+            client.call("/admin/sensitive/hits", &json!({ "userId": user, "limit": limit }))?
+        }
+        AdminCommand::Status { user, status } => {
+            let code = match status.as_str() {
+                "muted" => 1,
+                "forbidden" => 2,
+                _ => 0,
+            };
+            client.call("/admin/user/status", &json!({ "userId": user, "status": code }))?
+        }
+        AdminCommand::RateLimit {
+            user,
+            messages,
+            per_secs,
+        } => client.call(
+            "/admin/user/rate_limit",
+            &json!({ "userId": user, "messages": messages, "perSecs": per_secs }),
+        )?,
     };
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())

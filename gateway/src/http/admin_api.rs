@@ -33,6 +33,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/admin/group/member/del", post(group_member_del))
         .route("/admin/group/dismiss", post(group_dismiss))
         .route("/admin/group/info", post(group_info))
+        .merge(super::admin_policy::routes())
         .route("/metrics", get(metrics))
         .route(
             "/healthz",
@@ -53,10 +54,13 @@ fn require(value: &str, what: &str) -> Result<(), ApiError> {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
+        let mut text = state.metrics.render();
+        if let Some(hook) = &state.review {
+            crate::metrics::Metrics::render_review(&mut text, &hook.stats);
+        }
+        text
+    })
 }
 
 #[derive(Deserialize)]

@@ -38,6 +38,7 @@ impl FromRequestParts<AppState> for ClientAuth {
                 )
             })?;
         let claims = state.tokens.verify(token, token::now_secs())?;
+        state.policy.book.check_login(&claims.user_id)?;
         Ok(ClientAuth(Principal {
             user_id: claims.user_id,
             device_id: claims.client_id,

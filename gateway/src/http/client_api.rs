@@ -1,5 +1,6 @@
 //! Client API (DESIGN §5.5), bearer token: `POST /v1/messages`,
-//! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE).
+//! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE),
+//! `POST /v1/recall` (own messages, within the recall window).
 
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::routing::{get, post};
@@ -27,6 +28,7 @@ pub fn client_router(state: AppState) -> Router {
         .route("/v1/sync", get(sync))
         .route("/v1/history", get(history))
         .route("/v1/events", get(events::events))
+        .route("/v1/recall", post(recall))
         .route(
             "/healthz",
             get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
@@ -54,6 +56,39 @@ async fn send(
         "timestamp": ack.server_ts,
         "clientMsgId": ack.client_msg_id,
         "duplicate": ack.duplicate,
+    })))
+}
+
+#[derive(Deserialize)]
+struct RecallReq {
+    #[serde(rename = "messageUid")]
+    message_uid: serde_json::Value,
+}
+
+/// The sender recalls their own message within `recall_window_secs`.
+async fn recall(
+    State(state): State<AppState>,
+    ClientAuth(principal): ClientAuth,
+    JsonBody(req): JsonBody<RecallReq>,
+) -> Result<Json<Value>, ApiError> {
+    let id = match &req.message_uid {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidParameter,
+            "messageUid must be a message id",
+        )
+    })?;
+    let window = std::time::Duration::from_secs(state.config.recall_window_secs);
+    let outcome =
+        imgate_core::pipeline::recall(state.store.as_ref(), id, &principal.user_id, false, window)
+            .await?;
+    Ok(ok(json!({
+        "messageUid": outcome.recalled.message_id,
+        "noticeUid": outcome.notice.message_id,
     })))
 }
 

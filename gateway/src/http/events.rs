@@ -21,7 +21,6 @@ use serde::Deserialize;
 
 use super::auth::ClientAuth;
 use super::ApiError;
-use crate::metrics::ConnectionGuard;
 use crate::state::AppState;
 
 const REPLAY_PAGE: usize = 200;
@@ -41,7 +40,6 @@ struct Cursor {
     /// Replaying from the store until caught up.
     replaying: bool,
     buffer: VecDeque<Arc<Message>>,
-    _conn: ConnectionGuard,
 }
 
 pub async fn events(
@@ -76,7 +74,6 @@ pub async fn events(
         last: start,
         replaying: true,
         buffer: VecDeque::new(),
-        _conn: state.metrics.connection(Protocol::Http),
         state,
     };
     let stream = stream::unfold(cursor, |mut c| async move {

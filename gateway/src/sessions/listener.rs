@@ -1,14 +1,13 @@
-//! The accept loop every TCP protocol shares: a cap on open connections,
-//! one task per connection, and on shutdown: stop accepting, then wait for
-//! the sessions to drain (each session watches the shutdown signal itself).
+//! The accept loop every TCP protocol shares: admission (per-IP connection
+//! rate, global cap on open connections), one task per connection, and on
+//! shutdown: stop accepting, then wait for the sessions to drain (each
+//! session watches the shutdown signal itself).
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use imgate_core::pipeline::Protocol;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::state::AppState;
@@ -22,7 +21,6 @@ pub async fn run_listener<F, Fut>(
     F: Fn(TcpStream, SocketAddr, AppState) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     let mut sessions = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -38,10 +36,13 @@ pub async fn run_listener<F, Fut>(
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(protocol = protocol.name(), %peer, "connection limit reached; refusing");
-            drop(stream);
-            continue;
+        let permit = match state.conn_limiter.admit(peer.ip()) {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::debug!(protocol = protocol.name(), %peer, ?why, "connection refused");
+                drop(stream);
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
         let conn = state.metrics.connection(protocol);

@@ -10,7 +10,7 @@ use crate::token;
 
 /// Check `token` for `user_id` on `client_id` (empty = the token's own
 /// device). Codes: 6 token invalid/expired, 244 token of another user or
-/// device.
+/// device, 245 user forbidden.
 pub fn login(
     state: &AppState,
     protocol: Protocol,
@@ -31,6 +31,7 @@ pub fn login(
             "token belongs to another device",
         ));
     }
+    state.policy.book.check_login(&claims.user_id)?;
     Ok(Principal {
         user_id: claims.user_id,
         device_id: claims.client_id,

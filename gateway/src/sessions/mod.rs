@@ -1,10 +1,13 @@
 //! What every protocol's sessions share: token login, the multi-endpoint
-//! kick rule, and the accept loop with a connection limit.
+//! kick rule, connection admission (per-IP rate, global cap) and the accept
+//! loop.
 
+pub mod conn_limit;
 pub mod listener;
 pub mod login;
 pub mod registry;
 
+pub use conn_limit::{AdmittingListener, ConnLimiter};
 pub use listener::run_listener;
 pub use login::login;
-pub use registry::{Kick, SessionRegistry};
+pub use registry::{Kick, SessionHandle, SessionRegistry};

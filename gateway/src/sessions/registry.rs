@@ -121,6 +121,28 @@ impl SessionRegistry {
         }
     }
 
+    /// End every session of `user` on this node (e.g. the user was
+    /// forbidden); how many were told.
+    pub fn kick_user(&self, user: &str, code: ErrorCode, reason: &str) -> usize {
+        let mut inner = lock(&self.inner);
+        let Some(list) = inner.users.get_mut(user) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in list.iter_mut() {
+            if let Some(k) = e.kick.take() {
+                n += usize::from(
+                    k.send(Kick {
+                        code,
+                        reason: reason.to_string(),
+                    })
+                    .is_ok(),
+                );
+            }
+        }
+        n
+    }
+
     /// Devices of `user` online on this node.
     #[cfg(test)]
     pub fn online_devices(&self, user: &str) -> Vec<String> {

@@ -1,0 +1,229 @@
+//! Durable append throughput of the RabbitMQ store, next to the raw
+//! RabbitMQ publisher-confirm rate measured on the same broker in the same
+//! run (DESIGN §7, issue 6).
+//!
+//! ```text
+//! IMGATE_TEST_AMQP=amqp://guest:guest@127.0.0.1:5672/%2f \
+//!   cargo run --release -p imgate-adapters --example rabbit_throughput -- [N] [C]
+//! ```
+//!
+//! - raw: `C` tasks publish `N` persistent messages (the size of one log
+//!   record) with confirms to one durable quorum queue over one
+//!   confirm-mode channel; a publish counts once confirmed.
+//! - store: `C` tasks call `RabbitStore::append` `N` times; each message
+//!   goes to the log stream and to its recipient's device quorum queue (one
+//!   publish, one confirm) and is acked once indexed on this node.
+//!
+//! Everything it creates (prefix `bench-<pid>`) is deleted at the end
+//! (`-- --cleanup PREFIX...` deletes what an interrupted run left).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use imgate_adapters::rabbit::{delete_topology, RabbitConfig, RabbitStore};
+use imgate_core::model::{Conversation, MessagePayload};
+use imgate_core::store::NewMessage;
+use imgate_core::Store;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+
+fn message(i: usize) -> NewMessage {
+    NewMessage {
+        sender: format!("bench-sender-{}", i % 64),
+        sender_device: Some("dev".into()),
+        conversation: Conversation::private("bench-bob"),
+        payload: MessagePayload::text("x".repeat(100)),
+        client_msg_id: format!("m{i}"),
+        to_users: vec![],
+        recipients: vec![format!("bench-sender-{}", i % 64), "bench-bob".into()],
+    }
+}
+
+/// Raw confirmed publishes to a quorum queue; with `also_stream`, each
+/// one is also routed (`CC`) to a stream, as the store's appends are.
+async fn raw(
+    url: &str,
+    queue: &str,
+    also_stream: Option<&str>,
+    n: usize,
+    c: usize,
+    body: Vec<u8>,
+) -> f64 {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("declare");
+    let mut headers = FieldTable::default();
+    if let Some(stream) = also_stream {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("stream".into()),
+        );
+        ch.queue_declare(
+            stream.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            args,
+        )
+        .await
+        .expect("declare stream");
+        headers.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::LongString(stream.into())].into()),
+        );
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    let next = Arc::new(AtomicUsize::new(0));
+    let body = Arc::new(body);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (ch, next, body, queue, headers) = (
+            ch.clone(),
+            next.clone(),
+            body.clone(),
+            queue.to_string(),
+            headers.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        BasicProperties::default()
+                            .with_delivery_mode(2)
+                            .with_headers(headers.clone()),
+                    )
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("confirm");
+                assert!(confirm.is_ack());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    let _ = ch.queue_delete(queue.into(), Default::default()).await;
+    if let Some(stream) = also_stream {
+        let _ = ch.queue_delete(stream.into(), Default::default()).await;
+    }
+    let _ = conn.close(200, "bench done".into()).await;
+    rate
+}
+
+async fn store(store: Arc<RabbitStore>, n: usize, c: usize) -> f64 {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..c {
+        let (store, next) = (store.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                store.append(message(i)).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("task");
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("IMGATE_TEST_AMQP")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--cleanup") {
+        // Delete what an interrupted run (or test) left: --cleanup PREFIX...
+        for prefix in args.skip(1) {
+            delete_topology(&url, &prefix, &[format!("{prefix}.raw")])
+                .await
+                .expect("cleanup");
+        }
+        return;
+    }
+    let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let c: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
+    let prefix = format!("bench-{}", std::process::id());
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sep = if url.contains('?') { '&' } else { '?' };
+    // bob's device queue must hold the whole run (it is never consumed).
+    let store_url = format!(
+        "{url}{sep}prefix={prefix}&device_max_length={}",
+        2 * n + 1000
+    );
+    let config = RabbitConfig::from_url(&store_url, dir.path(), 1).expect("config");
+    let s = Arc::new(RabbitStore::open(config).await.expect("open store"));
+    // bob has a registered device, so every message also lands in a
+    // device quorum queue.
+    drop(s.attach_device("bench-bob", "phone").await.expect("attach"));
+    let queue = s.device_queue_name("bench-bob", "phone");
+    // A record of the same size as the store's, for the raw run.
+    let sample = serde_json::to_vec(&serde_json::json!({
+        "kind": "message", "origin": {"boot": 1, "token": 1},
+        "message": {"message_id": 1, "sender": "bench-sender-1", "payload": "x".repeat(100)},
+        "recipients": ["bench-sender-1", "bench-bob"], "sender_device": "dev"
+    }))
+    .expect("json");
+    let raw_queue = format!("{prefix}.raw");
+    let raw_stream = format!("{prefix}.rawlog");
+    let both = Some(raw_stream.as_str());
+    // Warm up every path, then measure raw, store, raw again.
+    raw(&url, &raw_queue, None, 500, c, sample.clone()).await;
+    raw(&url, &raw_queue, both, 500, c, sample.clone()).await;
+    store(s.clone(), 500, c).await;
+    let q1 = raw(&url, &raw_queue, None, n, c, sample.clone()).await;
+    let b1 = raw(&url, &raw_queue, both, n, c, sample.clone()).await;
+    let st = store(s.clone(), n, c).await;
+    let q2 = raw(&url, &raw_queue, None, n, c, sample.clone()).await;
+    let b2 = raw(&url, &raw_queue, both, n, c, sample.clone()).await;
+    let (rq, rb) = ((q1 + q2) / 2.0, (b1 + b2) / 2.0);
+    println!("messages={n} concurrency={c} record_bytes={}", sample.len());
+    println!("raw confirms, durable quorum queue:          {rq:.0} msg/s (runs: {q1:.0}, {q2:.0})");
+    println!("raw confirms, quorum queue + stream (CC):    {rb:.0} msg/s (runs: {b1:.0}, {b2:.0})");
+    println!("RabbitStore::append (same routing, indexed): {st:.0} msg/s");
+    println!(
+        "ratio store/raw quorum: {:.2}; store/raw quorum+stream: {:.2}",
+        st / rq,
+        st / rb
+    );
+    if let Ok(s) = Arc::try_unwrap(s) {
+        s.close().await;
+    }
+    delete_topology(&url, &prefix, &[queue, raw_queue])
+        .await
+        .expect("cleanup");
+}

@@ -1,0 +1,299 @@
+//! Writing records: one confirm-mode channel, a bounded window of
+//! unconfirmed publishes, and the wait for this node's indexer.
+//!
+//! An append is answered only after (1) the broker confirmed the publish
+//! (the stream and every device queue it was routed to have it: that is
+//! the durability point of DESIGN §3.1) and (2) this node's indexer applied
+//! the record (so the sender gets the final id, duplicates are detected in
+//! log order, and a sync on this node right after the ack sees it).
+//!
+//! Backpressure: at most `max_in_flight` publishes await confirms; more
+//! senders wait for a slot, and every step is bounded by `send_timeout`,
+//! after which the append fails with `Unavailable` (code 4). A failed or
+//! timed-out append may still have been stored: the sender's resend with
+//! the same `client_msg_id` then answers with the original (dedupe).
+//!
+//! Ids are taken under a short lock; the publishes themselves then run
+//! concurrently on the one channel (serializing them up to the socket
+//! write cost 5x the throughput). Concurrent appends of one node can thus
+//! reach the stream slightly out of provisional-id order, exactly like
+//! appends of two nodes: the indexer's final id (see `index.rs`) keeps ids
+//! unique and increasing in log order either way. A sender's own messages
+//! are sequential (each waits for its ack), so they keep their order.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use imgate_core::id::MessageIdGenerator;
+use imgate_core::now_ms;
+use imgate_core::StoreError;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Confirmation};
+use tokio::sync::{oneshot, Semaphore};
+use tokio::time::{timeout_at, Instant};
+
+use super::broker::Broker;
+use super::index::Outcome;
+use super::record::{Origin, Record};
+use super::topology::{short, user_key, Names, LOG_KEY};
+
+/// Most bytes of `CC` routing keys in one publish: the header frame must
+/// stay well below the negotiated frame size (128 KiB by default).
+const MAX_CC_BYTES: usize = 32 * 1024;
+const PERSISTENT: u8 = 2;
+
+/// Writers waiting for the indexer to apply their own record.
+#[derive(Default)]
+pub struct Waiters {
+    map: Mutex<HashMap<u64, oneshot::Sender<Outcome>>>,
+}
+
+impl Waiters {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, oneshot::Sender<Outcome>>> {
+        match self.map.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn register(self: &Arc<Self>, token: u64) -> Waiting {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(token, tx);
+        Waiting {
+            rx,
+            token,
+            waiters: self.clone(),
+        }
+    }
+
+    /// The indexer applied a record of this process.
+    pub fn resolve(&self, token: u64, outcome: Outcome) {
+        if let Some(tx) = self.lock().remove(&token) {
+            let _ = tx.send(outcome);
+        }
+    }
+}
+
+/// A registered waiter; unregisters itself when dropped.
+struct Waiting {
+    rx: oneshot::Receiver<Outcome>,
+    token: u64,
+    waiters: Arc<Waiters>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.waiters.lock().remove(&self.token);
+    }
+}
+
+pub struct Publisher {
+    broker: Broker,
+    names: Names,
+    boot: u64,
+    window: Semaphore,
+    channel: tokio::sync::Mutex<Option<Channel>>,
+    ids: Mutex<MessageIdGenerator>,
+    last_final: Arc<AtomicU64>,
+    waiters: Arc<Waiters>,
+    send_timeout: Duration,
+    reconnect_wait: Duration,
+}
+
+/// What to publish: the record (built once its origin is known) and the
+/// users whose device queues get a copy.
+pub struct Outgoing {
+    pub record: Record,
+    pub recipients: Vec<String>,
+}
+
+pub struct PublisherParts {
+    pub broker: Broker,
+    pub names: Names,
+    pub boot: u64,
+    pub node_id: u16,
+    pub max_in_flight: usize,
+    pub last_final: Arc<AtomicU64>,
+    pub waiters: Arc<Waiters>,
+    pub send_timeout: Duration,
+    pub reconnect_wait: Duration,
+}
+
+impl Publisher {
+    pub fn new(p: PublisherParts) -> Self {
+        Publisher {
+            broker: p.broker,
+            names: p.names,
+            boot: p.boot,
+            window: Semaphore::new(p.max_in_flight),
+            channel: tokio::sync::Mutex::new(None),
+            ids: Mutex::new(MessageIdGenerator::new(p.node_id)),
+            last_final: p.last_final,
+            waiters: p.waiters,
+            send_timeout: p.send_timeout,
+            reconnect_wait: p.reconnect_wait,
+        }
+    }
+
+    /// Publish one record, wait for its confirm and for this node's indexer
+    /// to apply it; the outcome of applying it. The indexer wait is bounded
+    /// by `send_timeout`, or by `index_wait` after the confirm if given
+    /// (catching up at start may take longer than one send).
+    pub async fn write(
+        &self,
+        build: impl FnOnce(Origin, i64) -> Outgoing,
+        index_wait: Option<Duration>,
+    ) -> Result<Outcome, StoreError> {
+        let deadline = Instant::now() + self.send_timeout;
+        let _slot = timeout_at(deadline, self.window.acquire())
+            .await
+            .map_err(|_| unavailable("too many messages awaiting RabbitMQ confirms"))?
+            .map_err(|_| unavailable("store closed"))?;
+        let (ch, token, out) = {
+            let mut guard = timeout_at(deadline, self.channel.lock())
+                .await
+                .map_err(|_| unavailable("timed out waiting to publish"))?;
+            let ch = match guard.as_ref() {
+                Some(ch) if ch.status().connected() => ch.clone(),
+                _ => {
+                    let ch = self.open_channel(deadline).await?;
+                    *guard = Some(ch.clone());
+                    ch
+                }
+            };
+            let now = now_ms();
+            let token = {
+                let mut ids = match self.ids.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                ids.resume_after(self.last_final.load(Ordering::Acquire));
+                ids.next_at(now)
+            };
+            let origin = Origin {
+                boot: self.boot,
+                token,
+            };
+            (ch, token, build(origin, now))
+        };
+        let body = out
+            .record
+            .encode()
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
+        let waiting = self.waiters.register(token);
+        let confirms = match self.publish_all(&ch, &body, &out.recipients).await {
+            Ok(c) => c,
+            Err(e) => {
+                let mut guard = self.channel.lock().await;
+                if guard.as_ref().is_some_and(|c| c.id() == ch.id()) {
+                    *guard = None;
+                }
+                return Err(unavailable(format!("publish failed: {e}")));
+            }
+        };
+        for confirm in confirms {
+            match timeout_at(deadline, confirm).await {
+                Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => {}
+                Ok(Ok(Confirmation::Nack(_))) => {
+                    return Err(unavailable(
+                        "RabbitMQ refused the message (a recipient's device queue is full, or the log is unavailable)",
+                    ))
+                }
+                Ok(Err(e)) => return Err(unavailable(format!("no confirm from RabbitMQ: {e}"))),
+                Err(_) => return Err(unavailable("timed out waiting for the RabbitMQ confirm")),
+            }
+        }
+        drop(_slot);
+        let mut waiting = waiting;
+        let index_deadline = match index_wait {
+            Some(d) => Instant::now() + d,
+            None => deadline,
+        };
+        match timeout_at(index_deadline, &mut waiting.rx).await {
+            Ok(Ok(outcome)) => Ok(outcome),
+            Ok(Err(_)) => Err(unavailable("store closed")),
+            Err(_) => Err(unavailable(
+                "stored, but this node has not indexed it yet; resend to get the ack",
+            )),
+        }
+    }
+
+    async fn open_channel(&self, deadline: Instant) -> Result<Channel, StoreError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let live = self.broker.live(left.min(self.reconnect_wait)).await?;
+        let ch = live
+            .conn
+            .create_channel()
+            .await
+            .map_err(|e| unavailable(format!("cannot open a channel: {e}")))?;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| unavailable(format!("cannot enable confirms: {e}")))?;
+        Ok(ch)
+    }
+
+    /// One publish to the log with the first recipients in `CC`; if the
+    /// recipients' keys do not fit in one header, more publishes to the
+    /// device queues only. All of them must be confirmed.
+    async fn publish_all(
+        &self,
+        ch: &Channel,
+        body: &[u8],
+        recipients: &[String],
+    ) -> Result<Vec<lapin::PublisherConfirm>, lapin::Error> {
+        let mut keys: Vec<String> = recipients.iter().map(|u| user_key(u)).collect();
+        keys.sort();
+        keys.dedup();
+        let mut chunks: Vec<Vec<String>> = vec![Vec::new()];
+        let mut size = 0;
+        for k in keys {
+            if size + k.len() > MAX_CC_BYTES {
+                chunks.push(Vec::new());
+                size = 0;
+            }
+            size += k.len() + 8;
+            if let Some(last) = chunks.last_mut() {
+                last.push(k);
+            }
+        }
+        let mut confirms = Vec::with_capacity(chunks.len());
+        for (i, cc) in chunks.into_iter().enumerate() {
+            let (routing_key, cc) = if i == 0 {
+                (LOG_KEY.to_string(), cc)
+            } else {
+                let mut it = cc.into_iter();
+                let Some(first) = it.next() else { continue };
+                (first, it.collect())
+            };
+            let mut headers = FieldTable::default();
+            if !cc.is_empty() {
+                let list: Vec<AMQPValue> = cc
+                    .into_iter()
+                    .map(|k| AMQPValue::LongString(LongString::from(k)))
+                    .collect();
+                headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(list)));
+            }
+            let props = BasicProperties::default()
+                .with_delivery_mode(PERSISTENT)
+                .with_headers(headers);
+            let confirm = ch
+                .basic_publish(
+                    short(&self.names.inbox)?,
+                    short(&routing_key)?,
+                    BasicPublishOptions::default(),
+                    body,
+                    props,
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        Ok(confirms)
+    }
+}
+
+fn unavailable(msg: impl Into<String>) -> StoreError {
+    StoreError::Unavailable(msg.into())
+}

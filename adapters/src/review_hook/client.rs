@@ -1,0 +1,52 @@
+//! A small HTTP/1.1 JSON POST client on hyper (plain http:// only).
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+/// Largest reply body read from the review service.
+const MAX_REPLY: usize = 1024 * 1024;
+
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Full<Bytes>>,
+    url: Uri,
+}
+
+impl HttpClient {
+    pub fn new(url: &str) -> Result<Self, String> {
+        let url: Uri = url
+            .parse()
+            .map_err(|e| format!("bad review URL {url:?}: {e}"))?;
+        if url.scheme_str() != Some("http") {
+            return Err("the review URL must be http://".into());
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Ok(HttpClient { client, url })
+    }
+
+    /// POST `body` as JSON; the status and the (bounded) reply body.
+    pub async fn post_json(&self, body: &Value) -> Result<(u16, Bytes), String> {
+        let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
+        let req = hyper::Request::post(self.url.clone())
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(bytes)))
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = Limited::new(resp.into_body(), MAX_REPLY)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the reply: {e}"))?
+            .to_bytes();
+        Ok((status, body))
+    }
+}

@@ -1,0 +1,675 @@
+//! Behavioral tests of the RabbitMQ store against a real broker: the
+//! embedded store's behaviors, plus two nodes on one broker, a restarted
+//! node catching up, and connections closed under a send loop.
+//!
+//! They need `IMGATE_TEST_AMQP` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`);
+//! without it each test says so on stderr and passes. With it, a broker
+//! that cannot be reached fails the test. Each test uses its own name
+//! prefix and deletes its queues and exchange at the end.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use imgate_adapters::rabbit::{delete_topology, RabbitConfig, RabbitStore};
+use imgate_core::model::{Conversation, MessagePayload};
+use imgate_core::store::{DeviceFeed, Group, NewMessage};
+use imgate_core::Store;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn amqp_url(test: &str) -> Option<String> {
+    match std::env::var("IMGATE_TEST_AMQP") {
+        Ok(u) if !u.is_empty() => Some(u),
+        _ => {
+            eprintln!("SKIPPED: IMGATE_TEST_AMQP not set ({test} needs a RabbitMQ broker)");
+            None
+        }
+    }
+}
+
+/// One test's broker namespace: a unique prefix, the stores opened in it
+/// and the device queues to delete at the end.
+struct Ns {
+    url: String,
+    prefix: String,
+    queues: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl Ns {
+    fn new(url: String, test: &str) -> Ns {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let prefix = format!(
+            "t-{test}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        Ns {
+            url,
+            prefix,
+            queues: Default::default(),
+        }
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.url.contains('?') { '&' } else { '?' };
+        format!("{}{sep}prefix={}", self.url, self.prefix)
+    }
+
+    async fn open(&self, dir: &std::path::Path, node: u16) -> RabbitStore {
+        let config = RabbitConfig::from_url(&self.url(), dir, node).expect("config");
+        RabbitStore::open(config)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open the RabbitMQ store at {}: {e}", self.url))
+    }
+
+    async fn attach(&self, store: &RabbitStore, user: &str, device: &str) -> DeviceFeed {
+        self.queues
+            .lock()
+            .unwrap()
+            .insert(store.device_queue_name(user, device));
+        store.attach_device(user, device).await.expect("attach")
+    }
+
+    async fn cleanup(self) {
+        drop(self);
+    }
+}
+
+/// Delete the test's broker objects even when the test failed.
+impl Drop for Ns {
+    fn drop(&mut self) {
+        let queues: Vec<String> = match self.queues.lock() {
+            Ok(q) => q.iter().cloned().collect(),
+            Err(p) => p.into_inner().iter().cloned().collect(),
+        };
+        let (url, prefix) = (self.url.clone(), self.prefix.clone());
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("cleanup runtime");
+            rt.block_on(delete_topology(&url, &prefix, &queues))
+        })
+        .join();
+        if !matches!(done, Ok(Ok(()))) {
+            eprintln!("cleanup of {} failed", self.prefix);
+        }
+    }
+}
+
+fn private(from: &str, to: &str, cmid: &str, text: &str) -> NewMessage {
+    let mut recipients = vec![from.to_string(), to.to_string()];
+    recipients.sort();
+    recipients.dedup();
+    NewMessage {
+        sender: from.into(),
+        sender_device: Some(format!("{from}-phone")),
+        conversation: Conversation::private(to),
+        payload: MessagePayload::text(text),
+        client_msg_id: cmid.into(),
+        to_users: vec![],
+        recipients,
+    }
+}
+
+async fn next(feed: &mut DeviceFeed) -> u64 {
+    tokio::time::timeout(WAIT, feed.next())
+        .await
+        .expect("a delivery in time")
+        .expect("feed open")
+        .message_id
+}
+
+async fn synced(store: &RabbitStore, user: &str) -> Vec<u64> {
+    let mut got = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = store.sync(user, since, 100).await.unwrap();
+        got.extend(page.messages.iter().map(|m| m.message_id));
+        since = page.messages.last().map(|m| m.message_id).unwrap_or(since);
+        if !page.has_more {
+            return got;
+        }
+    }
+}
+
+/// Poll a real condition until it holds or the deadline passes.
+async fn eventually<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + WAIT;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_then_sync_in_order_with_pages() {
+    let Some(url) = amqp_url("append_then_sync_in_order_with_pages") else {
+        return;
+    };
+    let ns = Ns::new(url, "order");
+    let dir = tempfile::tempdir().unwrap();
+    let store = ns.open(dir.path(), 1).await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let a = store
+            .append(private("alice", "bob", &format!("c{i}"), &format!("m{i}")))
+            .await
+            .unwrap();
+        assert!(!a.duplicate);
+        ids.push(a.message.message_id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let mut got = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = store.sync("bob", since, 10).await.unwrap();
+        got.extend(page.messages.iter().map(|m| m.message_id));
+        since = page.messages.last().map(|m| m.message_id).unwrap_or(since);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(got, ids);
+    assert_eq!(
+        store.sync("alice", 0, 100).await.unwrap().messages.len(),
+        25
+    );
+    assert!(store
+        .sync("carol", 0, 100)
+        .await
+        .unwrap()
+        .messages
+        .is_empty());
+    assert_eq!(
+        store.last_message_id("bob").await.unwrap(),
+        *ids.last().unwrap()
+    );
+    let hist = store
+        .history("bob", &Conversation::private("alice"), 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(hist.messages.len(), 5);
+    assert!(hist.has_more);
+    assert_eq!(hist.messages[0].message_id, *ids.last().unwrap());
+    assert_eq!(
+        store
+            .get(ids[3])
+            .await
+            .unwrap()
+            .unwrap()
+            .payload
+            .searchable_content,
+        "m3"
+    );
+    store.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resend_is_idempotent_and_survives_restart() {
+    let Some(url) = amqp_url("resend_is_idempotent_and_survives_restart") else {
+        return;
+    };
+    let ns = Ns::new(url, "resend");
+    let dir = tempfile::tempdir().unwrap();
+    let store = ns.open(dir.path(), 1).await;
+    let a = store
+        .append(private("alice", "bob", "same", "hi"))
+        .await
+        .unwrap();
+    let b = store
+        .append(private("alice", "bob", "same", "hi again"))
+        .await
+        .unwrap();
+    assert!(b.duplicate);
+    assert_eq!(a.message.message_id, b.message.message_id);
+    assert_eq!(b.message.payload.searchable_content, "hi");
+    store.close().await;
+    let store = ns.open(dir.path(), 1).await;
+    let c = store
+        .append(private("alice", "bob", "same", "third"))
+        .await
+        .unwrap();
+    assert!(c.duplicate);
+    assert_eq!(c.message.message_id, a.message.message_id);
+    assert_eq!(store.sync("bob", 0, 100).await.unwrap().messages.len(), 1);
+    let d = store
+        .append(private("alice", "bob", "new", "x"))
+        .await
+        .unwrap();
+    assert!(d.message.message_id > a.message.message_id);
+    store.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_get_pending_then_live_and_acks_stop_redelivery() {
+    let Some(url) = amqp_url("devices_get_pending_then_live_and_acks_stop_redelivery") else {
+        return;
+    };
+    let ns = Ns::new(url, "pending");
+    let dir = tempfile::tempdir().unwrap();
+    let store = ns.open(dir.path(), 1).await;
+    drop(ns.attach(&store, "bob", "tablet").await);
+    let m1 = store
+        .append(private("alice", "bob", "1", "one"))
+        .await
+        .unwrap()
+        .message;
+    let m2 = store
+        .append(private("alice", "bob", "2", "two"))
+        .await
+        .unwrap()
+        .message;
+    let mut feed = ns.attach(&store, "bob", "tablet").await;
+    assert_eq!(next(&mut feed).await, m1.message_id);
+    assert_eq!(next(&mut feed).await, m2.message_id);
+    store.ack("bob", "tablet", m1.message_id).await.unwrap();
+    let m3 = store
+        .append(private("alice", "bob", "3", "three"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next(&mut feed).await, m3.message_id);
+    drop(feed);
+    store.close().await;
+    // Restart: m2 and m3 are still unacked, m1 is not.
+    let store = ns.open(dir.path(), 1).await;
+    let mut feed = ns.attach(&store, "bob", "tablet").await;
+    assert_eq!(next(&mut feed).await, m2.message_id);
+    assert_eq!(next(&mut feed).await, m3.message_id);
+    drop(feed);
+    store.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sender_device_is_skipped_but_its_other_devices_sync() {
+    let Some(url) = amqp_url("sender_device_is_skipped_but_its_other_devices_sync") else {
+        return;
+    };
+    let ns = Ns::new(url, "skip");
+    let dir = tempfile::tempdir().unwrap();
+    let store = ns.open(dir.path(), 1).await;
+    let mut phone = ns.attach(&store, "alice", "alice-phone").await;
+    let mut laptop = ns.attach(&store, "alice", "alice-laptop").await;
+    let mut bob = store.subscribe_user("bob");
+    let m = store
+        .append(private("alice", "bob", "1", "one"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next(&mut laptop).await, m.message_id);
+    let live = tokio::time::timeout(WAIT, bob.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.message_id, m.message_id);
+    let m2 = store
+        .append(private("bob", "alice", "2", "two"))
+        .await
+        .unwrap()
+        .message;
+    // The phone sent m, so the first thing it sees is bob's reply.
+    assert_eq!(next(&mut phone).await, m2.message_id);
+    drop((phone, laptop));
+    store.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recall_removes_from_history_and_pending() {
+    let Some(url) = amqp_url("recall_removes_from_history_and_pending") else {
+        return;
+    };
+    let ns = Ns::new(url, "recall");
+    let dir = tempfile::tempdir().unwrap();
+    let store = ns.open(dir.path(), 1).await;
+    drop(ns.attach(&store, "bob", "phone").await);
+    let m = store
+        .append(private("alice", "bob", "1", "oops"))
+        .await
+        .unwrap()
+        .message;
+    let (gone, recipients) = store.recall(m.message_id).await.unwrap().unwrap();
+    assert_eq!(gone.message_id, m.message_id);
+    assert_eq!(recipients, vec!["alice".to_string(), "bob".to_string()]);
+    assert!(store.sync("bob", 0, 10).await.unwrap().messages.is_empty());
+    assert!(store.get(m.message_id).await.unwrap().is_none());
+    assert!(store.recall(m.message_id).await.unwrap().is_none());
+    let after = store
+        .append(private("alice", "bob", "2", "fine"))
+        .await
+        .unwrap()
+        .message;
+    let mut feed = ns.attach(&store, "bob", "phone").await;
+    assert_eq!(next(&mut feed).await, after.message_id);
+    drop(feed);
+    store.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_round_trip_and_are_shared_by_nodes() {
+    let Some(url) = amqp_url("groups_round_trip_and_are_shared_by_nodes") else {
+        return;
+    };
+    let ns = Ns::new(url, "groups");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    let g = Group {
+        id: "g1".into(),
+        name: "team".into(),
+        owner: "alice".into(),
+        members: ["alice", "bob"].iter().map(|s| s.to_string()).collect(),
+    };
+    a.put_group(g.clone()).await.unwrap();
+    assert_eq!(a.group("g1").await.unwrap(), Some(g.clone()));
+    eventually("the group on node B", || async {
+        b.group("g1").await.unwrap() == Some(g.clone())
+    })
+    .await;
+    assert!(b.delete_group("g1").await.unwrap());
+    assert!(!b.delete_group("g1").await.unwrap());
+    assert_eq!(b.group("g1").await.unwrap(), None);
+    eventually("the dismissal on node A", || async {
+        a.group("g1").await.unwrap().is_none()
+    })
+    .await;
+    a.close().await;
+    b.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_get_unique_ordered_ids() {
+    let Some(url) = amqp_url("concurrent_appends_get_unique_ordered_ids") else {
+        return;
+    };
+    let ns = Ns::new(url, "concurrent");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ns.open(dir.path(), 1).await);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append(private("alice", "bob", &format!("k{i}"), "x"))
+                .await
+                .unwrap()
+                .message
+                .message_id
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300);
+    assert_eq!(synced(&store, "bob").await, ids);
+    Arc::try_unwrap(store)
+        .ok()
+        .expect("sole owner")
+        .close()
+        .await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_deliver_and_sync_across_and_dedupe_across() {
+    let Some(url) = amqp_url("two_nodes_deliver_and_sync_across_and_dedupe_across") else {
+        return;
+    };
+    let ns = Ns::new(url, "twonodes");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    let mut bob_on_b = ns.attach(&b, "bob", "phone").await;
+    let mut bob_live_b = b.subscribe_user("bob");
+    let m = a
+        .append(private("alice", "bob", "x1", "from A"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next(&mut bob_on_b).await, m.message_id);
+    let live = tokio::time::timeout(WAIT, bob_live_b.next())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.message_id, m.message_id);
+    eventually("the message in B's sync", || async {
+        synced(&b, "bob").await == vec![m.message_id]
+    })
+    .await;
+    b.ack("bob", "phone", m.message_id).await.unwrap();
+    // The same resend on both nodes at once: stored once, both answer
+    // with the same message.
+    let (ra, rb) = tokio::join!(
+        a.append(private("alice", "bob", "dup", "one")),
+        b.append(private("alice", "bob", "dup", "one"))
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.message.message_id, rb.message.message_id);
+    assert!(
+        ra.duplicate != rb.duplicate,
+        "exactly one of them stored it"
+    );
+    let dup_id = ra.message.message_id;
+    assert_eq!(next(&mut bob_on_b).await, dup_id);
+    let expected = vec![m.message_id, dup_id];
+    eventually("both nodes agree", || async {
+        synced(&a, "bob").await == expected && synced(&b, "bob").await == expected
+    })
+    .await;
+    // Interleaved appends on both nodes: every node sees the same ids in
+    // the same order.
+    let mut all = expected.clone();
+    for i in 0..20 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        all.push(
+            s.append(private("alice", "bob", &format!("i{i}"), "x"))
+                .await
+                .unwrap()
+                .message
+                .message_id,
+        );
+    }
+    eventually("identical syncs", || async {
+        synced(&a, "bob").await == all && synced(&b, "bob").await == all
+    })
+    .await;
+    drop(bob_on_b);
+    a.close().await;
+    b.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarted_node_catches_up_from_its_offset() {
+    let Some(url) = amqp_url("restarted_node_catches_up_from_its_offset") else {
+        return;
+    };
+    let ns = Ns::new(url, "catchup");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    for i in 0..10 {
+        a.append(private("alice", "bob", &format!("a{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    eventually("B indexed A's messages", || async {
+        synced(&b, "bob").await.len() == 10
+    })
+    .await;
+    let offset_before = b.index_offset();
+    b.close().await;
+    for i in 0..15 {
+        a.append(private("alice", "bob", &format!("b{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    let b = ns.open(db.path(), 2).await;
+    // `open` returns once caught up: no polling needed.
+    assert_eq!(synced(&b, "bob").await, synced(&a, "bob").await);
+    assert_eq!(synced(&b, "bob").await.len(), 25);
+    assert!(b.index_offset() > offset_before);
+    // A fresh node (empty index) rebuilds everything from the stream.
+    let dc = tempfile::tempdir().unwrap();
+    let c = ns.open(dc.path(), 3).await;
+    assert_eq!(synced(&c, "bob").await, synced(&a, "bob").await);
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_device_queue_rejects_the_publish_instead_of_dropping() {
+    let Some(url) = amqp_url("full_device_queue_rejects_the_publish_instead_of_dropping") else {
+        return;
+    };
+    let ns = Ns::new(url, "overflow");
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        RabbitConfig::from_url(&format!("{}&device_max_length=3", ns.url()), dir.path(), 1)
+            .expect("config");
+    let store = RabbitStore::open(config).await.expect("open");
+    drop(ns.attach(&store, "bob", "old-tablet").await);
+    // Quorum queues apply the limit once they are over it, so a publish
+    // or two past it may still be taken; then the broker nacks and the
+    // append fails instead of anything being dropped.
+    let mut accepted = 0;
+    let err = loop {
+        match store
+            .append(private("alice", "bob", &format!("f{accepted}"), "x"))
+            .await
+        {
+            Ok(_) => accepted += 1,
+            Err(e) => break e,
+        }
+        assert!(accepted <= 6, "device queue limit never enforced");
+    };
+    assert!(accepted >= 3, "accepted only {accepted}");
+    assert!(
+        matches!(err, imgate_core::StoreError::Unavailable(_)),
+        "{err}"
+    );
+    // Nothing pending was dropped: the device still gets the first three.
+    let mut feed = ns.attach(&store, "bob", "old-tablet").await;
+    for _ in 0..accepted {
+        let id = next(&mut feed).await;
+        store.ack("bob", "old-tablet", id).await.unwrap();
+    }
+    drop(feed);
+    store.close().await;
+    ns.cleanup().await;
+}
+
+/// Close this test's connections from the broker side (as a broker
+/// restart would), via `rabbitmqctl`.
+fn close_connections_of(prefix: &str) -> usize {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl must be available to close connections");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut closed = 0;
+    for line in text
+        .lines()
+        .filter(|l| l.contains(&format!("imgate {prefix} ")))
+    {
+        let Some(pid) = line.split_whitespace().next() else {
+            continue;
+        };
+        let ok = std::process::Command::new("rabbitmqctl")
+            .args(["-q", "close_connection", pid, "test: closing connections"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            closed += 1;
+        }
+    }
+    closed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_connections_mid_send_loses_no_acked_message_and_recovers() {
+    let Some(url) = amqp_url("closing_connections_mid_send_loses_no_acked_message_and_recovers")
+    else {
+        return;
+    };
+    let ns = Ns::new(url, "recover");
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(ns.open(dir.path(), 1).await);
+    let mut feed = ns.attach(&store, "bob", "phone").await;
+    let sender = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let (mut acked, mut failed) = (Vec::new(), 0);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut i = 0;
+            // Send until 150 acks after the outage, bounded in time.
+            while acked.len() < 300 && Instant::now() < deadline {
+                match store
+                    .append(private("alice", "bob", &format!("r{i}"), "x"))
+                    .await
+                {
+                    Ok(a) => acked.push(a.message.message_id),
+                    Err(_) => failed += 1,
+                }
+                i += 1;
+            }
+            (acked, failed)
+        })
+    };
+    // Close our connections while the loop runs.
+    eventually("some sends acked", || async {
+        store.last_message_id("bob").await.unwrap() > 0
+    })
+    .await;
+    let closed = close_connections_of(&ns.prefix);
+    assert!(closed >= 2, "closed {closed} connections");
+    let (acked, failed) = sender.await.unwrap();
+    assert_eq!(
+        acked.len(),
+        300,
+        "the store recovered by itself ({failed} sends failed meanwhile)"
+    );
+    // Every acked message is in the index (and was in the log)...
+    let stored: BTreeSet<u64> = synced(&store, "bob").await.into_iter().collect();
+    for id in &acked {
+        assert!(stored.contains(id), "acked message {id} lost");
+    }
+    // ...and reached the device, whose consumer came back by itself.
+    let mut seen = BTreeSet::new();
+    while !acked.iter().all(|id| seen.contains(id)) {
+        let id = next(&mut feed).await;
+        store.ack("bob", "phone", id).await.unwrap();
+        seen.insert(id);
+    }
+    // A fresh node rebuilt from the log agrees.
+    let d2 = tempfile::tempdir().unwrap();
+    let other = ns.open(d2.path(), 2).await;
+    let rebuilt: BTreeSet<u64> = synced(&other, "bob").await.into_iter().collect();
+    assert_eq!(rebuilt, stored);
+    drop(feed);
+    other.close().await;
+    Arc::try_unwrap(store)
+        .ok()
+        .expect("sole owner")
+        .close()
+        .await;
+    ns.cleanup().await;
+}

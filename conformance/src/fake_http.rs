@@ -1,0 +1,107 @@
+//! A tiny HTTP/1.1 server for tests that need a peer service (the review
+//! hook): every request body is recorded, and a handler decides the reply.
+//! Requests can be held at a gate until the test opens it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+type Handler = dyn Fn(&serde_json::Value) -> (u16, String) + Send + Sync;
+
+pub struct FakeHttp {
+    pub url: String,
+    received: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)>,
+    gate: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl FakeHttp {
+    /// Start on an ephemeral port; `open` = whether requests are answered
+    /// at once or held until [`FakeHttp::open_gate`].
+    pub fn start(
+        open: bool,
+        handler: impl Fn(&serde_json::Value) -> (u16, String) + Send + Sync + 'static,
+    ) -> FakeHttp {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake http");
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let received = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let gate = Arc::new((Mutex::new(open), Condvar::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (r, g) = (received.clone(), gate.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let (r, g, handler) = (r.clone(), g.clone(), handler.clone());
+                std::thread::spawn(move || {
+                    let mut reader = BufReader::new(conn.try_clone().expect("clone"));
+                    let mut len = 0usize;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let l = line.trim_end();
+                        if l.is_empty() {
+                            break;
+                        }
+                        if let Some((k, v)) = l.split_once(':') {
+                            if k.eq_ignore_ascii_case("content-length") {
+                                len = v.trim().parse().unwrap_or(0);
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; len];
+                    if reader.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let json: serde_json::Value =
+                        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    {
+                        let (lock, cv) = &*r;
+                        lock.lock().unwrap().push(json.clone());
+                        cv.notify_all();
+                    }
+                    {
+                        let (lock, cv) = &*g;
+                        let mut open = lock.lock().unwrap();
+                        while !*open {
+                            open = cv.wait(open).unwrap();
+                        }
+                    }
+                    let (status, text) = handler(&json);
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                    let _ = conn.write_all(resp.as_bytes());
+                });
+            }
+        });
+        FakeHttp {
+            url,
+            received,
+            gate,
+        }
+    }
+
+    pub fn open_gate(&self) {
+        let (lock, cv) = &*self.gate;
+        *lock.lock().unwrap() = true;
+        cv.notify_all();
+    }
+
+    /// Wait until at least `n` requests arrived; all request bodies.
+    pub fn wait_for(&self, n: usize, within: Duration) -> Vec<serde_json::Value> {
+        let deadline = Instant::now() + within;
+        let (lock, cv) = &*self.received;
+        let mut got = lock.lock().unwrap();
+        while got.len() < n {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            got = cv.wait_timeout(got, left).unwrap().0;
+        }
+        got.clone()
+    }
+}

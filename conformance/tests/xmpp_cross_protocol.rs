@@ -1,0 +1,190 @@
+//! XMPP ↔ PB and XMPP ↔ HTTP, both ways, with slixmpp on the XMPP side:
+//! every `MessagePayload` field crosses field-for-field (DESIGN §2), the
+//! XMPP side carrying what `<body>` cannot in the imgate payload element.
+
+use std::time::Duration;
+
+use imgate_codecs::pb::proto;
+use imgate_codecs::xmpp::payload::decode_payload;
+use imgate_codecs::xmpp::tree::{parse_stanza, Scope};
+use imgate_conformance::xmpp::{run_script, XmppScript};
+use imgate_conformance::{unique, Gateway, PbClient, WAIT};
+use serde_json::{json, Value};
+
+const DOMAIN: &str = "localhost";
+
+/// A payload using every field, as the HTTP JSON of DESIGN §5.5.
+fn rich_payload_json() -> Value {
+    json!({
+        "type": 3, "searchableContent": "see <this> & that", "pushContent": "push",
+        "content": "content\nline2", "base64edData": "AAEC/w==", "mediaType": 2,
+        "remoteMediaUrl": "http://x/y.png", "persistFlag": 1, "expireDuration": 60,
+        "mentionedType": 1, "mentionedTarget": ["m1", "m2"], "extra": "{\"k\":1}",
+        "pushData": "pd"
+    })
+}
+
+/// The same payload as an XMPP client writes it (DESIGN §5.4), after
+/// the body; a script argument `BODY|PAYLOAD_XML`.
+const RICH_XMPP: &str = "see <this> & that|<payload xmlns='urn:imgate:payload' type='3' \
+    persistFlag='1' mediaType='2' expireDuration='60' mentionedType='1'>\
+    <pushContent>push</pushContent><content>content\nline2</content><data>AAEC/w==</data>\
+    <remoteMediaUrl>http://x/y.png</remoteMediaUrl><mentionedTarget>m1</mentionedTarget>\
+    <mentionedTarget>m2</mentionedTarget><extra>{\"k\":1}</extra><pushData>pd</pushData></payload>";
+
+/// The payload an XMPP client received, from the script's record, as the
+/// JSON of DESIGN §5.5.
+fn payload_of(record: &Value) -> Value {
+    let body = record["body"].as_str().unwrap_or_default();
+    let xml = record["payload"]
+        .as_str()
+        .expect("an imgate payload element");
+    let el = parse_stanza(xml, &Scope::client_stream("stream"), 16).expect("payload XML");
+    let payload = decode_payload(Some(body), Some(&el))
+        .expect("payload decodes")
+        .0;
+    serde_json::to_value(payload).expect("payload JSON")
+}
+
+/// An XMPP receiver that is online (its script printed "ready").
+fn online_receiver(g: &Gateway, user: &str, device: &str, n: usize) -> XmppScript {
+    let token = g.admin().token(user, device, 3);
+    let mut s = XmppScript::spawn(g, DOMAIN, "xmpp_recv.py", &[user, &token, &n.to_string()]);
+    assert_eq!(s.next_line()["event"], "ready");
+    s
+}
+
+#[test]
+fn http_to_xmpp_and_xmpp_to_http() {
+    let g = Gateway::start();
+    let (h, x) = (unique("http-user"), unique("xmpp-user"));
+    let recv = online_receiver(&g, &x, "pc", 2);
+    let http = g.client(&h, "web");
+    let r = http.send_text(&x, "plain hello", "h1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let r = http.post(
+        "/v1/messages",
+        &json!({"conv": {"type": 0, "target": x, "line": 0}, "payload": rich_payload_json(), "clientMsgId": "h2"}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let uid = r.result()["messageUid"].as_u64().expect("uid");
+    let got = recv.finish();
+    let recs = got["received"].as_array().expect("records").clone();
+    assert_eq!(recs[0]["body"], "plain hello");
+    assert_eq!(recs[1]["id"], uid.to_string(), "stanza id = messageUid");
+    assert_eq!(recs[1]["from"], format!("{h}@{DOMAIN}"));
+    assert_eq!(payload_of(&recs[1]), rich_payload_json());
+
+    // XMPP → HTTP: the HTTP user syncs exactly what was sent.
+    let token = g.admin().token(&x, "pc", 3);
+    let sent = run_script(
+        &g,
+        "xmpp_send.py",
+        &[&x, &token, &format!("{h}@{DOMAIN}"), "from xmpp", RICH_XMPP],
+    );
+    assert_eq!(sent["errors"], json!([]));
+    let msgs = http.sync_all(uid);
+    let from_x: Vec<&Value> = msgs.iter().filter(|m| m["sender"] == x.as_str()).collect();
+    assert_eq!(from_x.len(), 2, "{msgs:?}");
+    assert_eq!(from_x[0]["payload"]["searchableContent"], "from xmpp");
+    assert_eq!(from_x[0]["payload"]["type"], 1);
+    assert_eq!(
+        from_x[0]["conv"],
+        json!({"type": 0, "target": h, "line": 0})
+    );
+    assert_eq!(from_x[1]["payload"], rich_payload_json());
+    let ids = sent["sent_ids"].as_array().expect("ids");
+    assert_eq!(from_x[0]["clientMsgId"], ids[0], "stanza id = clientMsgId");
+}
+
+#[test]
+fn pb_to_xmpp_and_xmpp_to_pb() {
+    let g = Gateway::start();
+    let (p, x) = (unique("pb-user"), unique("xmpp-user"));
+    let ptoken = g.admin().token(&p, "phone", 2);
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &ptoken, "phone", 2);
+    let recv = online_receiver(&g, &x, "pc", 1);
+    let pp = proto::MessagePayload {
+        r#type: 3,
+        searchable_content: "see <this> & that".into(),
+        push_content: "push".into(),
+        content: "content\nline2".into(),
+        data: vec![0, 1, 2, 255],
+        media_type: 2,
+        remote_media_url: "http://x/y.png".into(),
+        persist_flag: 1,
+        expire_duration: 60,
+        mentioned_type: 1,
+        mentioned_target: vec!["m1".into(), "m2".into()],
+        extra: "{\"k\":1}".into(),
+        push_data: "pd".into(),
+    };
+    let ack = pb.send(proto::SendRequest {
+        client_msg_id: "p1".into(),
+        conversation: Some(proto::Conversation {
+            r#type: 0,
+            target: x.clone(),
+            line: 0,
+        }),
+        payload: Some(pp.clone()),
+        to_users: vec![],
+    });
+    assert_eq!(ack.code, 0);
+    let got = recv.finish();
+    let rec = &got["received"][0];
+    assert_eq!(rec["id"], ack.message_id.to_string());
+    assert_eq!(payload_of(rec), rich_payload_json());
+
+    // XMPP → PB, live.
+    let xtoken = g.admin().token(&x, "pc", 3);
+    let sent = run_script(
+        &g,
+        "xmpp_send.py",
+        &[&x, &xtoken, &format!("{p}@{DOMAIN}"), "hi pb", RICH_XMPP],
+    );
+    assert_eq!(sent["errors"], json!([]));
+    let first = pb.next_deliver(WAIT).expect("PB gets the XMPP text");
+    assert_eq!(first.sender, x);
+    assert_eq!(
+        first
+            .payload
+            .as_ref()
+            .map(|p| p.searchable_content.as_str()),
+        Some("hi pb")
+    );
+    pb.ack(first.message_id);
+    let second = pb.next_deliver(WAIT).expect("PB gets the rich message");
+    assert_eq!(second.payload.as_ref(), Some(&pp));
+    pb.ack(second.message_id);
+    assert!(pb.next_deliver(Duration::from_millis(300)).is_none());
+}
+
+#[test]
+fn rejected_messages_come_back_as_stanza_errors() {
+    let g = Gateway::start();
+    let x = unique("xmpp-user");
+    let token = g.admin().token(&x, "pc", 3);
+    let group = unique("grp");
+    g.admin()
+        .create_group(&group, "someone-else", &["someone-else"]);
+    let sent = run_script(
+        &g,
+        "xmpp_send.py",
+        &[
+            &x,
+            &token,
+            &format!("{group}@groups.{DOMAIN}"),
+            "not a member",
+        ],
+    );
+    let errors = sent["errors"].as_array().expect("errors");
+    assert_eq!(errors.len(), 1, "{sent}");
+    assert_eq!(errors[0]["condition"], "forbidden");
+    assert!(
+        errors[0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("9 "),
+        "{sent}"
+    );
+}

@@ -1,0 +1,197 @@
+//! Per-user policy set through the admin API: status (normal / muted /
+//! forbidden), rate-limit overrides, and the daily quota counters. Shared
+//! by the auth and rate-limit layers and by every protocol's login.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::RateLimitConfig;
+use crate::{ErrorCode, ImError};
+
+/// A user's status (the seeds' server numbering: 0 normal, 1 muted, 2 forbidden).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum UserStatus {
+    #[default]
+    Normal,
+    /// May log in and receive, may not send (code 8).
+    Muted,
+    /// May not log in (code 245); online sessions are kicked.
+    Forbidden,
+}
+
+impl UserStatus {
+    pub fn from_i32(v: i32) -> Option<UserStatus> {
+        match v {
+            0 => Some(UserStatus::Normal),
+            1 => Some(UserStatus::Muted),
+            2 => Some(UserStatus::Forbidden),
+            _ => None,
+        }
+    }
+
+    pub fn as_i32(self) -> i32 {
+        match self {
+            UserStatus::Normal => 0,
+            UserStatus::Muted => 1,
+            UserStatus::Forbidden => 2,
+        }
+    }
+}
+
+/// The persisted part of the policy (statuses and overrides).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicySnapshot {
+    #[serde(default)]
+    pub statuses: HashMap<String, UserStatus>,
+    /// user → (messages, per seconds)
+    #[serde(default)]
+    pub rate_overrides: HashMap<String, (u32, u64)>,
+}
+
+#[derive(Default)]
+struct Quota {
+    day: i64,
+    used: HashMap<String, u32>,
+}
+
+/// Live per-user policy.
+#[derive(Default)]
+pub struct PolicyBook {
+    snapshot: RwLock<PolicySnapshot>,
+    /// Messages per user per UTC day; 0 = unlimited.
+    daily_quota: u32,
+    quota: Mutex<Quota>,
+}
+
+impl PolicyBook {
+    pub fn new(snapshot: PolicySnapshot, daily_quota: u32) -> Self {
+        PolicyBook {
+            snapshot: RwLock::new(snapshot),
+            daily_quota,
+            quota: Mutex::default(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PolicySnapshot> {
+        match self.snapshot.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, PolicySnapshot> {
+        match self.snapshot.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub fn snapshot(&self) -> PolicySnapshot {
+        self.read().clone()
+    }
+
+    pub fn status(&self, user: &str) -> UserStatus {
+        self.read().statuses.get(user).copied().unwrap_or_default()
+    }
+
+    pub fn set_status(&self, user: &str, status: UserStatus) {
+        let mut s = self.write();
+        if status == UserStatus::Normal {
+            s.statuses.remove(user);
+        } else {
+            s.statuses.insert(user.to_string(), status);
+        }
+    }
+
+    /// Refuse a login of a forbidden user (every protocol calls this).
+    pub fn check_login(&self, user: &str) -> Result<(), ImError> {
+        match self.status(user) {
+            UserStatus::Forbidden => Err(ImError::new(ErrorCode::UserBlocked, "user is forbidden")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse a send by a muted or forbidden user.
+    pub fn check_send(&self, user: &str) -> Result<(), ImError> {
+        match self.status(user) {
+            UserStatus::Normal => Ok(()),
+            UserStatus::Muted => Err(ImError::new(ErrorCode::UserForbidden, "user is muted")),
+            UserStatus::Forbidden => Err(ImError::new(ErrorCode::UserBlocked, "user is forbidden")),
+        }
+    }
+
+    pub fn rate_override(&self, user: &str) -> Option<RateLimitConfig> {
+        self.read()
+            .rate_overrides
+            .get(user)
+            .map(|(messages, per)| RateLimitConfig {
+                messages: *messages,
+                per: std::time::Duration::from_secs(*per),
+            })
+    }
+
+    /// Set (Some) or clear (None) a user's own rate limit.
+    pub fn set_rate_override(&self, user: &str, limit: Option<(u32, u64)>) {
+        let mut s = self.write();
+        match limit {
+            Some(l) => s.rate_overrides.insert(user.to_string(), l),
+            None => s.rate_overrides.remove(user),
+        };
+    }
+
+    /// Count one message against today's quota; Err(ms until midnight UTC)
+    /// when it is used up.
+    pub fn take_quota(&self, user: &str, now_ms: i64) -> Result<(), i64> {
+        if self.daily_quota == 0 {
+            return Ok(());
+        }
+        const DAY: i64 = 86_400_000;
+        let day = now_ms.div_euclid(DAY);
+        let mut q = match self.quota.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if q.day != day {
+            q.day = day;
+            q.used.clear();
+        }
+        let used = q.used.entry(user.to_string()).or_insert(0);
+        if *used >= self.daily_quota {
+            return Err((day + 1) * DAY - now_ms);
+        }
+        *used += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_and_quota() {
+        let p = PolicyBook::new(PolicySnapshot::default(), 2);
+        assert!(p.check_send("a").is_ok());
+        p.set_status("a", UserStatus::Muted);
+        assert_eq!(
+            p.check_send("a").unwrap_err().code,
+            ErrorCode::UserForbidden
+        );
+        assert!(p.check_login("a").is_ok());
+        p.set_status("a", UserStatus::Forbidden);
+        assert_eq!(p.check_login("a").unwrap_err().code, ErrorCode::UserBlocked);
+        p.set_status("a", UserStatus::Normal);
+        assert!(p.snapshot().statuses.is_empty());
+        let t = 86_400_000 * 100 + 5;
+        assert!(p.take_quota("u", t).is_ok());
+        assert!(p.take_quota("u", t).is_ok());
+        assert_eq!(p.take_quota("u", t), Err(86_400_000 - 5));
+        assert!(p.take_quota("v", t).is_ok());
+        assert!(
+            p.take_quota("u", t + 86_400_000).is_ok(),
+            "a new day resets"
+        );
+    }
+}

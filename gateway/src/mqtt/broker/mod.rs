@@ -1,0 +1,694 @@
+//! The generic MQTT broker behind topics outside `im/`: sessions, the
+//! subscription trie, retained messages, offline queues, outbound
+//! in-flight state, delayed wills and session expiry. No sockets: a
+//! connection task drives it (`super::session`).
+//!
+//! Memory policy (bounded per session): each session queues at most
+//! `mqtt_max_queued` messages. When full, a QoS 0 message for it is
+//! dropped (logged, counted); a QoS ≥ 1 message is never dropped silently:
+//! the session is discarded as a whole (logged, counted), its connection
+//! is closed with reason 0x97, and the client learns it from
+//! `session present = 0` on its next CONNECT.
+//!
+//! Durability: retained messages and persistent sessions are written to
+//! `<data_dir>/mqtt.redb` (see [`persist`]) when they change; a session's
+//! queue is saved when it is offline and on disconnect.
+
+mod message;
+mod persist;
+mod session_state;
+mod trie;
+
+pub use message::{AppMessage, Delivery};
+pub use session_state::Inflight;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use imgate_codecs::mqtt::{LastWill, Properties, Property, Publish, QoS, SubOptions};
+use imgate_core::now_ms;
+use imgate_core::pipeline::{RateLimitConfig, RateLimiter};
+use tokio::sync::Notify;
+
+use message::StoredDelivery;
+use persist::{BrokerDb, PersistOp};
+use session_state::{ConnLink, SessionState, Subscription};
+use trie::SubscriptionTrie;
+
+/// Session key: user and device (the MQTT client id) together.
+pub fn session_key(user: &str, device: &str) -> String {
+    format!("{user}\u{1}{device}")
+}
+
+struct PendingWill {
+    at: Instant,
+    key: String,
+    will: AppMessage,
+}
+
+#[derive(Default)]
+struct Inner {
+    sessions: HashMap<String, SessionState>,
+    trie: SubscriptionTrie,
+    retained: BTreeMap<String, Arc<AppMessage>>,
+    next_generation: u64,
+    wills: Vec<PendingWill>,
+}
+
+pub struct Broker {
+    inner: Mutex<Inner>,
+    /// Held while writing, taken before the state lock is released, so
+    /// snapshots reach the disk in the order they were taken.
+    db: Mutex<Option<BrokerDb>>,
+    max_queued: usize,
+    /// Per-user rate limit of generic publishes (the pipeline's settings).
+    pub limiter: RateLimiter,
+    pub rate_limited: AtomicU64,
+    pub dropped_qos0: AtomicU64,
+    pub discarded_sessions: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// What `connect` returns.
+pub struct Attached {
+    pub generation: u64,
+    pub session_present: bool,
+    pub notify: Arc<Notify>,
+}
+
+impl Broker {
+    /// Open (or create) `mqtt.redb` under `data_dir` and load its state.
+    pub fn open(
+        data_dir: &Path,
+        max_queued: usize,
+        rate: RateLimitConfig,
+    ) -> anyhow::Result<Arc<Broker>> {
+        let db = BrokerDb::open(data_dir)?;
+        let (retained, sessions) = db.load()?;
+        let mut inner = Inner::default();
+        for r in retained {
+            if let Some(d) = r.into_delivery() {
+                inner.retained.insert(d.msg.topic.clone(), d.msg);
+            }
+        }
+        for (key, s) in sessions {
+            let state = SessionState::from_stored(s);
+            for f in state.subs.keys() {
+                inner.trie.insert(f, &key);
+            }
+            inner.sessions.insert(key, state);
+        }
+        tracing::info!(
+            retained = inner.retained.len(),
+            sessions = inner.sessions.len(),
+            "mqtt: broker state loaded from mqtt.redb"
+        );
+        Ok(Arc::new(Broker {
+            inner: Mutex::new(inner),
+            db: Mutex::new(Some(db)),
+            max_queued: max_queued.max(1),
+            limiter: RateLimiter::new(rate),
+            rate_limited: AtomicU64::new(0),
+            dropped_qos0: AtomicU64::new(0),
+            discarded_sessions: AtomicU64::new(0),
+        }))
+    }
+
+    /// Write `ops` in snapshot order: call with the state lock held; the
+    /// lock is released before the disk write.
+    fn persist(&self, guard: MutexGuard<'_, Inner>, ops: Vec<PersistOp>) {
+        if ops.is_empty() {
+            return;
+        }
+        let db = lock(&self.db);
+        drop(guard);
+        if let Some(db) = db.as_ref() {
+            if let Err(e) = tokio::task::block_in_place(|| db.apply(ops)) {
+                tracing::warn!(error = %e, "mqtt: persisting broker state failed");
+            }
+        }
+    }
+
+    fn snapshot(key: &str, s: &SessionState) -> Option<PersistOp> {
+        (s.expiry_secs > 0).then(|| PersistOp::PutSession(key.to_owned(), Box::new(s.to_stored())))
+    }
+
+    /// Take over or create the session of `key` for a new connection.
+    pub fn connect(
+        &self,
+        user: &str,
+        device: &str,
+        clean_start: bool,
+        expiry_secs: u32,
+    ) -> Attached {
+        let key = session_key(user, device);
+        let mut g = lock(&self.inner);
+        g.next_generation += 1;
+        let generation = g.next_generation;
+        g.wills.retain(|w| w.key != key);
+        let mut ops = Vec::new();
+        let existing = g.sessions.contains_key(&key);
+        if clean_start && existing {
+            Self::remove_session(&mut g, &key);
+            ops.push(PersistOp::DeleteSession(key.clone()));
+        }
+        let session_present = existing && !clean_start;
+        let notify = Arc::new(Notify::new());
+        let s = g
+            .sessions
+            .entry(key.clone())
+            .or_insert_with(|| SessionState::new(user, device));
+        s.expiry_secs = expiry_secs;
+        s.offline_since = None;
+        s.overflowed = false;
+        s.conn = Some(ConnLink {
+            generation,
+            notify: notify.clone(),
+        });
+        // IM deliveries in flight belonged to the old connection; the
+        // store redelivers what was not acked.
+        s.inflight.retain(|_, f| !matches!(f, Inflight::Im { .. }));
+        if expiry_secs == 0 {
+            ops.push(PersistOp::DeleteSession(key.clone()));
+        } else if let Some(op) = Self::snapshot(&key, s) {
+            ops.push(op);
+        }
+        self.persist(g, ops);
+        Attached {
+            generation,
+            session_present,
+            notify,
+        }
+    }
+
+    /// A new session expiry from the client's DISCONNECT (MQTT 5).
+    pub fn connect_expiry(&self, key: &str, generation: u64, expiry_secs: u32) {
+        let mut g = lock(&self.inner);
+        if let Some(s) = g.sessions.get_mut(key) {
+            if s.conn.as_ref().map(|c| c.generation) == Some(generation) {
+                s.expiry_secs = expiry_secs;
+            }
+        }
+    }
+
+    fn remove_session(g: &mut Inner, key: &str) {
+        if let Some(s) = g.sessions.remove(key) {
+            for f in s.subs.keys() {
+                g.trie.remove(f, key);
+            }
+        }
+    }
+
+    /// The connection `generation` of `key` ended. With `will`, schedule
+    /// it (after `will_delay`, capped by the session expiry).
+    pub fn disconnect(&self, key: &str, generation: u64, will: Option<(AppMessage, u32)>) {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return;
+        };
+        if s.conn.as_ref().map(|c| c.generation) != Some(generation) {
+            return; // taken over: the newer connection owns the session
+        }
+        s.conn = None;
+        s.offline_since = Some(Instant::now());
+        s.inflight.retain(|_, f| !matches!(f, Inflight::Im { .. }));
+        let expiry = s.expiry_secs;
+        let mut ops = Vec::new();
+        if expiry == 0 {
+            Self::remove_session(&mut g, key);
+        } else if let Some(op) = Self::snapshot(key, s) {
+            ops.push(op);
+        }
+        if let Some((will, delay)) = will {
+            let delay = delay.min(expiry);
+            if delay == 0 {
+                drop(g);
+                self.publish(None, will);
+                g = lock(&self.inner);
+            } else {
+                g.wills.push(PendingWill {
+                    at: Instant::now() + Duration::from_secs(u64::from(delay)),
+                    key: key.to_owned(),
+                    will,
+                });
+            }
+        }
+        self.persist(g, ops);
+    }
+
+    /// Periodic work: fire due wills, end expired offline sessions.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut g = lock(&self.inner);
+        let (due, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut g.wills)
+            .into_iter()
+            .partition(|w| w.at <= now);
+        g.wills = keep;
+        let expired: Vec<String> = g
+            .sessions
+            .iter()
+            .filter(|(_, s)| {
+                s.conn.is_none()
+                    && s.expiry_secs != u32::MAX
+                    && s.offline_since.is_some_and(|t| {
+                        now.duration_since(t) >= Duration::from_secs(u64::from(s.expiry_secs))
+                    })
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut ops = Vec::new();
+        for k in expired {
+            Self::remove_session(&mut g, &k);
+            ops.push(PersistOp::DeleteSession(k));
+        }
+        self.persist(g, ops);
+        for w in due {
+            self.publish(None, w.will);
+        }
+    }
+
+    /// Route a generic message: retained store, then every matching
+    /// session's queue. `from` is the publisher's session key (no local).
+    pub fn publish(&self, from: Option<&str>, msg: AppMessage) -> usize {
+        let msg = Arc::new(msg);
+        let mut g = lock(&self.inner);
+        let mut ops = Vec::new();
+        if msg.retain {
+            if msg.payload.is_empty() {
+                g.retained.remove(&msg.topic);
+                ops.push(PersistOp::DeleteRetained(msg.topic.clone()));
+            } else {
+                g.retained.insert(msg.topic.clone(), msg.clone());
+                let d = Delivery {
+                    msg: msg.clone(),
+                    qos: msg.qos,
+                    retain: true,
+                    subscription_ids: vec![],
+                };
+                ops.push(PersistOp::PutRetained(
+                    msg.topic.clone(),
+                    StoredDelivery::from_delivery(&d),
+                ));
+            }
+        }
+        // Overlapping subscriptions of one session: one delivery with the
+        // highest QoS and every subscription identifier (MQTT 5 §3.3.4).
+        let mut per_session: HashMap<String, Delivery> = HashMap::new();
+        for (key, filter) in g.trie.matches(&msg.topic) {
+            let Some(sub) = g.sessions.get(&key).and_then(|s| s.subs.get(&filter)) else {
+                continue;
+            };
+            if sub.options.no_local && from == Some(key.as_str()) {
+                continue;
+            }
+            let qos = sub.options.qos.min(msg.qos);
+            let retain = msg.retain && sub.options.retain_as_published;
+            let d = per_session.entry(key).or_insert_with(|| Delivery {
+                msg: msg.clone(),
+                qos,
+                retain,
+                subscription_ids: vec![],
+            });
+            d.qos = d.qos.max(qos);
+            d.retain |= retain;
+            if let Some(id) = sub.subscription_id {
+                d.subscription_ids.push(id);
+            }
+        }
+        let matched = per_session.len();
+        for (key, d) in per_session {
+            if let Some(op) = self.enqueue(&mut g, &key, d) {
+                ops.push(op);
+            }
+        }
+        self.persist(g, ops);
+        matched
+    }
+
+    /// Queue one delivery, applying the overflow policy.
+    fn enqueue(&self, g: &mut Inner, key: &str, d: Delivery) -> Option<PersistOp> {
+        let s = g.sessions.get_mut(key)?;
+        if s.queue.len() >= self.max_queued {
+            if d.qos == QoS::AtMostOnce {
+                self.dropped_qos0.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(session = %key.replace('\u{1}', "/"), "mqtt: queue full, QoS 0 message dropped");
+                return None;
+            }
+            self.discarded_sessions.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                session = %key.replace('\u{1}', "/"),
+                max = self.max_queued,
+                "mqtt: session queue overflowed with QoS>=1; discarding the session (client sees session present=0)"
+            );
+            if let Some(c) = &s.conn {
+                s.overflowed = true;
+                s.queue.clear();
+                c.notify.notify_one();
+                return None;
+            }
+            Self::remove_session(g, key);
+            return Some(PersistOp::DeleteSession(key.to_owned()));
+        }
+        s.queue.push_back(d);
+        match &s.conn {
+            Some(c) => {
+                c.notify.notify_one();
+                None
+            }
+            None => Self::snapshot(key, s),
+        }
+    }
+
+    /// Add or replace a subscription; returns the retained messages to
+    /// send (per retain handling), already queued.
+    pub fn subscribe(
+        &self,
+        key: &str,
+        filter: &str,
+        options: SubOptions,
+        subscription_id: Option<u32>,
+    ) {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return;
+        };
+        let is_new = s
+            .subs
+            .insert(
+                filter.to_owned(),
+                Subscription {
+                    options,
+                    subscription_id,
+                },
+            )
+            .is_none();
+        let mut ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        g.trie.insert(filter, key);
+        let send_retained = match options.retain_handling {
+            0 => true,
+            1 => is_new,
+            _ => false,
+        };
+        if send_retained {
+            let now = now_ms();
+            let matching: Vec<Arc<AppMessage>> = g
+                .retained
+                .iter()
+                .filter(|(t, m)| imgate_codecs::mqtt::topic::matches(filter, t) && !m.expired(now))
+                .map(|(_, m)| m.clone())
+                .collect();
+            for m in matching {
+                let d = Delivery {
+                    qos: options.qos.min(m.qos),
+                    msg: m,
+                    retain: true,
+                    subscription_ids: subscription_id.into_iter().collect(),
+                };
+                if let Some(op) = self.enqueue(&mut g, key, d) {
+                    ops.push(op);
+                }
+            }
+        }
+        self.persist(g, ops);
+    }
+
+    /// Remove a subscription; whether it existed.
+    pub fn unsubscribe(&self, key: &str, filter: &str) -> bool {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return false;
+        };
+        let existed = s.subs.remove(filter).is_some();
+        let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        g.trie.remove(filter, key);
+        self.persist(g, ops);
+        existed
+    }
+
+    /// Record the IM subscriptions of a session (kept with it).
+    pub fn set_im(
+        &self,
+        key: &str,
+        inbox: Option<Option<(QoS, Option<u32>)>>,
+        ack: Option<Option<QoS>>,
+    ) {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return;
+        };
+        if let Some(i) = inbox {
+            s.im_inbox = i;
+        }
+        if let Some(a) = ack {
+            s.im_ack = a;
+        }
+        let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        self.persist(g, ops);
+    }
+
+    pub fn im_subscriptions(&self, key: &str) -> (Option<(QoS, Option<u32>)>, Option<QoS>) {
+        let g = lock(&self.inner);
+        g.sessions
+            .get(key)
+            .map(|s| (s.im_inbox, s.im_ack))
+            .unwrap_or((None, None))
+    }
+
+    /// True when the session overflowed and its connection must close.
+    pub fn overflowed(&self, key: &str, generation: u64) -> bool {
+        let g = lock(&self.inner);
+        match g.sessions.get(key) {
+            Some(s) => s.overflowed && s.conn.as_ref().map(|c| c.generation) == Some(generation),
+            None => false,
+        }
+    }
+
+    /// Discard a session after an overflow (the connection is closing).
+    pub fn discard(&self, key: &str) {
+        let mut g = lock(&self.inner);
+        Self::remove_session(&mut g, key);
+        self.persist(g, vec![PersistOp::DeleteSession(key.to_owned())]);
+    }
+
+    /// Packets to resend on reconnect: in-flight PUBLISHes with DUP and
+    /// PUBRELs (MQTT 5 §4.4).
+    pub fn resend_inflight(&self, key: &str, v5: bool) -> Vec<imgate_codecs::mqtt::Packet> {
+        use imgate_codecs::mqtt::{Packet, PubResp, PubRespKind};
+        let g = lock(&self.inner);
+        let Some(s) = g.sessions.get(key) else {
+            return vec![];
+        };
+        let now = now_ms();
+        s.inflight
+            .iter()
+            .filter_map(|(id, f)| match f {
+                Inflight::Generic { released: true, .. } => {
+                    Some(Packet::PubResp(PubResp::new(PubRespKind::PubRel, *id)))
+                }
+                Inflight::Generic { delivery, .. } => {
+                    let mut p = to_publish(delivery, *id, now, v5);
+                    p.dup = true;
+                    Some(Packet::Publish(p))
+                }
+                Inflight::Im { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Up to `budget` queued deliveries as PUBLISH packets, QoS ≥ 1 ones
+    /// moved to in-flight with a packet id. Expired messages are skipped.
+    pub fn take_outgoing(
+        &self,
+        key: &str,
+        generation: u64,
+        receive_max: usize,
+        v5: bool,
+    ) -> Vec<Publish> {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return vec![];
+        };
+        if s.conn.as_ref().map(|c| c.generation) != Some(generation) {
+            return vec![];
+        }
+        let now = now_ms();
+        let mut out = Vec::new();
+        while s.inflight.len() < receive_max {
+            let Some(d) = s.queue.pop_front() else { break };
+            if d.msg.expired(now) {
+                continue;
+            }
+            if d.qos == QoS::AtMostOnce {
+                out.push(to_publish(&d, 0, now, v5));
+                continue;
+            }
+            let Some(id) = s.allocate_pkid() else {
+                s.queue.push_front(d);
+                break;
+            };
+            out.push(to_publish(&d, id, now, v5));
+            s.inflight.insert(
+                id,
+                Inflight::Generic {
+                    delivery: d,
+                    released: false,
+                },
+            );
+        }
+        out
+    }
+
+    /// Reserve a packet id for an IM delivery (None: flow control full).
+    pub fn track_im(&self, key: &str, message_id: u64, receive_max: usize) -> Option<u16> {
+        let mut g = lock(&self.inner);
+        let s = g.sessions.get_mut(key)?;
+        if s.inflight.len() >= receive_max {
+            return None;
+        }
+        let id = s.allocate_pkid()?;
+        s.inflight.insert(id, Inflight::Im { message_id });
+        Some(id)
+    }
+
+    pub fn inflight_len(&self, key: &str) -> usize {
+        lock(&self.inner)
+            .sessions
+            .get(key)
+            .map_or(0, |s| s.inflight.len())
+    }
+
+    /// PUBACK (QoS 1) or PUBCOMP (QoS 2) from the client: the in-flight
+    /// entry, if any.
+    pub fn complete(&self, key: &str, pkid: u16) -> Option<Inflight> {
+        let mut g = lock(&self.inner);
+        let s = g.sessions.get_mut(key)?;
+        let f = s.inflight.remove(&pkid);
+        if let Some(c) = &s.conn {
+            c.notify.notify_one();
+        }
+        f
+    }
+
+    /// PUBREC from the client: true if the packet id was in flight.
+    pub fn released(&self, key: &str, pkid: u16) -> bool {
+        let mut g = lock(&self.inner);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return false;
+        };
+        match s.inflight.get_mut(&pkid) {
+            Some(Inflight::Generic { released, .. }) => {
+                *released = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Counters for the log at shutdown and tests.
+    #[cfg(test)]
+    pub fn queued(&self, key: &str) -> usize {
+        lock(&self.inner)
+            .sessions
+            .get(key)
+            .map_or(0, |s| s.queue.len())
+    }
+}
+
+/// A will as an application message.
+pub fn will_message(w: &LastWill) -> AppMessage {
+    let expiry = w.properties.message_expiry_interval();
+    AppMessage {
+        topic: w.topic.clone(),
+        payload: w.payload.clone(),
+        qos: w.qos,
+        retain: w.retain,
+        properties: w.properties.forwardable(),
+        expires_at_ms: expiry.map(|s| now_ms() + i64::from(s) * 1000),
+    }
+}
+
+fn to_publish(d: &Delivery, pkid: u16, now: i64, v5: bool) -> Publish {
+    let mut properties = Properties::default();
+    if v5 {
+        properties = d.msg.properties.clone();
+        if let Some(left) = d.msg.remaining_expiry_secs(now) {
+            properties.push(Property::MessageExpiryInterval(left));
+        }
+        for id in &d.subscription_ids {
+            properties.push(Property::SubscriptionIdentifier(*id));
+        }
+    }
+    Publish {
+        dup: false,
+        qos: d.qos,
+        retain: d.retain,
+        topic: d.msg.topic.clone(),
+        pkid,
+        properties,
+        payload: d.msg.payload.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn opts(qos: QoS) -> SubOptions {
+        SubOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: 0,
+        }
+    }
+
+    fn msg(topic: &str, qos: QoS, retain: bool) -> AppMessage {
+        AppMessage {
+            topic: topic.into(),
+            payload: Bytes::from_static(b"x"),
+            qos,
+            retain,
+            properties: Properties::default(),
+            expires_at_ms: None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn offline_queue_survives_reopen_and_overflow_discards() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(dir.path(), 2, RateLimitConfig::default()).unwrap();
+        let a = b.connect("u", "d", true, 3600);
+        let key = session_key("u", "d");
+        b.subscribe(&key, "t/#", opts(QoS::AtLeastOnce), None);
+        b.disconnect(&key, a.generation, None);
+        b.publish(None, msg("t/1", QoS::AtLeastOnce, false));
+        b.publish(None, msg("t/r", QoS::AtMostOnce, true));
+        assert_eq!(b.queued(&key), 2);
+        drop(b);
+        let b = Broker::open(dir.path(), 2, RateLimitConfig::default()).unwrap();
+        // QoS 0 is not persisted; the retained one is.
+        assert_eq!(b.queued(&key), 1);
+        let a = b.connect("u", "d", false, 3600);
+        assert!(a.session_present);
+        let out = b.take_outgoing(&key, a.generation, 10, true);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].qos, QoS::AtLeastOnce);
+        b.disconnect(&key, a.generation, None);
+        for _ in 0..3 {
+            b.publish(None, msg("t/2", QoS::AtLeastOnce, false));
+        }
+        assert_eq!(b.discarded_sessions.load(Ordering::Relaxed), 1);
+        let a = b.connect("u", "d", false, 3600);
+        assert!(!a.session_present);
+    }
+}

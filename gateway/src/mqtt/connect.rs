@@ -1,0 +1,84 @@
+//! The CONNECT phase: the first packet must be CONNECT (else close);
+//! username = user id, password = token, client id = device id; refused
+//! credentials get CONNACK 0x04 (3.1.1) / 0x86 (5), an unsupported
+//! protocol level 0x01 / 0x84, enhanced authentication 0x8C.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use imgate_codecs::mqtt::{
+    reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,
+};
+use imgate_core::pipeline::{Principal, Protocol};
+use tokio::net::TcpStream;
+use tokio_util::codec::Framed;
+
+use crate::sessions;
+use crate::state::AppState;
+
+pub type Framed_ = Framed<TcpStream, MqttFramer>;
+
+/// MQTT 5 "bad authentication method".
+const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
+
+/// Read and check CONNECT; on success the client and its principal
+/// (CONNACK not sent yet). On failure the refusal is sent and None.
+pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Connect, Principal)> {
+    let timeout = Duration::from_secs(state.config.login_timeout_secs.max(1));
+    let first = match tokio::time::timeout(timeout, conn.next()).await {
+        Ok(Some(Ok(Packet::Connect(c)))) => c,
+        Ok(Some(Err(
+            MqttCodecError::UnsupportedProtocolLevel(_) | MqttCodecError::InvalidProtocolName,
+        ))) => {
+            // 3.1.1 §3.1.2.2: answer 0x01 and close; the level is unknown
+            // so the CONNACK has the 3.1.1 form.
+            let _ = conn
+                .send(connack(false, reason::V4_UNACCEPTABLE_PROTOCOL_VERSION))
+                .await;
+            return None;
+        }
+        _ => return None,
+    };
+    let v5 = first.version == Version::V5;
+    let refuse = |v4: u8, v5code: u8| connack(false, if v5 { v5code } else { v4 });
+    if first.properties.authentication_method().is_some() {
+        let _ = conn
+            .send(refuse(reason::V4_NOT_AUTHORIZED, BAD_AUTHENTICATION_METHOD))
+            .await;
+        return None;
+    }
+    if first.client_id.is_empty() && !first.clean_start && !v5 {
+        let _ = conn
+            .send(connack(false, reason::V4_IDENTIFIER_REJECTED))
+            .await;
+        return None;
+    }
+    let user = first.username.clone().unwrap_or_default();
+    let token = first
+        .password
+        .as_ref()
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .unwrap_or_default()
+        .to_owned();
+    match sessions::login(state, Protocol::Mqtt, &user, &token, &first.client_id) {
+        Ok(p) if !user.is_empty() => Some((first, p)),
+        Ok(_) | Err(_) => {
+            tracing::debug!(%user, client_id = %first.client_id, "mqtt: login refused");
+            let _ = conn
+                .send(refuse(
+                    reason::V4_BAD_USER_NAME_OR_PASSWORD,
+                    reason::BAD_USER_NAME_OR_PASSWORD,
+                ))
+                .await;
+            None
+        }
+    }
+}
+
+pub fn connack(session_present: bool, code: u8) -> Packet {
+    Packet::ConnAck(ConnAck {
+        session_present,
+        code,
+        properties: Properties::default(),
+    })
+}

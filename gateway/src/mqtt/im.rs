@@ -1,0 +1,170 @@
+//! The IM namespace on MQTT (DESIGN §5.3): `im/send` through the pipeline
+//! (PUBACK/PUBREC only after the store made the message durable; on
+//! rejection the §4 reason code for MQTT 5), the result JSON on
+//! `im/ack/<clientId>`, and `im/inbox/<userId>` deliveries from the
+//! store's device feed whose PUBACK is the delivery ack.
+
+use std::sync::Arc;
+
+use imgate_codecs::mqtt::normalizer::CONTENT_TYPE_JSON;
+use imgate_codecs::mqtt::{reason, MqttNormalizer, Packet, Properties, Property, Publish, QoS};
+use imgate_core::model::Message;
+use imgate_core::pipeline::{Protocol, SendCommand};
+use imgate_core::ErrorCode;
+
+use super::session::{Conn, End};
+
+impl Conn {
+    pub async fn im_send(&mut self, p: Publish) -> Result<(), End> {
+        let content_type = p.properties.content_type();
+        let user = self.principal.user_id.clone();
+        let (code, message_id, ts, client_msg_id, msg) =
+            match MqttNormalizer::send_body_to_draft(&p.payload, content_type.as_deref(), &user) {
+                Err(e) => (
+                    ErrorCode::InvalidData,
+                    0,
+                    0,
+                    MqttNormalizer::client_msg_id_of(&p.payload),
+                    Some(e.to_string()),
+                ),
+                Ok(draft) => {
+                    let client_msg_id = draft.client_msg_id.clone();
+                    let cmd = SendCommand {
+                        principal: self.principal.clone(),
+                        draft,
+                    };
+                    match self.state.send(cmd).await {
+                        Ok(ack) => (
+                            ErrorCode::Success,
+                            ack.message_id,
+                            ack.server_ts,
+                            ack.client_msg_id,
+                            None,
+                        ),
+                        Err(e) => (e.code, 0, 0, client_msg_id, Some(e.message)),
+                    }
+                }
+            };
+        let (_, ack_sub) = self.broker.im_subscriptions(&self.key);
+        if ack_sub.is_some() {
+            let mut properties = Properties::default();
+            if self.v5 {
+                properties
+                    .push(Property::ContentType(CONTENT_TYPE_JSON.into()))
+                    .push(Property::PayloadFormatIndicator(1));
+            }
+            let result = Publish {
+                dup: false,
+                qos: QoS::AtMostOnce,
+                retain: false,
+                topic: MqttNormalizer::ack_topic(&self.principal.device_id),
+                pkid: 0,
+                properties,
+                payload: MqttNormalizer::result_payload(
+                    &client_msg_id,
+                    code.as_i32(),
+                    message_id,
+                    ts,
+                    msg,
+                )
+                .into(),
+            };
+            if !self.send(Packet::Publish(result)).await {
+                return Err(End::Abnormal);
+            }
+        }
+        self.ack_publish(p.qos, p.pkid, reason::for_error_code(code))
+            .await
+    }
+
+    /// Attach the device to the store: pending deliveries first, then live.
+    pub async fn attach_inbox(&mut self) -> bool {
+        match self
+            .state
+            .store
+            .attach_device(&self.principal.user_id, &self.principal.device_id)
+            .await
+        {
+            Ok(f) => {
+                self.feed = Some(f);
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt: cannot attach device to the store");
+                self.disconnect(reason::SERVER_UNAVAILABLE).await;
+                false
+            }
+        }
+    }
+
+    pub async fn flush_held_im(&mut self) -> bool {
+        match self.im_held.take() {
+            Some(m) => self.deliver_im(m).await,
+            None => true,
+        }
+    }
+
+    /// One inbox delivery at min(granted QoS, 1); QoS 0 subscribers are
+    /// acked in the store at send time (they asked for at most once).
+    pub async fn deliver_im(&mut self, m: Arc<Message>) -> bool {
+        let (Some((granted, sub_id)), _) = self.broker.im_subscriptions(&self.key) else {
+            return true;
+        };
+        let qos = granted.min(QoS::AtLeastOnce);
+        let pkid = if qos == QoS::AtMostOnce {
+            0
+        } else {
+            match self
+                .broker
+                .track_im(&self.key, m.message_id, self.client_receive_max)
+            {
+                Some(id) => id,
+                None => {
+                    self.im_held = Some(m);
+                    return true;
+                }
+            }
+        };
+        let mut properties = Properties::default();
+        if self.v5 {
+            properties
+                .push(Property::ContentType(CONTENT_TYPE_JSON.into()))
+                .push(Property::PayloadFormatIndicator(1));
+            if let Some(id) = sub_id {
+                properties.push(Property::SubscriptionIdentifier(id));
+            }
+        }
+        let publish = Publish {
+            dup: false,
+            qos,
+            retain: false,
+            topic: MqttNormalizer::inbox_topic(&self.principal.user_id),
+            pkid,
+            properties,
+            payload: MqttNormalizer::message_payload(&m).into(),
+        };
+        if !self.send(Packet::Publish(publish)).await {
+            return false;
+        }
+        self.state.metrics.message_out(Protocol::Mqtt);
+        if qos == QoS::AtMostOnce {
+            self.im_acked(m.message_id).await;
+        }
+        true
+    }
+
+    pub async fn im_acked(&mut self, message_id: u64) {
+        if let Err(e) = self
+            .state
+            .store
+            .ack(
+                &self.principal.user_id,
+                &self.principal.device_id,
+                message_id,
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "mqtt: storing a delivery ack failed; it will be redelivered");
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! Packets from the client after CONNECT: PUBLISH (generic or `im/send`),
+//! the QoS 1/2 acks of both directions, SUBSCRIBE / UNSUBSCRIBE, PINGREQ
+//! and DISCONNECT. A protocol violation returns `Err(End)`, which closes
+//! this connection only.
+
+use std::time::Instant;
+
+use imgate_codecs::mqtt::{
+    reason, topic, Packet, Properties, PubResp, PubRespKind, Publish, QoS, SubAck, Subscribe,
+    UnsubAck, Unsubscribe,
+};
+use imgate_core::now_ms;
+
+use super::acl::{self, PublishTarget, SubscribeTarget};
+use super::broker::{AppMessage, Inflight};
+use super::session::{Conn, End, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
+
+impl Conn {
+    pub async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        match packet {
+            Packet::Publish(p) => self.on_publish(p).await,
+            Packet::PubResp(r) => self.on_pub_resp(r).await,
+            Packet::Subscribe(s) => self.on_subscribe(s).await,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
+            Packet::PingReq => self.reply(Packet::PingResp).await,
+            Packet::Disconnect(d) => {
+                if let Some(e) = d.properties.session_expiry_interval() {
+                    if self.expiry_secs == 0 && e != 0 {
+                        self.disconnect(reason::PROTOCOL_ERROR).await;
+                        return Err(End::Abnormal);
+                    }
+                    self.expiry_secs = e;
+                    self.broker.connect_expiry(&self.key, self.generation, e);
+                }
+                Err(if d.reason == reason::DISCONNECT_WITH_WILL {
+                    End::Abnormal
+                } else {
+                    End::Clean
+                })
+            }
+            // A second CONNECT, server-only packets, AUTH without
+            // enhanced authentication: protocol errors.
+            other => {
+                tracing::debug!(
+                    packet = other.type_name(),
+                    "mqtt: unexpected packet; closing"
+                );
+                self.disconnect(reason::PROTOCOL_ERROR).await;
+                Err(End::Abnormal)
+            }
+        }
+    }
+
+    async fn reply(&mut self, p: Packet) -> Result<(), End> {
+        if self.send(p).await {
+            Ok(())
+        } else {
+            Err(End::Abnormal)
+        }
+    }
+
+    async fn fail(&mut self, code: u8) -> Result<(), End> {
+        self.disconnect(code).await;
+        Err(End::Abnormal)
+    }
+
+    /// Acknowledge an inbound PUBLISH (PUBACK / PUBREC) with a reason.
+    pub async fn ack_publish(&mut self, qos: QoS, pkid: u16, code: u8) -> Result<(), End> {
+        let kind = match qos {
+            QoS::AtMostOnce => return Ok(()),
+            QoS::AtLeastOnce => PubRespKind::PubAck,
+            QoS::ExactlyOnce => {
+                if code < 0x80 {
+                    self.qos2_in.insert(pkid);
+                }
+                PubRespKind::PubRec
+            }
+        };
+        let mut r = PubResp::new(kind, pkid);
+        if self.v5 {
+            r.reason = code;
+        }
+        self.reply(Packet::PubResp(r)).await
+    }
+
+    async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        // Topic alias (MQTT 5 §3.3.2.3.4), inbound.
+        if let Some(alias) = p.properties.topic_alias() {
+            if alias == 0 || alias > SERVER_TOPIC_ALIAS_MAXIMUM {
+                return self.fail(reason::TOPIC_ALIAS_INVALID).await;
+            }
+            if p.topic.is_empty() {
+                match self.aliases.get(&alias) {
+                    Some(t) => p.topic = t.clone(),
+                    None => return self.fail(reason::PROTOCOL_ERROR).await,
+                }
+            } else {
+                self.aliases.insert(alias, p.topic.clone());
+            }
+        } else if p.topic.is_empty() {
+            return self.fail(reason::PROTOCOL_ERROR).await;
+        }
+        if p.qos == QoS::ExactlyOnce && self.qos2_in.contains(&p.pkid) {
+            if p.dup {
+                // A retransmission: acknowledge again, deliver nothing new.
+                return self.ack_publish(p.qos, p.pkid, reason::SUCCESS).await;
+            }
+            // Packet id reuse before PUBREL.
+            return self.fail(reason::PROTOCOL_ERROR).await;
+        }
+        if p.qos == QoS::ExactlyOnce && self.qos2_in.len() >= usize::from(SERVER_RECEIVE_MAXIMUM) {
+            return self.fail(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
+        }
+        match acl::publish_target(&p.topic) {
+            PublishTarget::ImSend => self.im_send(p).await,
+            PublishTarget::Forbidden => {
+                tracing::debug!(topic = %p.topic, "mqtt: publish to a reserved topic refused");
+                if !self.v5 && p.qos != QoS::AtMostOnce {
+                    // 3.1.1 cannot refuse a PUBLISH: close (§4.8 / MQTT-3.3.5-2).
+                    return Err(End::Abnormal);
+                }
+                self.ack_publish(p.qos, p.pkid, reason::NOT_AUTHORIZED)
+                    .await
+            }
+            PublishTarget::Generic => self.generic_publish(p).await,
+        }
+    }
+
+    async fn generic_publish(&mut self, p: Publish) -> Result<(), End> {
+        let keys = [format!("mqtt-publish:{}", self.principal.user_id)];
+        if self
+            .broker
+            .limiter
+            .try_acquire(&keys, Instant::now())
+            .is_err()
+        {
+            self.broker
+                .rate_limited
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::debug!(user = %self.principal.user_id, "mqtt: publish over the rate limit");
+            if p.qos == QoS::AtMostOnce {
+                return Ok(());
+            }
+            if !self.v5 {
+                return Err(End::Abnormal);
+            }
+            return self
+                .ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED)
+                .await;
+        }
+        let expires_at_ms = p
+            .properties
+            .message_expiry_interval()
+            .map(|s| now_ms() + i64::from(s) * 1000);
+        let msg = AppMessage {
+            topic: p.topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: p.properties.forwardable(),
+            expires_at_ms,
+        };
+        let matched = self.broker.publish(Some(&self.key), msg);
+        let code = if matched == 0 {
+            reason::NO_MATCHING_SUBSCRIBERS
+        } else {
+            reason::SUCCESS
+        };
+        self.ack_publish(p.qos, p.pkid, code).await
+    }
+
+    async fn on_pub_resp(&mut self, r: PubResp) -> Result<(), End> {
+        match r.kind {
+            PubRespKind::PubAck | PubRespKind::PubComp => {
+                if let Some(Inflight::Im { message_id }) = self.broker.complete(&self.key, r.pkid) {
+                    self.im_acked(message_id).await;
+                }
+                Ok(())
+            }
+            PubRespKind::PubRec => {
+                let known = self.broker.released(&self.key, r.pkid);
+                if r.reason >= 0x80 {
+                    self.broker.complete(&self.key, r.pkid);
+                    return Ok(());
+                }
+                let mut rel = PubResp::new(PubRespKind::PubRel, r.pkid);
+                if !known && self.v5 {
+                    rel.reason = reason::PACKET_ID_NOT_FOUND;
+                }
+                self.reply(Packet::PubResp(rel)).await
+            }
+            PubRespKind::PubRel => {
+                let known = self.qos2_in.remove(&r.pkid);
+                let mut comp = PubResp::new(PubRespKind::PubComp, r.pkid);
+                if !known && self.v5 {
+                    comp.reason = reason::PACKET_ID_NOT_FOUND;
+                }
+                self.reply(Packet::PubResp(comp)).await
+            }
+        }
+    }
+
+    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+        let sub_id = s.properties.subscription_identifiers().first().copied();
+        let refused = |v5: bool, code: u8| if v5 { code } else { reason::V4_SUBACK_FAILURE };
+        let mut reasons = Vec::with_capacity(s.filters.len());
+        let mut attach = false;
+        for f in &s.filters {
+            let code = if f.filter.starts_with("$share/") {
+                refused(self.v5, reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+            } else if !topic::valid_topic_filter(&f.filter) {
+                refused(self.v5, reason::TOPIC_FILTER_INVALID)
+            } else {
+                match acl::subscribe_target(
+                    &f.filter,
+                    &self.principal.user_id,
+                    &self.principal.device_id,
+                ) {
+                    SubscribeTarget::Inbox => {
+                        let qos = f.options.qos.min(QoS::AtLeastOnce);
+                        self.broker
+                            .set_im(&self.key, Some(Some((qos, sub_id))), None);
+                        attach = true;
+                        qos.as_u8()
+                    }
+                    SubscribeTarget::Ack => {
+                        let qos = f.options.qos.min(QoS::AtLeastOnce);
+                        self.broker.set_im(&self.key, None, Some(Some(qos)));
+                        qos.as_u8()
+                    }
+                    SubscribeTarget::Forbidden => refused(self.v5, reason::NOT_AUTHORIZED),
+                    SubscribeTarget::Generic => {
+                        self.broker
+                            .subscribe(&self.key, &f.filter, f.options, sub_id);
+                        f.options.qos.as_u8()
+                    }
+                }
+            };
+            reasons.push(code);
+        }
+        // Register the device with the store before the SUBACK: once the
+        // client sees it, every message sent to it must reach this inbox
+        // (on RabbitMQ, registering declares the device queue).
+        if attach && self.feed.is_none() && !self.attach_inbox().await {
+            return Err(End::Abnormal);
+        }
+        self.reply(Packet::SubAck(SubAck {
+            pkid: s.pkid,
+            reasons,
+            properties: Properties::default(),
+        }))
+        .await?;
+        if self.pump().await {
+            Ok(())
+        } else {
+            Err(End::Abnormal)
+        }
+    }
+
+    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
+        let mut reasons = Vec::new();
+        for f in &u.filters {
+            let existed = match acl::subscribe_target(
+                f,
+                &self.principal.user_id,
+                &self.principal.device_id,
+            ) {
+                SubscribeTarget::Inbox => {
+                    self.feed = None;
+                    self.im_held = None;
+                    self.broker.set_im(&self.key, Some(None), None);
+                    true
+                }
+                SubscribeTarget::Ack => {
+                    self.broker.set_im(&self.key, None, Some(None));
+                    true
+                }
+                SubscribeTarget::Forbidden => false,
+                SubscribeTarget::Generic => self.broker.unsubscribe(&self.key, f),
+            };
+            reasons.push(if existed {
+                reason::SUCCESS
+            } else {
+                reason::NO_SUBSCRIPTION_EXISTED
+            });
+        }
+        if !self.v5 {
+            reasons.clear();
+        }
+        self.reply(Packet::UnsubAck(UnsubAck {
+            pkid: u.pkid,
+            reasons,
+            properties: Properties::default(),
+        }))
+        .await
+    }
+}

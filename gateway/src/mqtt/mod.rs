@@ -1,0 +1,55 @@
+//! MQTT 3.1.1 and 5 sessions (DESIGN §5.3): the IM topic namespace on top
+//! of a generic broker for IoT devices.
+//!
+//! - [`connect`]: CONNECT → token login → CONNACK (first packet only).
+//! - [`session`]: one connection's loop: socket packets, broker queue,
+//!   IM deliveries, kick, drain, keepalive ×1.5.
+//! - [`inbound`]: PUBLISH / SUBSCRIBE / acks from the client.
+//! - [`im`]: `im/send` through the pipeline, `im/inbox/<user>` deliveries
+//!   from the store, `im/ack/<clientId>` results.
+//! - [`acl`]: who may publish or subscribe what.
+//! - [`broker`]: sessions, subscription trie, retained messages, queues,
+//!   wills; durable in `<data_dir>/mqtt.redb`.
+
+mod acl;
+mod broker;
+mod connect;
+mod im;
+mod inbound;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_core::pipeline::Protocol;
+use tokio::net::TcpListener;
+
+pub use broker::Broker;
+
+use crate::sessions::run_listener;
+use crate::state::AppState;
+
+/// How often delayed wills and session expiry are checked.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// Serve MQTT on `listener` until the gateway drains.
+pub async fn serve(listener: TcpListener, state: AppState, broker: Arc<Broker>) {
+    let sweeper = {
+        let broker = broker.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(SWEEP_EVERY);
+            loop {
+                tick.tick().await;
+                broker.sweep();
+            }
+        })
+    };
+    run_listener(
+        Protocol::Mqtt,
+        listener,
+        state,
+        move |stream, peer, state| session::handle_connection(stream, peer, state, broker.clone()),
+    )
+    .await;
+    sweeper.abort();
+}

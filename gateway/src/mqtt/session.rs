@@ -1,0 +1,304 @@
+//! One MQTT connection after CONNECT: the select loop over socket packets,
+//! the broker queue (generic messages), the store feed (IM inbox), the
+//! kick signal, draining and the keepalive (×1.5, MQTT 5 §3.1.2.10).
+//!
+//! Every protocol violation closes only this connection, with an MQTT 5
+//! DISCONNECT carrying the reason where the client speaks MQTT 5.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use imgate_codecs::mqtt::{
+    encoded_len, reason, Disconnect, MqttFramer, Packet, Properties, Property, QoS, Version,
+};
+use imgate_core::model::Message;
+use imgate_core::pipeline::Principal;
+use imgate_core::store::DeviceFeed;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+use tokio_util::codec::Framed;
+
+use super::broker::{session_key, will_message, AppMessage, Broker};
+use super::connect::{connack, read_connect, Framed_};
+use crate::sessions::Kick;
+use crate::state::AppState;
+
+/// Inbound QoS 2 messages a client may have unreleased (our Receive
+/// Maximum, MQTT 5 §3.2.2.3.3).
+pub const SERVER_RECEIVE_MAXIMUM: u16 = 64;
+/// Topic aliases a client may use towards us.
+pub const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 16;
+/// Keepalive 0 (disabled) still gets a bound on silence.
+const NO_KEEPALIVE_IDLE: Duration = Duration::from_secs(24 * 3600);
+
+/// Why the loop ended.
+pub enum End {
+    /// DISCONNECT 0x00 from the client: no will.
+    Clean,
+    /// Anything else: the will (if any) is published.
+    Abnormal,
+}
+
+pub struct Conn {
+    pub framed: Framed_,
+    pub v5: bool,
+    pub state: AppState,
+    pub broker: Arc<Broker>,
+    pub principal: Principal,
+    pub key: String,
+    pub generation: u64,
+    pub notify: Arc<Notify>,
+    /// The client's Receive Maximum: our outbound QoS ≥ 1 in flight.
+    pub client_receive_max: usize,
+    pub client_max_packet: Option<usize>,
+    pub aliases: HashMap<u16, String>,
+    /// Inbound QoS 2 packet ids awaiting PUBREL.
+    pub qos2_in: HashSet<u16>,
+    pub will: Option<(AppMessage, u32)>,
+    pub feed: Option<DeviceFeed>,
+    /// An IM delivery waiting for flow control.
+    pub im_held: Option<Arc<Message>>,
+    pub expiry_secs: u32,
+}
+
+pub async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: AppState,
+    broker: Arc<Broker>,
+) {
+    let mut framed = Framed::new(stream, MqttFramer::new(state.config.mqtt_max_packet));
+    let Some((connect, principal)) = read_connect(&mut framed, &state).await else {
+        return;
+    };
+    let v5 = connect.version == Version::V5;
+    let expiry_secs = if v5 {
+        connect.properties.session_expiry_interval().unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    };
+    // Register first: kicks the connection this one replaces (same
+    // device = client-id takeover, or the platform-class rule).
+    let mut handle = state.sessions.register(&principal);
+    let key = session_key(&principal.user_id, &principal.device_id);
+    let attached = broker.connect(
+        &principal.user_id,
+        &principal.device_id,
+        connect.clean_start,
+        expiry_secs,
+    );
+    let mut ack_props = Properties::default();
+    if v5 {
+        ack_props
+            .push(Property::ReceiveMaximum(SERVER_RECEIVE_MAXIMUM))
+            .push(Property::TopicAliasMaximum(SERVER_TOPIC_ALIAS_MAXIMUM))
+            .push(Property::RetainAvailable(1))
+            .push(Property::WildcardSubscriptionAvailable(1))
+            .push(Property::SubscriptionIdentifierAvailable(1))
+            .push(Property::SharedSubscriptionAvailable(0))
+            .push(Property::MaximumPacketSize(
+                u32::try_from(state.config.mqtt_max_packet).unwrap_or(u32::MAX),
+            ));
+        if connect.client_id.is_empty() {
+            ack_props.push(Property::AssignedClientIdentifier(
+                principal.device_id.clone(),
+            ));
+        }
+    }
+    let mut ack = connack(attached.session_present, reason::SUCCESS);
+    if let Packet::ConnAck(a) = &mut ack {
+        a.properties = ack_props;
+    }
+    if framed.send(ack).await.is_err() {
+        broker.disconnect(&key, attached.generation, None);
+        return;
+    }
+    tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, v5, "mqtt connected");
+    let keepalive = match connect.keep_alive {
+        0 => NO_KEEPALIVE_IDLE,
+        k => Duration::from_millis(u64::from(k) * 1500),
+    };
+    let will = connect.will.as_ref().map(|w| {
+        (
+            will_message(w),
+            w.properties.will_delay_interval().unwrap_or(0),
+        )
+    });
+    let mut conn = Conn {
+        framed,
+        v5,
+        state: state.clone(),
+        broker: broker.clone(),
+        principal,
+        key: key.clone(),
+        generation: attached.generation,
+        notify: attached.notify,
+        client_receive_max: usize::from(
+            connect
+                .properties
+                .receive_maximum()
+                .unwrap_or(u16::MAX)
+                .max(1),
+        ),
+        client_max_packet: connect
+            .properties
+            .maximum_packet_size()
+            .map(|m| usize::try_from(m).unwrap_or(usize::MAX)),
+        aliases: HashMap::new(),
+        qos2_in: HashSet::new(),
+        will,
+        feed: None,
+        im_held: None,
+        expiry_secs,
+    };
+    let end = conn.run(&mut handle.kicked, keepalive).await;
+    conn.feed = None;
+    let will = match end {
+        End::Clean => None,
+        End::Abnormal => conn.will.take(),
+    };
+    broker.disconnect(&key, conn.generation, will);
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        kicked: &mut tokio::sync::oneshot::Receiver<Kick>,
+        keepalive: Duration,
+    ) -> End {
+        // Resume: resend what was in flight, restore the IM subscription.
+        for p in self.broker.resend_inflight(&self.key, self.v5) {
+            if !self.send(p).await {
+                return End::Abnormal;
+            }
+        }
+        if let (Some(_), _) = self.broker.im_subscriptions(&self.key) {
+            if !self.attach_inbox().await {
+                return End::Abnormal;
+            }
+        }
+        if !self.pump().await {
+            return End::Abnormal;
+        }
+        let draining = self.state.clone();
+        loop {
+            let im_ready = self.feed.is_some()
+                && self.im_held.is_none()
+                && self.broker.inflight_len(&self.key) < self.client_receive_max;
+            tokio::select! {
+                biased;
+                _ = &mut *kicked => {
+                    self.disconnect(reason::SESSION_TAKEN_OVER).await;
+                    return End::Abnormal;
+                }
+                _ = draining.draining() => {
+                    self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
+                    return End::Abnormal;
+                }
+                _ = self.notify.notified() => {
+                    if self.broker.overflowed(&self.key, self.generation) {
+                        self.disconnect(reason::QUOTA_EXCEEDED).await;
+                        self.broker.discard(&self.key);
+                        return End::Abnormal;
+                    }
+                    if !self.flush_held_im().await || !self.pump().await {
+                        return End::Abnormal;
+                    }
+                }
+                m = next_im(&mut self.feed), if im_ready => {
+                    let Some(m) = m else {
+                        // The store closed the feed (replaced or too slow):
+                        // the client reconnects and gets what is pending.
+                        self.disconnect(reason::SERVER_UNAVAILABLE).await;
+                        return End::Abnormal;
+                    };
+                    if !self.deliver_im(m).await {
+                        return End::Abnormal;
+                    }
+                }
+                next = tokio::time::timeout(keepalive, self.framed.next()) => {
+                    let packet = match next {
+                        Err(_) => {
+                            self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+                            return End::Abnormal;
+                        }
+                        Ok(None) => return End::Abnormal,
+                        Ok(Some(Err(e))) => {
+                            tracing::debug!(user = %self.principal.user_id, error = %e, "mqtt: bad packet; closing");
+                            self.disconnect(e.reason_code()).await;
+                            return End::Abnormal;
+                        }
+                        Ok(Some(Ok(p))) => p,
+                    };
+                    match self.handle(packet).await {
+                        Ok(()) => {}
+                        Err(end) => return end,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send one packet, honouring the client's Maximum Packet Size for
+    /// PUBLISH (an oversized one is skipped, MQTT 5 §3.1.2.11.4).
+    pub async fn send(&mut self, p: Packet) -> bool {
+        if let (Some(max), Packet::Publish(_)) = (self.client_max_packet, &p) {
+            let version = if self.v5 { Version::V5 } else { Version::V4 };
+            if encoded_len(&p, version) > max {
+                tracing::debug!("mqtt: message above the client's maximum packet size skipped");
+                if let Packet::Publish(pb) = &p {
+                    if pb.qos != QoS::AtMostOnce {
+                        self.broker.complete(&self.key, pb.pkid);
+                    }
+                }
+                return true;
+            }
+        }
+        self.framed.send(p).await.is_ok()
+    }
+
+    /// Send queued generic messages within the client's Receive Maximum.
+    pub async fn pump(&mut self) -> bool {
+        loop {
+            let batch = self.broker.take_outgoing(
+                &self.key,
+                self.generation,
+                self.client_receive_max,
+                self.v5,
+            );
+            if batch.is_empty() {
+                return true;
+            }
+            for p in batch {
+                if !self.send(Packet::Publish(p)).await {
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// MQTT 5: DISCONNECT with a reason before closing; 3.1.1 just closes.
+    pub async fn disconnect(&mut self, code: u8) {
+        if self.v5 {
+            let _ = self
+                .framed
+                .send(Packet::Disconnect(Disconnect {
+                    reason: code,
+                    properties: Properties::default(),
+                }))
+                .await;
+        }
+    }
+}
+
+async fn next_im(feed: &mut Option<DeviceFeed>) -> Option<Arc<Message>> {
+    match feed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}

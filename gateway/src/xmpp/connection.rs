@@ -1,0 +1,129 @@
+//! `XmppConnection`: one client socket with its read buffer and
+//! [`XmppFramer`] — events in, XML text out (mini-redis `connection.rs`).
+//!
+//! Reading is cancel-safe (bytes land in the buffer and are framed on the
+//! next call), so the session can `select!` on it next to deliveries and
+//! kicks. Every read of any bytes, whitespace keepalives included, counts
+//! as activity for the idle timer.
+
+use bytes::BytesMut;
+use imgate_codecs::xmpp::{ns, Element, XmppCodecError, XmppEvent, XmppFramer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// The reason a read ended the stream.
+#[derive(Debug)]
+pub enum ReadEnd {
+    /// The peer closed the TCP connection.
+    Eof,
+    /// The bytes broke the XMPP framing rules.
+    Codec(XmppCodecError),
+}
+
+pub struct XmppConnection {
+    stream: TcpStream,
+    buf: BytesMut,
+    framer: XmppFramer,
+    /// Our stream header has been written (errors must follow one).
+    header_sent: bool,
+    /// Bytes were read since the last call to [`XmppConnection::take_activity`].
+    activity: bool,
+}
+
+impl XmppConnection {
+    pub fn new(stream: TcpStream, framer: XmppFramer) -> XmppConnection {
+        XmppConnection {
+            stream,
+            buf: BytesMut::with_capacity(4096),
+            framer,
+            header_sent: false,
+            activity: false,
+        }
+    }
+
+    /// The next event; cancel-safe.
+    pub async fn read_event(&mut self) -> Result<XmppEvent, ReadEnd> {
+        loop {
+            match self.framer.decode_event(&mut self.buf) {
+                Ok(Some(ev)) => return Ok(ev),
+                Ok(None) => {}
+                Err(e) => return Err(ReadEnd::Codec(e)),
+            }
+            // Never hold more than one item's worth of bytes: the framer
+            // errors out at its limit, so the buffer stays bounded.
+            self.buf.reserve(4096);
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(ReadEnd::Eof),
+                Ok(_) => self.activity = true,
+            }
+        }
+    }
+
+    /// Whether anything was read since the last call.
+    pub fn take_activity(&mut self) -> bool {
+        std::mem::take(&mut self.activity)
+    }
+
+    /// Expect a new stream header (after SASL success).
+    pub fn restart_stream(&mut self) {
+        self.framer.restart();
+        self.header_sent = false;
+    }
+
+    /// Write raw XML text; false if the peer is gone.
+    pub async fn write_str(&mut self, xml: &str) -> bool {
+        self.stream.write_all(xml.as_bytes()).await.is_ok()
+    }
+
+    pub async fn write_element(&mut self, el: &Element) -> bool {
+        self.write_str(&el.to_xml()).await
+    }
+
+    /// Our stream header (RFC 6120 §4.7), answering the client's.
+    pub async fn write_header(&mut self, domain: &str, stream_id: &str) -> bool {
+        self.header_sent = true;
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
+            ns::CLIENT,
+            ns::STREAM,
+            stream_id,
+            domain
+        );
+        self.write_str(&header).await
+    }
+
+    /// A stream error (RFC 6120 §4.9) with `text`, then the stream close.
+    /// A header is written first if none was (the error must be inside a
+    /// stream).
+    pub async fn stream_error(&mut self, domain: &str, condition: &str, text: &str) {
+        if !self.header_sent {
+            let id = super::random_id();
+            let _ = self.write_header(domain, &id).await;
+        }
+        let err = Element::new("error", ns::STREAM)
+            .child(Element::new(condition, ns::STREAM_ERRORS))
+            .child(Element::new("text", ns::STREAM_ERRORS).text(text));
+        let _ = self
+            .write_str(&format!("{}</stream:stream>", err.to_xml()))
+            .await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Close the stream cleanly.
+    pub async fn close(&mut self) {
+        let _ = self.write_str("</stream:stream>").await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// The framer as a plain function (tokio-util's `Decoder` trait method,
+/// named so the connection reads clearly).
+trait DecodeEvent {
+    fn decode_event(&mut self, buf: &mut BytesMut) -> Result<Option<XmppEvent>, XmppCodecError>;
+}
+
+impl DecodeEvent for XmppFramer {
+    fn decode_event(&mut self, buf: &mut BytesMut) -> Result<Option<XmppEvent>, XmppCodecError> {
+        tokio_util::codec::Decoder::decode(self, buf)
+    }
+}

@@ -1,0 +1,179 @@
+//! Client `<message>` and `<presence>` stanzas.
+//!
+//! A message with content goes through the pipeline (its stanza `id` is
+//! the `client_msg_id`, so a resend is idempotent); a rejection comes back
+//! as a `type='error'` message with the DESIGN §4 code in its text. A
+//! XEP-0184 `<received id='messageUid'/>` is the recipient's delivery ack
+//! (`Store::ack`) and is forwarded to the sender's XMPP sessions on this
+//! node with the id the sender used. Presence goes to the user's own other
+//! resources; a MUC-style join of a group is answered with the self
+//! presence so MUC clients consider themselves joined.
+
+use imgate_codecs::xmpp::{ns, Element, Jid};
+use imgate_core::pipeline::SendCommand;
+
+use super::errors::{error_element, error_reply};
+use super::session::Session;
+
+/// The MUC user namespace (XEP-0045), for the join answer.
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+const MUC: &str = "http://jabber.org/protocol/muc";
+
+impl Session {
+    pub(super) async fn handle_message(&mut self, el: &Element) -> bool {
+        if let Some(received) = el.get_child("received", ns::RECEIPTS) {
+            self.handle_receipt(received).await;
+        }
+        let draft = match self
+            .ctx
+            .normalizer
+            .message_to_draft(el, &self.principal.user_id)
+        {
+            Ok(Some(d)) => d,
+            Ok(None) => return true,
+            Err(e) => {
+                let reply = error_reply(el, &self.jid, error_element(&e));
+                return self.send_stanza(&reply, None).await;
+            }
+        };
+        let cmd = SendCommand {
+            principal: self.principal.clone(),
+            draft,
+        };
+        match self.state.send(cmd).await {
+            Ok(_) => true,
+            Err(e) => {
+                let reply = error_reply(el, &self.jid, error_element(&e));
+                self.send_stanza(&reply, None).await
+            }
+        }
+    }
+
+    /// The recipient's receipt: ack it, then tell the sender.
+    async fn handle_receipt(&mut self, received: &Element) {
+        let Some(id) = received.get_attr("id").and_then(|v| v.parse::<u64>().ok()) else {
+            return;
+        };
+        self.ack_in_store(&[id]).await;
+        let Ok(Some(original)) = self.state.store.get(id).await else {
+            return;
+        };
+        if original.sender == self.principal.user_id || original.conversation.kind != 0 {
+            return;
+        }
+        let receipt_id = if original.client_msg_id.is_empty() {
+            id.to_string()
+        } else {
+            original.client_msg_id.clone()
+        };
+        let from = self.jid.clone();
+        let sender = original.sender.clone();
+        let domain = self.domain();
+        self.ctx.router.send_to_user(&sender, None, |resource| {
+            Element::new("message", ns::CLIENT)
+                .attr("from", from.clone())
+                .attr("to", format!("{sender}@{domain}/{resource}"))
+                .attr("id", format!("rcpt-{id}"))
+                .child(Element::new("received", ns::RECEIPTS).attr("id", receipt_id.clone()))
+        });
+    }
+
+    pub(super) async fn handle_presence(&mut self, el: &Element) -> bool {
+        if let Some(to) = el.get_attr("to").and_then(Jid::parse) {
+            if to.domain == self.ctx.normalizer.group_domain() && el.get_child("x", MUC).is_some() {
+                return self.answer_group_join(&to).await;
+            }
+            // Subscriptions and directed presence: no roster here.
+            return true;
+        }
+        match el.get_attr("type") {
+            None => {
+                let first = !self.available;
+                self.available = true;
+                self.ctx.router.set_available(&self.route, true);
+                self.broadcast_presence(true);
+                if first {
+                    return self.send_own_resources().await;
+                }
+                true
+            }
+            Some("unavailable") => {
+                self.available = false;
+                self.ctx.router.set_available(&self.route, false);
+                self.broadcast_presence(false);
+                true
+            }
+            Some(_) => true,
+        }
+    }
+
+    /// Tell the user's other sessions this resource came or went.
+    pub(super) fn broadcast_presence(&self, available: bool) {
+        let from = self.jid.clone();
+        let user = self.principal.user_id.clone();
+        let domain = self.domain();
+        self.ctx
+            .router
+            .send_to_user(&user, Some(&self.route), |resource| {
+                let p = Element::new("presence", ns::CLIENT)
+                    .attr("from", from.clone())
+                    .attr("to", format!("{user}@{domain}/{resource}"));
+                if available {
+                    p
+                } else {
+                    p.attr("type", "unavailable")
+                }
+            });
+    }
+
+    /// The presence of the user's other available resources, to this one.
+    async fn send_own_resources(&mut self) -> bool {
+        let user = self.principal.user_id.clone();
+        let domain = self.domain();
+        for resource in self.ctx.router.available_resources(&user, &self.route) {
+            let p = Element::new("presence", ns::CLIENT)
+                .attr("from", format!("{user}@{domain}/{resource}"))
+                .attr("to", self.jid.clone());
+            if !self.send_stanza(&p, None).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A MUC join of `group@groups.domain/nick`: members get the self
+    /// presence (status 110); others a `<forbidden/>` presence error.
+    async fn answer_group_join(&mut self, room: &Jid) -> bool {
+        let group_id = room.local.clone().unwrap_or_default();
+        let member = matches!(
+            self.state.store.group(&group_id).await,
+            Ok(Some(g)) if g.members.contains(&self.principal.user_id)
+        );
+        let from = format!("{}/{}", room.bare(), self.principal.user_id);
+        let reply = if member {
+            Element::new("presence", ns::CLIENT)
+                .attr("from", from)
+                .attr("to", self.jid.clone())
+                .child(
+                    Element::new("x", MUC_USER)
+                        .child(
+                            Element::new("item", MUC_USER)
+                                .attr("affiliation", "member")
+                                .attr("role", "participant"),
+                        )
+                        .child(Element::new("status", MUC_USER).attr("code", "110")),
+                )
+        } else {
+            Element::new("presence", ns::CLIENT)
+                .attr("from", from)
+                .attr("to", self.jid.clone())
+                .attr("type", "error")
+                .child(super::errors::condition_element(
+                    "forbidden",
+                    "auth",
+                    "9 not in group",
+                ))
+        };
+        self.send_stanza(&reply, None).await
+    }
+}

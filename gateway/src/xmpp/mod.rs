@@ -1,0 +1,104 @@
+//! The XMPP-lite listener (DESIGN §5.4): one session task per TCP
+//! connection, framed by `imgate_codecs::xmpp::XmppFramer`.
+//!
+//! Layout:
+//! - [`connection`]: socket + buffer + framer; events in, XML out.
+//! - [`negotiation`]: stream header, SASL PLAIN (user id + token),
+//!   resource binding (the token's device) or XEP-0198 resumption.
+//! - [`session`]: the bound session's loop (deliveries, kick, draining,
+//!   idle pings) and XEP-0198 counting.
+//! - [`inbound`]: client messages (pipeline, receipts) and presence.
+//! - [`iq`]: ping, disco, roster, session; [`mam`]: XEP-0313 archive.
+//! - [`stream_management`]: resumable XEP-0198 state.
+//! - [`router`]: node-local routing of presence and receipts.
+//! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
+//!
+//! TLS is not offered: the gateway has no certificate settings yet; run
+//! XMPP behind a TLS-terminating proxy or on a trusted network.
+
+mod connection;
+mod errors;
+mod inbound;
+mod iq;
+mod mam;
+mod negotiation;
+mod router;
+mod session;
+mod stream_management;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_codecs::xmpp::{XmppFramer, XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
+use tokio::net::TcpStream;
+
+use crate::state::AppState;
+use connection::XmppConnection;
+use router::XmppRouter;
+use stream_management::SmRegistry;
+
+/// What the XMPP sessions of this node share beyond [`AppState`].
+pub struct XmppContext {
+    pub normalizer: XmppNormalizer,
+    pub router: XmppRouter,
+    pub sm: SmRegistry,
+}
+
+/// The per-connection handler for `run_listener`, sharing one
+/// [`XmppContext`] between the listener's sessions.
+pub fn connection_handler(
+    state: &AppState,
+) -> impl Fn(TcpStream, SocketAddr, AppState) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+       + Send
+       + Sync
+       + 'static {
+    let ctx = Arc::new(XmppContext {
+        normalizer: XmppNormalizer::new(&state.config.xmpp_domain),
+        router: XmppRouter::default(),
+        sm: SmRegistry::default(),
+    });
+    move |stream, peer, state| Box::pin(handle_connection(stream, peer, state, ctx.clone()))
+}
+
+async fn handle_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: AppState,
+    ctx: Arc<XmppContext>,
+) {
+    let mut conn = XmppConnection::new(
+        stream,
+        XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
+    );
+    let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
+    let negotiated =
+        match tokio::time::timeout(limit, negotiation::negotiate(&mut conn, &state, &ctx)).await {
+            Ok(Ok(n)) => n,
+            Ok(Err(negotiation::Refused)) => return,
+            Err(_) => {
+                let domain = ctx.normalizer.domain().to_string();
+                conn.stream_error(&domain, "connection-timeout", "249 log in faster")
+                    .await;
+                return;
+            }
+        };
+    tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, "xmpp login");
+    session::run(conn, state, ctx, negotiated).await;
+}
+
+/// A random identifier (stream ids, stream-management ids).
+pub fn random_id() -> String {
+    let mut bytes = [0u8; 12];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // No OS randomness: ids need only be unique, not secret, for
+        // stream ids; SM ids are checked against the authenticated user.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        bytes[..12].copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    hex::encode(bytes)
+}

@@ -1,0 +1,326 @@
+//! Stream negotiation (RFC 6120 §4–§7): stream header and features, SASL
+//! PLAIN with the imgate token, then resource binding — or, instead of
+//! binding, XEP-0198 resumption of an earlier session.
+//!
+//! Before SASL succeeds only `<auth>` (and `<abort>`) is accepted: any other
+//! element is a `<not-authorized/>` stream error and the connection closes.
+//! TLS is not offered (the gateway has no certificate settings yet), so
+//! `<starttls>` is refused with `<failure/>` and the stream closes, as
+//! RFC 6120 §5.4.2.2 prescribes.
+
+use base64::Engine;
+use imgate_codecs::xmpp::{ns, Element, XmppEvent};
+use imgate_core::pipeline::{Principal, Protocol};
+use imgate_core::ErrorCode;
+
+use super::connection::{ReadEnd, XmppConnection};
+use super::errors::condition_element;
+use super::stream_management::SmGuard;
+use super::XmppContext;
+use crate::sessions::{self, SessionHandle};
+use crate::state::AppState;
+
+/// SASL attempts before the connection is closed.
+const MAX_AUTH_ATTEMPTS: u32 = 3;
+
+/// A bound (or resumed) session, ready for stanzas.
+pub struct Negotiated {
+    pub principal: Principal,
+    pub handle: SessionHandle,
+    /// XEP-0198 resumption: the old session's state and the client's `h`.
+    pub resumed: Option<(SmGuard, u32)>,
+}
+
+/// Why negotiation ended without a session (already told to the client).
+pub struct Refused;
+
+pub async fn negotiate(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    ctx: &XmppContext,
+) -> Result<Negotiated, Refused> {
+    let domain = ctx.normalizer.domain().to_string();
+    open_stream(conn, &domain, sasl_features()).await?;
+    let principal = authenticate(conn, state, &domain).await?;
+    conn.restart_stream();
+    open_stream(conn, &domain, bound_features()).await?;
+    bind_or_resume(conn, state, ctx, principal).await
+}
+
+fn sasl_features() -> Element {
+    Element::new("features", ns::STREAM).child(
+        Element::new("mechanisms", ns::SASL)
+            .child(Element::new("mechanism", ns::SASL).text("PLAIN")),
+    )
+}
+
+fn bound_features() -> Element {
+    Element::new("features", ns::STREAM)
+        .child(Element::new("bind", ns::BIND))
+        .child(Element::new("session", ns::SESSION).child(Element::new("optional", ns::SESSION)))
+        .child(Element::new("sm", ns::SM))
+}
+
+/// Read the client's stream header, answer with ours and the features.
+async fn open_stream(
+    conn: &mut XmppConnection,
+    domain: &str,
+    features: Element,
+) -> Result<(), Refused> {
+    let header = match conn.read_event().await {
+        Ok(XmppEvent::StreamOpen(h)) => h,
+        Ok(_) => {
+            conn.stream_error(domain, "bad-format", "expected a stream header")
+                .await;
+            return Err(Refused);
+        }
+        Err(end) => return Err(read_failed(conn, domain, end).await),
+    };
+    if let Some(to) = header.get_attr("to") {
+        if !to.eq_ignore_ascii_case(domain) {
+            conn.stream_error(domain, "host-unknown", &format!("this server is {domain}"))
+                .await;
+            return Err(Refused);
+        }
+    }
+    let id = super::random_id();
+    if !conn.write_header(domain, &id).await || !conn.write_element(&features).await {
+        return Err(Refused);
+    }
+    Ok(())
+}
+
+/// Tell the client why reading failed (if it can still hear it).
+pub async fn read_failed(conn: &mut XmppConnection, domain: &str, end: ReadEnd) -> Refused {
+    if let ReadEnd::Codec(e) = end {
+        conn.stream_error(domain, e.stream_condition(), &format!("2 {e}"))
+            .await;
+    }
+    Refused
+}
+
+fn sasl_failure(condition: &str, text: &str) -> Element {
+    Element::new("failure", ns::SASL)
+        .child(Element::new(condition, ns::SASL))
+        .child(Element::new("text", ns::SASL).text(text))
+}
+
+/// `authzid NUL authcid NUL password` (RFC 4616).
+fn parse_plain(text: &str) -> Option<(String, String, String)> {
+    let text = text.trim();
+    let raw = if text == "=" {
+        Vec::new()
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .ok()?
+    };
+    let raw = String::from_utf8(raw).ok()?;
+    let mut parts = raw.split('\0');
+    let authzid = parts.next()?.to_string();
+    let authcid = parts.next()?.to_string();
+    let password = parts.next()?.to_string();
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((authzid, authcid, password))
+}
+
+async fn authenticate(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    domain: &str,
+) -> Result<Principal, Refused> {
+    let mut attempts = 0;
+    loop {
+        let el = match conn.read_event().await {
+            Ok(XmppEvent::Stanza(el)) => el,
+            Ok(XmppEvent::StreamClose) => {
+                conn.close().await;
+                return Err(Refused);
+            }
+            Ok(XmppEvent::StreamOpen(_)) => {
+                conn.stream_error(domain, "bad-format", "stream already open")
+                    .await;
+                return Err(Refused);
+            }
+            Err(end) => return Err(read_failed(conn, domain, end).await),
+        };
+        if el.is("starttls", ns::TLS) {
+            let _ = conn.write_element(&Element::new("failure", ns::TLS)).await;
+            conn.close().await;
+            return Err(Refused);
+        }
+        if el.is("abort", ns::SASL) {
+            let _ = conn
+                .write_element(&sasl_failure("aborted", "authentication aborted"))
+                .await;
+            continue;
+        }
+        if !el.is("auth", ns::SASL) {
+            conn.stream_error(
+                domain,
+                "not-authorized",
+                &format!(
+                    "{} authenticate (SASL PLAIN) first",
+                    ErrorCode::AuthFailure.as_i32()
+                ),
+            )
+            .await;
+            return Err(Refused);
+        }
+        attempts += 1;
+        let failure = if el.get_attr("mechanism") != Some("PLAIN") {
+            sasl_failure(
+                "invalid-mechanism",
+                "only PLAIN (user id + token) is offered",
+            )
+        } else {
+            match parse_plain(&el.text_content()) {
+                None => sasl_failure("malformed-request", "2 bad PLAIN message"),
+                Some((authzid, authcid, password)) => {
+                    let own = format!("{authcid}@{domain}");
+                    if !authzid.is_empty() && authzid != authcid && authzid != own {
+                        sasl_failure("invalid-authzid", "244 cannot act as another user")
+                    } else {
+                        match sessions::login(state, Protocol::Xmpp, &authcid, &password, "") {
+                            Ok(p) => {
+                                if !conn.write_element(&Element::new("success", ns::SASL)).await {
+                                    return Err(Refused);
+                                }
+                                return Ok(p);
+                            }
+                            Err(e) => sasl_failure(
+                                "not-authorized",
+                                &format!("{} {}", e.code.as_i32(), e.message),
+                            ),
+                        }
+                    }
+                }
+            }
+        };
+        if !conn.write_element(&failure).await {
+            return Err(Refused);
+        }
+        if attempts >= MAX_AUTH_ATTEMPTS {
+            conn.stream_error(
+                domain,
+                "policy-violation",
+                "244 too many authentication attempts",
+            )
+            .await;
+            return Err(Refused);
+        }
+    }
+}
+
+async fn bind_or_resume(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    ctx: &XmppContext,
+    principal: Principal,
+) -> Result<Negotiated, Refused> {
+    let domain = ctx.normalizer.domain().to_string();
+    loop {
+        let el = match conn.read_event().await {
+            Ok(XmppEvent::Stanza(el)) => el,
+            Ok(XmppEvent::StreamClose) => {
+                conn.close().await;
+                return Err(Refused);
+            }
+            Ok(XmppEvent::StreamOpen(_)) => {
+                conn.stream_error(&domain, "bad-format", "stream already open")
+                    .await;
+                return Err(Refused);
+            }
+            Err(end) => return Err(read_failed(conn, &domain, end).await),
+        };
+        if el.is("iq", ns::CLIENT) && el.get_child("bind", ns::BIND).is_some() {
+            // The resource is the token's device, whatever was asked for.
+            let jid = format!("{}@{}/{}", principal.user_id, domain, principal.device_id);
+            let handle = state.sessions.register(&principal);
+            let result = Element::new("iq", ns::CLIENT)
+                .attr("type", "result")
+                .attr_opt("id", el.get_attr("id"))
+                .child(
+                    Element::new("bind", ns::BIND).child(Element::new("jid", ns::BIND).text(jid)),
+                );
+            if !conn.write_element(&result).await {
+                return Err(Refused);
+            }
+            return Ok(Negotiated {
+                principal,
+                handle,
+                resumed: None,
+            });
+        }
+        if el.is("resume", ns::SM) {
+            let previd = el.get_attr("previd").unwrap_or_default().to_string();
+            let h = el.get_attr("h").and_then(|h| h.parse::<u32>().ok());
+            if let Some(h) = h {
+                // Kick a still-open old connection first: it lets go of
+                // the state when it ends.
+                let handle = state.sessions.register(&principal);
+                if let Some(guard) = ctx
+                    .sm
+                    .resume(&previd, &principal.user_id, &principal.device_id)
+                    .await
+                {
+                    return Ok(Negotiated {
+                        principal,
+                        handle,
+                        resumed: Some((guard, h)),
+                    });
+                }
+            }
+            let failed = Element::new("failed", ns::SM)
+                .child(Element::new("item-not-found", ns::STANZA_ERRORS));
+            if !conn.write_element(&failed).await {
+                return Err(Refused);
+            }
+            continue;
+        }
+        if el.is("enable", ns::SM) {
+            let failed = Element::new("failed", ns::SM)
+                .child(Element::new("unexpected-request", ns::STANZA_ERRORS));
+            if !conn.write_element(&failed).await {
+                return Err(Refused);
+            }
+            continue;
+        }
+        if el.is("iq", ns::CLIENT) {
+            let reply = Element::new("iq", ns::CLIENT)
+                .attr("type", "error")
+                .attr_opt("id", el.get_attr("id"))
+                .child(condition_element(
+                    "not-authorized",
+                    "auth",
+                    "244 bind a resource first",
+                ));
+            if !conn.write_element(&reply).await {
+                return Err(Refused);
+            }
+            continue;
+        }
+        conn.stream_error(&domain, "not-authorized", "244 bind a resource first")
+            .await;
+        return Err(Refused);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_message_parts() {
+        let b64 = base64::engine::general_purpose::STANDARD.encode("\0alice\0tok");
+        assert_eq!(
+            parse_plain(&b64),
+            Some((String::new(), "alice".into(), "tok".into()))
+        );
+        assert_eq!(parse_plain("!!"), None);
+        let two = base64::engine::general_purpose::STANDARD.encode("alice\0tok");
+        assert_eq!(parse_plain(&two), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! `XmppRouter`: the XMPP sessions of this node by user, for what is not a
+//! stored message — presence to a user's other resources and XEP-0184
+//! receipts forwarded to the original sender. Best effort and node-local
+//! by design: messages themselves always go through the store.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use imgate_codecs::xmpp::Element;
+use tokio::sync::mpsc;
+
+/// Stanzas queued per session before further ones are dropped.
+const ROUTE_QUEUE: usize = 256;
+
+struct Route {
+    id: u64,
+    resource: String,
+    available: bool,
+    tx: mpsc::Sender<Element>,
+}
+
+#[derive(Default)]
+struct Routes {
+    users: HashMap<String, Vec<Route>>,
+}
+
+#[derive(Default)]
+pub struct XmppRouter {
+    routes: Arc<Mutex<Routes>>,
+    next_id: AtomicU64,
+}
+
+fn lock(m: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+/// A session's entry; removed when dropped.
+pub struct RouteHandle {
+    id: u64,
+    user: String,
+    routes: Arc<Mutex<Routes>>,
+}
+
+impl Drop for RouteHandle {
+    fn drop(&mut self) {
+        let mut r = lock(&self.routes);
+        if let Some(list) = r.users.get_mut(&self.user) {
+            list.retain(|e| e.id != self.id);
+            if list.is_empty() {
+                r.users.remove(&self.user);
+            }
+        }
+    }
+}
+
+impl XmppRouter {
+    /// Add a session of `user` bound to `resource`.
+    pub fn register(&self, user: &str, resource: &str) -> (RouteHandle, mpsc::Receiver<Element>) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        lock(&self.routes)
+            .users
+            .entry(user.to_string())
+            .or_default()
+            .push(Route {
+                id,
+                resource: resource.to_string(),
+                available: false,
+                tx,
+            });
+        let handle = RouteHandle {
+            id,
+            user: user.to_string(),
+            routes: self.routes.clone(),
+        };
+        (handle, rx)
+    }
+
+    /// Mark a session available (initial presence sent) or not.
+    pub fn set_available(&self, handle: &RouteHandle, available: bool) {
+        if let Some(list) = lock(&self.routes).users.get_mut(&handle.user) {
+            for r in list.iter_mut().filter(|r| r.id == handle.id) {
+                r.available = available;
+            }
+        }
+    }
+
+    /// Resources of `user` other than `except` that announced presence.
+    pub fn available_resources(&self, user: &str, except: &RouteHandle) -> Vec<String> {
+        lock(&self.routes)
+            .users
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .filter(|r| r.available && r.id != except.id)
+                    .map(|r| r.resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Queue a stanza built per resource for every session of `user`
+    /// (except `except`); a full queue drops it (best effort).
+    pub fn send_to_user(
+        &self,
+        user: &str,
+        except: Option<&RouteHandle>,
+        make: impl Fn(&str) -> Element,
+    ) {
+        let routes = lock(&self.routes);
+        let Some(list) = routes.users.get(user) else {
+            return;
+        };
+        for r in list.iter().filter(|r| except.is_none_or(|h| h.id != r.id)) {
+            let _ = r.tx.try_send(make(&r.resource));
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! One XMPP connection after negotiation: stanzas in (messages through the
+//! pipeline, receipts and SM acks to the store, presence, iq) and
+//! deliveries out, until the client leaves, idles out, is kicked, or the
+//! gateway drains. The structure mirrors the PB session: a `select!` over
+//! the socket, the device feed, the kick signal, draining and routed
+//! stanzas.
+//!
+//! Durability acks for the sender: with XEP-0198 enabled, the server's
+//! `<a h>` counts a message only once the pipeline returned, i.e. after
+//! the store made it durable (the loop handles one stanza at a time). A
+//! rejected message gets a `type='error'` reply instead. There is no
+//! server-made XEP-0184 receipt: a receipt means "the recipient has it"
+//! and is forwarded from the recipient when it sends one.
+//!
+//! Delivery acks: a delivered message's id is its `messageUid`; the
+//! recipient's XEP-0184 `<received id>` or an XEP-0198 `<a h>` covering it
+//! acks it in the store. A client with neither gets unacked messages again
+//! at its next login (at-least-once, DESIGN §3).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_codecs::xmpp::{ns, DeliveryOptions, Element, XmppEvent};
+use imgate_core::pipeline::Principal;
+use imgate_core::store::DeviceFeed;
+use imgate_core::{now_ms, ErrorCode, Message};
+use tokio::sync::mpsc;
+
+use super::connection::{ReadEnd, XmppConnection};
+use super::negotiation::Negotiated;
+use super::router::RouteHandle;
+use super::stream_management::SmGuard;
+use super::XmppContext;
+use crate::sessions::Kick;
+use crate::state::AppState;
+
+/// Silent heartbeat intervals (each answered by a server ping) before the
+/// connection is considered dead.
+const MAX_SILENT_INTERVALS: u32 = 3;
+
+pub struct Session {
+    pub(super) conn: XmppConnection,
+    pub(super) state: AppState,
+    pub(super) ctx: Arc<XmppContext>,
+    pub(super) principal: Principal,
+    /// `user@domain/device`.
+    pub(super) jid: String,
+    pub(super) route: RouteHandle,
+    pub(super) sm: Option<SmGuard>,
+    /// Messages older than this are marked delayed (offline delivery).
+    pub(super) started_ms: i64,
+    pub(super) available: bool,
+    pub(super) ping_counter: u64,
+}
+
+/// How the loop ended, for stream management.
+enum End {
+    /// The connection was lost or broken: keep SM state resumable.
+    Lost,
+    /// The client closed, was kicked, or the server drains.
+    Closed,
+}
+
+pub async fn run(
+    conn: XmppConnection,
+    state: AppState,
+    ctx: Arc<XmppContext>,
+    negotiated: Negotiated,
+) {
+    let Negotiated {
+        principal,
+        mut handle,
+        resumed,
+    } = negotiated;
+    let domain = ctx.normalizer.domain().to_string();
+    let jid = format!("{}@{}/{}", principal.user_id, domain, principal.device_id);
+    let (route, mut routed) = ctx
+        .router
+        .register(&principal.user_id, &principal.device_id);
+    let mut session = Session {
+        conn,
+        state: state.clone(),
+        ctx: ctx.clone(),
+        principal,
+        jid,
+        route,
+        sm: None,
+        started_ms: now_ms(),
+        available: false,
+        ping_counter: 0,
+    };
+    if let Some((guard, h)) = resumed {
+        if !session.resume(guard, h).await {
+            return;
+        }
+    }
+    let user = session.principal.user_id.clone();
+    let device = session.principal.device_id.clone();
+    let mut feed = match state.store.attach_device(&user, &device).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "xmpp: cannot attach device");
+            session
+                .conn
+                .stream_error(&domain, "internal-server-error", "4 store unavailable")
+                .await;
+            return;
+        }
+    };
+    let end = session.run_loop(&mut handle, &mut feed, &mut routed).await;
+    session.finish(end);
+}
+
+impl Session {
+    pub(super) fn domain(&self) -> String {
+        self.ctx.normalizer.domain().to_string()
+    }
+
+    async fn run_loop(
+        &mut self,
+        handle: &mut crate::sessions::registry::SessionHandle,
+        feed: &mut DeviceFeed,
+        routed: &mut mpsc::Receiver<Element>,
+    ) -> End {
+        let heartbeat = Duration::from_secs(self.state.config.heartbeat_secs.max(1));
+        let mut silent = 0u32;
+        let domain = self.domain();
+        loop {
+            tokio::select! {
+                biased;
+                kick = &mut handle.kicked => {
+                    let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
+                    let text = format!("{} {}", kick.code.as_i32(), kick.reason);
+                    self.conn.stream_error(&domain, "conflict", &text).await;
+                    // The newer session may resume this one's SM state.
+                    return End::Lost;
+                }
+                _ = self.state.draining() => {
+                    self.conn.stream_error(&domain, "system-shutdown", "4 server shutting down; reconnect").await;
+                    return End::Lost;
+                }
+                next = tokio::time::timeout(heartbeat, self.conn.read_event()) => {
+                    match next {
+                        Err(_) => {
+                            if self.conn.take_activity() {
+                                silent = 0;
+                                continue;
+                            }
+                            silent += 1;
+                            if silent >= MAX_SILENT_INTERVALS {
+                                self.conn.stream_error(&domain, "connection-timeout", "249 no traffic").await;
+                                return End::Lost;
+                            }
+                            if !self.send_server_ping().await {
+                                return End::Lost;
+                            }
+                        }
+                        Ok(Err(ReadEnd::Eof)) => return End::Lost,
+                        Ok(Err(ReadEnd::Codec(e))) => {
+                            self.conn.stream_error(&domain, e.stream_condition(), &format!("2 {e}")).await;
+                            return End::Lost;
+                        }
+                        Ok(Ok(XmppEvent::StreamClose)) => {
+                            self.conn.close().await;
+                            return End::Closed;
+                        }
+                        Ok(Ok(XmppEvent::StreamOpen(_))) => {
+                            self.conn.stream_error(&domain, "bad-format", "2 stream already open").await;
+                            return End::Lost;
+                        }
+                        Ok(Ok(XmppEvent::Stanza(el))) => {
+                            silent = 0;
+                            self.conn.take_activity();
+                            if !self.handle_element(el).await {
+                                return End::Lost;
+                            }
+                        }
+                    }
+                }
+                msg = feed.next() => {
+                    // None: replaced by a newer session of this device, or
+                    // too slow; the client reconnects and gets what is pending.
+                    let Some(msg) = msg else { return End::Lost };
+                    if !self.deliver(&msg).await {
+                        return End::Lost;
+                    }
+                }
+                Some(el) = routed.recv() => {
+                    if !self.send_stanza(&el, None).await {
+                        return End::Lost;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(mut self, end: End) {
+        if self.available {
+            self.broadcast_presence(false);
+        }
+        if let Some(guard) = self.sm.take() {
+            self.ctx.sm.detach(guard, matches!(end, End::Lost));
+        }
+    }
+
+    /// One element from the client; false closes the connection.
+    async fn handle_element(&mut self, el: Element) -> bool {
+        if el.ns == ns::SM {
+            return self.handle_sm(&el).await;
+        }
+        if el.ns != ns::CLIENT {
+            let domain = self.domain();
+            self.conn
+                .stream_error(
+                    &domain,
+                    "unsupported-stanza-type",
+                    &format!("2 unexpected <{}>", el.name),
+                )
+                .await;
+            return false;
+        }
+        let ok = match el.name.as_str() {
+            "message" => self.handle_message(&el).await,
+            "presence" => self.handle_presence(&el).await,
+            "iq" => self.handle_iq(&el).await,
+            other => {
+                let domain = self.domain();
+                self.conn
+                    .stream_error(
+                        &domain,
+                        "unsupported-stanza-type",
+                        &format!("2 unexpected <{other}>"),
+                    )
+                    .await;
+                return false;
+            }
+        };
+        // Counted only now: the stanza is handled (a message is durable).
+        if let Some(sm) = self.sm.as_mut() {
+            sm.h_in = sm.h_in.wrapping_add(1);
+        }
+        ok
+    }
+
+    /// Write a stanza, counting it for stream management.
+    pub(super) async fn send_stanza(&mut self, el: &Element, message_id: Option<u64>) -> bool {
+        if !self.conn.write_element(el).await {
+            return false;
+        }
+        if let Some(sm) = self.sm.as_mut() {
+            sm.sent(message_id);
+        }
+        true
+    }
+
+    async fn deliver(&mut self, msg: &Message) -> bool {
+        let opts = DeliveryOptions {
+            delayed: msg.server_ts < self.started_ms,
+            request_receipt: !matches!(msg.conversation.kind, 1..=3),
+        };
+        let el =
+            self.ctx
+                .normalizer
+                .message_to_stanza(msg, &self.principal.user_id, &self.jid, opts);
+        if !self.send_stanza(&el, Some(msg.message_id)).await {
+            return false;
+        }
+        self.state
+            .metrics
+            .message_out(imgate_core::pipeline::Protocol::Xmpp);
+        // Ask for an SM ack right away so the store learns of the delivery.
+        if self.sm.is_some() {
+            return self.conn.write_element(&Element::new("r", ns::SM)).await;
+        }
+        true
+    }
+
+    async fn send_server_ping(&mut self) -> bool {
+        self.ping_counter += 1;
+        let ping = Element::new("iq", ns::CLIENT)
+            .attr("type", "get")
+            .attr("id", format!("srv-ping-{}", self.ping_counter))
+            .attr("from", self.domain())
+            .attr("to", self.jid.clone())
+            .child(Element::new("ping", ns::PING));
+        self.send_stanza(&ping, None).await
+    }
+
+    /// XEP-0198 elements: enable, ack requests and acks.
+    async fn handle_sm(&mut self, el: &Element) -> bool {
+        match el.name.as_str() {
+            "enable" => {
+                if self.sm.is_some() {
+                    let failed = Element::new("failed", ns::SM)
+                        .child(Element::new("unexpected-request", ns::STANZA_ERRORS));
+                    return self.conn.write_element(&failed).await;
+                }
+                let resumable = matches!(el.get_attr("resume"), Some("true") | Some("1"));
+                let guard = self
+                    .ctx
+                    .sm
+                    .enable(
+                        &self.principal.user_id,
+                        &self.principal.device_id,
+                        resumable,
+                    )
+                    .await;
+                let mut enabled = Element::new("enabled", ns::SM).attr("id", guard.id.clone());
+                if resumable {
+                    enabled = enabled.attr("resume", "true").attr(
+                        "max",
+                        super::stream_management::RESUME_TIMEOUT
+                            .as_secs()
+                            .to_string(),
+                    );
+                }
+                self.sm = Some(guard);
+                self.conn.write_element(&enabled).await
+            }
+            "r" => {
+                let h = self.sm.as_ref().map(|s| s.h_in).unwrap_or(0);
+                let a = Element::new("a", ns::SM).attr("h", h.to_string());
+                self.conn.write_element(&a).await
+            }
+            "a" => {
+                let Some(h) = el.get_attr("h").and_then(|h| h.parse::<u32>().ok()) else {
+                    return self.sm_protocol_error("2 <a/> needs a numeric h").await;
+                };
+                let Some(sm) = self.sm.as_mut() else {
+                    return true;
+                };
+                match sm.acked(h) {
+                    Some(ids) => {
+                        self.ack_in_store(&ids).await;
+                        true
+                    }
+                    None => {
+                        self.sm_protocol_error("2 h acknowledges more stanzas than were sent")
+                            .await
+                    }
+                }
+            }
+            _ => true,
+        }
+    }
+
+    async fn sm_protocol_error(&mut self, text: &str) -> bool {
+        let domain = self.domain();
+        self.conn
+            .stream_error(&domain, "undefined-condition", text)
+            .await;
+        false
+    }
+
+    pub(super) async fn ack_in_store(&self, ids: &[u64]) {
+        for id in ids {
+            if let Err(e) = self
+                .state
+                .store
+                .ack(&self.principal.user_id, &self.principal.device_id, *id)
+                .await
+            {
+                tracing::warn!(error = %e, "xmpp: storing a delivery ack failed; it will be redelivered");
+            }
+        }
+    }
+
+    /// Take over a detached SM session: ack what the client confirmed with
+    /// `h`, answer `<resumed>`; the feed then resends the rest (it is still
+    /// pending in the store).
+    async fn resume(&mut self, mut guard: SmGuard, h: u32) -> bool {
+        let ids = match guard.acked(h) {
+            Some(ids) => ids,
+            None => {
+                self.ctx.sm.detach(guard, false);
+                return self
+                    .sm_protocol_error("2 h acknowledges more stanzas than were sent")
+                    .await;
+            }
+        };
+        self.ack_in_store(&ids).await;
+        guard.h_out = h;
+        guard.unacked.clear();
+        let resumed = Element::new("resumed", ns::SM)
+            .attr("previd", guard.id.clone())
+            .attr("h", guard.h_in.to_string());
+        self.sm = Some(guard);
+        // A resumed session keeps its presence.
+        self.available = true;
+        self.ctx.router.set_available(&self.route, true);
+        // Resent messages are not "offline" ones.
+        self.started_ms = 0;
+        self.conn.write_element(&resumed).await
+    }
+}
