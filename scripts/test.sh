@@ -25,3 +25,8 @@ export IMGATE_TEST_PYTHON
 
 echo "== cargo test"
 cargo test --workspace --locked
+
+if [[ -n "${IMGATE_TEST_AMQP:-}" ]]; then
+  echo "== cargo test -p imgate-conformance again, on the RabbitMQ store (IMGATE_CONFORMANCE_STORE=\$IMGATE_TEST_AMQP)"
+  IMGATE_CONFORMANCE_STORE="$IMGATE_TEST_AMQP" cargo test -p imgate-conformance --locked
+fi

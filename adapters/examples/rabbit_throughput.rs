@@ -14,6 +14,10 @@
 //!   goes to the log stream and to its recipient's device quorum queue (one
 //!   publish, one confirm) and is acked once indexed on this node.
 //!
+//! With `-- --raw-only N C` it measures only the raw rates and prints
+//! them as `key=value` lines (scripts/bench-rabbit.sh compares them with a
+//! real gateway driven by `imgate load`).
+//!
 //! Everything it creates (prefix `bench-<pid>`) is deleted at the end
 //! (`-- --cleanup PREFIX...` deletes what an interrupted run left).
 
@@ -161,6 +165,35 @@ async fn store(store: Arc<RabbitStore>, n: usize, c: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
+/// A record the size of a log record of the store (100-byte text).
+fn sample_record() -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "kind": "message", "origin": {"boot": 1, "token": 1},
+        "message": {"message_id": 1, "sender": "bench-sender-1", "payload": "x".repeat(100)},
+        "recipients": ["bench-sender-1", "bench-bob"], "sender_device": "dev"
+    }))
+    .expect("json")
+}
+
+/// `--raw-only N C`: only the raw confirm rates (for scripts/bench-rabbit.sh,
+/// which measures the gateway end to end), as `key=value` lines.
+async fn raw_only_run(url: &str, prefix: &str, n: usize, c: usize) {
+    let sample = sample_record();
+    let raw_queue = format!("{prefix}.raw");
+    let raw_stream = format!("{prefix}.rawlog");
+    let both = Some(raw_stream.as_str());
+    raw(url, &raw_queue, None, 500, c, sample.clone()).await;
+    raw(url, &raw_queue, both, 500, c, sample.clone()).await;
+    let q = raw(url, &raw_queue, None, n, c, sample.clone()).await;
+    let b = raw(url, &raw_queue, both, n, c, sample.clone()).await;
+    println!("record_bytes={}", sample.len());
+    println!("raw_quorum_msgs_per_sec={q:.0}");
+    println!("raw_quorum_stream_msgs_per_sec={b:.0}");
+    delete_topology(url, prefix, &[raw_queue, raw_stream])
+        .await
+        .expect("cleanup");
+}
+
 #[tokio::main]
 async fn main() {
     let url = std::env::var("IMGATE_TEST_AMQP")
@@ -175,9 +208,17 @@ async fn main() {
         }
         return;
     }
+    let raw_only = args.peek().map(String::as_str) == Some("--raw-only");
+    if raw_only {
+        args.next();
+    }
     let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let c: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64);
     let prefix = format!("bench-{}", std::process::id());
+    if raw_only {
+        raw_only_run(&url, &prefix, n, c).await;
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let sep = if url.contains('?') { '&' } else { '?' };
     // bob's device queue must hold the whole run (it is never consumed).
@@ -192,12 +233,7 @@ async fn main() {
     drop(s.attach_device("bench-bob", "phone").await.expect("attach"));
     let queue = s.device_queue_name("bench-bob", "phone");
     // A record of the same size as the store's, for the raw run.
-    let sample = serde_json::to_vec(&serde_json::json!({
-        "kind": "message", "origin": {"boot": 1, "token": 1},
-        "message": {"message_id": 1, "sender": "bench-sender-1", "payload": "x".repeat(100)},
-        "recipients": ["bench-sender-1", "bench-bob"], "sender_device": "dev"
-    }))
-    .expect("json");
+    let sample = sample_record();
     let raw_queue = format!("{prefix}.raw");
     let raw_stream = format!("{prefix}.rawlog");
     let both = Some(raw_stream.as_str());

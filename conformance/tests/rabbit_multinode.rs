@@ -1,6 +1,7 @@
 //! Two real gateway processes on one RabbitMQ (DESIGN §7): a user on node
 //! A messages a user on node B; kill -9 node A with messages acked, node
-//! B has them all.
+//! B has them all; generic MQTT topics (outside `im/`) and retained
+//! messages reach subscribers on every node, also on a node started later.
 //!
 //! Needs `IMGATE_TEST_AMQP` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`);
 //! without it each test says so on stderr and passes. The nodes share an
@@ -10,7 +11,9 @@
 use std::time::{Duration, Instant};
 
 use imgate_conformance::gateway::{amqp_with_prefix, delete_rabbit_queues};
+use imgate_conformance::mqtt::MqttAgent;
 use imgate_conformance::{unique, Client, Gateway, SseReader, WAIT};
+use serde_json::json;
 
 fn amqp_url(test: &str) -> Option<String> {
     match std::env::var("IMGATE_TEST_AMQP") {
@@ -27,25 +30,38 @@ struct Cluster {
     a: Gateway,
     b: Gateway,
     prefix: String,
+    url: String,
+    secret: String,
 }
 
 impl Cluster {
     fn start(url: &str) -> Cluster {
         let prefix = unique("multi");
-        let store = amqp_with_prefix(url, &prefix);
         let secret = unique("secret");
-        let a = Gateway::start_with(&[
-            ("IMGATE_STORE", &store),
-            ("IMGATE_NODE_ID", "1"),
-            ("IMGATE_ADMIN_SECRET", &secret),
-        ]);
-        let b = Gateway::start_with(&[
-            ("IMGATE_STORE", &store),
-            ("IMGATE_NODE_ID", "2"),
-            ("IMGATE_ADMIN_SECRET", &secret),
-        ]);
-        Cluster { a, b, prefix }
+        let a = node(url, &prefix, &secret, 1);
+        let b = node(url, &prefix, &secret, 2);
+        Cluster {
+            a,
+            b,
+            prefix,
+            url: url.to_string(),
+            secret,
+        }
     }
+
+    /// One more node on the same broker, prefix and secret.
+    fn add_node(&self, node_id: u16) -> Gateway {
+        node(&self.url, &self.prefix, &self.secret, node_id)
+    }
+}
+
+fn node(url: &str, prefix: &str, secret: &str, node_id: u16) -> Gateway {
+    let store = amqp_with_prefix(url, prefix);
+    Gateway::start_with(&[
+        ("IMGATE_STORE", &store),
+        ("IMGATE_NODE_ID", &node_id.to_string()),
+        ("IMGATE_ADMIN_SECRET", secret),
+    ])
 }
 
 impl Drop for Cluster {
@@ -160,4 +176,125 @@ fn kill_9_node_a_after_acks_node_b_has_everything() {
     c.a.restart();
     let on_a = c.a.client("mn-durable", "phone");
     assert_eq!(uids(&on_a.sync_all(0)), acked);
+}
+
+/// An MQTT client (paho, through the conformance agent) on node `g`.
+fn mqtt(g: &Gateway, user: &str, device: &str, version: u8) -> MqttAgent {
+    let token = g.admin().token(user, device, 1);
+    let mut agent = MqttAgent::start(g.addr("mqtt"));
+    let ack = agent.connect(json!({
+        "version": version, "client_id": device, "user": user, "token": token
+    }));
+    assert_eq!(ack["rc"], 0, "{ack}");
+    agent
+}
+
+#[test]
+fn generic_mqtt_topics_and_retained_messages_reach_every_node() {
+    let Some(url) = amqp_url("generic_mqtt_topics_and_retained_messages_reach_every_node") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let t = unique("iot");
+    let live = format!("{t}/live");
+    let state = format!("{t}/state");
+    let mut on_b = mqtt(&c.b, "mn-watch-b", "wb", 5);
+    assert_eq!(on_b.subscribe(&format!("{t}/#"), 1), vec![1]);
+    let mut on_a = mqtt(&c.a, "mn-watch-a", "wa", 4);
+    assert_eq!(on_a.subscribe(&format!("{t}/#"), 1), vec![1]);
+    let mut publisher = mqtt(&c.a, "mn-sensor", "s1", 4);
+
+    // A QoS 1 publish on node A reaches the subscriber on node B...
+    assert_eq!(
+        publisher.publish(json!({"topic": live, "payload": "hello B", "qos": 1})),
+        0
+    );
+    let m = on_b.message(&live);
+    assert_eq!(
+        (
+            m["payload"].as_str(),
+            m["qos"].as_i64(),
+            m["retain"].as_bool()
+        ),
+        (Some("hello B"), Some(1), Some(false)),
+        "{m}"
+    );
+    // ...and node A's own subscriber exactly once (no loop through the bus).
+    assert_eq!(on_a.message(&live)["payload"], "hello B");
+    assert!(
+        on_a.try_expect(Duration::from_millis(700), &|v| v["topic"] == live)
+            .is_none(),
+        "node A delivered its own publish twice"
+    );
+
+    // A retained message set on node A: the live copy reaches B at once...
+    assert_eq!(
+        publisher.publish(json!({"topic": state, "payload": "on", "qos": 1, "retain": true})),
+        0
+    );
+    assert_eq!(on_b.message(&state)["payload"], "on");
+    // ...and a new subscriber on node B gets it as a retained message (node
+    // B applies retained updates from the stream, milliseconds later).
+    let deadline = Instant::now() + WAIT;
+    let retained = loop {
+        let mut late = mqtt(&c.b, "mn-late-b", &unique("lb"), 4);
+        assert_eq!(late.subscribe(&format!("{t}/+"), 1), vec![1]);
+        if let Some(m) = late.try_expect(Duration::from_millis(500), &|v| {
+            v["event"] == "message" && v["topic"] == state
+        }) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node B never had the retained message"
+        );
+    };
+    assert_eq!(
+        (retained["payload"].as_str(), retained["retain"].as_bool()),
+        (Some("on"), Some(true)),
+        "{retained}"
+    );
+
+    // A node started after the publish has it before it says `ready`.
+    let c3 = c.add_node(3);
+    let mut on_c = mqtt(&c3, "mn-late-c", "lc", 5);
+    assert_eq!(on_c.subscribe(&format!("{t}/+"), 1), vec![1]);
+    let m = on_c.message(&state);
+    assert_eq!(
+        (m["payload"].as_str(), m["retain"].as_bool()),
+        (Some("on"), Some(true)),
+        "{m}"
+    );
+    // Live traffic from node C reaches A and B too.
+    let mut from_c = mqtt(&c3, "mn-sensor-c", "s3", 5);
+    assert_eq!(
+        from_c.publish(json!({"topic": format!("{t}/fromc"), "payload": "c", "qos": 1})),
+        0
+    );
+    assert_eq!(on_a.message(&format!("{t}/fromc"))["payload"], "c");
+    assert_eq!(on_b.message(&format!("{t}/fromc"))["payload"], "c");
+
+    // Clearing the retained message on node C clears it everywhere.
+    assert_eq!(
+        from_c.publish(json!({"topic": state, "payload": "", "qos": 1, "retain": true})),
+        0
+    );
+    assert_eq!(on_b.message(&state)["payload"], "");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut late = mqtt(&c.a, "mn-late-a", &unique("la"), 4);
+        late.subscribe(&format!("{t}/+"), 1);
+        assert_eq!(
+            publisher.publish(json!({"topic": format!("{t}/end"), "payload": "e", "qos": 1})),
+            0
+        );
+        let first = late.expect("a message", |v| v["event"] == "message");
+        if first["topic"] == format!("{t}/end") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node A kept the cleared retained message"
+        );
+    }
 }

@@ -13,7 +13,7 @@
 //! - `state`: what listeners and sessions share (store, pipeline, ...).
 //! - `token`, `admin_sign`, `secrets`: credentials.
 //! - `metrics`: Prometheus text metrics.
-//! - `cli`: `imgate admin ...` and `imgate load`.
+//! - `cli`: `imgate admin ...`, `imgate load` and `imgate load-mqtt`.
 #![forbid(unsafe_code)]
 
 mod admin_sign;
@@ -59,6 +59,8 @@ enum Command {
     Admin(cli::admin::AdminArgs),
     /// Measure send→durable-ack throughput of a running gateway over HTTP.
     Load(cli::load::LoadArgs),
+    /// Measure MQTT publish/delivery throughput of any broker (imgate or a peer).
+    LoadMqtt(cli::mqtt_load::LoadMqttArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Admin(args) => cli::admin::run(args),
         Command::Load(args) => cli::load::run(args),
+        Command::LoadMqtt(args) => cli::mqtt_load::run(args),
     }
 }
 

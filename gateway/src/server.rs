@@ -27,14 +27,18 @@ use crate::state::AppState;
 use crate::token::TokenIssuer;
 use crate::xmpp;
 
-async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+/// The store, and the RabbitMQ store again when it is one (its MQTT
+/// cluster bus is started once the MQTT broker exists).
+async fn open_store(
+    config: &Config,
+) -> anyhow::Result<(Arc<dyn Store>, Option<imgate_adapters::RabbitStore>)> {
     if config.store == "embedded" || config.store.is_empty() {
         let mut ec = EmbeddedConfig::new(&config.data_dir);
         ec.node_id = config.node_id;
         ec.max_batch = config.embedded_max_batch;
         ec.dedupe_window = Duration::from_secs(config.dedupe_window_secs);
         let store = EmbeddedStore::open(ec).context("opening the embedded store")?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store), None));
     }
     if config.store.starts_with("amqp://") || config.store.starts_with("amqps://") {
         // Store knobs (name prefix, device queue limits, ...) are query
@@ -49,7 +53,7 @@ async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         let store = imgate_adapters::RabbitStore::open(rc)
             .await
             .context("opening the RabbitMQ store")?;
-        return Ok(Arc::new(store));
+        return Ok((Arc::new(store.clone()), Some(store)));
     }
     bail!(
         "unknown store {:?}: use \"embedded\" or an amqp:// URL",
@@ -68,7 +72,7 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
-    let store = open_store(&config).await?;
+    let (store, rabbit) = open_store(&config).await?;
     let policy = Arc::new(PolicyState::load(&config.data_dir, config.daily_quota)?);
     let review = match config.review_config()? {
         Some(rc) => {
@@ -110,6 +114,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.mqtt_max_queued,
         config.pipeline().rate,
     )?;
+    if let Some(rabbit) = &rabbit {
+        // Generic MQTT topics across nodes; retained messages are caught
+        // up before `ready`.
+        let bus = rabbit
+            .mqtt_bus(mqtt::cluster::sink(&mqtt_broker))
+            .await
+            .context("starting the MQTT cluster bus on RabbitMQ")?;
+        mqtt_broker.set_bus(Arc::new(mqtt::cluster::RabbitBus(bus)));
+    }
     let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
     let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;
     let http = bind("http", &config.http_addr).await?;

@@ -13,6 +13,8 @@
 //!   final ids) — a cache of the stream, rebuilt from it when deleted.
 //! - `delivery`: per-device quorum queues consumed by the session's node.
 //! - `live`: per-user live feeds and the indexer's progress signal.
+//! - `mqtt_bus`: generic MQTT publishes and retained messages across
+//!   nodes ([`RabbitStore::mqtt_bus`]).
 //!
 //! Data flow of an append: one publish to the inbox exchange with routing
 //! key `log` and the recipients' keys in `CC` → the stream and every
@@ -54,6 +56,7 @@ mod delivery;
 mod index;
 mod live;
 mod log_consumer;
+mod mqtt_bus;
 mod publisher;
 mod record;
 mod topology;
@@ -71,6 +74,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use tokio::sync::watch;
 
 pub use config::{Overflow, RabbitConfig};
+pub use mqtt_bus::{BusEvent, BusSink, MqttBus};
 
 use broker::Broker;
 use delivery::Devices;
@@ -233,6 +237,36 @@ impl RabbitStore {
         }
     }
 
+    /// Start the cluster bus of the generic MQTT broker (see `mqtt_bus`):
+    /// `sink` gets the other nodes' publishes and every retained update.
+    /// Returns once the retained updates published before this call were
+    /// handed to `sink`. Stops with the store.
+    pub async fn mqtt_bus(&self, sink: BusSink) -> StoreResult<MqttBus> {
+        let config = &self.inner.config;
+        let mut uri: lapin::uri::AMQPUri = config
+            .url
+            .parse()
+            .map_err(|e| StoreError::Unavailable(format!("bad RabbitMQ URL: {e}")))?;
+        if uri.query.heartbeat.is_none() {
+            uri.query.heartbeat = Some(config.heartbeat_secs);
+        }
+        let (bus, tasks) = MqttBus::start(
+            uri,
+            self.inner.names.clone(),
+            config.node_id,
+            config.reconnect_wait,
+            config.catch_up_timeout,
+            sink,
+            self.inner.shutdown.subscribe(),
+        )
+        .await?;
+        match self.inner.tasks.lock() {
+            Ok(mut g) => g.extend(tasks),
+            Err(p) => p.into_inner().extend(tasks),
+        }
+        Ok(bus)
+    }
+
     /// The next log offset this node's index will read (how far it is).
     pub fn index_offset(&self) -> u64 {
         match self.inner.position.lock() {
@@ -336,7 +370,12 @@ pub async fn delete_topology(url: &str, prefix: &str, queues: &[String]) -> Stor
         .await
         .map_err(err)?;
     let names = Names::new(prefix);
-    for q in queues.iter().chain(std::iter::once(&names.log)) {
+    let retained = names.mqtt_retained();
+    for q in queues
+        .iter()
+        .chain(std::iter::once(&names.log))
+        .chain(std::iter::once(&retained))
+    {
         // A failed delete closes the channel: one channel per object.
         let ch = conn.create_channel().await.map_err(err)?;
         let _ = ch

@@ -11,6 +11,9 @@
 //! - `<prefix>.dev.<user>.<device>`: one durable **quorum queue** per device,
 //!   with `x-expires` (idle devices disappear) and `x-max-length` +
 //!   `x-overflow` (bounded, explicit overflow policy).
+//! - MQTT cluster bus (see `mqtt_bus`): the inbox keys `mqtt` (one
+//!   exclusive queue per running node, `<prefix>.mqtt.node.<node>.<boot>`)
+//!   and `mqtt-retained` (the durable stream `<prefix>.mqtt-retained`).
 //!
 //! Names and keys are AMQP short strings (at most 255 bytes): long or
 //! unusual ids are escaped and, when too long, shortened with a hash.

@@ -1,7 +1,8 @@
 //! Command-line clients of a running gateway: `imgate admin ...` (signed
-//! admin API calls for humans) and `imgate load` (a send-throughput load
-//! generator).
+//! admin API calls for humans), `imgate load` (a send-throughput load
+//! generator) and `imgate load-mqtt` (an MQTT broker load generator).
 
 pub mod admin;
 pub mod admin_client;
 pub mod load;
+pub mod mqtt_load;

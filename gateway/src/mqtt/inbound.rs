@@ -152,6 +152,7 @@ impl Conn {
             .properties
             .message_expiry_interval()
             .map(|s| now_ms() + i64::from(s) * 1000);
+        let p_topic = p.topic.clone();
         let msg = AppMessage {
             topic: p.topic,
             payload: p.payload,
@@ -160,11 +161,31 @@ impl Conn {
             properties: p.properties.forwardable(),
             expires_at_ms,
         };
-        let matched = self.broker.publish(Some(&self.key), msg);
-        let code = if matched == 0 {
-            reason::NO_MATCHING_SUBSCRIBERS
-        } else {
-            reason::SUCCESS
+        let (matched, forwarded) = self.broker.publish_forwarded(Some(&self.key), msg);
+        let code = match forwarded {
+            // Other nodes: acknowledged once the bus holds it (subscribers
+            // elsewhere are unknown here, so no 0x10).
+            Some(f) if p.qos != QoS::AtMostOnce => match f.await {
+                Ok(()) => reason::SUCCESS,
+                Err(e) => {
+                    tracing::warn!(error = %e, topic = %p_topic, "mqtt: publish not forwarded to the other nodes");
+                    if !self.v5 {
+                        // 3.1.1 cannot refuse: close; the client resends.
+                        return Err(End::Abnormal);
+                    }
+                    reason::UNSPECIFIED_ERROR
+                }
+            },
+            Some(f) => {
+                tokio::spawn(async move {
+                    if let Err(e) = f.await {
+                        tracing::debug!(error = %e, "mqtt: QoS 0 publish not forwarded to the other nodes");
+                    }
+                });
+                reason::SUCCESS
+            }
+            None if matched == 0 => reason::NO_MATCHING_SUBSCRIBERS,
+            None => reason::SUCCESS,
         };
         self.ack_publish(p.qos, p.pkid, code).await
     }

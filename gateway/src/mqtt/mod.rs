@@ -24,7 +24,7 @@ use std::time::Duration;
 use imgate_core::pipeline::Protocol;
 use tokio::net::TcpListener;
 
-pub use broker::Broker;
+pub use broker::{cluster, Broker};
 
 use crate::sessions::run_listener;
 use crate::state::AppState;

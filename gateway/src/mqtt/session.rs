@@ -247,6 +247,12 @@ impl Conn {
     /// Send one packet, honouring the client's Maximum Packet Size for
     /// PUBLISH (an oversized one is skipped, MQTT 5 §3.1.2.11.4).
     pub async fn send(&mut self, p: Packet) -> bool {
+        self.feed(p).await && self.framed.flush().await.is_ok()
+    }
+
+    /// Like [`Self::send`] but only buffered (written once the buffer is
+    /// large or on the next flush): a batch costs one write, not one each.
+    async fn feed(&mut self, p: Packet) -> bool {
         if let (Some(max), Packet::Publish(_)) = (self.client_max_packet, &p) {
             let version = if self.v5 { Version::V5 } else { Version::V4 };
             if encoded_len(&p, version) > max {
@@ -259,7 +265,7 @@ impl Conn {
                 return true;
             }
         }
-        self.framed.send(p).await.is_ok()
+        self.framed.feed(p).await.is_ok()
     }
 
     /// Send queued generic messages within the client's Receive Maximum.
@@ -272,10 +278,10 @@ impl Conn {
                 self.v5,
             );
             if batch.is_empty() {
-                return true;
+                return self.framed.flush().await.is_ok();
             }
             for p in batch {
-                if !self.send(Packet::Publish(p)).await {
+                if !self.feed(Packet::Publish(p)).await {
                     return false;
                 }
             }

@@ -13,19 +13,26 @@
 //! Durability: retained messages and persistent sessions are written to
 //! `<data_dir>/mqtt.redb` (see [`persist`]) when they change; a session's
 //! queue is saved when it is offline and on disconnect.
+//!
+//! Several nodes: with a [`ClusterBus`] (RabbitMQ store), every generic
+//! publish is also forwarded to the other nodes, which deliver it to their
+//! own subscribers, and retained updates are applied in the bus's order on
+//! every node (see [`cluster`]).
 
+pub mod cluster;
 mod message;
 mod persist;
 mod session_state;
 mod trie;
 
+pub use cluster::ClusterBus;
 pub use message::{AppMessage, Delivery};
 pub use session_state::Inflight;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use imgate_codecs::mqtt::{LastWill, Properties, Property, Publish, QoS, SubOptions};
@@ -64,6 +71,8 @@ pub struct Broker {
     /// snapshots reach the disk in the order they were taken.
     db: Mutex<Option<BrokerDb>>,
     max_queued: usize,
+    /// The other nodes, when the store is shared (set once at start).
+    bus: OnceLock<Arc<dyn ClusterBus>>,
     /// Per-user rate limit of generic publishes (the pipeline's settings).
     pub limiter: RateLimiter,
     pub rate_limited: AtomicU64,
@@ -116,6 +125,7 @@ impl Broker {
             inner: Mutex::new(inner),
             db: Mutex::new(Some(db)),
             max_queued: max_queued.max(1),
+            bus: OnceLock::new(),
             limiter: RateLimiter::new(rate),
             rate_limited: AtomicU64::new(0),
             dropped_qos0: AtomicU64::new(0),
@@ -276,29 +286,89 @@ impl Broker {
         }
     }
 
-    /// Route a generic message: retained store, then every matching
-    /// session's queue. `from` is the publisher's session key (no local).
+    /// Connect this broker to the other nodes (once; later calls are
+    /// ignored).
+    pub fn set_bus(&self, bus: Arc<dyn ClusterBus>) {
+        if self.bus.set(bus).is_err() {
+            tracing::warn!("mqtt: cluster bus already set");
+        }
+    }
+
+    /// Route a generic message here (retained store, then every matching
+    /// session's queue) and forward it to the other nodes without waiting.
+    /// `from` is the publisher's session key (no local).
     pub fn publish(&self, from: Option<&str>, msg: AppMessage) -> usize {
+        let (matched, forwarded) = self.publish_forwarded(from, msg);
+        if let Some(f) = forwarded {
+            tokio::spawn(async move {
+                if let Err(e) = f.await {
+                    tracing::warn!(error = %e, "mqtt: forwarding a publish to the other nodes failed");
+                }
+            });
+        }
+        matched
+    }
+
+    /// Like [`Self::publish`], but hands back the forwarding to the other
+    /// nodes (None without a bus): it resolves once the bus holds the
+    /// message durably. Already queued in publish order when this returns.
+    pub fn publish_forwarded(
+        &self,
+        from: Option<&str>,
+        msg: AppMessage,
+    ) -> (
+        usize,
+        Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
+    ) {
+        let forwarded = self.bus.get().map(|bus| bus.forward(&msg));
+        (self.route(from, Arc::new(msg), true), forwarded)
+    }
+
+    /// A publish made on another node: to local subscribers only (the
+    /// retained table is updated through [`Self::apply_retained`]).
+    pub fn inject_remote(&self, msg: AppMessage) -> usize {
+        self.route(None, Arc::new(msg), false)
+    }
+
+    /// A retained update in the cluster's order (from any node, this one
+    /// included): set or clear the topic's retained message, deliver
+    /// nothing.
+    pub fn apply_retained(&self, msg: AppMessage) {
+        if !msg.retain {
+            return;
+        }
         let msg = Arc::new(msg);
         let mut g = lock(&self.inner);
+        let ops = Self::update_retained(&mut g, &msg);
+        self.persist(g, ops);
+    }
+
+    fn update_retained(g: &mut Inner, msg: &Arc<AppMessage>) -> Vec<PersistOp> {
+        if msg.payload.is_empty() {
+            g.retained.remove(&msg.topic);
+            return vec![PersistOp::DeleteRetained(msg.topic.clone())];
+        }
+        if g.retained.get(&msg.topic).is_some_and(|m| m == msg) {
+            return vec![]; // our own update coming back through the bus
+        }
+        g.retained.insert(msg.topic.clone(), msg.clone());
+        let d = Delivery {
+            msg: msg.clone(),
+            qos: msg.qos,
+            retain: true,
+            subscription_ids: vec![],
+        };
+        vec![PersistOp::PutRetained(
+            msg.topic.clone(),
+            StoredDelivery::from_delivery(&d),
+        )]
+    }
+
+    fn route(&self, from: Option<&str>, msg: Arc<AppMessage>, update_retained: bool) -> usize {
+        let mut g = lock(&self.inner);
         let mut ops = Vec::new();
-        if msg.retain {
-            if msg.payload.is_empty() {
-                g.retained.remove(&msg.topic);
-                ops.push(PersistOp::DeleteRetained(msg.topic.clone()));
-            } else {
-                g.retained.insert(msg.topic.clone(), msg.clone());
-                let d = Delivery {
-                    msg: msg.clone(),
-                    qos: msg.qos,
-                    retain: true,
-                    subscription_ids: vec![],
-                };
-                ops.push(PersistOp::PutRetained(
-                    msg.topic.clone(),
-                    StoredDelivery::from_delivery(&d),
-                ));
-            }
+        if msg.retain && update_retained {
+            ops = Self::update_retained(&mut g, &msg);
         }
         // Overlapping subscriptions of one session: one delivery with the
         // highest QoS and every subscription identifier (MQTT 5 §3.3.4).
