@@ -390,6 +390,51 @@ async fn groups_round_trip_and_are_shared_by_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_reach_every_node_and_later_nodes() {
+    let Some(url) = amqp_url("settings_reach_every_node_and_later_nodes") else {
+        return;
+    };
+    let ns = Ns::new(url, "settings");
+    let (da, db, dc) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    let mut watch_b = b.watch_settings();
+    a.put_setting("policy".into(), "{\"v\":1}".into())
+        .await
+        .unwrap();
+    assert_eq!(
+        a.setting("policy").await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+    let (key, value) = tokio::time::timeout(WAIT, watch_b.recv())
+        .await
+        .expect("node B sees the change")
+        .expect("watch open");
+    assert_eq!((key.as_str(), value.as_str()), ("policy", "{\"v\":1}"));
+    assert_eq!(
+        b.setting("policy").await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+    b.put_setting("policy".into(), "{\"v\":2}".into())
+        .await
+        .unwrap();
+    // A node started afterwards has the last value before it serves.
+    let c = ns.open(dc.path(), 3).await;
+    assert_eq!(
+        c.setting("policy").await.unwrap().as_deref(),
+        Some("{\"v\":2}")
+    );
+    a.close().await;
+    b.close().await;
+    c.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_appends_get_unique_ordered_ids() {
     let Some(url) = amqp_url("concurrent_appends_get_unique_ordered_ids") else {
         return;

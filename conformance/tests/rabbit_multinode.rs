@@ -298,3 +298,50 @@ fn generic_mqtt_topics_and_retained_messages_reach_every_node() {
         );
     }
 }
+
+#[test]
+fn policy_changes_on_one_node_apply_on_every_node() {
+    let Some(url) = amqp_url("policy_changes_on_one_node_apply_on_every_node") else {
+        return;
+    };
+    let cluster = Cluster::start(&url);
+    let (a, b) = (&cluster.a, &cluster.b);
+    let on_b = b.client("alice", "web");
+    let mut pb_on_b = {
+        let token = b.admin().token("mallory", "phone", 2);
+        imgate_conformance::PbClient::login_ok(b.addr("pb"), "mallory", &token, "phone", 2)
+    };
+    // A word added through node A's admin API...
+    let r = a
+        .admin()
+        .post("/admin/sensitive/add", &json!({"words": ["clusterword"]}));
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    eventually("node B has the word", || {
+        b.admin()
+            .post("/admin/sensitive/query", &json!({}))
+            .result()["words"]
+            == json!(["clusterword"])
+    });
+    // ...is enforced by node B, with no restart.
+    let sent = on_b.send_text("bob", "a clusterword here", "w1");
+    assert_eq!((sent.status, sent.code()), (403, 242));
+    // A user forbidden on node A is kicked from node B and cannot log in there.
+    let f = a.admin().post(
+        "/admin/user/status",
+        &json!({"userId": "mallory", "status": 2}),
+    );
+    assert_eq!(f.code(), 0);
+    match pb_on_b.recv(WAIT).expect("a kick notice on node B").msg {
+        imgate_codecs::pb::PbServerMessage::Kick(k) => assert_eq!(k.code, 245),
+        other => panic!("expected Kick, got {other:?}"),
+    }
+    let token = b.admin().token("mallory", "phone", 2);
+    let mut again = imgate_conformance::PbClient::connect(b.addr("pb"));
+    assert_eq!(again.login("mallory", &token, "phone", 2).code, 245);
+    // A node started afterwards has the policy before it serves.
+    let c = cluster.add_node(3);
+    let late = c
+        .client("alice", "web")
+        .send_text("bob", "clusterword", "w2");
+    assert_eq!(late.code(), 242);
+}

@@ -73,7 +73,8 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
-    let policy = Arc::new(PolicyState::load(&config.data_dir, config.daily_quota)?);
+    let policy =
+        Arc::new(PolicyState::load(store.as_ref(), &config.data_dir, config.daily_quota).await?);
     let review = match config.review_config()? {
         Some(rc) => {
             let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
@@ -107,6 +108,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         review: review.map(|(h, _)| h),
         shutdown: shutdown_rx,
     };
+    // Policy changes made on any node (admin API) apply here too.
+    tokio::spawn(
+        state
+            .policy
+            .clone()
+            .follow(state.store.clone(), state.sessions.clone()),
+    );
 
     let pb = bind("pb", &config.pb_addr).await?;
     let mqtt_broker = mqtt::Broker::open(

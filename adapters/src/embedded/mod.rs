@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, StoreResult, SyncPage, UserFeed,
+    Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, SettingChange, StoreResult,
+    SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -216,6 +217,19 @@ impl Store for EmbeddedStore {
     fn delete_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
         let group_id = group_id.to_string();
         Box::pin(self.write(|reply| WriteOp::DeleteGroup { group_id, reply }))
+    }
+
+    fn setting<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let key = key.to_string();
+        Box::pin(self.read(move |db| reads::setting(db, &key)))
+    }
+
+    fn put_setting(&self, key: String, value: String) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(self.write(|reply| WriteOp::PutSetting { key, value, reply }))
+    }
+
+    fn watch_settings(&self) -> tokio::sync::broadcast::Receiver<SettingChange> {
+        self.router.settings.subscribe()
     }
 }
 

@@ -91,3 +91,10 @@ pub fn group(db: &Database, id: &str) -> Result<Option<Group>, StoreError> {
         .map(|v| serde_json::from_slice(v.value()).map_err(corrupt))
         .transpose()
 }
+
+pub fn setting(db: &Database, key: &str) -> Result<Option<String>, StoreError> {
+    let txn = db.begin_read().map_err(io)?;
+    let t = txn.open_table(tables::SETTINGS).map_err(io)?;
+    let found = t.get(key).map_err(io)?;
+    Ok(found.map(|v| v.value().to_string()))
+}

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::UserFeed;
+use imgate_core::store::{SettingChange, UserFeed};
 use tokio::sync::{broadcast, mpsc};
 
 type DeviceRoute = (u64, mpsc::Sender<Arc<Message>>);
@@ -18,6 +18,8 @@ struct Routes {
 }
 
 pub struct Router {
+    /// Setting changes, for `Store::watch_settings`.
+    pub settings: broadcast::Sender<SettingChange>,
     routes: Arc<Mutex<Routes>>,
     generation: AtomicU64,
     device_buffer: usize,
@@ -33,6 +35,7 @@ fn lock(m: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 impl Router {
     pub fn new(device_buffer: usize) -> Self {
         Router {
+            settings: broadcast::channel(64).0,
             routes: Arc::default(),
             generation: AtomicU64::new(1),
             device_buffer: device_buffer.max(1),

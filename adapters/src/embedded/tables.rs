@@ -22,6 +22,8 @@ pub const DEVICES: TableDefinition<(&str, &str), i64> = TableDefinition::new("de
 pub const PENDING: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("pending");
 /// group id → JSON `Group`.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// setting key → value (cluster-wide settings such as the policy).
+pub const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 
 /// A message with the users it was fanned out to (needed by recall and by
 /// history filtering of `toUsers`-narrowed group messages).
@@ -56,6 +58,7 @@ pub fn create_all(db: &redb::Database) -> Result<u64, StoreError> {
         txn.open_table(DEVICES).map_err(io)?;
         txn.open_table(PENDING).map_err(io)?;
         txn.open_table(GROUPS).map_err(io)?;
+        txn.open_table(SETTINGS).map_err(io)?;
         let last = messages
             .last()
             .map_err(io)?

@@ -239,3 +239,23 @@ async fn concurrent_appends_are_group_committed_with_unique_ordered_ids() {
         .collect();
     assert_eq!(synced, ids);
 }
+
+#[tokio::test]
+async fn settings_are_durable_and_watched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let mut watch = store.watch_settings();
+    assert_eq!(store.setting("policy").await.unwrap(), None);
+    store
+        .put_setting("policy".into(), "{\"v\":1}".into())
+        .await
+        .unwrap();
+    let (key, value) = watch.recv().await.unwrap();
+    assert_eq!((key.as_str(), value.as_str()), ("policy", "{\"v\":1}"));
+    store.close().await;
+    let store = open(&dir);
+    assert_eq!(
+        store.setting("policy").await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+}

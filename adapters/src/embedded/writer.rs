@@ -44,6 +44,11 @@ pub enum WriteOp {
         group_id: String,
         reply: oneshot::Sender<StoreResult<bool>>,
     },
+    PutSetting {
+        key: String,
+        value: String,
+        reply: oneshot::Sender<StoreResult<()>>,
+    },
     /// Stop after the ops already queued; answered once the writer let go
     /// of the database.
     Close { reply: oneshot::Sender<()> },
@@ -56,6 +61,7 @@ enum Done {
     Pending(Vec<Arc<Message>>),
     Recalled(Recalled),
     Existed(bool),
+    SettingPut,
 }
 
 struct Writer {
@@ -98,6 +104,7 @@ struct Tables<'t> {
     devices: Table<'t, (&'static str, &'static str), i64>,
     pending: Table<'t, (&'static str, &'static str, u64), ()>,
     groups: Table<'t, &'static str, &'static [u8]>,
+    settings: Table<'t, &'static str, &'static str>,
 }
 
 impl<'t> Tables<'t> {
@@ -111,6 +118,7 @@ impl<'t> Tables<'t> {
             devices: txn.open_table(tables::DEVICES).map_err(io)?,
             pending: txn.open_table(tables::PENDING).map_err(io)?,
             groups: txn.open_table(tables::GROUPS).map_err(io)?,
+            settings: txn.open_table(tables::SETTINGS).map_err(io)?,
         })
     }
 
@@ -252,6 +260,12 @@ impl Writer {
                 Ok(Done::Unit)
             }
             WriteOp::Close { .. } => Ok(Done::Unit),
+            WriteOp::PutSetting { key, value, .. } => {
+                t.settings
+                    .insert(key.as_str(), value.as_str())
+                    .map_err(io)?;
+                Ok(Done::SettingPut)
+            }
             WriteOp::DeleteGroup { group_id, .. } => {
                 let existed = t.groups.remove(group_id.as_str()).map_err(io)?.is_some();
                 Ok(Done::Existed(existed))
@@ -371,6 +385,10 @@ impl Writer {
             (WriteOp::PutGroup { reply, .. }, _) => {
                 let _ = reply.send(Ok(()));
             }
+            (WriteOp::PutSetting { key, value, reply }, Done::SettingPut) => {
+                let _ = self.router.settings.send((key, Arc::new(value)));
+                let _ = reply.send(Ok(()));
+            }
             (WriteOp::DeleteGroup { reply, .. }, Done::Existed(e)) => {
                 let _ = reply.send(Ok(e));
             }
@@ -430,6 +448,7 @@ fn fail(op: WriteOp, e: &StoreError) {
         WriteOp::Recall { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::PutGroup { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::DeleteGroup { reply, .. } => drop(reply.send(Err(err()))),
+        WriteOp::PutSetting { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::Close { reply } => drop(reply.send(())),
     }
 }

@@ -51,6 +51,8 @@ const DEDUPE_ORDER: TableDefinition<u64, (&str, &str)> = TableDefinition::new("d
 /// provisional id → (final id, is a duplicate of that final id).
 const PROV: TableDefinition<u64, (u64, bool)> = TableDefinition::new("prov");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
+/// Cluster-wide settings (e.g. the policy): key → last value.
+const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 /// next_offset, last_final, log_time.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -86,6 +88,8 @@ pub enum Outcome {
     Recalled(Recalled),
     GroupPut,
     GroupDeleted(bool),
+    /// A setting changed: its key and value, for watchers on this node.
+    SettingPut(String, Arc<String>),
     Marker,
 }
 
@@ -122,6 +126,7 @@ struct Tables<'t> {
     dedupe_order: Table<'t, u64, (&'static str, &'static str)>,
     prov: Table<'t, u64, (u64, bool)>,
     groups: Table<'t, &'static str, &'static [u8]>,
+    settings: Table<'t, &'static str, &'static str>,
     meta: Table<'t, &'static str, u64>,
 }
 
@@ -135,6 +140,7 @@ impl<'t> Tables<'t> {
             dedupe_order: txn.open_table(DEDUPE_ORDER).map_err(io)?,
             prov: txn.open_table(PROV).map_err(io)?,
             groups: txn.open_table(GROUPS).map_err(io)?,
+            settings: txn.open_table(SETTINGS).map_err(io)?,
             meta: txn.open_table(META).map_err(io)?,
         })
     }
@@ -235,6 +241,15 @@ impl Index {
             Record::DeleteGroup { group_id, .. } => {
                 let existed = t.groups.remove(group_id.as_str()).map_err(io)?.is_some();
                 (Outcome::GroupDeleted(existed), None)
+            }
+            Record::PutSetting { key, value, .. } => {
+                t.settings
+                    .insert(key.as_str(), value.as_str())
+                    .map_err(io)?;
+                (
+                    Outcome::SettingPut(key.clone(), Arc::new(value.clone())),
+                    None,
+                )
             }
             Record::Marker { .. } => (Outcome::Marker, None),
         };
@@ -465,6 +480,13 @@ impl Index {
             .map(|(k, _)| k.value().1)
             .unwrap_or(0);
         Ok(last)
+    }
+
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let t = txn.open_table(SETTINGS).map_err(io)?;
+        let found = t.get(key).map_err(io)?;
+        Ok(found.map(|v| v.value().to_string()))
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {

@@ -1,5 +1,5 @@
 //! Live listeners on this node: per-user broadcast feeds (SSE and other
-//! cursor-keeping streams) and a progress signal of the indexer that
+//! cursor-keeping streams), setting changes, and a progress signal of the indexer that
 //! device deliveries wait on.
 //!
 //! Every node indexes every record, so a user's feed on node B carries the
@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::UserFeed;
+use imgate_core::store::{SettingChange, UserFeed};
 use tokio::sync::{broadcast, watch};
 
 const USER_FEED_BUFFER: usize = 1024;
 
 pub struct LiveFeeds {
     users: Mutex<HashMap<String, broadcast::Sender<Arc<Message>>>>,
+    /// Setting changes, in stream order, for `Store::watch_settings`.
+    pub settings: broadcast::Sender<SettingChange>,
     /// Bumped after every applied batch.
     progress: watch::Sender<u64>,
 }
@@ -24,6 +26,7 @@ impl Default for LiveFeeds {
     fn default() -> Self {
         LiveFeeds {
             users: Mutex::default(),
+            settings: broadcast::channel(64).0,
             progress: watch::channel(0).0,
         }
     }

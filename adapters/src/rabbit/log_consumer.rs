@@ -20,7 +20,7 @@ use lapin::Connection;
 use tokio::sync::watch;
 
 use super::broker::Broker;
-use super::index::{Index, IndexPosition};
+use super::index::{Index, IndexPosition, Outcome};
 use super::live::LiveFeeds;
 use super::publisher::Waiters;
 use super::record::Record;
@@ -184,6 +184,9 @@ impl LogConsumer {
         for a in applied {
             if let Some((message, recipients)) = &a.fan_out {
                 self.feeds.fan_out(message, recipients);
+            }
+            if let Outcome::SettingPut(key, value) = &a.outcome {
+                let _ = self.feeds.settings.send((key.clone(), value.clone()));
             }
             if a.origin.boot == self.boot {
                 self.waiters.resolve(a.origin.token, a.outcome);

@@ -512,4 +512,33 @@ impl Store for RabbitStore {
             }
         })
     }
+
+    fn setting<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
+        let key = key.to_string();
+        Box::pin(self.read(move |i| i.setting(&key)))
+    }
+
+    fn put_setting(&self, key: String, value: String) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let outcome = self
+                .write(
+                    |origin, _| Outgoing {
+                        record: Record::PutSetting { origin, key, value },
+                        recipients: Vec::new(),
+                    },
+                    None,
+                )
+                .await?;
+            match outcome {
+                Outcome::SettingPut(..) => Ok(()),
+                _ => Err(unexpected("put_setting")),
+            }
+        })
+    }
+
+    fn watch_settings(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<imgate_core::store::SettingChange> {
+        self.inner.feeds.settings.subscribe()
+    }
 }

@@ -1,7 +1,7 @@
 //! The records of the log stream (JSON, one per AMQP message).
 //!
 //! Every change to the store is a record, so any node can rebuild the
-//! whole state (messages, recalls, groups, dedupe keys) by reading the
+//! whole state (messages, recalls, groups, settings, dedupe keys) by reading the
 //! stream from the start, and all nodes reach the same state because they
 //! apply the same records in the same (stream) order.
 
@@ -42,6 +42,12 @@ pub enum Record {
         origin: Origin,
         group_id: String,
     },
+    /// A cluster-wide setting (e.g. the policy); the last one wins.
+    PutSetting {
+        origin: Origin,
+        key: String,
+        value: String,
+    },
     /// Written by a node when it starts: once its indexer reads it back,
     /// the node has seen everything written before its start.
     Marker {
@@ -56,6 +62,7 @@ impl Record {
             | Record::Recall { origin, .. }
             | Record::PutGroup { origin, .. }
             | Record::DeleteGroup { origin, .. }
+            | Record::PutSetting { origin, .. }
             | Record::Marker { origin } => *origin,
         }
     }

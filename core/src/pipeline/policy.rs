@@ -88,6 +88,11 @@ impl PolicyBook {
         }
     }
 
+    /// Replace statuses and overrides (a snapshot from the store).
+    pub fn replace(&self, snapshot: PolicySnapshot) {
+        *self.write() = snapshot;
+    }
+
     pub fn snapshot(&self) -> PolicySnapshot {
         self.read().clone()
     }

@@ -15,6 +15,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use tokio::sync::broadcast;
+
 use crate::model::{Conversation, Message};
 
 /// A boxed, sendable future (what `Store` methods return).
@@ -102,4 +104,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Delete a group (dismiss); true if it existed.
     fn delete_group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+
+    /// The last value of a cluster-wide setting (e.g. the policy: word
+    /// list, user statuses), if it was ever set.
+    fn setting<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>>;
+
+    /// Set a cluster-wide setting durably. Every node's
+    /// [`Store::watch_settings`] sees the change (this node's included).
+    fn put_setting(&self, key: String, value: String) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Setting changes as this node applies them, from any node.
+    fn watch_settings(&self) -> broadcast::Receiver<SettingChange>;
 }
+
+/// A changed setting: its key and new value.
+pub type SettingChange = (String, Arc<String>);

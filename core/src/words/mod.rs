@@ -161,6 +161,15 @@ impl WordFilter {
         changed
     }
 
+    /// Replace the whole list (a policy snapshot from another node).
+    pub fn replace_all(&self, words: Vec<String>) {
+        let mut guard = match self.current.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(WordList::new(words));
+    }
+
     /// Add words; how many were new.
     pub fn add(&self, words: &[String]) -> usize {
         self.replace(|set| {

@@ -1,6 +1,7 @@
 //! Admin API for the policy pipeline: the sensitive-word list and its hit
 //! log, user status (normal / muted / forbidden), per-user rate limits.
-//! Every change takes effect on the next message and is persisted.
+//! Every change takes effect on the next message here, is stored durably,
+//! and reaches every other node through the store.
 
 use axum::extract::State;
 use axum::routing::post;
@@ -26,8 +27,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/user/rate_limit", post(user_rate_limit))
 }
 
-fn persist(state: &AppState) -> Result<(), ApiError> {
-    state.policy.save().map_err(|e| {
+async fn persist(state: &AppState) -> Result<(), ApiError> {
+    state.policy.save(state.store.as_ref()).await.map_err(|e| {
         tracing::error!(error = %e, "cannot persist the policy");
         ApiError::new(
             ErrorCode::ServerError,
@@ -61,7 +62,7 @@ async fn sensitive_add(
 ) -> Result<Json<Value>, ApiError> {
     check_words(&req.words)?;
     let added = state.policy.words.add(&req.words);
-    persist(&state)?;
+    persist(&state).await?;
     Ok(ok(
         json!({ "added": added, "count": state.policy.words.current().len() }),
     ))
@@ -73,7 +74,7 @@ async fn sensitive_del(
     JsonBody(req): JsonBody<WordsReq>,
 ) -> Result<Json<Value>, ApiError> {
     let removed = state.policy.words.remove(&req.words);
-    persist(&state)?;
+    persist(&state).await?;
     Ok(ok(
         json!({ "removed": removed, "count": state.policy.words.current().len() }),
     ))
@@ -130,7 +131,7 @@ async fn user_status_set(
         )
     })?;
     state.policy.book.set_status(&req.user_id, status);
-    persist(&state)?;
+    persist(&state).await?;
     let kicked = if status == UserStatus::Forbidden {
         state.sessions.kick_user(
             &req.user_id,
@@ -196,7 +197,7 @@ async fn user_rate_limit(
         Some((req.messages, req.per_secs))
     };
     state.policy.book.set_rate_override(&req.user_id, limit);
-    persist(&state)?;
+    persist(&state).await?;
     Ok(ok(
         json!({ "userId": req.user_id, "messages": req.messages, "perSecs": req.per_secs }),
     ))

@@ -1,22 +1,34 @@
 //! The gateway side of the policy pipeline: the live word list, user
-//! statuses and rate overrides (persisted in `data_dir/policy.json`, written
-//! atomically on every admin change and loaded at start), and the log of
-//! sensitive-word hits (`data_dir/sensitive-hits.jsonl` plus the most recent
-//! ones in memory for the admin API).
+//! statuses and rate overrides, and the log of sensitive-word hits.
+//!
+//! The policy is one cluster-wide setting of the store (key `policy`, a
+//! JSON snapshot): an admin change is applied here at once, then written
+//! to the store, which makes it durable and hands it to every node's
+//! [`PolicyState::follow`] task (on RabbitMQ through the log stream; a
+//! node started later reads the last value at start). Concurrent changes
+//! on two nodes are last-writer-wins per snapshot.
+//!
+//! Hits are appended to `data_dir/sensitive-hits.jsonl` (per node), the
+//! most recent kept in memory for the admin API.
 
 mod hits;
 
 pub use hits::HitLog;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context;
-use imgate_core::pipeline::{PolicyBook, PolicySnapshot};
+use imgate_core::pipeline::{PolicyBook, PolicySnapshot, UserStatus};
 use imgate_core::words::WordFilter;
+use imgate_core::{ErrorCode, Store};
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
 
-const POLICY_FILE: &str = "policy.json";
+use crate::sessions::SessionRegistry;
+
+/// The store setting that holds the policy.
+pub const POLICY_KEY: &str = "policy";
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct PolicyFile {
@@ -31,67 +43,141 @@ pub struct PolicyState {
     pub book: Arc<PolicyBook>,
     pub words: Arc<WordFilter>,
     pub hits: Arc<HitLog>,
-    path: PathBuf,
-    /// Serializes saves so the file always holds the latest state.
-    save_lock: Mutex<()>,
+    /// Serializes writes so the store's last value is this node's latest.
+    save_lock: tokio::sync::Mutex<()>,
 }
 
 impl PolicyState {
-    pub fn load(data_dir: &Path, daily_quota: u32) -> anyhow::Result<PolicyState> {
-        let path = data_dir.join(POLICY_FILE);
-        let file: PolicyFile = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("parsing {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => PolicyFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    /// The policy as the store has it (empty if never set).
+    pub async fn load(
+        store: &dyn Store,
+        data_dir: &Path,
+        daily_quota: u32,
+    ) -> anyhow::Result<PolicyState> {
+        let file = match store
+            .setting(POLICY_KEY)
+            .await
+            .context("reading the policy from the store")?
+        {
+            Some(json) => serde_json::from_str(&json).context("parsing the stored policy")?,
+            None => PolicyFile::default(),
         };
         Ok(PolicyState {
             book: Arc::new(PolicyBook::new(file.policy, daily_quota)),
             words: Arc::new(WordFilter::new(file.words)),
             hits: Arc::new(HitLog::open(data_dir)?),
-            path,
-            save_lock: Mutex::new(()),
+            save_lock: tokio::sync::Mutex::new(()),
         })
     }
 
-    /// Write the current state durably (temp file, fsync, rename).
-    pub fn save(&self) -> anyhow::Result<()> {
-        let _guard = self.save_lock.lock().unwrap_or_else(|p| p.into_inner());
+    /// Write the current state to the store (durable, and to every node).
+    pub async fn save(&self, store: &dyn Store) -> anyhow::Result<()> {
+        let _guard = self.save_lock.lock().await;
         let file = PolicyFile {
             words: self.words.words(),
             policy: self.book.snapshot(),
         };
-        let bytes = serde_json::to_vec_pretty(&file)?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)
-                .with_context(|| format!("writing {}", tmp.display()))?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+        let json = serde_json::to_string(&file)?;
+        store.put_setting(POLICY_KEY.to_string(), json).await?;
         Ok(())
+    }
+
+    /// Replace the live state with a stored snapshot; the users who are
+    /// forbidden now and were not before.
+    fn apply(&self, json: &str) -> anyhow::Result<Vec<String>> {
+        let file: PolicyFile = serde_json::from_str(json)?;
+        let before = self.book.snapshot();
+        let newly_forbidden = file
+            .policy
+            .statuses
+            .iter()
+            .filter(|(u, s)| {
+                **s == UserStatus::Forbidden
+                    && before.statuses.get(*u) != Some(&UserStatus::Forbidden)
+            })
+            .map(|(u, _)| u.clone())
+            .collect();
+        self.words.replace_all(file.words);
+        self.book.replace(file.policy);
+        Ok(newly_forbidden)
+    }
+
+    /// Apply every policy change the store reports (from any node) until
+    /// the store closes; kick users that became forbidden on this node.
+    pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+        let mut changes = store.watch_settings();
+        loop {
+            let json = match changes.recv().await {
+                Ok((key, value)) if key == POLICY_KEY => value.as_str().to_string(),
+                Ok(_) => continue,
+                // Missed some: the last value is all that matters.
+                Err(RecvError::Lagged(_)) => match store.setting(POLICY_KEY).await {
+                    Ok(Some(json)) => json,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot re-read the policy");
+                        continue;
+                    }
+                },
+                Err(RecvError::Closed) => return,
+            };
+            match self.apply(&json) {
+                Ok(forbidden) => {
+                    for user in forbidden {
+                        sessions.kick_user(
+                            &user,
+                            ErrorCode::UserBlocked,
+                            "user forbidden by the administrator",
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "ignoring an unreadable policy update"),
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use imgate_core::pipeline::UserStatus;
+    use imgate_adapters::{EmbeddedConfig, EmbeddedStore};
 
-    #[test]
-    fn words_statuses_and_overrides_survive_a_reload() {
+    #[tokio::test]
+    async fn changes_are_stored_and_followed() {
         let dir = tempfile::tempdir().unwrap();
-        let p = PolicyState::load(dir.path(), 0).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
+        let p = PolicyState::load(store.as_ref(), dir.path(), 0)
+            .await
+            .unwrap();
         p.words.add(&["坏词".into(), "bad".into()]);
         p.book.set_status("mallory", UserStatus::Forbidden);
         p.book.set_rate_override("bot", Some((1000, 1)));
-        p.save().unwrap();
-        let q = PolicyState::load(dir.path(), 0).unwrap();
+        p.save(store.as_ref()).await.unwrap();
+        // Another node's view: loaded from the store, then following it.
+        let q = Arc::new(
+            PolicyState::load(store.as_ref(), dir.path(), 0)
+                .await
+                .unwrap(),
+        );
         assert_eq!(q.words.words(), vec!["bad".to_string(), "坏词".to_string()]);
         assert_eq!(q.book.status("mallory"), UserStatus::Forbidden);
         assert_eq!(q.book.rate_override("bot").unwrap().messages, 1000);
+        let sessions = Arc::new(SessionRegistry::new(false));
+        let follower = tokio::spawn(q.clone().follow(store.clone(), sessions));
+        let mut watch = store.watch_settings();
+        p.words.remove(&["bad".into()]);
+        p.save(store.as_ref()).await.unwrap();
+        watch.recv().await.unwrap();
+        // The follower applies it right after the same notification.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while q.words.words() != vec!["坏词".to_string()] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "follower never applied the change"
+            );
+            tokio::task::yield_now().await;
+        }
+        follower.abort();
     }
 }
