@@ -4,6 +4,7 @@ arguments, prints JSON lines on stdout and exits within bounded time."""
 
 import asyncio
 import json
+import os
 import sys
 
 import slixmpp
@@ -17,13 +18,21 @@ def emit(obj):
 
 
 def make_client(jid, token, plugins=("xep_0030", "xep_0184", "xep_0199")):
-    """A slixmpp client for plain TCP (the gateway offers no TLS) that
-    authenticates with SASL PLAIN: user id + token."""
+    """A slixmpp client that authenticates with SASL PLAIN: user id + token.
+    Plain TCP by default; with IMGATE_XMPP_CAFILE set (a gateway with a
+    certificate), STARTTLS is required and the server certificate is
+    verified against that file."""
     client = slixmpp.ClientXMPP(jid, token)
     client.enable_direct_tls = False
-    client.enable_starttls = False
-    client.enable_plaintext = True
-    client["feature_mechanisms"].unencrypted_plain = True
+    cafile = os.environ.get("IMGATE_XMPP_CAFILE")
+    if cafile:
+        client.enable_starttls = True
+        client.enable_plaintext = False
+        client.ca_certs = cafile
+    else:
+        client.enable_starttls = False
+        client.enable_plaintext = True
+        client["feature_mechanisms"].unencrypted_plain = True
     for p in plugins:
         client.register_plugin(p)
     return client

@@ -170,10 +170,19 @@ impl Gateway {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
-                Err(_) => {
+                Err(why) => {
+                    // Disconnected = stdout closed: the process is gone.
+                    let exited = match why {
+                        mpsc::RecvTimeoutError::Disconnected => child.wait().ok(),
+                        mpsc::RecvTimeoutError::Timeout => None,
+                    };
                     let _ = child.kill();
                     panic!(
-                        "imgate did not print `ready` in time; log:\n{}",
+                        "imgate did not print `ready` ({}); log:\n{}",
+                        match exited {
+                            Some(status) => format!("it exited with {status}"),
+                            None => "timed out".to_string(),
+                        },
                         std::fs::read_to_string(&log).unwrap_or_default()
                     );
                 }

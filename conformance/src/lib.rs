@@ -13,6 +13,7 @@ pub mod http;
 pub mod mqtt;
 pub mod pb;
 pub mod sse;
+pub mod tls;
 pub mod xmpp;
 
 pub use gateway::Gateway;

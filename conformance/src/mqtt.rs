@@ -14,6 +14,7 @@ use imgate_codecs::mqtt::{encode::encode_packet, MqttFramer, Packet, Version};
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
+use crate::tls::Conn;
 use crate::WAIT;
 
 /// A paho-mqtt client in a child process.
@@ -152,7 +153,7 @@ impl Drop for MqttAgent {
 
 /// A raw MQTT socket for bad-input tests.
 pub struct RawMqtt {
-    pub stream: TcpStream,
+    pub stream: Conn,
     framer: MqttFramer,
     buf: BytesMut,
 }
@@ -160,7 +161,20 @@ pub struct RawMqtt {
 impl RawMqtt {
     pub fn connect(addr: &str, version: Version) -> RawMqtt {
         let stream = TcpStream::connect(addr).expect("connecting to the mqtt listener");
-        stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+        Self::over(Conn::Plain(stream), version)
+    }
+
+    /// Connect with TLS (the listener's certificate is the test one).
+    pub fn connect_tls(addr: &str, version: Version) -> RawMqtt {
+        let stream = Conn::connect_tls(addr).expect("TLS connection to the mqtt listener");
+        Self::over(stream, version)
+    }
+
+    fn over(stream: Conn, version: Version) -> RawMqtt {
+        stream
+            .tcp()
+            .set_read_timeout(Some(WAIT))
+            .expect("read timeout");
         RawMqtt {
             stream,
             framer: MqttFramer::with_version(16 * 1024 * 1024, version),

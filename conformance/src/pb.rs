@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use imgate_codecs::pb::{proto, PbFrame, PbFramer, PbRequest, PbServerMessage};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::tls::Conn;
 use crate::WAIT;
 
 /// A frame from the server with its seq.
@@ -21,7 +22,7 @@ pub struct Incoming {
 }
 
 pub struct PbClient {
-    stream: TcpStream,
+    stream: Conn,
     buf: BytesMut,
     framer: PbFramer,
     seq: u16,
@@ -34,6 +35,15 @@ impl PbClient {
     pub fn connect(addr: &str) -> PbClient {
         let stream = TcpStream::connect(addr).expect("connect to the PB listener");
         stream.set_nodelay(true).ok();
+        Self::over(Conn::Plain(stream))
+    }
+
+    /// Connect with TLS (the listener's certificate is the test one).
+    pub fn connect_tls(addr: &str) -> PbClient {
+        Self::over(Conn::connect_tls(addr).expect("TLS connection to the PB listener"))
+    }
+
+    fn over(stream: Conn) -> PbClient {
         PbClient {
             stream,
             buf: BytesMut::new(),
@@ -103,6 +113,7 @@ impl PbClient {
                 return None;
             }
             self.stream
+                .tcp()
                 .set_read_timeout(Some(left.min(Duration::from_millis(500))))
                 .ok();
             let mut chunk = [0u8; 16 * 1024];

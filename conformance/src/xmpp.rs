@@ -239,8 +239,21 @@ pub struct XmppScript {
 
 impl XmppScript {
     pub fn spawn(g: &Gateway, domain: &str, name: &str, args: &[&str]) -> XmppScript {
+        Self::spawn_with(g, domain, name, args, &[])
+    }
+
+    /// With extra environment variables, e.g. `IMGATE_XMPP_CAFILE` (the
+    /// scripts then require STARTTLS and verify the certificate with it).
+    pub fn spawn_with(
+        g: &Gateway,
+        domain: &str,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> XmppScript {
         let (host, port) = g.addr("xmpp").rsplit_once(':').expect("host:port");
         let mut child = Command::new(python())
+            .envs(env.iter().copied())
             .arg(python_dir().join(name))
             .args([host, port, domain])
             .args(args)

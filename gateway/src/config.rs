@@ -85,6 +85,12 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
+    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT and
+    /// client HTTP listeners and STARTTLS (required) on XMPP. Empty = no
+    /// TLS. The admin listener stays plain.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
 }
 
 impl Default for Config {
@@ -127,6 +133,8 @@ impl Default for Config {
             review_queue: 10_000,
             shutdown_grace_secs: 10,
             log: "info".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
         }
     }
 }
@@ -187,6 +195,9 @@ impl Config {
         self.review_config()?;
         if self.embedded_max_batch == 0 {
             bail!("embedded_max_batch must be positive");
+        }
+        if self.tls_cert.trim().is_empty() != self.tls_key.trim().is_empty() {
+            bail!("tls_cert and tls_key must be set together (or both left empty)");
         }
         Ok(())
     }
@@ -329,6 +340,8 @@ mod tests {
         )
         .is_err());
         assert!(Config::load_from(None, &env(&[("IMGATE_REVIEW_URL", "ftp://x")])).is_err());
+        let e = Config::load_from(None, &env(&[("IMGATE_TLS_CERT", "/x/cert.pem")])).unwrap_err();
+        assert!(format!("{e:#}").contains("tls_key"));
         let c = Config::load_from(
             None,
             &env(&[

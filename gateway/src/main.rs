@@ -7,6 +7,7 @@
 //! - `pb`: the private binary protocol sessions.
 //! - `mqtt`: MQTT 3.1.1/5 sessions, the IM topic namespace and the broker.
 //! - `xmpp`: XMPP-lite sessions (SASL, binding, receipts, SM, MAM).
+//! - `tls`: rustls on the client listeners when a certificate is configured.
 //! - `policy`: word list, user statuses and rate overrides (persisted), hit log.
 //! - `http`: the client API (`/v1`, bearer tokens, SSE) and the signed
 //!   admin API (`/admin`, `/metrics`).
@@ -28,6 +29,7 @@ mod secrets;
 mod server;
 mod sessions;
 mod state;
+mod tls;
 mod token;
 mod xmpp;
 

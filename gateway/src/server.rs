@@ -71,6 +71,8 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Certificate problems stop the start before anything else happens.
+    let tls = crate::tls::acceptor(&config)?;
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
     let policy =
@@ -106,6 +108,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         )),
         policy,
         review: review.map(|(h, _)| h),
+        tls,
         shutdown: shutdown_rx,
     };
     // Policy changes made on any node (admin API) apply here too.
@@ -147,19 +150,23 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated the admin secret and stored it in the data directory"
         );
     }
+    if state.tls.is_some() {
+        tracing::info!("TLS on pb, mqtt and http; STARTTLS required on xmpp; admin stays plain");
+    }
     println!("ready");
     tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "imgate is ready");
 
     let mut servers = JoinSet::new();
     let st = state.clone();
     servers.spawn(async move {
-        run_listener(Protocol::Pb, pb, st, pb::handle_connection).await;
+        run_listener(Protocol::Pb, pb, st, true, pb::handle_connection).await;
         Ok(())
     });
     let st = state.clone();
     let xmpp_handler = xmpp::connection_handler(&state);
     servers.spawn(async move {
-        run_listener(Protocol::Xmpp, xmpp_listener, st, xmpp_handler).await;
+        // XMPP upgrades with STARTTLS inside the stream instead.
+        run_listener(Protocol::Xmpp, xmpp_listener, st, false, xmpp_handler).await;
         Ok(())
     });
     let st = state.clone();
@@ -169,12 +176,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     // Client HTTP goes through connection admission like every protocol;
     // the admin API (localhost by default) is kept reachable under floods.
-    let client_http = AdmittingListener {
-        inner: http,
-        limiter: state.conn_limiter.clone(),
-        metrics: state.metrics.clone(),
-        protocol: Protocol::Http,
-    };
+    // (With a certificate it is HTTPS; the admin API stays plain HTTP.)
+    let client_http = AdmittingListener::new(
+        http,
+        state.conn_limiter.clone(),
+        state.metrics.clone(),
+        Protocol::Http,
+        state.tls.clone().map(|a| (a, login_timeout(&state))),
+    );
     let st = state.clone();
     servers.spawn(
         axum::serve(client_http, client_router(state.clone()))
@@ -205,6 +214,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The time a new connection has for its TLS handshake (and login).
+pub fn login_timeout(state: &AppState) -> Duration {
+    Duration::from_secs(state.config.login_timeout_secs.max(1))
 }
 
 async fn wait_for_signal() {

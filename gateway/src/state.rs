@@ -32,6 +32,8 @@ pub struct AppState {
     pub policy: Arc<PolicyState>,
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
+    /// TLS for the client listeners, if a certificate is configured.
+    pub tls: Option<crate::tls::TlsAcceptor>,
     /// Turns true when the gateway starts draining.
     pub shutdown: watch::Receiver<bool>,
 }

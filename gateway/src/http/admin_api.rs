@@ -40,6 +40,9 @@ pub fn admin_router(state: AppState) -> Router {
             get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
         )
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn(move |req, next| {
+            super::body::read_body_first(req, next, limit)
+        }))
         .with_state(state)
 }
 

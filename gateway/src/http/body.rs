@@ -36,3 +36,56 @@ where
             .map_err(|e| ApiError::new(ErrorCode::InvalidData, format!("invalid JSON: {e}")))
     }
 }
+
+/// After a body went over the limit, how much more is read and thrown
+/// away (bounded) so the 413 reply is not lost to a reset connection.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+
+/// Middleware: read the whole request body (up to `limit`) before any
+/// extractor runs. A request rejected by an auth extractor would otherwise
+/// leave its body unread in the socket; closing a connection with unread
+/// data makes the kernel send RST, and the client can lose the error reply
+/// that was already on its way ("unexpected EOF" instead of a 401).
+pub async fn read_body_first(
+    req: Request,
+    next: axum::middleware::Next,
+    limit: usize,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    let (parts, mut body) = req.into_parts();
+    let mut buf = bytes::BytesMut::new();
+    let mut drained = 0usize;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Err(_)) => {
+                return ApiError::new(ErrorCode::InvalidData, "cannot read the request body")
+                    .into_response();
+            }
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if buf.len() + data.len() <= limit && drained == 0 {
+                    buf.extend_from_slice(&data);
+                } else {
+                    drained += data.len();
+                    if drained > DRAIN_LIMIT {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    if drained > 0 {
+        return ApiError::new(ErrorCode::InvalidData, "request body is too large")
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+            .into_response();
+    }
+    next.run(Request::from_parts(
+        parts,
+        axum::body::Body::from(buf.freeze()),
+    ))
+    .await
+}

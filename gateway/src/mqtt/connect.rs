@@ -5,18 +5,18 @@
 
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use futures_util::{SinkExt, StreamExt};
 use imgate_codecs::mqtt::{
     reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,
 };
 use imgate_core::pipeline::{Principal, Protocol};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::sessions;
 use crate::state::AppState;
 
-pub type Framed_ = Framed<TcpStream, MqttFramer>;
+pub type Framed_ = Framed<ClientStream, MqttFramer>;
 
 /// MQTT 5 "bad authentication method".
 const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;

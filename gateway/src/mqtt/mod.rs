@@ -48,6 +48,7 @@ pub async fn serve(listener: TcpListener, state: AppState, broker: Arc<Broker>) 
         Protocol::Mqtt,
         listener,
         state,
+        true,
         move |stream, peer, state| session::handle_connection(stream, peer, state, broker.clone()),
     )
     .await;

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use futures_util::{SinkExt, StreamExt};
 use imgate_codecs::mqtt::{
     encoded_len, reason, Disconnect, MqttFramer, Packet, Properties, Property, QoS, Version,
@@ -17,7 +18,6 @@ use imgate_codecs::mqtt::{
 use imgate_core::model::Message;
 use imgate_core::pipeline::Principal;
 use imgate_core::store::DeviceFeed;
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio_util::codec::Framed;
 
@@ -65,7 +65,7 @@ pub struct Conn {
 }
 
 pub async fn handle_connection(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     state: AppState,
     broker: Arc<Broker>,

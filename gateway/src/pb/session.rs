@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use futures_util::{SinkExt, StreamExt};
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
@@ -16,18 +17,17 @@ use imgate_codecs::pb::{
 use imgate_core::pipeline::{self, Principal, Protocol, SendCommand};
 use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
-use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
 use crate::sessions::{self, Kick};
 use crate::state::AppState;
 
-type Conn = Framed<TcpStream, PbFramer>;
+type Conn = Framed<ClientStream, PbFramer>;
 
 /// Largest sync page a client may ask for.
 const MAX_SYNC_PAGE: usize = 200;
 
-pub async fn handle_connection(stream: TcpStream, peer: SocketAddr, state: AppState) {
+pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: AppState) {
     let mut conn = Framed::new(stream, PbFramer::new(state.config.pb_max_frame));
     let Some((principal, login_seq)) = login_phase(&mut conn, &state).await else {
         return;

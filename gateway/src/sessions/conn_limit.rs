@@ -2,6 +2,10 @@
 //! rate of new connections (token bucket, default 100/s) and a global cap
 //! on open connections shared by all protocols. Refused connections are
 //! closed at once and counted.
+//!
+//! [`AdmittingListener`] (client HTTP) also runs the TLS handshake when a
+//! certificate is configured: each in its own task, so a slow handshake
+//! never holds up the accept loop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -12,10 +16,12 @@ use std::time::{Duration, Instant};
 
 use imgate_core::pipeline::{Protocol, RateLimitConfig, RateLimiter};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::metrics::{ConnectionGuard, Metrics};
+use crate::tls::{ClientStream, TlsAcceptor};
 
 pub struct ConnLimiter {
     per_ip: RateLimiter,
@@ -61,10 +67,10 @@ impl ConnLimiter {
     }
 }
 
-/// A TCP stream admitted by the [`ConnLimiter`]; releases its slot and its
-/// connection gauge when dropped.
+/// A TCP (or TLS) stream admitted by the [`ConnLimiter`]; releases its
+/// slot and its connection gauge when dropped.
 pub struct Admitted {
-    io: TcpStream,
+    io: ClientStream,
     _permit: OwnedSemaphorePermit,
     _gauge: ConnectionGuard,
 }
@@ -95,12 +101,36 @@ impl AsyncWrite for Admitted {
     }
 }
 
-/// The HTTP listeners' accept loop goes through admission too.
+/// The HTTP listeners' accept loop goes through admission too (and the
+/// TLS handshake, when `tls` is set).
 pub struct AdmittingListener {
-    pub inner: TcpListener,
-    pub limiter: Arc<ConnLimiter>,
-    pub metrics: Arc<Metrics>,
-    pub protocol: Protocol,
+    inner: TcpListener,
+    limiter: Arc<ConnLimiter>,
+    metrics: Arc<Metrics>,
+    protocol: Protocol,
+    /// The acceptor and the handshake time limit.
+    tls: Option<(TlsAcceptor, Duration)>,
+    /// Handshakes in progress; `None` for one that failed.
+    handshakes: JoinSet<Option<(Admitted, SocketAddr)>>,
+}
+
+impl AdmittingListener {
+    pub fn new(
+        inner: TcpListener,
+        limiter: Arc<ConnLimiter>,
+        metrics: Arc<Metrics>,
+        protocol: Protocol,
+        tls: Option<(TlsAcceptor, Duration)>,
+    ) -> Self {
+        AdmittingListener {
+            inner,
+            limiter,
+            metrics,
+            protocol,
+            tls,
+            handshakes: JoinSet::new(),
+        }
+    }
 }
 
 impl axum::serve::Listener for AdmittingListener {
@@ -109,7 +139,18 @@ impl axum::serve::Listener for AdmittingListener {
 
     async fn accept(&mut self) -> (Admitted, SocketAddr) {
         loop {
-            let (io, peer) = match self.inner.accept().await {
+            // Both branches are cancel-safe (axum drops this future at
+            // shutdown).
+            let accepted = tokio::select! {
+                Some(done) = self.handshakes.join_next(), if !self.handshakes.is_empty() => {
+                    if let Ok(Some(ready)) = done {
+                        return ready;
+                    }
+                    continue;
+                }
+                a = self.inner.accept() => a,
+            };
+            let (io, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
                     // Out of file descriptors and the like: back off briefly.
@@ -121,12 +162,23 @@ impl axum::serve::Listener for AdmittingListener {
             match self.limiter.admit(peer.ip()) {
                 Ok(permit) => {
                     let _ = io.set_nodelay(true);
-                    let admitted = Admitted {
-                        io,
+                    let mut admitted = Admitted {
+                        io: ClientStream::Plain(io),
                         _permit: permit,
                         _gauge: self.metrics.connection(self.protocol),
                     };
-                    return (admitted, peer);
+                    let Some((acceptor, limit)) = self.tls.clone() else {
+                        return (admitted, peer);
+                    };
+                    self.handshakes.spawn(async move {
+                        match admitted.io.upgrade(&acceptor, limit).await {
+                            Ok(()) => Some((admitted, peer)),
+                            Err(e) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                None
+                            }
+                        }
+                    });
                 }
                 Err(why) => tracing::debug!(%peer, ?why, "connection refused"),
             }

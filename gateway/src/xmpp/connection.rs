@@ -8,8 +8,10 @@
 
 use bytes::BytesMut;
 use imgate_codecs::xmpp::{ns, Element, XmppCodecError, XmppEvent, XmppFramer};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use crate::tls::{ClientStream, TlsAcceptor};
 
 /// The reason a read ended the stream.
 #[derive(Debug)]
@@ -21,7 +23,7 @@ pub enum ReadEnd {
 }
 
 pub struct XmppConnection {
-    stream: TcpStream,
+    stream: ClientStream,
     buf: BytesMut,
     framer: XmppFramer,
     /// Our stream header has been written (errors must follow one).
@@ -31,7 +33,7 @@ pub struct XmppConnection {
 }
 
 impl XmppConnection {
-    pub fn new(stream: TcpStream, framer: XmppFramer) -> XmppConnection {
+    pub fn new(stream: ClientStream, framer: XmppFramer) -> XmppConnection {
         XmppConnection {
             stream,
             buf: BytesMut::with_capacity(4096),
@@ -64,7 +66,24 @@ impl XmppConnection {
         std::mem::take(&mut self.activity)
     }
 
-    /// Expect a new stream header (after SASL success).
+    /// Whether the stream runs over TLS (after STARTTLS).
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
+    }
+
+    /// STARTTLS (RFC 6120 §5.4.3.3): after `<proceed/>` was written, run
+    /// the TLS handshake on this connection and expect a new stream header.
+    /// Plain-text bytes the client sent after `<starttls/>` are discarded:
+    /// nothing read before the handshake may leak into the protected
+    /// stream. False if the handshake failed (the connection is then dead).
+    pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, limit: Duration) -> bool {
+        let _ = self.stream.flush().await;
+        self.buf.clear();
+        self.restart_stream();
+        self.stream.upgrade(acceptor, limit).await.is_ok()
+    }
+
+    /// Expect a new stream header (after SASL success or STARTTLS).
     pub fn restart_stream(&mut self) {
         self.framer.restart();
         self.header_sent = false;

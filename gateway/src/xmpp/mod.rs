@@ -13,8 +13,10 @@
 //! - [`router`]: node-local routing of presence and receipts.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //!
-//! TLS is not offered: the gateway has no certificate settings yet; run
-//! XMPP behind a TLS-terminating proxy or on a trusted network.
+//! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
+//! required before SASL (see [`negotiation`]); without them TLS is not
+//! offered (run XMPP behind a TLS-terminating proxy or on a trusted
+//! network).
 
 mod connection;
 mod errors;
@@ -31,8 +33,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::ClientStream;
 use imgate_codecs::xmpp::{XmppFramer, XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
-use tokio::net::TcpStream;
 
 use crate::state::AppState;
 use connection::XmppConnection;
@@ -50,7 +52,7 @@ pub struct XmppContext {
 /// [`XmppContext`] between the listener's sessions.
 pub fn connection_handler(
     state: &AppState,
-) -> impl Fn(TcpStream, SocketAddr, AppState) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
+) -> impl Fn(ClientStream, SocketAddr, AppState) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
        + Send
        + Sync
        + 'static {
@@ -63,7 +65,7 @@ pub fn connection_handler(
 }
 
 async fn handle_connection(
-    stream: TcpStream,
+    stream: ClientStream,
     peer: SocketAddr,
     state: AppState,
     ctx: Arc<XmppContext>,
@@ -84,7 +86,7 @@ async fn handle_connection(
                 return;
             }
         };
-    tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, "xmpp login");
+    tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, tls = conn.is_tls(), "xmpp login");
     session::run(conn, state, ctx, negotiated).await;
 }
 

@@ -2,11 +2,18 @@
 //! PLAIN with the imgate token, then resource binding — or, instead of
 //! binding, XEP-0198 resumption of an earlier session.
 //!
+//! With a certificate configured (`tls_cert`/`tls_key`), the first features
+//! offer only STARTTLS, marked `<required/>` (RFC 6120 §5.3.1): `<starttls/>`
+//! is answered with `<proceed/>`, the TLS handshake runs on the same TCP
+//! connection and the client opens a new stream (§5.4.3.3), whose features
+//! are the SASL ones. `<auth>` before TLS gets `<failure><encryption-required/>`
+//! (RFC 6120 §6.4.1 / §6.5) and a `policy-violation` stream error; any
+//! other element too.
+//!
 //! Before SASL succeeds only `<auth>` (and `<abort>`) is accepted: any other
 //! element is a `<not-authorized/>` stream error and the connection closes.
-//! TLS is not offered (the gateway has no certificate settings yet), so
-//! `<starttls>` is refused with `<failure/>` and the stream closes, as
-//! RFC 6120 §5.4.2.2 prescribes.
+//! Without a certificate TLS is not offered, so `<starttls>` is refused with
+//! `<failure/>` and the stream closes, as RFC 6120 §5.4.2.2 prescribes.
 
 use base64::Engine;
 use imgate_codecs::xmpp::{ns, Element, XmppEvent};
@@ -40,11 +47,69 @@ pub async fn negotiate(
     ctx: &XmppContext,
 ) -> Result<Negotiated, Refused> {
     let domain = ctx.normalizer.domain().to_string();
+    if let Some(acceptor) = &state.tls {
+        open_stream(conn, &domain, starttls_features()).await?;
+        starttls(conn, state, acceptor, &domain).await?;
+    }
     open_stream(conn, &domain, sasl_features()).await?;
     let principal = authenticate(conn, state, &domain).await?;
     conn.restart_stream();
     open_stream(conn, &domain, bound_features()).await?;
     bind_or_resume(conn, state, ctx, principal).await
+}
+
+fn starttls_features() -> Element {
+    Element::new("features", ns::STREAM)
+        .child(Element::new("starttls", ns::TLS).child(Element::new("required", ns::TLS)))
+}
+
+/// The first element must be `<starttls/>`: proceed, handshake, and the
+/// stream restarts over TLS.
+async fn starttls(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    acceptor: &crate::tls::TlsAcceptor,
+    domain: &str,
+) -> Result<(), Refused> {
+    let el = match conn.read_event().await {
+        Ok(XmppEvent::Stanza(el)) => el,
+        Ok(XmppEvent::StreamClose) => {
+            conn.close().await;
+            return Err(Refused);
+        }
+        Ok(XmppEvent::StreamOpen(_)) => {
+            conn.stream_error(domain, "bad-format", "stream already open")
+                .await;
+            return Err(Refused);
+        }
+        Err(end) => return Err(read_failed(conn, domain, end).await),
+    };
+    if el.is("starttls", ns::TLS) {
+        if !conn.write_element(&Element::new("proceed", ns::TLS)).await {
+            return Err(Refused);
+        }
+        let limit = crate::server::login_timeout(state);
+        if !conn.start_tls(acceptor, limit).await {
+            tracing::debug!("xmpp STARTTLS handshake failed");
+            return Err(Refused);
+        }
+        return Ok(());
+    }
+    if el.is("auth", ns::SASL) {
+        let _ = conn
+            .write_element(&sasl_failure(
+                "encryption-required",
+                "TLS is required: send <starttls/> first",
+            ))
+            .await;
+    }
+    conn.stream_error(
+        domain,
+        "policy-violation",
+        "TLS is required: send <starttls/> first",
+    )
+    .await;
+    Err(Refused)
 }
 
 fn sasl_features() -> Element {

@@ -1,0 +1,246 @@
+//! TLS when a certificate is configured (DESIGN §8, §5.4): the gateway runs
+//! with the suite's self-signed test certificate (`conformance/fixtures/tls`)
+//! and real clients speak to it: PB, MQTT and HTTP over implicit TLS (a
+//! rustls client trusting that certificate), XMPP with STARTTLS through
+//! slixmpp (verifying the certificate). Plain clients are refused: on the
+//! implicit-TLS listeners the handshake fails, on XMPP SASL is refused until
+//! STARTTLS. A bad certificate setting stops the start with a clear error.
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use imgate_codecs::mqtt::{Connect, Packet, Properties, Version};
+use imgate_codecs::xmpp::ns;
+use imgate_conformance::mqtt::RawMqtt;
+use imgate_conformance::tls::{self, Conn};
+use imgate_conformance::xmpp::{auth_plain, stream_header, XmppRaw, XmppScript};
+use imgate_conformance::{unique, Gateway, PbClient, WAIT};
+
+const ANDROID: i32 = 2;
+const DOMAIN: &str = "localhost";
+
+fn tls_gateway() -> Gateway {
+    tls_gateway_with(&[])
+}
+
+fn tls_gateway_with(extra: &[(&str, &str)]) -> Gateway {
+    let env = tls::gateway_env();
+    let mut env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.extend_from_slice(extra);
+    Gateway::start_with(&env)
+}
+
+#[test]
+fn pb_over_tls_logs_in_sends_and_receives() {
+    // (A short handshake/login limit: the plain client below waits for it.)
+    let g = tls_gateway_with(&[("IMGATE_LOGIN_TIMEOUT_SECS", "3")]);
+    let (a, b) = (unique("tls-a"), unique("tls-b"));
+    let at = g.admin().token(&a, "phone", ANDROID);
+    let bt = g.admin().token(&b, "phone", ANDROID);
+    let mut alice = PbClient::connect_tls(g.addr("pb"));
+    assert_eq!(alice.login(&a, &at, "phone", ANDROID).code, 0);
+    let mut bob = PbClient::connect_tls(g.addr("pb"));
+    assert_eq!(bob.login(&b, &bt, "phone", ANDROID).code, 0);
+    let sent = alice.send_text(&b, "over tls", "tls-1");
+    assert_eq!(sent.code, 0);
+    let m = bob
+        .next_deliver(WAIT)
+        .expect("bob gets the message over TLS");
+    assert_eq!(m.message_id, sent.message_id);
+    assert_eq!(m.sender, a);
+    bob.ack(m.message_id);
+
+    // A plain-TCP client gets no PB answer: its login frame is not a TLS
+    // handshake, so at most a TLS alert record (0x15) comes back before
+    // the close.
+    let mut plain = std::net::TcpStream::connect(g.addr("pb")).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).ok();
+    let mut frame = bytes::BytesMut::new();
+    let login = imgate_codecs::pb::PbRequest::Login(imgate_codecs::pb::proto::LoginRequest {
+        user_id: a.clone(),
+        token: at.clone(),
+        client_id: "plain".into(),
+        platform: ANDROID,
+    });
+    tokio_util::codec::Encoder::encode(
+        &mut imgate_codecs::pb::PbFramer::new(1 << 20),
+        login.to_frame(1),
+        &mut frame,
+    )
+    .expect("encode");
+    let _ = plain.write_all(&frame);
+    let mut reply = Vec::new();
+    let _ = plain.read_to_end(&mut reply);
+    assert!(
+        reply.is_empty() || reply[0] == 0x15,
+        "plain PB got {reply:?}"
+    );
+}
+
+#[test]
+fn https_healthz_and_client_api() {
+    let g = tls_gateway();
+    let mut conn = Conn::connect_tls(g.addr("http")).expect("TLS to the http listener");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write request");
+    let mut reply = Vec::new();
+    // (rustls reports a peer that closes without close_notify as an
+    // error after the data; the data is what matters.)
+    let _ = conn.read_to_end(&mut reply);
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+
+    // Plain HTTP to the HTTPS port gets no HTTP answer.
+    let mut plain = std::net::TcpStream::connect(g.addr("http")).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).ok();
+    let _ = plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"));
+
+    // The admin API stays plain HTTP.
+    let token = g.admin().token("tls-user", "pc", 3);
+    assert!(!token.is_empty());
+}
+
+#[test]
+fn mqtt_connect_over_tls_gets_connack_0() {
+    let g = tls_gateway();
+    let user = unique("tls-m");
+    let token = g.admin().token(&user, "dev1", 3);
+    for version in [Version::V4, Version::V5] {
+        let mut raw = RawMqtt::connect_tls(g.addr("mqtt"), version);
+        raw.send(
+            &Packet::Connect(Connect {
+                version,
+                client_id: "dev1".into(),
+                clean_start: true,
+                keep_alive: 30,
+                username: Some(user.clone()),
+                password: Some(token.clone().into()),
+                will: None,
+                properties: Properties::default(),
+            }),
+            version,
+        );
+        match raw.recv() {
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0, "{version:?}"),
+            other => panic!("expected CONNACK over TLS, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn xmpp_starttls_with_slixmpp_logs_in_and_chats() {
+    let g = tls_gateway();
+    let ca = tls::cert_path().display().to_string();
+    let env = [("IMGATE_XMPP_CAFILE", ca.as_str())];
+    let (a, b) = (unique("tls-xa"), unique("tls-xb"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+
+    let login = XmppScript::spawn_with(&g, DOMAIN, "xmpp_login.py", &[&a, &at], &env).finish();
+    assert_eq!(login["ok"], true, "{login}");
+    assert_eq!(login["jid"], format!("{a}@{DOMAIN}/pc"));
+
+    let out =
+        XmppScript::spawn_with(&g, DOMAIN, "xmpp_chat.py", &[&a, &at, &b, &bt, "2"], &env).finish();
+    let bodies: Vec<&str> = out["received"]
+        .as_array()
+        .expect("received")
+        .iter()
+        .filter_map(|r| r["body"].as_str())
+        .collect();
+    assert_eq!(bodies, ["hello 0", "hello 1"], "{out}");
+    assert_eq!(
+        out["receipt_ids"].as_array().map(Vec::len),
+        Some(2),
+        "{out}"
+    );
+
+    // Cross-protocol over TLS on both sides: PB (implicit TLS) → XMPP
+    // (STARTTLS).
+    let pt = g.admin().token(&a, "phone", ANDROID);
+    let mut pb = PbClient::connect_tls(g.addr("pb"));
+    assert_eq!(pb.login(&a, &pt, "phone", ANDROID).code, 0);
+    assert_eq!(pb.send_text(&b, "from pb", "tls-x1").code, 0);
+    let got = XmppScript::spawn_with(&g, DOMAIN, "xmpp_recv.py", &[&b, &bt, "1"], &env).finish();
+    assert_eq!(got["received"][0]["body"], "from pb", "{got}");
+}
+
+#[test]
+fn xmpp_plain_client_is_refused_before_auth() {
+    let g = tls_gateway();
+    let user = unique("tls-xp");
+    let token = g.admin().token(&user, "pc", 3);
+    let mut c = XmppRaw::connect(g.addr("xmpp"));
+    c.send(&stream_header(DOMAIN));
+    let features = c.expect_features();
+    let starttls = features
+        .get_child("starttls", ns::TLS)
+        .expect("STARTTLS is offered");
+    assert!(starttls.get_child("required", ns::TLS).is_some());
+    assert!(
+        features.get_child("mechanisms", ns::SASL).is_none(),
+        "no SASL before TLS: {}",
+        features.to_xml()
+    );
+    c.send(&auth_plain(&user, &token));
+    let failure = c.next_element(WAIT).expect("SASL failure");
+    assert!(failure.is("failure", ns::SASL), "{}", failure.to_xml());
+    assert!(failure.get_child("encryption-required", ns::SASL).is_some());
+    let (condition, _) = c.stream_error(WAIT).expect("stream error");
+    assert_eq!(condition, "policy-violation");
+    assert!(c.wait_closed(WAIT));
+
+    // Anything else before STARTTLS is refused the same way.
+    let mut c = XmppRaw::connect(g.addr("xmpp"));
+    c.send(&stream_header(DOMAIN));
+    c.expect_features();
+    c.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let (condition, _) = c.stream_error(WAIT).expect("stream error");
+    assert_eq!(condition, "policy-violation");
+    assert!(c.wait_closed(WAIT));
+}
+
+#[test]
+fn bad_certificate_settings_stop_the_start() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let key = tls::key_path().display().to_string();
+    let cert = tls::cert_path().display().to_string();
+    let missing = tmp.path().join("nope.pem").display().to_string();
+    let not_pem = tmp.path().join("garbage.pem");
+    std::fs::write(&not_pem, "not a certificate\n").expect("write");
+    let not_pem = not_pem.display().to_string();
+    for (c, k, expect) in [
+        (missing.as_str(), key.as_str(), "tls_cert"),
+        (not_pem.as_str(), key.as_str(), "tls_cert"),
+        (cert.as_str(), not_pem.as_str(), "tls_key"),
+        (cert.as_str(), "", "tls_key"),
+        // The key file holds no certificate: a wrong pairing.
+        (key.as_str(), key.as_str(), "tls_cert"),
+    ] {
+        let out = Command::new(imgate_conformance::gateway::binary())
+            .arg("serve")
+            .env("IMGATE_DATA_DIR", tmp.path().join("data"))
+            .env("IMGATE_TLS_CERT", c)
+            .env("IMGATE_TLS_KEY", k)
+            .env_remove("IMGATE_ADMIN_SECRET")
+            .env_remove("IMGATE_CONFIG")
+            .envs(
+                ["PB", "MQTT", "XMPP", "HTTP", "ADMIN"]
+                    .map(|p| (format!("IMGATE_{p}_ADDR"), "127.0.0.1:0".to_string())),
+            )
+            .stdin(Stdio::null())
+            .output()
+            .expect("run imgate");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "started with {c:?}/{k:?}: {stdout}");
+        assert!(!stdout.contains("ready"), "{stdout}");
+        assert!(
+            stderr.contains(expect),
+            "error for {c:?}/{k:?} names {expect}: {stderr}"
+        );
+    }
+}
