@@ -345,3 +345,71 @@ fn policy_changes_on_one_node_apply_on_every_node() {
         .send_text("bob", "clusterword", "w2");
     assert_eq!(late.code(), 242);
 }
+
+#[test]
+fn im_across_nodes_between_pb_mqtt_and_xmpp() {
+    use imgate_codecs::xmpp::{ns, Element};
+    use imgate_conformance::xmpp::XmppRaw;
+    let Some(url) = amqp_url("im_across_nodes_between_pb_mqtt_and_xmpp") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let (alice, bob, carol) = (unique("mn-alice"), unique("mn-bob"), unique("mn-carol"));
+    // bob (MQTT) and carol (XMPP) on node B; alice (PB) on node A.
+    let mut bob_mqtt = mqtt(&c.b, &bob, "bob-dev", 5);
+    let inbox = format!("im/inbox/{bob}");
+    assert_eq!(bob_mqtt.subscribe(&inbox, 1), vec![1]);
+    let carol_token = c.b.admin().token(&carol, "carol-dev", 3);
+    let (mut carol_x, _) = XmppRaw::login(c.b.addr("xmpp"), "localhost", &carol, &carol_token);
+    let alice_token = c.a.admin().token(&alice, "alice-dev", 2);
+    let mut alice_pb = imgate_conformance::PbClient::login_ok(
+        c.a.addr("pb"),
+        &alice,
+        &alice_token,
+        "alice-dev",
+        2,
+    );
+
+    // PB on A → MQTT on B.
+    let r = alice_pb.send_text(&bob, "pb to mqtt", "x1");
+    assert_eq!(r.code, 0);
+    let m = bob_mqtt.message(&inbox);
+    let v: serde_json::Value =
+        serde_json::from_str(m["payload"].as_str().expect("payload")).unwrap();
+    assert_eq!(v["messageUid"].as_u64(), Some(r.message_id));
+    assert_eq!(v["payload"]["searchableContent"], "pb to mqtt");
+
+    // PB on A → XMPP on B.
+    let r2 = alice_pb.send_text(&carol, "pb to xmpp", "x2");
+    assert_eq!(r2.code, 0);
+    let body = |e: &Element| e.get_child("body", ns::CLIENT).map(Element::text_content);
+    let got = carol_x
+        .wait_for(|e| e.name == "message" && body(e).is_some(), WAIT)
+        .expect("carol gets alice's message on node B");
+    assert_eq!(body(&got).as_deref(), Some("pb to xmpp"));
+    assert_eq!(got.get_attr("id"), Some(r2.message_id.to_string().as_str()));
+
+    // MQTT on B → PB on A.
+    assert_eq!(
+        bob_mqtt.publish(json!({
+            "topic": "im/send", "qos": 1,
+            "payload": json!({"conv": {"type": 0, "target": alice}, "payload": {"type": 1, "searchableContent": "mqtt to pb"}, "clientMsgId": "m1"}).to_string()
+        })),
+        0
+    );
+    let d = alice_pb
+        .next_deliver(WAIT)
+        .expect("alice gets bob's MQTT message on node A");
+    assert_eq!(d.sender, bob);
+    assert_eq!(d.payload.unwrap().searchable_content, "mqtt to pb");
+
+    // XMPP on B → PB on A.
+    carol_x.send(&format!(
+        "<message to='{alice}@localhost' type='chat' id='c1'><body>xmpp to pb</body></message>"
+    ));
+    let d = alice_pb
+        .next_deliver(WAIT)
+        .expect("alice gets carol's XMPP message on node A");
+    assert_eq!(d.sender, carol);
+    assert_eq!(d.payload.unwrap().searchable_content, "xmpp to pb");
+}
