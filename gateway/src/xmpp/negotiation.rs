@@ -18,6 +18,7 @@
 use base64::Engine;
 use imgate_codecs::xmpp::{ns, Element, XmppEvent};
 use imgate_core::pipeline::{Principal, Protocol};
+use imgate_core::store::DeviceFeed;
 use imgate_core::ErrorCode;
 
 use super::connection::{ReadEnd, XmppConnection};
@@ -34,6 +35,10 @@ const MAX_AUTH_ATTEMPTS: u32 = 3;
 pub struct Negotiated {
     pub principal: Principal,
     pub handle: SessionHandle,
+    /// The device, attached to the store before the client learns it is
+    /// bound: whatever is sent to it from then on reaches this session
+    /// (on RabbitMQ, attaching declares the device's queue).
+    pub feed: DeviceFeed,
     /// XEP-0198 resumption: the old session's state and the client's `h`.
     pub resumed: Option<(SmGuard, u32)>,
 }
@@ -279,6 +284,28 @@ async fn authenticate(
     }
 }
 
+/// Attach the device to the store (pending deliveries, then live).
+async fn attach(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    domain: &str,
+    principal: &Principal,
+) -> Result<DeviceFeed, Refused> {
+    match state
+        .store
+        .attach_device(&principal.user_id, &principal.device_id)
+        .await
+    {
+        Ok(feed) => Ok(feed),
+        Err(e) => {
+            tracing::warn!(error = %e, "xmpp: cannot attach device");
+            conn.stream_error(domain, "internal-server-error", "4 store unavailable")
+                .await;
+            Err(Refused)
+        }
+    }
+}
+
 async fn bind_or_resume(
     conn: &mut XmppConnection,
     state: &AppState,
@@ -304,6 +331,7 @@ async fn bind_or_resume(
             // The resource is the token's device, whatever was asked for.
             let jid = format!("{}@{}/{}", principal.user_id, domain, principal.device_id);
             let handle = state.sessions.register(&principal);
+            let feed = attach(conn, state, &domain, &principal).await?;
             let result = Element::new("iq", ns::CLIENT)
                 .attr("type", "result")
                 .attr_opt("id", el.get_attr("id"))
@@ -316,6 +344,7 @@ async fn bind_or_resume(
             return Ok(Negotiated {
                 principal,
                 handle,
+                feed,
                 resumed: None,
             });
         }
@@ -326,6 +355,7 @@ async fn bind_or_resume(
                 // Kick a still-open old connection first: it lets go of
                 // the state when it ends.
                 let handle = state.sessions.register(&principal);
+                let feed = attach(conn, state, &domain, &principal).await?;
                 if let Some(guard) = ctx
                     .sm
                     .resume(&previd, &principal.user_id, &principal.device_id)
@@ -334,6 +364,7 @@ async fn bind_or_resume(
                     return Ok(Negotiated {
                         principal,
                         handle,
+                        feed,
                         resumed: Some((guard, h)),
                     });
                 }

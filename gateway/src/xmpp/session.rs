@@ -70,6 +70,7 @@ pub async fn run(
     let Negotiated {
         principal,
         mut handle,
+        mut feed,
         resumed,
     } = negotiated;
     let domain = ctx.normalizer.domain().to_string();
@@ -94,19 +95,6 @@ pub async fn run(
             return;
         }
     }
-    let user = session.principal.user_id.clone();
-    let device = session.principal.device_id.clone();
-    let mut feed = match state.store.attach_device(&user, &device).await {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "xmpp: cannot attach device");
-            session
-                .conn
-                .stream_error(&domain, "internal-server-error", "4 store unavailable")
-                .await;
-            return;
-        }
-    };
     let end = session.run_loop(&mut handle, &mut feed, &mut routed).await;
     session.finish(end);
 }
