@@ -334,6 +334,42 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// A payload using every `MessagePayload` field, as the JSON of DESIGN §5.5
+/// (shared by the cross-protocol XMPP tests).
+pub fn rich_payload_json() -> serde_json::Value {
+    serde_json::json!({
+        "type": 3, "searchableContent": "see <this> & that", "pushContent": "push",
+        "content": "content\nline2", "base64edData": "AAEC/w==", "mediaType": 2,
+        "remoteMediaUrl": "http://x/y.png", "persistFlag": 1, "expireDuration": 60,
+        "mentionedType": 1, "mentionedTarget": ["m1", "m2"], "extra": "{\"k\":1}",
+        "pushData": "pd"
+    })
+}
+
+/// The same payload as an XMPP client writes it (`BODY|PAYLOAD_XML`, the
+/// argument the send scripts take).
+pub const RICH_XMPP: &str = "see <this> & that|<payload xmlns='urn:imgate:payload' type='3' \
+    persistFlag='1' mediaType='2' expireDuration='60' mentionedType='1'>\
+    <pushContent>push</pushContent><content>content\nline2</content><data>AAEC/w==</data>\
+    <remoteMediaUrl>http://x/y.png</remoteMediaUrl><mentionedTarget>m1</mentionedTarget>\
+    <mentionedTarget>m2</mentionedTarget><extra>{\"k\":1}</extra><pushData>pd</pushData></payload>";
+
+/// The payload an XMPP client received (a script record with `body` and
+/// `payload`) as the JSON of DESIGN §5.5.
+pub fn received_payload_json(record: &serde_json::Value) -> serde_json::Value {
+    use imgate_codecs::xmpp::payload::decode_payload;
+    use imgate_codecs::xmpp::tree::{parse_stanza, Scope};
+    let body = record["body"].as_str().unwrap_or_default();
+    let xml = record["payload"]
+        .as_str()
+        .expect("an imgate payload element");
+    let el = parse_stanza(xml, &Scope::client_stream("stream"), 16).expect("payload XML");
+    let payload = decode_payload(Some(body), Some(&el))
+        .expect("payload decodes")
+        .0;
+    serde_json::to_value(payload).expect("payload JSON")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -5,46 +5,13 @@
 use std::time::Duration;
 
 use imgate_codecs::pb::proto;
-use imgate_codecs::xmpp::payload::decode_payload;
-use imgate_codecs::xmpp::tree::{parse_stanza, Scope};
-use imgate_conformance::xmpp::{run_script, XmppScript};
+use imgate_conformance::xmpp::{
+    received_payload_json, rich_payload_json, run_script, XmppScript, RICH_XMPP,
+};
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
 
 const DOMAIN: &str = "localhost";
-
-/// A payload using every field, as the HTTP JSON of DESIGN §5.5.
-fn rich_payload_json() -> Value {
-    json!({
-        "type": 3, "searchableContent": "see <this> & that", "pushContent": "push",
-        "content": "content\nline2", "base64edData": "AAEC/w==", "mediaType": 2,
-        "remoteMediaUrl": "http://x/y.png", "persistFlag": 1, "expireDuration": 60,
-        "mentionedType": 1, "mentionedTarget": ["m1", "m2"], "extra": "{\"k\":1}",
-        "pushData": "pd"
-    })
-}
-
-/// The same payload as an XMPP client writes it (DESIGN §5.4), after
-/// the body; a script argument `BODY|PAYLOAD_XML`.
-const RICH_XMPP: &str = "see <this> & that|<payload xmlns='urn:imgate:payload' type='3' \
-    persistFlag='1' mediaType='2' expireDuration='60' mentionedType='1'>\
-    <pushContent>push</pushContent><content>content\nline2</content><data>AAEC/w==</data>\
-    <remoteMediaUrl>http://x/y.png</remoteMediaUrl><mentionedTarget>m1</mentionedTarget>\
-    <mentionedTarget>m2</mentionedTarget><extra>{\"k\":1}</extra><pushData>pd</pushData></payload>";
-
-/// The payload an XMPP client received, from the script's record, as the
-/// JSON of DESIGN §5.5.
-fn payload_of(record: &Value) -> Value {
-    let body = record["body"].as_str().unwrap_or_default();
-    let xml = record["payload"]
-        .as_str()
-        .expect("an imgate payload element");
-    let el = parse_stanza(xml, &Scope::client_stream("stream"), 16).expect("payload XML");
-    let payload = decode_payload(Some(body), Some(&el))
-        .expect("payload decodes")
-        .0;
-    serde_json::to_value(payload).expect("payload JSON")
-}
 
 /// An XMPP receiver that is online (its script printed "ready").
 fn online_receiver(g: &Gateway, user: &str, device: &str, n: usize) -> XmppScript {
@@ -73,7 +40,7 @@ fn http_to_xmpp_and_xmpp_to_http() {
     assert_eq!(recs[0]["body"], "plain hello");
     assert_eq!(recs[1]["id"], uid.to_string(), "stanza id = messageUid");
     assert_eq!(recs[1]["from"], format!("{h}@{DOMAIN}"));
-    assert_eq!(payload_of(&recs[1]), rich_payload_json());
+    assert_eq!(received_payload_json(&recs[1]), rich_payload_json());
 
     // XMPP → HTTP: the HTTP user syncs exactly what was sent.
     let token = g.admin().token(&x, "pc", 3);
@@ -133,7 +100,7 @@ fn pb_to_xmpp_and_xmpp_to_pb() {
     let got = recv.finish();
     let rec = &got["received"][0];
     assert_eq!(rec["id"], ack.message_id.to_string());
-    assert_eq!(payload_of(rec), rich_payload_json());
+    assert_eq!(received_payload_json(rec), rich_payload_json());
 
     // XMPP → PB, live.
     let xtoken = g.admin().token(&x, "pc", 3);

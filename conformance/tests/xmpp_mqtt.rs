@@ -3,45 +3,14 @@
 //! `im/ack/<clientId>`) on the MQTT side. Text, messageUid and every
 //! `MessagePayload` field must cross unchanged in both directions.
 
-use imgate_codecs::xmpp::payload::decode_payload;
-use imgate_codecs::xmpp::tree::{parse_stanza, Scope};
 use imgate_conformance::mqtt::MqttAgent;
-use imgate_conformance::xmpp::{run_script, XmppScript};
+use imgate_conformance::xmpp::{
+    received_payload_json, rich_payload_json, run_script, XmppScript, RICH_XMPP,
+};
 use imgate_conformance::{unique, Gateway};
 use serde_json::{json, Value};
 
 const DOMAIN: &str = "localhost";
-
-/// A payload using every field, as the JSON of DESIGN §5.5.
-fn rich_payload_json() -> Value {
-    json!({
-        "type": 3, "searchableContent": "see <this> & that", "pushContent": "push",
-        "content": "content\nline2", "base64edData": "AAEC/w==", "mediaType": 2,
-        "remoteMediaUrl": "http://x/y.png", "persistFlag": 1, "expireDuration": 60,
-        "mentionedType": 1, "mentionedTarget": ["m1", "m2"], "extra": "{\"k\":1}",
-        "pushData": "pd"
-    })
-}
-
-/// The same payload as an XMPP client writes it (`BODY|PAYLOAD_XML`).
-const RICH_XMPP: &str = "see <this> & that|<payload xmlns='urn:imgate:payload' type='3' \
-    persistFlag='1' mediaType='2' expireDuration='60' mentionedType='1'>\
-    <pushContent>push</pushContent><content>content\nline2</content><data>AAEC/w==</data>\
-    <remoteMediaUrl>http://x/y.png</remoteMediaUrl><mentionedTarget>m1</mentionedTarget>\
-    <mentionedTarget>m2</mentionedTarget><extra>{\"k\":1}</extra><pushData>pd</pushData></payload>";
-
-/// The payload an XMPP client received (a script record) as §5.5 JSON.
-fn xmpp_payload(record: &Value) -> Value {
-    let body = record["body"].as_str().unwrap_or_default();
-    let xml = record["payload"]
-        .as_str()
-        .expect("an imgate payload element");
-    let el = parse_stanza(xml, &Scope::client_stream("stream"), 16).expect("payload XML");
-    let payload = decode_payload(Some(body), Some(&el))
-        .expect("payload decodes")
-        .0;
-    serde_json::to_value(payload).expect("payload JSON")
-}
 
 /// The JSON body of an MQTT message event.
 fn mqtt_json(msg: &Value) -> Value {
@@ -149,12 +118,12 @@ fn mqtt_im_send_reaches_xmpp_with_uid_and_every_payload_field() {
             assert_eq!(rec["from"], format!("{m}@{DOMAIN}"));
         }
         assert_eq!(recs[0]["body"], "hello xmpp");
-        let plain = xmpp_payload(&recs[0]);
+        let plain = received_payload_json(&recs[0]);
         assert_eq!(
             (&plain["type"], &plain["searchableContent"]),
             (&json!(1), &json!("hello xmpp"))
         );
         assert_eq!(recs[1]["body"], "see <this> & that");
-        assert_eq!(xmpp_payload(&recs[1]), rich_payload_json());
+        assert_eq!(received_payload_json(&recs[1]), rich_payload_json());
     }
 }
