@@ -27,7 +27,7 @@
 //! original. Since every node applies the same rule to the same order, the
 //! same copy wins everywhere, even when two nodes took the resend at once.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use imgate_core::id::first_id_at;
 use imgate_core::model::Message;
@@ -109,13 +109,34 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("rabbit index: {e}"))
 }
 
+fn closed() -> StoreError {
+    StoreError::Unavailable("rabbit index: store closed".into())
+}
+
 fn decode(bytes: &[u8]) -> Result<StoredMessage, StoreError> {
     serde_json::from_slice(bytes).map_err(corrupt)
 }
 
 pub struct Index {
-    db: Database,
+    /// `None` once [`Index::close`] ran. Every transaction holds the read
+    /// guard, so closing waits for them and the file lock is gone when it
+    /// returns (a reopen in the same process then succeeds).
+    db: RwLock<Option<Database>>,
     dedupe_window_ms: i64,
+}
+
+/// A transaction together with the guard that keeps the database open.
+/// Fields drop in order: the transaction before the guard.
+struct Txn<'a, T> {
+    txn: T,
+    _open: RwLockReadGuard<'a, Option<Database>>,
+}
+
+impl<T> std::ops::Deref for Txn<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.txn
+    }
 }
 
 struct Tables<'t> {
@@ -170,7 +191,7 @@ impl Index {
         txn.commit().map_err(io)?;
         Ok((
             Index {
-                db,
+                db: RwLock::new(Some(db)),
                 dedupe_window_ms,
             },
             pos,
@@ -186,7 +207,11 @@ impl Index {
         batch: &[(u64, Option<Record>)],
     ) -> Result<Vec<Applied>, StoreError> {
         let mut next = *pos;
-        let mut txn = self.db.begin_write().map_err(io)?;
+        let open = self.open_db();
+        let Some(db) = open.as_ref() else {
+            return Err(closed());
+        };
+        let mut txn = db.begin_write().map_err(io)?;
         next.commits += 1;
         txn.set_durability(if next.commits.is_multiple_of(DURABLE_EVERY) {
             Durability::Immediate
@@ -376,10 +401,33 @@ impl Index {
         Ok(())
     }
 
+    /// Release the file once running transactions are done; later calls
+    /// fail with "closed". Blocks: call it on the blocking pool.
+    pub fn close(&self) {
+        let mut db = match self.db.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        db.take();
+    }
+
+    fn open_db(&self) -> RwLockReadGuard<'_, Option<Database>> {
+        match self.db.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn begin_read(&self) -> Result<Txn<'_, redb::ReadTransaction>, StoreError> {
+        let open = self.open_db();
+        let txn = open.as_ref().ok_or_else(closed)?.begin_read().map_err(io)?;
+        Ok(Txn { txn, _open: open })
+    }
+
     // ---- reads (callers run them on the blocking pool) ----
 
     pub fn get(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(MESSAGES).map_err(io)?;
         let found = t.get(id).map_err(io)?;
         found.map(|v| decode(v.value())).transpose()
@@ -388,7 +436,7 @@ impl Index {
     /// Where a provisional id ended up: `(final id, duplicate)`, or None if
     /// not indexed (yet).
     pub fn provisional(&self, prov: u64) -> Result<Option<(u64, bool)>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(PROV).map_err(io)?;
         let found = t.get(prov).map_err(io)?;
         Ok(found.map(|v| v.value()))
@@ -401,7 +449,7 @@ impl Index {
         cmid: &str,
         now: i64,
     ) -> Result<Option<Arc<Message>>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let d = txn.open_table(DEDUPE).map_err(io)?;
         let Some((id, at)) = d.get((sender, cmid)).map_err(io)?.map(|v| v.value()) else {
             return Ok(None);
@@ -419,7 +467,7 @@ impl Index {
 
     pub fn sync(&self, user: &str, since: u64, limit: usize) -> Result<SyncPage, StoreError> {
         let limit = limit.max(1);
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let index = txn.open_table(USER_INDEX).map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let mut page = SyncPage::default();
@@ -446,7 +494,7 @@ impl Index {
     ) -> Result<SyncPage, StoreError> {
         let limit = limit.max(1);
         let before = if before == 0 { u64::MAX } else { before };
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let index = txn.open_table(CONV_INDEX).map_err(io)?;
         let messages = txn.open_table(MESSAGES).map_err(io)?;
         let mut page = SyncPage::default();
@@ -469,7 +517,7 @@ impl Index {
     }
 
     pub fn last_message_id(&self, user: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let index = txn.open_table(USER_INDEX).map_err(io)?;
         let last = index
             .range((user, 0)..=(user, u64::MAX))
@@ -483,14 +531,14 @@ impl Index {
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(SETTINGS).map_err(io)?;
         let found = t.get(key).map_err(io)?;
         Ok(found.map(|v| v.value().to_string()))
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.begin_read()?;
         let t = txn.open_table(GROUPS).map_err(io)?;
         let found = t.get(id).map_err(io)?;
         found

@@ -235,6 +235,10 @@ impl RabbitStore {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
+        // Aborted device tasks and in-flight reads may still hold the
+        // index: close it explicitly so the file is free when we return.
+        let index = self.inner.index.clone();
+        let _ = tokio::task::spawn_blocking(move || index.close()).await;
     }
 
     /// Start the cluster bus of the generic MQTT broker (see `mqtt_bus`):
