@@ -1,6 +1,6 @@
-//! The policy pipeline through two protocols (HTTP and PB), against the
-//! real binary: sensitive words (reject / drop / mask, live changes,
-//! persistence, hit log), the review hook (forward never blocks; review
+//! The policy pipeline through several protocols (HTTP, PB, XMPP), against
+//! the real binary: sensitive words (reject / drop / mask, traditional
+//! Chinese folding, live changes, persistence, hit log), the review hook (forward never blocks; review
 //! verdicts; fail-closed), user status, rate-limit overrides, the daily
 //! quota, and connection admission.
 
@@ -9,7 +9,9 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use imgate_codecs::pb::PbServerMessage;
+use imgate_codecs::xmpp::{ns, Element};
 use imgate_conformance::fake_http::FakeHttp;
+use imgate_conformance::xmpp::XmppRaw;
 use imgate_conformance::{Gateway, PbClient, WAIT};
 use serde_json::json;
 
@@ -100,6 +102,60 @@ fn mask_is_seen_masked_by_a_pb_recipient_and_drop_stores_nothing() {
         .map(|h| h["action"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(actions, vec!["drop", "mask"]);
+}
+
+fn xmpp(g: &Gateway, user: &str, device: &str) -> XmppRaw {
+    let token = g.admin().token(user, device, 3);
+    XmppRaw::login(g.addr("xmpp"), "localhost", user, &token).0
+}
+
+fn body_of(e: &Element) -> Option<String> {
+    e.get_child("body", ns::CLIENT).map(Element::text_content)
+}
+
+/// A word listed in simplified Chinese matches the same word written in
+/// traditional characters (and the other way round); the XMPP recipient
+/// sees exactly the original characters masked, and an XMPP sender whose
+/// message is rejected gets `<policy-violation/>` with code 242.
+#[test]
+fn traditional_chinese_is_folded_masked_for_xmpp_and_rejected_as_policy_violation() {
+    let g = Gateway::start_with(&[
+        ("IMGATE_SENSITIVE_STRATEGY", "mask"),
+        ("IMGATE_SENSITIVE_STRATEGY_BY_TYPE", "1=reject"),
+    ]);
+    add_words(&g, &["敏感词", "發票"]);
+    let mut bob = xmpp(&g, "bob", "pc");
+    let http = g.client("alice", "web");
+    assert_eq!(
+        http.send_text("bob", "這是敏感詞嗎？开发票", "t1").code(),
+        0
+    );
+    let m = bob
+        .wait_for(|e| e.name == "message" && body_of(e).is_some(), WAIT)
+        .expect("masked delivery");
+    assert_eq!(body_of(&m).as_deref(), Some("這是***嗎？开**"));
+
+    let mut alice = xmpp(&g, "alice", "pc");
+    g.admin().create_group("tw-group", "alice", &["bob"]);
+    alice.send("<message to='tw-group@groups.localhost' type='groupchat' id='g1'><body>敏 感 詞</body></message>");
+    let err = alice
+        .wait_for(
+            |e| e.name == "message" && e.get_attr("type") == Some("error"),
+            WAIT,
+        )
+        .expect("a stanza error");
+    let error = err.get_child("error", ns::CLIENT).expect("<error/>");
+    assert!(
+        error
+            .get_child("policy-violation", ns::STANZA_ERRORS)
+            .is_some(),
+        "{err:?}"
+    );
+    let text = error
+        .get_child("text", ns::STANZA_ERRORS)
+        .map(Element::text_content)
+        .unwrap_or_default();
+    assert!(text.starts_with("242"), "{text}");
 }
 
 #[test]

@@ -2,16 +2,17 @@
 //!
 //! Text is normalized before matching so that common evasions still match:
 //! full-width forms become half-width, case is folded, whitespace,
-//! punctuation and zero-width characters are dropped. Matching is one
-//! Aho-Corasick pass over the normalized text (leftmost-longest); each hit
-//! maps back to its span in the original text so it can be masked there.
-//! Traditional → simplified Chinese folding is not done: no conversion
-//! table ships with imgate yet.
+//! punctuation and zero-width characters are dropped, and traditional
+//! Chinese characters become simplified (OpenCC's character table, one
+//! character for one: `t2s_table.rs`). Matching is one Aho-Corasick pass
+//! over the normalized text (leftmost-longest); each hit maps back to its
+//! span in the original text so it can be masked there.
 //!
 //! The list is swapped atomically on change (an `Arc` behind a lock held
 //! only to clone it), so admin changes take effect on the next message.
 
 mod normalize;
+mod t2s_table;
 
 pub use normalize::{normalize, normalize_text, Normalized};
 
@@ -217,6 +218,15 @@ mod tests {
         }
         assert!(l.scan("a good word").is_empty());
         assert!(l.scan("").is_empty());
+    }
+
+    #[test]
+    fn traditional_and_simplified_match_each_other() {
+        let l = list(&["敏感词", "發票"]);
+        let (masked, hits) = l.mask("這是敏感詞嗎？开发票");
+        assert_eq!(masked, "這是***嗎？开**");
+        let words: Vec<&str> = hits.iter().map(|h| h.word.as_str()).collect();
+        assert_eq!(words, ["敏感词", "發票"]);
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Text normalization for word matching, keeping a map back to the original.
 
+use super::t2s_table::T2S;
+
 /// Normalized text and, for each of its characters, the byte span of the
 /// original character it came from.
 pub struct Normalized {
@@ -45,6 +47,18 @@ fn half_width(c: char) -> char {
     }
 }
 
+/// Traditional Chinese to its simplified form (OpenCC's character table),
+/// so a word listed in either script matches text written in the other.
+fn simplified(c: char) -> char {
+    if (c as u32) < 0x3400 {
+        return c; // below CJK Extension A: nothing to fold
+    }
+    match T2S.binary_search_by_key(&c, |&(t, _)| t) {
+        Ok(i) => T2S[i].1,
+        Err(_) => c,
+    }
+}
+
 /// The normalized text alone (no position map): the fast path.
 pub fn normalize_text(input: &str) -> String {
     let mut text = String::with_capacity(input.len());
@@ -52,7 +66,7 @@ pub fn normalize_text(input: &str) -> String {
         if is_invisible(c) {
             continue;
         }
-        let c = half_width(c);
+        let c = simplified(half_width(c));
         if !is_separator(c) {
             text.extend(c.to_lowercase());
         }
@@ -69,7 +83,7 @@ pub fn normalize(input: &str) -> Normalized {
         if is_invisible(c) {
             continue;
         }
-        let c = half_width(c);
+        let c = simplified(half_width(c));
         if is_separator(c) {
             continue;
         }
@@ -93,6 +107,15 @@ mod tests {
             normalize_text("ＡＢＣ ｄ-E_f 敏\u{200b}感"),
             normalize("ＡＢＣ ｄ-E_f 敏\u{200b}感").text
         );
+        // Traditional folds to simplified, one character for one.
+        assert_eq!(normalize_text("敏感詞"), "敏感词");
+        assert_eq!(normalize_text("髮廊 後門"), "发廊后门");
+        let t = normalize("買賣");
+        assert_eq!(t.text, "买卖");
+        assert_eq!(t.original_span(0, 3), Some((0, 3)));
+        // Folding is idempotent and sorted for the binary search.
+        assert!(T2S.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(T2S.iter().all(|&(_, s)| simplified(s) == s));
         let n = normalize("x Y");
         assert_eq!(n.original_span(1, 2), Some((2, 3)));
         assert_eq!(n.original_span(5, 6), None);
