@@ -1,8 +1,10 @@
 """XEP-0313 paging backwards through a conversation (RSM <before/>, then
-<before>first id</before>) until the archive says complete. Prints
+<before>first id</before>) until the archive says complete, optionally
+within start/end XEP-0082 times. Prints
 {"pages": [[bodies of the newest page], [older], ...], "complete": bool}.
 
-usage: xmpp_mam.py HOST PORT DOMAIN USER TOKEN WITH_JID PAGE_SIZE"""
+usage: xmpp_mam.py HOST PORT DOMAIN USER TOKEN WITH_JID PAGE_SIZE [START [END]]
+(an empty START or END is left out of the query)"""
 
 from xml.etree import ElementTree as ET
 
@@ -12,7 +14,7 @@ MAM = "urn:xmpp:mam:2"
 RSM = "http://jabber.org/protocol/rsm"
 
 
-async def main(host, port, domain, user, token, with_jid, page_size):
+async def main(host, port, domain, user, token, with_jid, page_size, start_at="", end_at=""):
     client = make_client(f"{user}@{domain}", token)
     results = {}
 
@@ -26,6 +28,11 @@ async def main(host, port, domain, user, token, with_jid, page_size):
 
     on_every_message(client, on_message)
     await start(client, host, port)
+    times = "".join(
+        f"<field var='{var}'><value>{value}</value></field>"
+        for var, value in (("start", start_at), ("end", end_at))
+        if value
+    )
     pages, before, complete = [], "", False
     for n in range(20):
         qid = f"q{n}"
@@ -34,7 +41,7 @@ async def main(host, port, domain, user, token, with_jid, page_size):
             f"<query xmlns='{MAM}' queryid='{qid}'>"
             "<x xmlns='jabber:x:data' type='submit'>"
             f"<field var='FORM_TYPE' type='hidden'><value>{MAM}</value></field>"
-            f"<field var='with'><value>{with_jid}</value></field></x>"
+            f"<field var='with'><value>{with_jid}</value></field>{times}</x>"
             f"<set xmlns='{RSM}'><max>{page_size}</max><before>{before}</before></set></query>"
         ))
         answer = await iq.send(timeout=TIMEOUT)

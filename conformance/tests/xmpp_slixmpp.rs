@@ -133,3 +133,61 @@ fn slixmpp_mam_pages_through_history() {
     assert_eq!(all, msgs, "newest page first, each page in order");
     assert_eq!(out["complete"], true);
 }
+
+#[test]
+fn slixmpp_mam_filters_by_start_and_end() {
+    use imgate_codecs::xmpp::timestamp::xep0082;
+    let g = Gateway::start();
+    let (a, b) = (unique("sx-a"), unique("sx-b"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "newphone", 2);
+    let mut args = vec![a.clone(), at.clone(), format!("{b}@{DOMAIN}")];
+    args.extend((0..7).map(|i| format!("t{i}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run(&g, "xmpp_send.py", &args);
+    // The stored times, as the archive will compare them.
+    let stored: Vec<(i64, String)> = g
+        .client(&b, "web")
+        .sync_all(0)
+        .iter()
+        .map(|m| {
+            let ts = m["timestamp"].as_i64().expect("timestamp");
+            let body = m["payload"]["searchableContent"]
+                .as_str()
+                .unwrap_or_default();
+            (ts, body.to_string())
+        })
+        .collect();
+    assert_eq!(stored.len(), 7);
+    let (start, end) = (stored[2].0, stored[5].0);
+    let expect = |lo: i64, hi: i64| -> Vec<String> {
+        stored
+            .iter()
+            .filter(|(ts, _)| (lo..=hi).contains(ts))
+            .map(|(_, b)| b.clone())
+            .collect()
+    };
+    let query = |from: &str, to: &str| -> Vec<String> {
+        let out = run(
+            &g,
+            "xmpp_mam.py",
+            &[&b, &bt, &format!("{a}@{DOMAIN}"), "2", from, to],
+        );
+        assert_eq!(out["complete"], true, "{out}");
+        out["pages"]
+            .as_array()
+            .expect("pages")
+            .iter()
+            .rev()
+            .flat_map(|p| p.as_array().cloned().unwrap_or_default())
+            .map(|m| m.as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let both = query(&xep0082(start), &xep0082(end));
+    assert_eq!(both, expect(start, end));
+    assert!(both.contains(&"t2".to_string()) && both.contains(&"t5".to_string()));
+    assert_eq!(query(&xep0082(start), ""), expect(start, i64::MAX));
+    assert_eq!(query("", &xep0082(end)), expect(i64::MIN, end));
+    // Before any message: nothing, and complete.
+    assert!(query("", "2020-01-01T00:00:00Z").is_empty());
+}

@@ -12,7 +12,7 @@
 //! - [`payload`]: `<payload xmlns='urn:imgate:payload'>` ↔ the
 //!   `MessagePayload` fields `<body>` cannot carry.
 //! - [`normalizer`]: [`XmppNormalizer`], `<message>` ↔ `Draft`/`Message`.
-//! - [`timestamp`]: XEP-0082 date-times for `<delay>`.
+//! - [`timestamp`]: XEP-0082 date-times for `<delay>` and MAM filters.
 //! - [`ns`]: the namespaces, as constants.
 //! - [`error`]: [`XmppCodecError`] with its RFC 6120 stream condition.
 //!
