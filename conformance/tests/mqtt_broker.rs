@@ -169,6 +169,46 @@ fn persistent_sessions_queue_offline_and_redeliver_with_dup_across_restart() {
     assert_eq!(late.message(&format!("{t}/kept"))["payload"], "r");
 }
 
+/// A publisher's PUBACK means durable even when the persistent subscriber
+/// is online and has not acked yet: a kill -9 at that moment loses nothing.
+#[test]
+fn online_persistent_session_keeps_unacked_messages_across_kill_9() {
+    let mut g = Gateway::start();
+    let t = unique("online");
+    let sub_user = unique("osub");
+    let mut so = opts(&g, &sub_user, "s", 4);
+    so["clean"] = json!(false);
+    so["manual_ack"] = json!(true);
+    let mut s = connect(&g, so.clone());
+    s.subscribe(&format!("{t}/#"), 1);
+    let mut p = connect(&g, opts(&g, &unique("opub"), "p", 4));
+    for i in 0..3 {
+        assert_eq!(
+            p.publish(json!({"topic": format!("{t}/{i}"), "payload": format!("m{i}"), "qos": 1})),
+            0
+        );
+    }
+    // Online and received, never acked.
+    for i in 0..3 {
+        assert_eq!(s.message(&format!("{t}/{i}"))["payload"], format!("m{i}"));
+    }
+    g.kill9();
+    drop((s, p));
+    g.restart();
+    so["token"] = json!(g.admin().token(&sub_user, "s", 1));
+    let mut s = MqttAgent::start(g.addr("mqtt"));
+    let ack = s.connect(so);
+    assert_eq!(
+        (ack["rc"].as_i64(), ack["session_present"].as_bool()),
+        (Some(0), Some(true))
+    );
+    for i in 0..3 {
+        let m = s.message(&format!("{t}/{i}"));
+        assert_eq!(m["payload"], format!("m{i}"));
+        s.cmd(json!({"op": "ack", "mid": m["mid"]}));
+    }
+}
+
 #[test]
 fn mqtt5_properties_flow_control_and_aliases() {
     let g = Gateway::start();

@@ -11,8 +11,11 @@
 //! `session present = 0` on its next CONNECT.
 //!
 //! Durability: retained messages and persistent sessions are written to
-//! `<data_dir>/mqtt.redb` (see [`persist`]) when they change; a session's
-//! queue is saved when it is offline and on disconnect.
+//! `<data_dir>/mqtt.redb` (see [`persist`]) when they change: a QoS ≥ 1
+//! delivery queued for a persistent session is saved (fsync) before the
+//! publisher gets its PUBACK, whether the subscriber is online or not;
+//! acks are saved with the next change (a crash may redeliver an acked
+//! message, never lose an unacked one).
 //!
 //! Several nodes: with a [`ClusterBus`] (RabbitMQ store), every generic
 //! publish is also forwarded to the other nodes, which deliver it to their
@@ -428,13 +431,17 @@ impl Broker {
             Self::remove_session(g, key);
             return Some(PersistOp::DeleteSession(key.to_owned()));
         }
+        // QoS >= 1 is saved before the publisher's PUBACK, online or not:
+        // an unacked delivery must survive a crash (DESIGN §3.1).
+        let durable = d.qos != QoS::AtMostOnce;
         s.queue.push_back(d);
-        match &s.conn {
-            Some(c) => {
-                c.notify.notify_one();
-                None
-            }
-            None => Self::snapshot(key, s),
+        if let Some(c) = &s.conn {
+            c.notify.notify_one();
+        }
+        if durable || s.conn.is_none() {
+            Self::snapshot(key, s)
+        } else {
+            None
         }
     }
 
