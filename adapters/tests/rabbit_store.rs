@@ -606,15 +606,45 @@ async fn full_device_queue_rejects_the_publish_instead_of_dropping() {
     };
     assert!(accepted >= 3, "accepted only {accepted}");
     assert!(
-        matches!(err, imgate_core::StoreError::Unavailable(_)),
+        matches!(&err, imgate_core::StoreError::Unavailable(m) if m.contains("not stored")),
         "{err}"
     );
-    // Nothing pending was dropped: the device still gets the first three.
+    // The refused message was taken back: not in anyone's sync or history.
+    let refused = format!("f{accepted}");
+    let synced = |page: imgate_core::store::SyncPage| -> Vec<String> {
+        page.messages
+            .iter()
+            .map(|m| m.client_msg_id.clone())
+            .collect()
+    };
+    let alice_sync = synced(store.sync("alice", 0, 100).await.unwrap());
+    assert_eq!(alice_sync.len(), accepted, "{alice_sync:?}");
+    assert!(!alice_sync.contains(&refused));
+    let history = synced(
+        store
+            .history("bob", &Conversation::private("alice"), 0, 100)
+            .await
+            .unwrap(),
+    );
+    assert!(!history.contains(&refused), "{history:?}");
+    // Nothing pending was dropped: the device still gets the accepted
+    // ones, and never the refused one.
     let mut feed = ns.attach(&store, "bob", "old-tablet").await;
+    let mut delivered = Vec::new();
     for _ in 0..accepted {
         let id = next(&mut feed).await;
+        delivered.push(id);
         store.ack("bob", "old-tablet", id).await.unwrap();
     }
+    // With room again, the sender's resend with the same id is stored as
+    // a new message (not answered as a duplicate of the withdrawn one).
+    let again = store
+        .append(private("alice", "bob", &refused, "x"))
+        .await
+        .expect("resend after the queue drained");
+    assert!(!again.duplicate);
+    assert_eq!(next(&mut feed).await, again.message.message_id);
+    assert!(!delivered.contains(&again.message.message_id));
     drop(feed);
     store.close().await;
     ns.cleanup().await;

@@ -86,6 +86,8 @@ pub enum Outcome {
         duplicate: bool,
     },
     Recalled(Recalled),
+    /// A withdrawn message (its final id, if it had been indexed).
+    Withdrawn(Option<u64>),
     GroupPut,
     GroupDeleted(bool),
     /// A setting changed: its key and value, for watchers on this node.
@@ -256,6 +258,9 @@ impl Index {
                 ..
             } => self.apply_message(t, pos, message, recipients)?,
             Record::Recall { message_id, .. } => (Outcome::Recalled(recall(t, *message_id)?), None),
+            Record::Withdraw { provisional, .. } => {
+                (Outcome::Withdrawn(withdraw(t, *provisional)?), None)
+            }
             Record::PutGroup { group, .. } => {
                 let bytes = serde_json::to_vec(group).map_err(corrupt)?;
                 t.groups
@@ -573,6 +578,30 @@ fn recall(t: &mut Tables<'_>, id: u64) -> Result<Recalled, StoreError> {
     Ok(Some((Arc::new(stored.message), stored.recipients)))
 }
 
+/// Take back the message written with provisional id `prov`: out of
+/// history, sync and dedupe, and its queued copies resolve to nothing
+/// (`prov` marked as a duplicate). A withdraw read before its message
+/// (cannot happen with one writer channel, but replay must be total)
+/// leaves a tombstone so the message is never indexed.
+fn withdraw(t: &mut Tables<'_>, prov: u64) -> Result<Option<u64>, StoreError> {
+    let Some((final_id, duplicate)) = t.prov.get(prov).map_err(io)?.map(|v| v.value()) else {
+        t.prov.insert(prov, (0, true)).map_err(io)?;
+        return Ok(None);
+    };
+    if duplicate {
+        return Ok(None); // it was a resend: the original stays
+    }
+    t.prov.insert(prov, (final_id, true)).map_err(io)?;
+    if let Some((m, _)) = recall(t, final_id)? {
+        let key = (m.sender.as_str(), m.client_msg_id.as_str());
+        if t.dedupe.get(key).map_err(io)?.map(|v| v.value().0) == Some(final_id) {
+            t.dedupe.remove(key).map_err(io)?;
+            t.dedupe_order.remove(final_id).map_err(io)?;
+        }
+    }
+    Ok(Some(final_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,5 +680,68 @@ mod tests {
             .apply(&mut pos, &[(4, Some(msg(500, ts + 600_001, "k1")))])
             .unwrap();
         assert_eq!(final_of(&out[0]), (500, false));
+    }
+
+    fn withdraw_of(prov: u64) -> Record {
+        Record::Withdraw {
+            origin: Origin {
+                boot: 1,
+                token: prov + 1,
+            },
+            provisional: prov,
+        }
+    }
+
+    #[test]
+    fn withdraw_takes_a_message_back_and_frees_its_dedupe_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, mut pos) = Index::open(&dir.path().join("w.redb"), 600_000).unwrap();
+        let ts = 1_800_000_000_000;
+        let out = index
+            .apply(
+                &mut pos,
+                &[
+                    (0, Some(msg(100, ts, "k1"))),
+                    (1, Some(msg(200, ts, "k2"))),
+                    (2, Some(withdraw_of(200))),
+                    // A withdraw ahead of its message leaves a tombstone.
+                    (3, Some(withdraw_of(400))),
+                    (4, Some(msg(400, ts, "k4"))),
+                ],
+            )
+            .unwrap();
+        assert!(matches!(out[2].outcome, Outcome::Withdrawn(Some(200))));
+        assert!(matches!(out[3].outcome, Outcome::Withdrawn(None)));
+        let ids = |index: &Index| -> Vec<u64> {
+            index
+                .sync("b", 0, 10)
+                .unwrap()
+                .messages
+                .iter()
+                .map(|m| m.message_id)
+                .collect()
+        };
+        assert_eq!(ids(&index), vec![100]);
+        assert_eq!(index.get(200).unwrap().map(|s| s.message.message_id), None);
+        // Queued copies of the withdrawn message resolve to nothing.
+        assert_eq!(index.provisional(200).unwrap(), Some((200, true)));
+        // The sender's resend with the same client id is a new message.
+        assert!(index.dedupe("a", "k2", ts + 1).unwrap().is_none());
+        let out = index
+            .apply(&mut pos, &[(5, Some(msg(300, ts + 1, "k2")))])
+            .unwrap();
+        assert_eq!(final_of(&out[0]), (300, false));
+        assert_eq!(ids(&index), vec![100, 300]);
+        // Withdrawing a resend leaves the original alone.
+        index
+            .apply(
+                &mut pos,
+                &[
+                    (6, Some(msg(500, ts + 2, "k1"))),
+                    (7, Some(withdraw_of(500))),
+                ],
+            )
+            .unwrap();
+        assert_eq!(ids(&index), vec![100, 300]);
     }
 }

@@ -41,9 +41,13 @@
 //!   copies from two nodes racing within milliseconds can arrive in
 //!   either order (both carry their final id; clients order by id).
 //! - A full device queue (`x-max-length`, `reject-publish`) nacks the
-//!   publish: the append fails with code 4, but the log already has the
-//!   message (it is in history, and a resend is answered as a duplicate);
-//!   that device finds it through sync rather than as a pending delivery.
+//!   publish: the writer then logs a `Withdraw` record, every indexer takes
+//!   the message back (out of history, sync and dedupe; queued copies are
+//!   skipped) and the append fails with code 4 "not stored". A live
+//!   listener may have seen it in the milliseconds between the two
+//!   records. If the withdraw cannot be written either (broker gone), the
+//!   error says the message may still show, and a resend is answered as a
+//!   duplicate.
 //! - The log stream is kept whole (no retention): it is the history.
 //!   Each node's index is a cache of it and can be deleted at any time.
 //! - One channel per attached device: about 2000 devices per node per

@@ -32,7 +32,7 @@ use imgate_core::StoreError;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio::time::{timeout_at, Instant};
 
 use super::broker::Broker;
@@ -142,82 +142,152 @@ impl Publisher {
     /// to apply it; the outcome of applying it. The indexer wait is bounded
     /// by `send_timeout`, or by `index_wait` after the confirm if given
     /// (catching up at start may take longer than one send).
+    ///
+    /// A nack (a recipient's device queue is full, or the log refused it)
+    /// is followed by a [`Record::Withdraw`], so the message the stream may
+    /// already hold is taken back on every node and the sender's error is
+    /// true: not stored.
     pub async fn write(
         &self,
         build: impl FnOnce(Origin, i64) -> Outgoing,
         index_wait: Option<Duration>,
     ) -> Result<Outcome, StoreError> {
         let deadline = Instant::now() + self.send_timeout;
-        let _slot = timeout_at(deadline, self.window.acquire())
+        let slot = timeout_at(deadline, self.window.acquire())
             .await
             .map_err(|_| unavailable("too many messages awaiting RabbitMQ confirms"))?
             .map_err(|_| unavailable("store closed"))?;
-        let (ch, token, out) = {
-            let mut guard = timeout_at(deadline, self.channel.lock())
-                .await
-                .map_err(|_| unavailable("timed out waiting to publish"))?;
-            let ch = match guard.as_ref() {
-                Some(ch) if ch.status().connected() => ch.clone(),
-                _ => {
-                    let ch = self.open_channel(deadline).await?;
-                    *guard = Some(ch.clone());
-                    ch
-                }
-            };
-            let now = now_ms();
-            let token = {
-                let mut ids = match self.ids.lock() {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                };
-                ids.resume_after(self.last_final.load(Ordering::Acquire));
-                ids.next_at(now)
-            };
-            let origin = Origin {
-                boot: self.boot,
-                token,
-            };
-            (ch, token, build(origin, now))
+        let (ch, token, out) = self.prepare(deadline, build).await?;
+        match self
+            .send(&ch, token, out, Some(slot), deadline, index_wait)
+            .await
+        {
+            Ok(outcome) => Ok(outcome),
+            Err(Failed::Nacked) => Err(self.withdraw(token).await),
+            Err(Failed::Error(e)) => Err(e),
+        }
+    }
+
+    /// Take back the nacked record `prov` (see [`Self::write`]); the error
+    /// for its sender.
+    async fn withdraw(&self, prov: u64) -> StoreError {
+        const REFUSED: &str = "RabbitMQ refused the message (a recipient's device queue is full, or the log is unavailable)";
+        let deadline = Instant::now() + self.send_timeout;
+        let build = |origin, _| Outgoing {
+            record: Record::Withdraw {
+                origin,
+                provisional: prov,
+            },
+            recipients: Vec::new(),
         };
+        let sent = match self.prepare(deadline, build).await {
+            Ok((ch, token, out)) => self.send(&ch, token, out, None, deadline, None).await,
+            Err(e) => Err(Failed::Error(e)),
+        };
+        match sent {
+            Ok(outcome) => {
+                if let Outcome::Withdrawn(final_id) = outcome {
+                    tracing::info!(prov, ?final_id, "rabbit: nacked message withdrawn");
+                }
+                unavailable(format!("{REFUSED}; it was not stored"))
+            }
+            Err(f) => {
+                let why = match f {
+                    Failed::Nacked => "nacked".to_string(),
+                    Failed::Error(e) => e.to_string(),
+                };
+                tracing::warn!(prov, error = %why, "rabbit: could not withdraw a nacked message");
+                unavailable(format!(
+                    "{REFUSED}, and taking it back failed ({why}): it may still show in history; resend with the same client_msg_id"
+                ))
+            }
+        }
+    }
+
+    /// A connected confirm channel, a fresh token and the record built for
+    /// it (ids are taken under the channel lock, see the module docs).
+    async fn prepare(
+        &self,
+        deadline: Instant,
+        build: impl FnOnce(Origin, i64) -> Outgoing,
+    ) -> Result<(Channel, u64, Outgoing), StoreError> {
+        let mut guard = timeout_at(deadline, self.channel.lock())
+            .await
+            .map_err(|_| unavailable("timed out waiting to publish"))?;
+        let ch = match guard.as_ref() {
+            Some(ch) if ch.status().connected() => ch.clone(),
+            _ => {
+                let ch = self.open_channel(deadline).await?;
+                *guard = Some(ch.clone());
+                ch
+            }
+        };
+        let now = now_ms();
+        let token = {
+            let mut ids = match self.ids.lock() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            ids.resume_after(self.last_final.load(Ordering::Acquire));
+            ids.next_at(now)
+        };
+        let origin = Origin {
+            boot: self.boot,
+            token,
+        };
+        Ok((ch, token, build(origin, now)))
+    }
+
+    /// Publish a prepared record, wait for the broker's confirms (then
+    /// free `slot`) and for this node's indexer.
+    async fn send(
+        &self,
+        ch: &Channel,
+        token: u64,
+        out: Outgoing,
+        slot: Option<SemaphorePermit<'_>>,
+        deadline: Instant,
+        index_wait: Option<Duration>,
+    ) -> Result<Outcome, Failed> {
         let body = out
             .record
             .encode()
             .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
-        let waiting = self.waiters.register(token);
-        let confirms = match self.publish_all(&ch, &body, &out.recipients).await {
+        let mut waiting = self.waiters.register(token);
+        let confirms = match self.publish_all(ch, &body, &out.recipients).await {
             Ok(c) => c,
             Err(e) => {
                 let mut guard = self.channel.lock().await;
                 if guard.as_ref().is_some_and(|c| c.id() == ch.id()) {
                     *guard = None;
                 }
-                return Err(unavailable(format!("publish failed: {e}")));
+                return Err(unavailable(format!("publish failed: {e}")).into());
             }
         };
         for confirm in confirms {
             match timeout_at(deadline, confirm).await {
                 Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => {}
-                Ok(Ok(Confirmation::Nack(_))) => {
-                    return Err(unavailable(
-                        "RabbitMQ refused the message (a recipient's device queue is full, or the log is unavailable)",
-                    ))
+                Ok(Ok(Confirmation::Nack(_))) => return Err(Failed::Nacked),
+                Ok(Err(e)) => {
+                    return Err(unavailable(format!("no confirm from RabbitMQ: {e}")).into())
                 }
-                Ok(Err(e)) => return Err(unavailable(format!("no confirm from RabbitMQ: {e}"))),
-                Err(_) => return Err(unavailable("timed out waiting for the RabbitMQ confirm")),
+                Err(_) => {
+                    return Err(unavailable("timed out waiting for the RabbitMQ confirm").into())
+                }
             }
         }
-        drop(_slot);
-        let mut waiting = waiting;
+        drop(slot);
         let index_deadline = match index_wait {
             Some(d) => Instant::now() + d,
             None => deadline,
         };
         match timeout_at(index_deadline, &mut waiting.rx).await {
             Ok(Ok(outcome)) => Ok(outcome),
-            Ok(Err(_)) => Err(unavailable("store closed")),
+            Ok(Err(_)) => Err(unavailable("store closed").into()),
             Err(_) => Err(unavailable(
                 "stored, but this node has not indexed it yet; resend to get the ack",
-            )),
+            )
+            .into()),
         }
     }
 
@@ -291,6 +361,19 @@ impl Publisher {
             confirms.push(confirm);
         }
         Ok(confirms)
+    }
+}
+
+/// Why a publish did not go through.
+enum Failed {
+    /// The broker nacked it: the record may be in the log (see `withdraw`).
+    Nacked,
+    Error(StoreError),
+}
+
+impl From<StoreError> for Failed {
+    fn from(e: StoreError) -> Self {
+        Failed::Error(e)
     }
 }
 

@@ -34,6 +34,13 @@ pub enum Record {
         origin: Origin,
         message_id: u64,
     },
+    /// The writer of the message with provisional id `provisional` got a
+    /// nack (a recipient's device queue was full): the message is taken
+    /// back everywhere, as if never stored, and its sender is told so.
+    Withdraw {
+        origin: Origin,
+        provisional: u64,
+    },
     PutGroup {
         origin: Origin,
         group: Group,
@@ -60,6 +67,7 @@ impl Record {
         match self {
             Record::Message { origin, .. }
             | Record::Recall { origin, .. }
+            | Record::Withdraw { origin, .. }
             | Record::PutGroup { origin, .. }
             | Record::DeleteGroup { origin, .. }
             | Record::PutSetting { origin, .. }
