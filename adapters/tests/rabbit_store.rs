@@ -422,6 +422,29 @@ async fn settings_reach_every_node_and_later_nodes() {
     b.put_setting("policy".into(), "{\"v\":2}".into())
         .await
         .unwrap();
+    // Announcements: every node sees them in order, marked local only on
+    // the node that made them.
+    let mut ann_a = a.watch_announcements();
+    let mut ann_b = b.watch_announcements();
+    a.announce("login".into(), "first".into()).await.unwrap();
+    b.announce("login".into(), "second".into()).await.unwrap();
+    for (rx, local_first) in [(&mut ann_a, true), (&mut ann_b, false)] {
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let a = tokio::time::timeout(WAIT, rx.recv())
+                .await
+                .expect("announcement within the wait")
+                .expect("watch open");
+            got.push((a.payload.clone(), a.local));
+        }
+        assert_eq!(
+            got,
+            [
+                ("first".to_string(), local_first),
+                ("second".to_string(), !local_first)
+            ]
+        );
+    }
     // A node started afterwards has the last value before it serves.
     let c = ns.open(dc.path(), 3).await;
     assert_eq!(

@@ -413,3 +413,49 @@ fn im_across_nodes_between_pb_mqtt_and_xmpp() {
     assert_eq!(d.sender, carol);
     assert_eq!(d.payload.unwrap().searchable_content, "xmpp to pb");
 }
+
+/// The multi-endpoint kick rule holds across nodes: a phone login on node
+/// B ends the phone session on node A (or, if the two logins raced, the
+/// other one: exactly one survives), and a PC session stays.
+#[test]
+fn second_phone_login_on_another_node_kicks_the_first() {
+    use imgate_codecs::pb::PbServerMessage;
+    use imgate_conformance::PbClient;
+    let Some(url) = amqp_url("second_phone_login_on_another_node_kicks_the_first") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let user = unique("mn-kick");
+    let login = |g: &Gateway, device: &str, platform: i32| {
+        let token = g.admin().token(&user, device, platform);
+        PbClient::login_ok(g.addr("pb"), &user, &token, device, platform)
+    };
+    let mut phone1 = login(&c.a, "phone1", 2);
+    let mut laptop = login(&c.a, "laptop", 3);
+    // A round trip through the store on node A, so phone1's announcement
+    // is normally ahead of phone2's login.
+    assert_eq!(phone1.send_text(&user, "note to self", "k1").code, 0);
+    let mut phone2 = login(&c.b, "phone2", 1);
+    let is_kick = |m: &PbServerMessage| matches!(m, PbServerMessage::Kick(k) if k.code == 7);
+    let deadline = Instant::now() + WAIT;
+    let (kicked, survivor) = loop {
+        assert!(
+            Instant::now() < deadline,
+            "no session was kicked across nodes"
+        );
+        if let Some(m) = phone1.recv(Duration::from_millis(100)) {
+            if is_kick(&m.msg) {
+                break (phone1, phone2);
+            }
+        }
+        if let Some(m) = phone2.recv(Duration::from_millis(100)) {
+            if is_kick(&m.msg) {
+                break (phone2, phone1);
+            }
+        }
+    };
+    let (mut kicked, mut survivor) = (kicked, survivor);
+    assert!(kicked.wait_closed(WAIT), "the kicked session is closed");
+    assert!(survivor.heartbeat(), "the other phone stays online");
+    assert!(laptop.heartbeat(), "another platform class stays online");
+}

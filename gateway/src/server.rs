@@ -118,6 +118,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .clone()
             .follow(state.store.clone(), state.sessions.clone()),
     );
+    // The login kick rule across nodes.
+    state.sessions.join_cluster(state.store.clone());
 
     let pb = bind("pb", &config.pb_addr).await?;
     let mqtt_broker = mqtt::Broker::open(

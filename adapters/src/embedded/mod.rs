@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, SettingChange, StoreResult,
-    SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, SettingChange,
+    StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -230,6 +230,21 @@ impl Store for EmbeddedStore {
 
     fn watch_settings(&self) -> tokio::sync::broadcast::Receiver<SettingChange> {
         self.router.settings.subscribe()
+    }
+
+    /// One node: an announcement only goes to this process's watchers.
+    fn announce(&self, topic: String, payload: String) -> BoxFuture<'_, StoreResult<()>> {
+        let a = Arc::new(Announcement {
+            topic,
+            payload,
+            local: true,
+        });
+        let _ = self.router.announcements.send(a);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn watch_announcements(&self) -> tokio::sync::broadcast::Receiver<Arc<Announcement>> {
+        self.router.announcements.subscribe()
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::{SettingChange, UserFeed};
+use imgate_core::store::{Announcement, SettingChange, UserFeed};
 use tokio::sync::{broadcast, mpsc};
 
 type DeviceRoute = (u64, mpsc::Sender<Arc<Message>>);
@@ -20,6 +20,9 @@ struct Routes {
 pub struct Router {
     /// Setting changes, for `Store::watch_settings`.
     pub settings: broadcast::Sender<SettingChange>,
+    /// Announcements, for `Store::watch_announcements` (one node: every
+    /// announcement is local).
+    pub announcements: broadcast::Sender<Arc<Announcement>>,
     routes: Arc<Mutex<Routes>>,
     generation: AtomicU64,
     device_buffer: usize,
@@ -36,6 +39,7 @@ impl Router {
     pub fn new(device_buffer: usize) -> Self {
         Router {
             settings: broadcast::channel(64).0,
+            announcements: broadcast::channel(1024).0,
             routes: Arc::default(),
             generation: AtomicU64::new(1),
             device_buffer: device_buffer.max(1),

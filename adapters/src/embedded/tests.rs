@@ -252,6 +252,14 @@ async fn settings_are_durable_and_watched() {
         .unwrap();
     let (key, value) = watch.recv().await.unwrap();
     assert_eq!((key.as_str(), value.as_str()), ("policy", "{\"v\":1}"));
+    // One node: announcements reach this process's watchers, as local.
+    let mut ann = store.watch_announcements();
+    store.announce("login".into(), "x".into()).await.unwrap();
+    let a = ann.recv().await.unwrap();
+    assert_eq!(
+        (a.topic.as_str(), a.payload.as_str(), a.local),
+        ("login", "x", true)
+    );
     store.close().await;
     let store = open(&dir);
     assert_eq!(

@@ -92,6 +92,8 @@ pub enum Outcome {
     GroupDeleted(bool),
     /// A setting changed: its key and value, for watchers on this node.
     SettingPut(String, Arc<String>),
+    /// An announcement: topic, payload, writer's time (nothing stored).
+    Announced(String, String, i64),
     Marker,
 }
 
@@ -281,6 +283,15 @@ impl Index {
                     None,
                 )
             }
+            Record::Announce {
+                topic,
+                payload,
+                at_ms,
+                ..
+            } => (
+                Outcome::Announced(topic.clone(), payload.clone(), *at_ms),
+                None,
+            ),
             Record::Marker { .. } => (Outcome::Marker, None),
         };
         Ok(Applied {

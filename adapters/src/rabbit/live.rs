@@ -1,6 +1,6 @@
 //! Live listeners on this node: per-user broadcast feeds (SSE and other
-//! cursor-keeping streams), setting changes, and a progress signal of the indexer that
-//! device deliveries wait on.
+//! cursor-keeping streams), setting changes, announcements, and a
+//! progress signal of the indexer that device deliveries wait on.
 //!
 //! Every node indexes every record, so a user's feed on node B carries the
 //! messages appended on node A as soon as B indexed them.
@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::{SettingChange, UserFeed};
+use imgate_core::store::{Announcement, SettingChange, UserFeed};
 use tokio::sync::{broadcast, watch};
 
 const USER_FEED_BUFFER: usize = 1024;
@@ -18,6 +18,8 @@ pub struct LiveFeeds {
     users: Mutex<HashMap<String, broadcast::Sender<Arc<Message>>>>,
     /// Setting changes, in stream order, for `Store::watch_settings`.
     pub settings: broadcast::Sender<SettingChange>,
+    /// Announcements, in stream order, for `Store::watch_announcements`.
+    pub announcements: broadcast::Sender<Arc<Announcement>>,
     /// Bumped after every applied batch.
     progress: watch::Sender<u64>,
 }
@@ -27,6 +29,7 @@ impl Default for LiveFeeds {
         LiveFeeds {
             users: Mutex::default(),
             settings: broadcast::channel(64).0,
+            announcements: broadcast::channel(1024).0,
             progress: watch::channel(0).0,
         }
     }

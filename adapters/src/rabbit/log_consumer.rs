@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
+use imgate_core::now_ms;
+use imgate_core::store::Announcement;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -29,6 +31,9 @@ use super::topology::{short, Names};
 /// Most log records applied in one index transaction.
 const MAX_BATCH: usize = 1024;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Announcements read later than this after they were made (a node
+/// replaying the stream after a restart) are not passed on.
+const ANNOUNCEMENT_TTL_MS: i64 = 60_000;
 
 pub struct LogConsumer {
     pub broker: Broker,
@@ -185,8 +190,20 @@ impl LogConsumer {
             if let Some((message, recipients)) = &a.fan_out {
                 self.feeds.fan_out(message, recipients);
             }
-            if let Outcome::SettingPut(key, value) = &a.outcome {
-                let _ = self.feeds.settings.send((key.clone(), value.clone()));
+            match &a.outcome {
+                Outcome::SettingPut(key, value) => {
+                    let _ = self.feeds.settings.send((key.clone(), value.clone()));
+                }
+                Outcome::Announced(topic, payload, at_ms)
+                    if now_ms().saturating_sub(*at_ms) <= ANNOUNCEMENT_TTL_MS =>
+                {
+                    let _ = self.feeds.announcements.send(Arc::new(Announcement {
+                        topic: topic.clone(),
+                        payload: payload.clone(),
+                        local: a.origin.boot == self.boot,
+                    }));
+                }
+                _ => {}
             }
             if a.origin.boot == self.boot {
                 self.waiters.resolve(a.origin.token, a.outcome);

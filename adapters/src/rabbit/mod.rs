@@ -549,4 +549,35 @@ impl Store for RabbitStore {
     ) -> tokio::sync::broadcast::Receiver<imgate_core::store::SettingChange> {
         self.inner.feeds.settings.subscribe()
     }
+
+    /// One record in the log: every node passes it on as it reads it
+    /// (this one included, once its indexer got there).
+    fn announce(&self, topic: String, payload: String) -> BoxFuture<'_, StoreResult<()>> {
+        Box::pin(async move {
+            let outcome = self
+                .write(
+                    |origin, at_ms| Outgoing {
+                        record: Record::Announce {
+                            origin,
+                            topic,
+                            payload,
+                            at_ms,
+                        },
+                        recipients: Vec::new(),
+                    },
+                    None,
+                )
+                .await?;
+            match outcome {
+                Outcome::Announced(..) => Ok(()),
+                _ => Err(unexpected("announce")),
+            }
+        })
+    }
+
+    fn watch_announcements(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<Arc<imgate_core::store::Announcement>> {
+        self.inner.feeds.announcements.subscribe()
+    }
 }

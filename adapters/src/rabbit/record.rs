@@ -55,6 +55,16 @@ pub enum Record {
         key: String,
         value: String,
     },
+    /// A transient cluster event (`Store::announce`): delivered to every
+    /// node's watchers as it is read, never kept in the index.
+    Announce {
+        origin: Origin,
+        topic: String,
+        payload: String,
+        /// Writer's clock (ms): a node reading it much later (replay after
+        /// a restart) ignores it.
+        at_ms: i64,
+    },
     /// Written by a node when it starts: once its indexer reads it back,
     /// the node has seen everything written before its start.
     Marker {
@@ -71,6 +81,7 @@ impl Record {
             | Record::PutGroup { origin, .. }
             | Record::DeleteGroup { origin, .. }
             | Record::PutSetting { origin, .. }
+            | Record::Announce { origin, .. }
             | Record::Marker { origin } => *origin,
         }
     }

@@ -115,7 +115,26 @@ pub trait Store: Send + Sync + 'static {
 
     /// Setting changes as this node applies them, from any node.
     fn watch_settings(&self) -> broadcast::Receiver<SettingChange>;
+
+    /// Tell every node, this one included, about a transient event (e.g.
+    /// a login that must end older sessions on other nodes). Not kept: a
+    /// node that is down, or reads it more than a minute late, does not
+    /// see it. Every node sees announcements in the same order.
+    fn announce(&self, topic: String, payload: String) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Announcements as this node applies them, from any node.
+    fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>>;
 }
 
 /// A changed setting: its key and new value.
 pub type SettingChange = (String, Arc<String>);
+
+/// A transient cluster event (see [`Store::announce`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announcement {
+    pub topic: String,
+    pub payload: String,
+    /// Made by this process (a node acts on the others' announcements and
+    /// learns from its own that they went through).
+    pub local: bool,
+}

@@ -1,7 +1,8 @@
 //! What every protocol's sessions share: token login, the multi-endpoint
-//! kick rule, connection admission (per-IP rate, global cap) and the accept
-//! loop.
+//! kick rule (also across nodes: `cluster`), connection admission (per-IP
+//! rate, global cap) and the accept loop.
 
+pub mod cluster;
 pub mod conn_limit;
 pub mod listener;
 pub mod login;

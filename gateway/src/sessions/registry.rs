@@ -3,14 +3,22 @@
 //! the same platform class (mobile / pad / pc / web) kicks the older one
 //! unless `multi_endpoint` is set. The kicked session gets a [`Kick`] (code
 //! 7) to render in its protocol before it closes.
+//!
+//! Across nodes (see [`super::cluster`]) every login is announced through
+//! the store; a node applies another node's login to its own sessions
+//! with the same rule. "Older" is then the order of the announcements in
+//! the store, the same on every node: a local session is kicked by a
+//! remote login only once its own announcement went through (so it came
+//! first). Two logins racing on two nodes thus end with exactly one
+//! survivor, the one announced last.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use imgate_core::model::PlatformClass;
 use imgate_core::pipeline::{Principal, Protocol};
-use imgate_core::ErrorCode;
+use imgate_core::{ErrorCode, Store};
 use tokio::sync::oneshot;
 
 /// Why a session must end.
@@ -26,6 +34,15 @@ struct Entry {
     class: PlatformClass,
     protocol: Protocol,
     kick: Option<oneshot::Sender<Kick>>,
+    /// Its login announcement came back from the store (cluster order).
+    announced: bool,
+}
+
+/// A login as the kick rule sees it.
+pub struct Login<'a> {
+    pub user: &'a str,
+    pub device: &'a str,
+    pub class: PlatformClass,
 }
 
 #[derive(Default)]
@@ -37,6 +54,8 @@ pub struct SessionRegistry {
     inner: Arc<Mutex<Inner>>,
     next_id: AtomicU64,
     multi_endpoint: bool,
+    /// Where logins are announced to the other nodes, once joined.
+    cluster: OnceLock<Arc<dyn Store>>,
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -73,52 +92,108 @@ impl SessionRegistry {
             inner: Arc::default(),
             next_id: AtomicU64::new(1),
             multi_endpoint,
+            cluster: OnceLock::new(),
         }
     }
 
-    /// Register a logged-in session, kicking the sessions it replaces.
+    /// Announce every later login through `store` and apply the other
+    /// nodes' logins here (see [`super::cluster`]).
+    pub fn join_cluster(self: &Arc<Self>, store: Arc<dyn Store>) {
+        if self.cluster.set(store.clone()).is_ok() {
+            tokio::spawn(super::cluster::follow_logins(store, self.clone()));
+        }
+    }
+
+    /// Register a logged-in session, kicking the sessions it replaces,
+    /// and announce it to the other nodes.
     pub fn register(&self, p: &Principal) -> SessionHandle {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let class = p.platform.class();
         let (tx, rx) = oneshot::channel();
+        let login = Login {
+            user: &p.user_id,
+            device: &p.device_id,
+            class,
+        };
         let mut inner = lock(&self.inner);
         let list = inner.users.entry(p.user_id.clone()).or_default();
-        for e in list.iter_mut() {
-            let same_device = e.device == p.device_id;
-            let same_class = !self.multi_endpoint && e.class == class;
-            if same_device || same_class {
-                let reason = if same_device {
-                    format!(
-                        "device {} logged in again over {}",
-                        p.device_id,
-                        p.protocol.name()
-                    )
-                } else {
-                    format!("logged in on another {class:?} device ({})", p.device_id)
-                };
-                if let Some(k) = e.kick.take() {
-                    tracing::info!(user = %p.user_id, old = %e.device, old_protocol = e.protocol.name(), new = %p.device_id, "kicking older session");
-                    let _ = k.send(Kick {
-                        code: ErrorCode::KickedOff,
-                        reason,
-                    });
-                }
-            }
-        }
-        list.retain(|e| e.kick.is_some());
+        self.kick_replaced(list, &login, p.protocol.name(), |_| true);
         list.push(Entry {
             id,
             device: p.device_id.clone(),
             class,
             protocol: p.protocol,
             kick: Some(tx),
+            announced: false,
         });
+        drop(inner);
+        if let Some(store) = self.cluster.get() {
+            super::cluster::announce_login(store.clone(), &p.user_id, &p.device_id, p.platform, id);
+        }
         SessionHandle {
             id,
             user: p.user_id.clone(),
             inner: self.inner.clone(),
             kicked: rx,
         }
+    }
+
+    /// A login on another node: kick the local sessions it replaces among
+    /// those announced before it; how many were told.
+    pub fn remote_login(&self, login: &Login<'_>) -> usize {
+        let mut inner = lock(&self.inner);
+        let Some(list) = inner.users.get_mut(login.user) else {
+            return 0;
+        };
+        let before = list.len();
+        self.kick_replaced(list, login, "another node", |e| e.announced);
+        before - list.len()
+    }
+
+    /// This node's announcement of session `id` went through.
+    pub fn announced(&self, user: &str, id: u64) {
+        let mut inner = lock(&self.inner);
+        if let Some(e) = inner
+            .users
+            .get_mut(user)
+            .and_then(|l| l.iter_mut().find(|e| e.id == id))
+        {
+            e.announced = true;
+        }
+    }
+
+    /// Kick the sessions in `list` that `login` replaces (among those
+    /// `eligible`) and drop them from the list.
+    fn kick_replaced(
+        &self,
+        list: &mut Vec<Entry>,
+        login: &Login<'_>,
+        via: &str,
+        eligible: impl Fn(&Entry) -> bool,
+    ) {
+        for e in list.iter_mut().filter(|e| eligible(e)) {
+            let same_device = e.device == login.device;
+            let same_class = !self.multi_endpoint && e.class == login.class;
+            if !(same_device || same_class) {
+                continue;
+            }
+            let reason = if same_device {
+                format!("device {} logged in again over {via}", login.device)
+            } else {
+                format!(
+                    "logged in on another {:?} device ({})",
+                    login.class, login.device
+                )
+            };
+            if let Some(k) = e.kick.take() {
+                tracing::info!(user = %login.user, old = %e.device, old_protocol = e.protocol.name(), new = %login.device, via, "kicking older session");
+                let _ = k.send(Kick {
+                    code: ErrorCode::KickedOff,
+                    reason,
+                });
+            }
+        }
+        list.retain(|e| e.kick.is_some());
     }
 
     /// End every session of `user` on this node (e.g. the user was
@@ -183,6 +258,29 @@ mod tests {
         assert_eq!(devices, vec!["laptop", "phone2"]);
         drop(laptop);
         assert_eq!(r.online_devices("alice"), vec!["phone2"]);
+    }
+
+    #[test]
+    fn remote_logins_kick_only_sessions_announced_before_them() {
+        let r = SessionRegistry::new(false);
+        let mut old = r.register(&p("dan", "phone1", Platform::Android));
+        r.announced("dan", old.id);
+        let mut fresh = r.register(&p("dan", "laptop", Platform::Windows));
+        let remote = |device, class| Login {
+            user: "dan",
+            device,
+            class,
+        };
+        // A remote phone login came after `old` (announced) in cluster order.
+        assert_eq!(r.remote_login(&remote("phone9", PlatformClass::Mobile)), 1);
+        assert!(old.kicked.try_recv().is_ok());
+        // `fresh` is not announced yet: the remote PC login came first.
+        assert_eq!(r.remote_login(&remote("pc9", PlatformClass::Pc)), 0);
+        assert!(fresh.kicked.try_recv().is_err());
+        r.announced("dan", fresh.id);
+        assert_eq!(r.remote_login(&remote("laptop", PlatformClass::Web)), 1);
+        assert!(fresh.kicked.try_recv().is_ok(), "same device, any class");
+        assert!(r.online_devices("dan").is_empty());
     }
 
     #[test]

@@ -1,0 +1,91 @@
+//! The login rule across nodes: every login is announced through the
+//! store (`Store::announce`, one log record on RabbitMQ, in-process on the
+//! embedded store), and every node applies the other nodes' logins to its
+//! own sessions ([`SessionRegistry::remote_login`]). A node's own
+//! announcements coming back mark its sessions as placed in the cluster
+//! order ([`SessionRegistry::announced`]).
+
+use std::sync::Arc;
+
+use imgate_core::model::Platform;
+use imgate_core::Store;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::registry::{Login, SessionRegistry};
+
+/// The announcement topic of logins.
+pub const LOGIN_TOPIC: &str = "login";
+
+#[derive(Debug, Serialize, Deserialize)]
+struct LoginNotice {
+    user: String,
+    device: String,
+    platform: i32,
+    /// The session's id in the announcing process.
+    session: u64,
+}
+
+/// Announce a new session of this node (in the background: a login never
+/// waits for the cluster).
+pub fn announce_login(
+    store: Arc<dyn Store>,
+    user: &str,
+    device: &str,
+    platform: Platform,
+    session: u64,
+) {
+    let notice = LoginNotice {
+        user: user.to_string(),
+        device: device.to_string(),
+        platform: platform.as_i32(),
+        session,
+    };
+    let Ok(payload) = serde_json::to_string(&notice) else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(e) = store.announce(LOGIN_TOPIC.to_string(), payload).await {
+            tracing::warn!(user = %notice.user, error = %e, "login not announced to the other nodes");
+        }
+    });
+}
+
+/// Apply the cluster's logins to this node's sessions until the store
+/// closes. Subscribe before the listeners start.
+pub async fn follow_logins(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+    let mut rx = store.watch_announcements();
+    drop(store);
+    loop {
+        let a = match rx.recv().await {
+            Ok(a) => a,
+            Err(RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "login announcements lagged; some remote logins were not applied"
+                );
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if a.topic != LOGIN_TOPIC {
+            continue;
+        }
+        let n: LoginNotice = match serde_json::from_str(&a.payload) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %e, "undecodable login announcement");
+                continue;
+            }
+        };
+        if a.local {
+            sessions.announced(&n.user, n.session);
+        } else {
+            sessions.remote_login(&Login {
+                user: &n.user,
+                device: &n.device,
+                class: Platform::from_i32(n.platform).class(),
+            });
+        }
+    }
+}
