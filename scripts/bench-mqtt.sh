@@ -87,3 +87,12 @@ for qos in 0 1; do
   echo "mosquitto $mo"
   echo "ratio(imgate/mosquitto) $(ratios "$im" "$mo")"
 done
+# QoS 1 to persistent subscriber sessions: imgate saves every queued QoS 1
+# message in mqtt.redb before the publisher's PUBACK (it survives kill -9);
+# Mosquitto keeps them in memory (and on disk only at its autosave, if
+# persistence is on), so this ratio is durable vs. in-memory.
+im=$(load imgate "$mqtt" 1 --credentials "$creds" --persistent-subscribers)
+mo=$(load mosquitto "$mosquitto" 1 --persistent-subscribers)
+echo "persistent imgate    $im"
+echo "persistent mosquitto $mo"
+echo "persistent ratio(imgate/mosquitto) $(ratios "$im" "$mo")"

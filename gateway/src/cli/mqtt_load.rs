@@ -27,8 +27,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use clap::Args;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use imgate_codecs::mqtt::{
-    Connect, MqttFramer, Packet, Properties, PubResp, PubRespKind, Publish, QoS, SubOptions,
-    Subscribe, SubscribeFilter, Version, DEFAULT_MAX_PACKET,
+    Connect, MqttFramer, Packet, Properties, Property, PubResp, PubRespKind, Publish, QoS,
+    SubOptions, Subscribe, SubscribeFilter, Version, DEFAULT_MAX_PACKET,
 };
 use serde_json::json;
 use tokio::net::TcpStream;
@@ -84,6 +84,11 @@ pub struct LoadMqttArgs {
     /// A name for the report (e.g. the broker under test).
     #[arg(long, default_value = "")]
     pub label: String,
+    /// Subscribers keep a persistent session (clean session 0; MQTT 5: a
+    /// session expiry of 300 s), so the broker must keep their QoS 1
+    /// messages across a crash.
+    #[arg(long)]
+    pub persistent_subscribers: bool,
 }
 
 /// Who a connection logs in as.
@@ -210,13 +215,13 @@ async fn run_async(args: LoadMqttArgs) -> anyhow::Result<()> {
     // Everyone connected and subscribed before the clock starts.
     let mut sub_conns = Vec::new();
     for login in &logins[..args.subscribers] {
-        let mut c = connect(&ctx, login).await?;
+        let mut c = connect(&ctx, login, args.persistent_subscribers).await?;
         subscribe(&ctx, &mut c).await?;
         sub_conns.push(c);
     }
     let mut pub_conns = Vec::new();
     for login in &logins[args.subscribers..] {
-        pub_conns.push(connect(&ctx, login).await?);
+        pub_conns.push(connect(&ctx, login, false).await?);
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -282,6 +287,7 @@ async fn run_async(args: LoadMqttArgs) -> anyhow::Result<()> {
         "target": ctx.addr,
         "mqtt_version": args.mqtt_version,
         "qos": args.qos,
+        "persistent_subscribers": args.persistent_subscribers,
         "publishers": args.publishers,
         "subscribers": args.subscribers,
         "messages": args.messages,
@@ -332,7 +338,7 @@ async fn next_packet(conn: &mut Conn, what: &str) -> anyhow::Result<Packet> {
     }
 }
 
-async fn connect(ctx: &Ctx, login: &Login) -> anyhow::Result<Conn> {
+async fn connect(ctx: &Ctx, login: &Login, persistent: bool) -> anyhow::Result<Conn> {
     let stream = TcpStream::connect(&ctx.addr)
         .await
         .with_context(|| format!("connecting to {}", ctx.addr))?;
@@ -344,12 +350,16 @@ async fn connect(ctx: &Ctx, login: &Login) -> anyhow::Result<Conn> {
     conn.send(Packet::Connect(Connect {
         version: ctx.version,
         client_id: login.client_id.clone(),
-        clean_start: true,
+        clean_start: !persistent,
         keep_alive: 120,
         username: login.username.clone(),
         password: login.password.clone().map(Bytes::from),
         will: None,
-        properties: Properties::default(),
+        properties: if persistent && ctx.version == Version::V5 {
+            Properties(vec![Property::SessionExpiryInterval(300)])
+        } else {
+            Properties::default()
+        },
     }))
     .await?;
     match next_packet(&mut conn, "CONNACK").await? {

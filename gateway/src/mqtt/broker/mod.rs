@@ -70,9 +70,9 @@ struct Inner {
 
 pub struct Broker {
     inner: Mutex<Inner>,
-    /// Held while writing, taken before the state lock is released, so
-    /// snapshots reach the disk in the order they were taken.
-    db: Mutex<Option<BrokerDb>>,
+    /// The `mqtt.redb` writer; changes are submitted under the state lock,
+    /// so snapshots reach the disk in the order they were taken.
+    db: persist::Writer,
     max_queued: usize,
     /// The other nodes, when the store is shared (set once at start).
     bus: OnceLock<Arc<dyn ClusterBus>>,
@@ -126,7 +126,7 @@ impl Broker {
         );
         Ok(Arc::new(Broker {
             inner: Mutex::new(inner),
-            db: Mutex::new(Some(db)),
+            db: persist::Writer::start(db)?,
             max_queued: max_queued.max(1),
             bus: OnceLock::new(),
             limiter: RateLimiter::new(rate),
@@ -136,18 +136,17 @@ impl Broker {
         }))
     }
 
-    /// Write `ops` in snapshot order: call with the state lock held; the
-    /// lock is released before the disk write.
+    /// Write `ops` in snapshot order and wait until they are on disk: call
+    /// with the state lock held; it is released before the wait, so
+    /// concurrent changes share one commit (see [`persist::Writer`]).
     fn persist(&self, guard: MutexGuard<'_, Inner>, ops: Vec<PersistOp>) {
         if ops.is_empty() {
             return;
         }
-        let db = lock(&self.db);
+        let pending = self.db.submit(ops);
         drop(guard);
-        if let Some(db) = db.as_ref() {
-            if let Err(e) = tokio::task::block_in_place(|| db.apply(ops)) {
-                tracing::warn!(error = %e, "mqtt: persisting broker state failed");
-            }
+        if let Err(e) = tokio::task::block_in_place(|| pending.wait()) {
+            tracing::warn!(error = %e, "mqtt: persisting broker state failed");
         }
     }
 

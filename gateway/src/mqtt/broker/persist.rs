@@ -1,10 +1,15 @@
 //! Durable broker state in `<data_dir>/mqtt.redb`, owned by the MQTT
 //! module (the core `Store` has no generic key-value space): retained
 //! messages and persistent sessions (subscriptions, queued and in-flight
-//! QoS ≥ 1 messages). Values are JSON; every write is one redb commit
-//! (fsync). The IM inbox is not kept here: the core store owns it.
+//! QoS ≥ 1 messages). Values are JSON. The IM inbox is not kept here: the
+//! core store owns it.
+//!
+//! Writes go through one writer thread ([`Writer`]) that does group
+//! commit: every change submitted while a commit is running goes into the
+//! next one, applied in submission order, with one fsync for them all.
 
 use std::path::Path;
+use std::sync::mpsc;
 
 use redb::{Database, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -123,5 +128,127 @@ impl BrokerDb {
             }
         }
         tx.commit().map_err(err)
+    }
+}
+
+/// A change submitted to the [`Writer`], with where to report the result.
+struct Job {
+    ops: Vec<PersistOp>,
+    done: mpsc::SyncSender<Result<(), String>>,
+}
+
+/// The writer thread of `mqtt.redb` (see the module docs).
+pub struct Writer {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Dropping the writer finishes the submitted jobs and closes the file.
+impl Drop for Writer {
+    fn drop(&mut self) {
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A submitted change; [`Pending::wait`] blocks until it is on disk.
+pub struct Pending(mpsc::Receiver<Result<(), String>>);
+
+impl Pending {
+    pub fn wait(self) -> Result<(), PersistError> {
+        match self.0.recv() {
+            Ok(r) => r.map_err(PersistError),
+            Err(_) => Err(PersistError("writer thread stopped".into())),
+        }
+    }
+}
+
+/// Most jobs in one commit, so one huge burst cannot delay everyone.
+const MAX_JOBS_PER_COMMIT: usize = 1024;
+
+impl Writer {
+    pub fn start(db: BrokerDb) -> Result<Writer, PersistError> {
+        let (jobs, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("mqtt-redb-writer".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_JOBS_PER_COMMIT {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let mut dones = Vec::with_capacity(batch.len());
+                    let mut ops = Vec::new();
+                    for j in batch {
+                        ops.extend(j.ops);
+                        dones.push(j.done);
+                    }
+                    let result = db.apply(ops).map_err(|e| e.0);
+                    for d in dones {
+                        let _ = d.send(result.clone());
+                    }
+                }
+            })
+            .map_err(err)?;
+        Ok(Writer {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue `ops` behind everything submitted before (call it while
+    /// holding the lock that ordered the changes).
+    pub fn submit(&self, ops: Vec<PersistOp>) -> Pending {
+        let (done, rx) = mpsc::sync_channel(1);
+        let job = Job { ops, done };
+        let refused = match &self.jobs {
+            Some(jobs) => jobs.send(job).err().map(|mpsc::SendError(j)| j),
+            None => Some(job),
+        };
+        if let Some(job) = refused {
+            let _ = job.done.send(Err("writer thread stopped".into()));
+        }
+        Pending(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_submissions_all_land_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = Writer::start(BrokerDb::open(dir.path()).unwrap()).unwrap();
+        let session = |n: u32| StoredSession {
+            user: "u".into(),
+            device: "d".into(),
+            expiry_secs: n,
+            subs: vec![],
+            im_inbox: None,
+            im_ack: None,
+            queue: vec![],
+            inflight: vec![],
+        };
+        let pending: Vec<Pending> = (1..=50)
+            .map(|n| {
+                writer.submit(vec![PersistOp::PutSession(
+                    "k".into(),
+                    Box::new(session(n)),
+                )])
+            })
+            .collect();
+        for p in pending {
+            p.wait().unwrap();
+        }
+        drop(writer);
+        let (_, sessions) = BrokerDb::open(dir.path()).unwrap().load().unwrap();
+        assert_eq!(sessions.len(), 1);
+        assert_eq!(sessions[0].1.expiry_secs, 50, "the last submission wins");
     }
 }
