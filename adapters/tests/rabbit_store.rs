@@ -1,6 +1,8 @@
-//! Behavioral tests of the RabbitMQ store against a real broker: the
-//! embedded store's behaviors, plus two nodes on one broker, a restarted
-//! node catching up, and connections closed under a send loop.
+//! The RabbitMQ store against a real broker: the shared `Store` contract
+//! (`store_contract`, the same scenarios as the embedded store), plus
+//! what only this store has: two nodes on one broker, a restarted node
+//! catching up, full device queues, and connections closed under a send
+//! loop.
 //!
 //! They need `IMGATE_TEST_AMQP` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`);
 //! without it each test says so on stderr and passes. With it, a broker
@@ -12,12 +14,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use imgate_adapters::rabbit::{delete_topology, RabbitConfig, RabbitStore};
-use imgate_core::model::{Conversation, MessagePayload};
-use imgate_core::store::{DeviceFeed, Group, NewMessage};
-use imgate_core::Store;
+#[macro_use]
+mod store_contract;
 
-const WAIT: Duration = Duration::from_secs(20);
+use imgate_adapters::rabbit::{delete_topology, RabbitConfig, RabbitStore};
+use imgate_core::model::Conversation;
+use imgate_core::store::DeviceFeed;
+use imgate_core::Store;
+use store_contract::{next, private, synced, Backend, WAIT};
 
 fn amqp_url(test: &str) -> Option<String> {
     match std::env::var("IMGATE_TEST_AMQP") {
@@ -40,6 +44,8 @@ struct Ns {
 impl Ns {
     fn new(url: String, test: &str) -> Ns {
         static N: AtomicU64 = AtomicU64::new(0);
+        // Prefixes are at most 64 characters: a test name is cut short.
+        let test: String = test.chars().take(32).collect();
         let prefix = format!(
             "t-{test}-{}-{}",
             std::process::id(),
@@ -99,41 +105,40 @@ impl Drop for Ns {
     }
 }
 
-fn private(from: &str, to: &str, cmid: &str, text: &str) -> NewMessage {
-    let mut recipients = vec![from.to_string(), to.to_string()];
-    recipients.sort();
-    recipients.dedup();
-    NewMessage {
-        sender: from.into(),
-        sender_device: Some(format!("{from}-phone")),
-        conversation: Conversation::private(to),
-        payload: MessagePayload::text(text),
-        client_msg_id: cmid.into(),
-        to_users: vec![],
-        recipients,
+/// One node of a test's namespace, for the shared contract.
+struct Rabbit {
+    ns: Ns,
+    dir: tempfile::TempDir,
+}
+
+impl Rabbit {
+    /// None (and a SKIPPED line) without a broker.
+    fn new(test: &str) -> Option<Rabbit> {
+        let url = amqp_url(test)?;
+        Some(Rabbit {
+            ns: Ns::new(url, test),
+            dir: tempfile::tempdir().expect("temp dir"),
+        })
     }
 }
 
-async fn next(feed: &mut DeviceFeed) -> u64 {
-    tokio::time::timeout(WAIT, feed.next())
-        .await
-        .expect("a delivery in time")
-        .expect("feed open")
-        .message_id
-}
+impl Backend for Rabbit {
+    type S = RabbitStore;
 
-async fn synced(store: &RabbitStore, user: &str) -> Vec<u64> {
-    let mut got = Vec::new();
-    let mut since = 0;
-    loop {
-        let page = store.sync(user, since, 100).await.unwrap();
-        got.extend(page.messages.iter().map(|m| m.message_id));
-        since = page.messages.last().map(|m| m.message_id).unwrap_or(since);
-        if !page.has_more {
-            return got;
-        }
+    async fn open(&self) -> RabbitStore {
+        self.ns.open(self.dir.path(), 1).await
+    }
+
+    async fn attach(&self, store: &RabbitStore, user: &str, device: &str) -> DeviceFeed {
+        self.ns.attach(store, user, device).await
+    }
+
+    async fn close(&self, store: RabbitStore) {
+        store.close().await;
     }
 }
+
+contract_tests!(Rabbit::new);
 
 /// Poll a real condition until it holds or the deadline passes.
 async fn eventually<F, Fut>(what: &str, mut f: F)
@@ -149,228 +154,15 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn append_then_sync_in_order_with_pages() {
-    let Some(url) = amqp_url("append_then_sync_in_order_with_pages") else {
-        return;
-    };
-    let ns = Ns::new(url, "order");
-    let dir = tempfile::tempdir().unwrap();
-    let store = ns.open(dir.path(), 1).await;
-    let mut ids = Vec::new();
-    for i in 0..25 {
-        let a = store
-            .append(private("alice", "bob", &format!("c{i}"), &format!("m{i}")))
-            .await
-            .unwrap();
-        assert!(!a.duplicate);
-        ids.push(a.message.message_id);
-    }
-    assert!(ids.windows(2).all(|w| w[0] < w[1]));
-    let mut got = Vec::new();
-    let mut since = 0;
-    loop {
-        let page = store.sync("bob", since, 10).await.unwrap();
-        got.extend(page.messages.iter().map(|m| m.message_id));
-        since = page.messages.last().map(|m| m.message_id).unwrap_or(since);
-        if !page.has_more {
-            break;
-        }
-    }
-    assert_eq!(got, ids);
-    assert_eq!(
-        store.sync("alice", 0, 100).await.unwrap().messages.len(),
-        25
-    );
-    assert!(store
-        .sync("carol", 0, 100)
-        .await
-        .unwrap()
-        .messages
-        .is_empty());
-    assert_eq!(
-        store.last_message_id("bob").await.unwrap(),
-        *ids.last().unwrap()
-    );
-    let hist = store
-        .history("bob", &Conversation::private("alice"), 0, 5)
-        .await
-        .unwrap();
-    assert_eq!(hist.messages.len(), 5);
-    assert!(hist.has_more);
-    assert_eq!(hist.messages[0].message_id, *ids.last().unwrap());
-    assert_eq!(
-        store
-            .get(ids[3])
-            .await
-            .unwrap()
-            .unwrap()
-            .payload
-            .searchable_content,
-        "m3"
-    );
-    store.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resend_is_idempotent_and_survives_restart() {
-    let Some(url) = amqp_url("resend_is_idempotent_and_survives_restart") else {
-        return;
-    };
-    let ns = Ns::new(url, "resend");
-    let dir = tempfile::tempdir().unwrap();
-    let store = ns.open(dir.path(), 1).await;
-    let a = store
-        .append(private("alice", "bob", "same", "hi"))
-        .await
-        .unwrap();
-    let b = store
-        .append(private("alice", "bob", "same", "hi again"))
-        .await
-        .unwrap();
-    assert!(b.duplicate);
-    assert_eq!(a.message.message_id, b.message.message_id);
-    assert_eq!(b.message.payload.searchable_content, "hi");
-    store.close().await;
-    let store = ns.open(dir.path(), 1).await;
-    let c = store
-        .append(private("alice", "bob", "same", "third"))
-        .await
-        .unwrap();
-    assert!(c.duplicate);
-    assert_eq!(c.message.message_id, a.message.message_id);
-    assert_eq!(store.sync("bob", 0, 100).await.unwrap().messages.len(), 1);
-    let d = store
-        .append(private("alice", "bob", "new", "x"))
-        .await
-        .unwrap();
-    assert!(d.message.message_id > a.message.message_id);
-    store.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn devices_get_pending_then_live_and_acks_stop_redelivery() {
-    let Some(url) = amqp_url("devices_get_pending_then_live_and_acks_stop_redelivery") else {
-        return;
-    };
-    let ns = Ns::new(url, "pending");
-    let dir = tempfile::tempdir().unwrap();
-    let store = ns.open(dir.path(), 1).await;
-    drop(ns.attach(&store, "bob", "tablet").await);
-    let m1 = store
-        .append(private("alice", "bob", "1", "one"))
-        .await
-        .unwrap()
-        .message;
-    let m2 = store
-        .append(private("alice", "bob", "2", "two"))
-        .await
-        .unwrap()
-        .message;
-    let mut feed = ns.attach(&store, "bob", "tablet").await;
-    assert_eq!(next(&mut feed).await, m1.message_id);
-    assert_eq!(next(&mut feed).await, m2.message_id);
-    store.ack("bob", "tablet", m1.message_id).await.unwrap();
-    let m3 = store
-        .append(private("alice", "bob", "3", "three"))
-        .await
-        .unwrap()
-        .message;
-    assert_eq!(next(&mut feed).await, m3.message_id);
-    drop(feed);
-    store.close().await;
-    // Restart: m2 and m3 are still unacked, m1 is not.
-    let store = ns.open(dir.path(), 1).await;
-    let mut feed = ns.attach(&store, "bob", "tablet").await;
-    assert_eq!(next(&mut feed).await, m2.message_id);
-    assert_eq!(next(&mut feed).await, m3.message_id);
-    drop(feed);
-    store.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sender_device_is_skipped_but_its_other_devices_sync() {
-    let Some(url) = amqp_url("sender_device_is_skipped_but_its_other_devices_sync") else {
-        return;
-    };
-    let ns = Ns::new(url, "skip");
-    let dir = tempfile::tempdir().unwrap();
-    let store = ns.open(dir.path(), 1).await;
-    let mut phone = ns.attach(&store, "alice", "alice-phone").await;
-    let mut laptop = ns.attach(&store, "alice", "alice-laptop").await;
-    let mut bob = store.subscribe_user("bob");
-    let m = store
-        .append(private("alice", "bob", "1", "one"))
-        .await
-        .unwrap()
-        .message;
-    assert_eq!(next(&mut laptop).await, m.message_id);
-    let live = tokio::time::timeout(WAIT, bob.next())
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(live.message_id, m.message_id);
-    let m2 = store
-        .append(private("bob", "alice", "2", "two"))
-        .await
-        .unwrap()
-        .message;
-    // The phone sent m, so the first thing it sees is bob's reply.
-    assert_eq!(next(&mut phone).await, m2.message_id);
-    drop((phone, laptop));
-    store.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn recall_removes_from_history_and_pending() {
-    let Some(url) = amqp_url("recall_removes_from_history_and_pending") else {
-        return;
-    };
-    let ns = Ns::new(url, "recall");
-    let dir = tempfile::tempdir().unwrap();
-    let store = ns.open(dir.path(), 1).await;
-    drop(ns.attach(&store, "bob", "phone").await);
-    let m = store
-        .append(private("alice", "bob", "1", "oops"))
-        .await
-        .unwrap()
-        .message;
-    let (gone, recipients) = store.recall(m.message_id).await.unwrap().unwrap();
-    assert_eq!(gone.message_id, m.message_id);
-    assert_eq!(recipients, vec!["alice".to_string(), "bob".to_string()]);
-    assert!(store.sync("bob", 0, 10).await.unwrap().messages.is_empty());
-    assert!(store.get(m.message_id).await.unwrap().is_none());
-    assert!(store.recall(m.message_id).await.unwrap().is_none());
-    let after = store
-        .append(private("alice", "bob", "2", "fine"))
-        .await
-        .unwrap()
-        .message;
-    let mut feed = ns.attach(&store, "bob", "phone").await;
-    assert_eq!(next(&mut feed).await, after.message_id);
-    drop(feed);
-    store.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn groups_round_trip_and_are_shared_by_nodes() {
-    let Some(url) = amqp_url("groups_round_trip_and_are_shared_by_nodes") else {
+async fn groups_are_shared_by_nodes() {
+    let Some(url) = amqp_url("groups_are_shared_by_nodes") else {
         return;
     };
     let ns = Ns::new(url, "groups");
     let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = ns.open(da.path(), 1).await;
     let b = ns.open(db.path(), 2).await;
-    let g = Group {
-        id: "g1".into(),
-        name: "team".into(),
-        owner: "alice".into(),
-        members: ["alice", "bob"].iter().map(|s| s.to_string()).collect(),
-    };
+    let g = store_contract::team();
     a.put_group(g.clone()).await.unwrap();
     assert_eq!(a.group("g1").await.unwrap(), Some(g.clone()));
     eventually("the group on node B", || async {
@@ -454,41 +246,6 @@ async fn settings_reach_every_node_and_later_nodes() {
     a.close().await;
     b.close().await;
     c.close().await;
-    ns.cleanup().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_appends_get_unique_ordered_ids() {
-    let Some(url) = amqp_url("concurrent_appends_get_unique_ordered_ids") else {
-        return;
-    };
-    let ns = Ns::new(url, "concurrent");
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(ns.open(dir.path(), 1).await);
-    let mut tasks = Vec::new();
-    for i in 0..300 {
-        let s = store.clone();
-        tasks.push(tokio::spawn(async move {
-            s.append(private("alice", "bob", &format!("k{i}"), "x"))
-                .await
-                .unwrap()
-                .message
-                .message_id
-        }));
-    }
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.push(t.await.unwrap());
-    }
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), 300);
-    assert_eq!(synced(&store, "bob").await, ids);
-    Arc::try_unwrap(store)
-        .ok()
-        .expect("sole owner")
-        .close()
-        .await;
     ns.cleanup().await;
 }
 
@@ -746,7 +503,7 @@ async fn closing_connections_mid_send_loses_no_acked_message_and_recovers() {
         "the store recovered by itself ({failed} sends failed meanwhile)"
     );
     // Every acked message is in the index (and was in the log)...
-    let stored: BTreeSet<u64> = synced(&store, "bob").await.into_iter().collect();
+    let stored: BTreeSet<u64> = synced(&*store, "bob").await.into_iter().collect();
     for id in &acked {
         assert!(stored.contains(id), "acked message {id} lost");
     }

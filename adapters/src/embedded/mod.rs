@@ -247,6 +247,3 @@ impl Store for EmbeddedStore {
         self.router.announcements.subscribe()
     }
 }
-
-#[cfg(test)]
-mod tests;

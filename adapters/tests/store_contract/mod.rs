@@ -1,0 +1,322 @@
+//! The `Store` contract, written once: DESIGN §7 says both stores "pass
+//! the same tests", so every scenario here runs against the embedded store
+//! (`tests/embedded_store.rs`) and the RabbitMQ store
+//! (`tests/rabbit_store.rs`) through a small [`Backend`] that opens,
+//! reopens and closes the store under test. What only one store has
+//! (several nodes, broker failures, queue limits) stays in its own file.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_core::model::{Conversation, MessagePayload};
+use imgate_core::store::{DeviceFeed, Group, NewMessage};
+use imgate_core::Store;
+
+/// One `#[tokio::test]` per contract scenario. `$make` turns the test's
+/// name into `Option<impl Backend>` (None: skipped, e.g. no broker).
+macro_rules! contract_tests {
+    ($make:expr) => {
+        contract_tests!(@each $make;
+            append_then_sync_in_order_with_pages,
+            resend_is_idempotent_and_survives_reopen,
+            devices_get_pending_then_live_and_acks_stop_redelivery,
+            sender_device_is_skipped_but_its_other_devices_sync,
+            recall_removes_from_history_and_pending,
+            groups_round_trip,
+            concurrent_appends_get_unique_ordered_ids,
+            settings_are_durable_and_watched_and_announcements_local,
+        );
+    };
+    (@each $make:expr; $($name:ident),* $(,)?) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            if let Some(backend) = $make(stringify!($name)) {
+                store_contract::$name(&backend).await;
+            }
+        }
+    )*};
+}
+
+/// Bounded wait for anything a store delivers.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// How a test file opens the store it checks.
+pub trait Backend {
+    type S: Store + 'static;
+    /// Open the store, or reopen it on the same data after [`Self::close`].
+    fn open(&self) -> impl Future<Output = Self::S>;
+    /// Attach a device (a backend may note it for cleanup).
+    fn attach(&self, store: &Self::S, user: &str, device: &str)
+        -> impl Future<Output = DeviceFeed>;
+    /// Close the store and release its files.
+    fn close(&self, store: Self::S) -> impl Future<Output = ()>;
+}
+
+pub fn private(from: &str, to: &str, cmid: &str, text: &str) -> NewMessage {
+    let mut recipients = vec![from.to_string(), to.to_string()];
+    recipients.sort();
+    recipients.dedup();
+    NewMessage {
+        sender: from.into(),
+        sender_device: Some(format!("{from}-phone")),
+        conversation: Conversation::private(to),
+        payload: MessagePayload::text(text),
+        client_msg_id: cmid.into(),
+        to_users: vec![],
+        recipients,
+    }
+}
+
+/// The next delivery's id, within [`WAIT`].
+pub async fn next(feed: &mut DeviceFeed) -> u64 {
+    tokio::time::timeout(WAIT, feed.next())
+        .await
+        .expect("a delivery in time")
+        .expect("feed open")
+        .message_id
+}
+
+/// Every id `user` can sync, following pages.
+pub async fn synced(store: &impl Store, user: &str) -> Vec<u64> {
+    let mut got = Vec::new();
+    let mut since = 0;
+    loop {
+        let page = store.sync(user, since, 10).await.unwrap();
+        got.extend(page.messages.iter().map(|m| m.message_id));
+        since = page.messages.last().map(|m| m.message_id).unwrap_or(since);
+        if !page.has_more {
+            return got;
+        }
+    }
+}
+
+pub async fn append_then_sync_in_order_with_pages<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let a = store
+            .append(private("alice", "bob", &format!("c{i}"), &format!("m{i}")))
+            .await
+            .unwrap();
+        assert!(!a.duplicate);
+        ids.push(a.message.message_id);
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(synced(&store, "bob").await, ids);
+    assert_eq!(synced(&store, "alice").await.len(), 25);
+    assert!(synced(&store, "carol").await.is_empty());
+    assert_eq!(
+        store.last_message_id("bob").await.unwrap(),
+        *ids.last().unwrap()
+    );
+    let hist = store
+        .history("bob", &Conversation::private("alice"), 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(hist.messages.len(), 5);
+    assert!(hist.has_more);
+    assert_eq!(hist.messages[0].message_id, *ids.last().unwrap());
+    let third = store.get(ids[3]).await.unwrap().expect("stored");
+    assert_eq!(third.payload.searchable_content, "m3");
+    b.close(store).await;
+}
+
+pub async fn resend_is_idempotent_and_survives_reopen<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let a = store
+        .append(private("alice", "bob", "same", "hi"))
+        .await
+        .unwrap();
+    let again = store
+        .append(private("alice", "bob", "same", "hi again"))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(a.message.message_id, again.message.message_id);
+    assert_eq!(again.message.payload.searchable_content, "hi");
+    b.close(store).await;
+    let store = b.open().await;
+    let third = store
+        .append(private("alice", "bob", "same", "third"))
+        .await
+        .unwrap();
+    assert!(third.duplicate);
+    assert_eq!(third.message.message_id, a.message.message_id);
+    assert_eq!(synced(&store, "bob").await.len(), 1);
+    // New ids after reopening are above the old ones.
+    let fresh = store
+        .append(private("alice", "bob", "new", "x"))
+        .await
+        .unwrap();
+    assert!(fresh.message.message_id > a.message.message_id);
+    b.close(store).await;
+}
+
+pub async fn devices_get_pending_then_live_and_acks_stop_redelivery<B: Backend>(b: &B) {
+    let store = b.open().await;
+    // bob's tablet registers, goes away.
+    drop(b.attach(&store, "bob", "tablet").await);
+    let m1 = store
+        .append(private("alice", "bob", "1", "one"))
+        .await
+        .unwrap()
+        .message;
+    let m2 = store
+        .append(private("alice", "bob", "2", "two"))
+        .await
+        .unwrap()
+        .message;
+    let mut feed = b.attach(&store, "bob", "tablet").await;
+    assert_eq!(next(&mut feed).await, m1.message_id);
+    assert_eq!(next(&mut feed).await, m2.message_id);
+    store.ack("bob", "tablet", m1.message_id).await.unwrap();
+    let m3 = store
+        .append(private("alice", "bob", "3", "three"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next(&mut feed).await, m3.message_id);
+    drop(feed);
+    b.close(store).await;
+    // Reopened: m2 and m3 are still unacked, m1 is not.
+    let store = b.open().await;
+    let mut feed = b.attach(&store, "bob", "tablet").await;
+    assert_eq!(next(&mut feed).await, m2.message_id);
+    assert_eq!(next(&mut feed).await, m3.message_id);
+    drop(feed);
+    b.close(store).await;
+}
+
+pub async fn sender_device_is_skipped_but_its_other_devices_sync<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let mut phone = b.attach(&store, "alice", "alice-phone").await;
+    let mut laptop = b.attach(&store, "alice", "alice-laptop").await;
+    let mut bob = store.subscribe_user("bob");
+    let m = store
+        .append(private("alice", "bob", "1", "one"))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(next(&mut laptop).await, m.message_id);
+    let live = tokio::time::timeout(WAIT, bob.next())
+        .await
+        .expect("a live message in time")
+        .expect("feed open");
+    assert_eq!(live.message_id, m.message_id);
+    let m2 = store
+        .append(private("bob", "alice", "2", "two"))
+        .await
+        .unwrap()
+        .message;
+    // The phone sent m, so the first thing it sees is bob's reply.
+    assert_eq!(next(&mut phone).await, m2.message_id);
+    drop((phone, laptop));
+    b.close(store).await;
+}
+
+pub async fn recall_removes_from_history_and_pending<B: Backend>(b: &B) {
+    let store = b.open().await;
+    drop(b.attach(&store, "bob", "phone").await);
+    let m = store
+        .append(private("alice", "bob", "1", "oops"))
+        .await
+        .unwrap()
+        .message;
+    let (gone, recipients) = store.recall(m.message_id).await.unwrap().unwrap();
+    assert_eq!(gone.message_id, m.message_id);
+    assert_eq!(recipients, vec!["alice".to_string(), "bob".to_string()]);
+    assert!(synced(&store, "bob").await.is_empty());
+    assert!(store.get(m.message_id).await.unwrap().is_none());
+    assert!(store.recall(m.message_id).await.unwrap().is_none());
+    let after = store
+        .append(private("alice", "bob", "2", "fine"))
+        .await
+        .unwrap()
+        .message;
+    let mut feed = b.attach(&store, "bob", "phone").await;
+    assert_eq!(next(&mut feed).await, after.message_id);
+    drop(feed);
+    b.close(store).await;
+}
+
+pub fn team() -> Group {
+    Group {
+        id: "g1".into(),
+        name: "team".into(),
+        owner: "alice".into(),
+        members: ["alice", "bob"].iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+pub async fn groups_round_trip<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let g = team();
+    store.put_group(g.clone()).await.unwrap();
+    assert_eq!(store.group("g1").await.unwrap(), Some(g.clone()));
+    b.close(store).await;
+    let store = b.open().await;
+    assert_eq!(store.group("g1").await.unwrap(), Some(g), "durable");
+    assert!(store.delete_group("g1").await.unwrap());
+    assert!(!store.delete_group("g1").await.unwrap());
+    assert_eq!(store.group("g1").await.unwrap(), None);
+    b.close(store).await;
+}
+
+pub async fn concurrent_appends_get_unique_ordered_ids<B: Backend>(b: &B) {
+    let store = Arc::new(b.open().await);
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            s.append(private("alice", "bob", &format!("k{i}"), "x"))
+                .await
+                .unwrap()
+                .message
+                .message_id
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 300);
+    assert_eq!(synced(&*store, "bob").await, ids);
+    let store = Arc::try_unwrap(store).ok().expect("sole owner");
+    b.close(store).await;
+}
+
+pub async fn settings_are_durable_and_watched_and_announcements_local<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let mut watch = store.watch_settings();
+    assert_eq!(store.setting("policy").await.unwrap(), None);
+    store
+        .put_setting("policy".into(), "{\"v\":1}".into())
+        .await
+        .unwrap();
+    let (key, value) = tokio::time::timeout(WAIT, watch.recv())
+        .await
+        .expect("the change in time")
+        .expect("watch open");
+    assert_eq!((key.as_str(), value.as_str()), ("policy", "{\"v\":1}"));
+    // This node's announcements come back to its own watchers, as local.
+    let mut ann = store.watch_announcements();
+    store.announce("login".into(), "x".into()).await.unwrap();
+    let a = tokio::time::timeout(WAIT, ann.recv())
+        .await
+        .expect("the announcement in time")
+        .expect("watch open");
+    assert_eq!(
+        (a.topic.as_str(), a.payload.as_str(), a.local),
+        ("login", "x", true)
+    );
+    b.close(store).await;
+    let store = b.open().await;
+    assert_eq!(
+        store.setting("policy").await.unwrap().as_deref(),
+        Some("{\"v\":1}")
+    );
+    b.close(store).await;
+}
