@@ -9,8 +9,12 @@
 pub const EPOCH_MS: i64 = 1_704_067_200_000;
 const NODE_BITS: u32 = 10;
 const COUNTER_BITS: u32 = 12;
-/// Largest valid node id.
-pub const MAX_NODE_ID: u16 = (1 << NODE_BITS) - 1;
+const NODE_MASK: u64 = (1 << NODE_BITS) - 1;
+/// Largest valid node id of a running node.
+pub const MAX_NODE_ID: u16 = IMPORT_NODE_ID - 1;
+/// The node id of imported messages (migration): no running node has it,
+/// so imported ids never meet live ones.
+pub const IMPORT_NODE_ID: u16 = (1 << NODE_BITS) - 1;
 
 /// Strictly increasing id source for one node. Not `Sync` on purpose: a
 /// store owns one and takes ids in commit order.
@@ -24,7 +28,7 @@ impl MessageIdGenerator {
     /// `node_id` is masked to 10 bits; validate it in the config.
     pub fn new(node_id: u16) -> Self {
         MessageIdGenerator {
-            node_id: u64::from(node_id & MAX_NODE_ID),
+            node_id: u64::from(node_id) & NODE_MASK,
             last: 0,
         }
     }
@@ -45,7 +49,7 @@ impl MessageIdGenerator {
             // Same millisecond (or the clock went back): next counter value,
             // carrying into the millisecond field when the counter is full.
             let mut next = self.last + 1;
-            let node_field = (next >> COUNTER_BITS) & u64::from(MAX_NODE_ID);
+            let node_field = (next >> COUNTER_BITS) & NODE_MASK;
             if node_field != self.node_id {
                 // Counter overflowed into the node bits: move to the next ms.
                 let ms_part = (self.last >> (NODE_BITS + COUNTER_BITS)) + 1;
@@ -69,9 +73,21 @@ pub fn first_id_at(ms: i64) -> u64 {
     ((ms - EPOCH_MS).max(0) as u64) << (NODE_BITS + COUNTER_BITS)
 }
 
+/// The ids an imported message stamped `ms` (Unix ms) may take, in order
+/// (take the first one not used yet): its millisecond, node
+/// [`IMPORT_NODE_ID`], counters 0..4096. None before the id epoch
+/// (2024-01-01), which ids cannot express.
+pub fn import_ids(ms: i64) -> Option<impl Iterator<Item = u64>> {
+    if ms < EPOCH_MS {
+        return None;
+    }
+    let base = first_id_at(ms) | (u64::from(IMPORT_NODE_ID) << COUNTER_BITS);
+    Some((0..(1u64 << COUNTER_BITS)).map(move |c| base | c))
+}
+
 /// The node id encoded in an id.
 pub fn node_of(id: u64) -> u16 {
-    ((id >> COUNTER_BITS) & u64::from(MAX_NODE_ID)) as u16
+    ((id >> COUNTER_BITS) & NODE_MASK) as u16
 }
 
 #[cfg(test)]
@@ -113,5 +129,22 @@ mod tests {
         let ida: Vec<u64> = (0..5000).map(|_| a.next_at(t)).collect();
         let idb: std::collections::HashSet<u64> = (0..5000).map(|_| b.next_at(t)).collect();
         assert!(ida.iter().all(|i| !idb.contains(i)));
+    }
+
+    #[test]
+    fn import_ids_sit_in_their_millisecond_on_the_reserved_node() {
+        let t = EPOCH_MS + 86_400_000;
+        let ids: Vec<u64> = import_ids(t).expect("after the epoch").take(3).collect();
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        assert!(ids
+            .iter()
+            .all(|&i| timestamp_of(i) == t && node_of(i) == IMPORT_NODE_ID));
+        // Ordered by time against each other and against live ids.
+        let mut live = MessageIdGenerator::new(MAX_NODE_ID);
+        let before = live.next_at(t - 1);
+        let after = live.next_at(t + 1);
+        assert!(before < ids[0] && ids[2] < after);
+        assert_eq!(import_ids(t).map(Iterator::count), Some(4096));
+        assert!(import_ids(EPOCH_MS - 1).is_none());
     }
 }

@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Announcement, Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, SettingChange,
-    StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, DeviceFeed, Group, ImportMessage, Imported, NewMessage,
+    Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -245,5 +245,13 @@ impl Store for EmbeddedStore {
 
     fn watch_announcements(&self) -> tokio::sync::broadcast::Receiver<Arc<Announcement>> {
         self.router.announcements.subscribe()
+    }
+
+    fn import(&self, batch: Vec<ImportMessage>) -> BoxFuture<'_, StoreResult<Vec<Imported>>> {
+        Box::pin(self.write(|reply| WriteOp::Import { batch, reply }))
+    }
+
+    fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>> {
+        Box::pin(self.read(move |db| reads::scan(db, after, limit)))
     }
 }

@@ -98,3 +98,21 @@ pub fn setting(db: &Database, key: &str) -> Result<Option<String>, StoreError> {
     let found = t.get(key).map_err(io)?;
     Ok(found.map(|v| v.value().to_string()))
 }
+
+/// Every message with id > `after`, ascending (export).
+pub fn scan(db: &Database, after: u64, limit: usize) -> Result<SyncPage, StoreError> {
+    let limit = limit.max(1);
+    let txn = db.begin_read().map_err(io)?;
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut page = SyncPage::default();
+    for entry in messages.range(after.saturating_add(1)..).map_err(io)? {
+        let (_, v) = entry.map_err(io)?;
+        if page.messages.len() == limit {
+            page.has_more = true;
+            break;
+        }
+        page.messages
+            .push(Arc::new(tables::decode(v.value())?.message));
+    }
+    Ok(page)
+}

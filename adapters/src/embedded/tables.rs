@@ -24,6 +24,8 @@ pub const PENDING: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// setting key → value (cluster-wide settings such as the policy).
 pub const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+/// old id of an imported message → the message_id it got (migration).
+pub const IMPORTS: TableDefinition<&str, u64> = TableDefinition::new("imports");
 
 /// A message with the users it was fanned out to (needed by recall and by
 /// history filtering of `toUsers`-narrowed group messages).
@@ -59,6 +61,7 @@ pub fn create_all(db: &redb::Database) -> Result<u64, StoreError> {
         txn.open_table(PENDING).map_err(io)?;
         txn.open_table(GROUPS).map_err(io)?;
         txn.open_table(SETTINGS).map_err(io)?;
+        txn.open_table(IMPORTS).map_err(io)?;
         let last = messages
             .last()
             .map_err(io)?

@@ -3,10 +3,13 @@
 
 use std::sync::Arc;
 
-use imgate_core::id::{first_id_at, MessageIdGenerator};
+use imgate_core::id::{first_id_at, import_ids, MessageIdGenerator};
 use imgate_core::model::Message;
 use imgate_core::now_ms;
-use imgate_core::store::{Appended, Group, NewMessage, Recalled, StoreResult};
+use imgate_core::store::{
+    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, StoreResult, IMPORT_MS_FULL,
+    IMPORT_TOO_OLD,
+};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +52,10 @@ pub enum WriteOp {
         value: String,
         reply: oneshot::Sender<StoreResult<()>>,
     },
+    Import {
+        batch: Vec<ImportMessage>,
+        reply: oneshot::Sender<StoreResult<Vec<Imported>>>,
+    },
     /// Stop after the ops already queued; answered once the writer let go
     /// of the database.
     Close { reply: oneshot::Sender<()> },
@@ -62,6 +69,7 @@ enum Done {
     Recalled(Recalled),
     Existed(bool),
     SettingPut,
+    Imported(Vec<Imported>),
 }
 
 struct Writer {
@@ -105,6 +113,7 @@ struct Tables<'t> {
     pending: Table<'t, (&'static str, &'static str, u64), ()>,
     groups: Table<'t, &'static str, &'static [u8]>,
     settings: Table<'t, &'static str, &'static str>,
+    imports: Table<'t, &'static str, u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -119,6 +128,7 @@ impl<'t> Tables<'t> {
             pending: txn.open_table(tables::PENDING).map_err(io)?,
             groups: txn.open_table(tables::GROUPS).map_err(io)?,
             settings: txn.open_table(tables::SETTINGS).map_err(io)?,
+            imports: txn.open_table(tables::IMPORTS).map_err(io)?,
         })
     }
 
@@ -270,6 +280,16 @@ impl Writer {
                 let existed = t.groups.remove(group_id.as_str()).map_err(io)?.is_some();
                 Ok(Done::Existed(existed))
             }
+            WriteOp::Import { batch, .. } => {
+                let mut out = Vec::with_capacity(batch.len());
+                for item in batch {
+                    out.push(Imported {
+                        old_id: item.old_id.clone(),
+                        result: import_one(t, item)?,
+                    });
+                }
+                Ok(Done::Imported(out))
+            }
         }
     }
 
@@ -392,6 +412,9 @@ impl Writer {
             (WriteOp::DeleteGroup { reply, .. }, Done::Existed(e)) => {
                 let _ = reply.send(Ok(e));
             }
+            (WriteOp::Import { reply, .. }, Done::Imported(r)) => {
+                let _ = reply.send(Ok(r));
+            }
             (op, _) => fail(op, &StoreError::Corrupt("writer result mismatch".into())),
         }
     }
@@ -424,6 +447,48 @@ fn recall(t: &mut Tables<'_>, id: u64) -> StoreResult<Done> {
     ))))
 }
 
+/// Store one imported message as history (see `Store::import`): the id
+/// of an earlier import of the same old id, or the first free id of its
+/// millisecond.
+fn import_one(
+    t: &mut Tables<'_>,
+    item: &ImportMessage,
+) -> StoreResult<Result<(u64, bool), String>> {
+    if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
+        return Ok(Ok((id.value(), true)));
+    }
+    let Some(candidates) = import_ids(item.message.server_ts) else {
+        return Ok(Err(IMPORT_TOO_OLD.into()));
+    };
+    let mut chosen = None;
+    for id in candidates {
+        if t.messages.get(id).map_err(io)?.is_none() {
+            chosen = Some(id);
+            break;
+        }
+    }
+    let Some(id) = chosen else {
+        return Ok(Err(IMPORT_MS_FULL.into()));
+    };
+    let stored = StoredMessage {
+        message: Message {
+            message_id: id,
+            ..item.message.clone()
+        },
+        recipients: item.recipients.clone(),
+    };
+    let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
+    t.messages.insert(id, bytes.as_slice()).map_err(io)?;
+    let m = &stored.message;
+    let key = m.conversation.history_key(&m.sender);
+    t.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
+    for user in &stored.recipients {
+        t.user_index.insert((user.as_str(), id), ()).map_err(io)?;
+    }
+    t.imports.insert(item.old_id.as_str(), id).map_err(io)?;
+    Ok(Ok((id, false)))
+}
+
 fn message_from(msg: &NewMessage, id: u64, ts: i64) -> Message {
     Message {
         message_id: id,
@@ -449,6 +514,7 @@ fn fail(op: WriteOp, e: &StoreError) {
         WriteOp::PutGroup { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::DeleteGroup { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::PutSetting { reply, .. } => drop(reply.send(Err(err()))),
+        WriteOp::Import { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::Close { reply } => drop(reply.send(())),
     }
 }

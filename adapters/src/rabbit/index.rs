@@ -29,9 +29,11 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use imgate_core::id::first_id_at;
+use imgate_core::id::{first_id_at, import_ids};
 use imgate_core::model::Message;
-use imgate_core::store::{Group, Recalled, SyncPage};
+use imgate_core::store::{
+    Group, ImportMessage, Imported, Recalled, SyncPage, IMPORT_MS_FULL, IMPORT_TOO_OLD,
+};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,8 @@ const PROV: TableDefinition<u64, (u64, bool)> = TableDefinition::new("prov");
 const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// Cluster-wide settings (e.g. the policy): key → last value.
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+/// old id of an imported message → the final id it got (migration).
+const IMPORTS: TableDefinition<&str, u64> = TableDefinition::new("imports");
 /// next_offset, last_final, log_time.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -92,6 +96,8 @@ pub enum Outcome {
     GroupDeleted(bool),
     /// A setting changed: its key and value, for watchers on this node.
     SettingPut(String, Arc<String>),
+    /// What each imported message became.
+    Imported(Vec<Imported>),
     /// An announcement: topic, payload, writer's time (nothing stored).
     Announced(String, String, i64),
     Marker,
@@ -152,6 +158,7 @@ struct Tables<'t> {
     prov: Table<'t, u64, (u64, bool)>,
     groups: Table<'t, &'static str, &'static [u8]>,
     settings: Table<'t, &'static str, &'static str>,
+    imports: Table<'t, &'static str, u64>,
     meta: Table<'t, &'static str, u64>,
 }
 
@@ -166,6 +173,7 @@ impl<'t> Tables<'t> {
             prov: txn.open_table(PROV).map_err(io)?,
             groups: txn.open_table(GROUPS).map_err(io)?,
             settings: txn.open_table(SETTINGS).map_err(io)?,
+            imports: txn.open_table(IMPORTS).map_err(io)?,
             meta: txn.open_table(META).map_err(io)?,
         })
     }
@@ -282,6 +290,16 @@ impl Index {
                     Outcome::SettingPut(key.clone(), Arc::new(value.clone())),
                     None,
                 )
+            }
+            Record::Import { items, .. } => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    out.push(Imported {
+                        old_id: item.old_id.clone(),
+                        result: import_one(t, item)?,
+                    });
+                }
+                (Outcome::Imported(out), None)
             }
             Record::Announce {
                 topic,
@@ -546,6 +564,23 @@ impl Index {
         Ok(last)
     }
 
+    /// Every message with id > `after`, ascending (export).
+    pub fn scan(&self, after: u64, limit: usize) -> Result<SyncPage, StoreError> {
+        let limit = limit.max(1);
+        let txn = self.begin_read()?;
+        let messages = txn.open_table(MESSAGES).map_err(io)?;
+        let mut page = SyncPage::default();
+        for entry in messages.range(after.saturating_add(1)..).map_err(io)? {
+            let (_, v) = entry.map_err(io)?;
+            if page.messages.len() == limit {
+                page.has_more = true;
+                break;
+            }
+            page.messages.push(Arc::new(decode(v.value())?.message));
+        }
+        Ok(page)
+    }
+
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
         let txn = self.begin_read()?;
         let t = txn.open_table(SETTINGS).map_err(io)?;
@@ -587,6 +622,46 @@ fn recall(t: &mut Tables<'_>, id: u64) -> Result<Recalled, StoreError> {
         t.user_index.remove((user.as_str(), id)).map_err(io)?;
     }
     Ok(Some((Arc::new(stored.message), stored.recipients)))
+}
+
+/// Place one imported message (see `Store::import`): the id of an
+/// earlier import of the same old id, or the first free id of its
+/// millisecond. Final ids of live messages are not involved: imported ids
+/// carry the reserved import node id.
+fn import_one(
+    t: &mut Tables<'_>,
+    item: &ImportMessage,
+) -> Result<Result<(u64, bool), String>, StoreError> {
+    if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
+        return Ok(Ok((id.value(), true)));
+    }
+    let Some(candidates) = import_ids(item.message.server_ts) else {
+        return Ok(Err(IMPORT_TOO_OLD.into()));
+    };
+    let mut chosen = None;
+    for id in candidates {
+        if t.messages.get(id).map_err(io)?.is_none() {
+            chosen = Some(id);
+            break;
+        }
+    }
+    let Some(id) = chosen else {
+        return Ok(Err(IMPORT_MS_FULL.into()));
+    };
+    let stored = StoredMessage {
+        message: with_id(&item.message, id),
+        recipients: item.recipients.clone(),
+    };
+    let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
+    t.messages.insert(id, bytes.as_slice()).map_err(io)?;
+    let m = &stored.message;
+    let key = m.conversation.history_key(&m.sender);
+    t.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
+    for user in &stored.recipients {
+        t.user_index.insert((user.as_str(), id), ()).map_err(io)?;
+    }
+    t.imports.insert(item.old_id.as_str(), id).map_err(io)?;
+    Ok(Ok((id, false)))
 }
 
 /// Take back the message written with provisional id `prov`: out of

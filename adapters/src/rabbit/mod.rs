@@ -580,4 +580,34 @@ impl Store for RabbitStore {
     ) -> tokio::sync::broadcast::Receiver<Arc<imgate_core::store::Announcement>> {
         self.inner.feeds.announcements.subscribe()
     }
+
+    /// One log record for the batch: every node's indexer places the
+    /// messages identically; this node answers once it did.
+    fn import(
+        &self,
+        batch: Vec<imgate_core::store::ImportMessage>,
+    ) -> BoxFuture<'_, StoreResult<Vec<imgate_core::store::Imported>>> {
+        Box::pin(async move {
+            let outcome = self
+                .write(
+                    |origin, _| Outgoing {
+                        record: Record::Import {
+                            origin,
+                            items: batch,
+                        },
+                        recipients: Vec::new(),
+                    },
+                    None,
+                )
+                .await?;
+            match outcome {
+                Outcome::Imported(r) => Ok(r),
+                _ => Err(unexpected("import")),
+            }
+        })
+    }
+
+    fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>> {
+        Box::pin(self.read(move |i| i.scan(after, limit)))
+    }
 }

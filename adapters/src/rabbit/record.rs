@@ -6,7 +6,7 @@
 //! apply the same records in the same (stream) order.
 
 use imgate_core::model::Message;
-use imgate_core::store::Group;
+use imgate_core::store::{Group, ImportMessage};
 use serde::{Deserialize, Serialize};
 
 /// Who wrote a record: the writing process (a random-ish id taken at
@@ -55,6 +55,12 @@ pub enum Record {
         key: String,
         value: String,
     },
+    /// Messages from another system (migration, `Store::import`): every
+    /// indexer places them the same way (same order, same free ids).
+    Import {
+        origin: Origin,
+        items: Vec<ImportMessage>,
+    },
     /// A transient cluster event (`Store::announce`): delivered to every
     /// node's watchers as it is read, never kept in the index.
     Announce {
@@ -82,6 +88,7 @@ impl Record {
             | Record::DeleteGroup { origin, .. }
             | Record::PutSetting { origin, .. }
             | Record::Announce { origin, .. }
+            | Record::Import { origin, .. }
             | Record::Marker { origin } => *origin,
         }
     }

@@ -9,8 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use imgate_core::model::Message;
 use imgate_core::model::{Conversation, MessagePayload};
-use imgate_core::store::{DeviceFeed, Group, NewMessage};
+use imgate_core::store::{DeviceFeed, Group, ImportMessage, NewMessage};
 use imgate_core::Store;
 
 /// One `#[tokio::test]` per contract scenario. `$make` turns the test's
@@ -26,6 +27,7 @@ macro_rules! contract_tests {
             groups_round_trip,
             concurrent_appends_get_unique_ordered_ids,
             settings_are_durable_and_watched_and_announcements_local,
+            import_keeps_time_order_is_idempotent_and_is_history_only,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {$(
@@ -318,5 +320,105 @@ pub async fn settings_are_durable_and_watched_and_announcements_local<B: Backend
         store.setting("policy").await.unwrap().as_deref(),
         Some("{\"v\":1}")
     );
+    b.close(store).await;
+}
+
+fn imported(old_id: &str, ts: i64, text: &str) -> ImportMessage {
+    ImportMessage {
+        old_id: old_id.into(),
+        message: Message {
+            message_id: 0,
+            sender: "alice".into(),
+            conversation: Conversation::private("bob"),
+            payload: MessagePayload::text(text),
+            server_ts: ts,
+            client_msg_id: String::new(),
+            to_users: vec![],
+        },
+        recipients: vec!["alice".into(), "bob".into()],
+    }
+}
+
+pub async fn import_keeps_time_order_is_idempotent_and_is_history_only<B: Backend>(b: &B) {
+    let store = b.open().await;
+    drop(b.attach(&store, "bob", "phone").await);
+    let live = store
+        .append(private("alice", "bob", "live-1", "live"))
+        .await
+        .unwrap()
+        .message;
+    // 2025-01-01, out of order in the batch, two in the same millisecond.
+    let t = 1_735_689_600_000;
+    let batch = vec![
+        imported("v-3", t + 2_000, "third"),
+        imported("v-1", t, "first"),
+        imported("v-2", t + 1_000, "second"),
+        imported("v-2b", t + 1_000, "second too"),
+        imported("v-old", 1_600_000_000_000, "2020"),
+    ];
+    let first = store.import(batch.clone()).await.unwrap();
+    let ids: Vec<u64> = first
+        .iter()
+        .take(4)
+        .map(|r| {
+            let (id, dup) = r.result.clone().expect("imported");
+            assert!(!dup, "{r:?}");
+            id
+        })
+        .collect();
+    assert!(first[4].result.is_err(), "before 2024 is refused");
+    assert!(ids[1] < ids[2] && ids[2] < ids[3] && ids[3] < ids[0]);
+    assert!(ids[0] < live.message_id, "older than the live message");
+    // History and sync in time order, with the original timestamps.
+    let hist = store
+        .history("bob", &Conversation::private("alice"), 0, 10)
+        .await
+        .unwrap();
+    let texts: Vec<(&str, i64)> = hist
+        .messages
+        .iter()
+        .rev()
+        .map(|m| (m.payload.searchable_content.as_str(), m.server_ts))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            ("first", t),
+            ("second", t + 1_000),
+            ("second too", t + 1_000),
+            ("third", t + 2_000),
+            ("live", live.server_ts)
+        ]
+    );
+    assert_eq!(synced(&store, "bob").await.len(), 5);
+    // History only: bob's device has just the live message pending.
+    let mut feed = b.attach(&store, "bob", "phone").await;
+    assert_eq!(next(&mut feed).await, live.message_id);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), feed.next())
+            .await
+            .is_err(),
+        "imported messages are not pushed"
+    );
+    drop(feed);
+    // Export sees everything in id order.
+    let all = store.scan(0, 100).await.unwrap();
+    let scanned: Vec<u64> = all.messages.iter().map(|m| m.message_id).collect();
+    let mut expected = ids.clone();
+    expected.push(live.message_id);
+    expected.sort();
+    assert_eq!(scanned, expected);
+    let page = store.scan(expected[1], 2).await.unwrap();
+    let paged: Vec<u64> = page.messages.iter().map(|m| m.message_id).collect();
+    assert_eq!(paged, expected[2..4]);
+    assert!(page.has_more);
+    b.close(store).await;
+    // Idempotent, also after reopening: same ids, nothing new.
+    let store = b.open().await;
+    let again = store.import(batch).await.unwrap();
+    for (r, id) in again.iter().zip(&ids) {
+        assert_eq!(r.result, Ok((*id, true)));
+    }
+    assert_eq!(synced(&store, "bob").await.len(), 5);
     b.close(store).await;
 }

@@ -9,7 +9,10 @@ mod feed;
 mod types;
 
 pub use feed::{DeviceFeed, UserFeed, UserFeedEnd};
-pub use types::{Appended, Group, NewMessage, Recalled, SyncPage};
+pub use types::{
+    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, SyncPage, IMPORT_MS_FULL,
+    IMPORT_TOO_OLD,
+};
 
 use std::future::Future;
 use std::pin::Pin;
@@ -124,6 +127,18 @@ pub trait Store: Send + Sync + 'static {
 
     /// Announcements as this node applies them, from any node.
     fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>>;
+
+    /// Migration: store messages from another system, with their original
+    /// times, as history (sync and history show them; no device gets them
+    /// as pending deliveries). Each gets an id in its own millisecond
+    /// ([`crate::id::import_ids`]), so history stays in time order.
+    /// Idempotent on `old_id`: one imported before answers with the id it
+    /// got and `duplicate`.
+    fn import(&self, batch: Vec<ImportMessage>) -> BoxFuture<'_, StoreResult<Vec<Imported>>>;
+
+    /// Every stored message with id > `after`, ascending, at most `limit`
+    /// (export).
+    fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>>;
 }
 
 /// A changed setting: its key and new value.

@@ -51,3 +51,30 @@ pub struct Group {
 /// What a recall removed: the message and the users it had gone to (None
 /// if no such message).
 pub type Recalled = Option<(Arc<Message>, Vec<String>)>;
+
+/// A message from another system (migration), for `Store::import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportMessage {
+    /// Its id in the system it comes from: the idempotency key.
+    pub old_id: String,
+    /// The message as it was; `server_ts` is its original time.
+    /// `message_id` is ignored: the store assigns one.
+    pub message: Message,
+    /// Every user who can sync it and see it in history.
+    pub recipients: Vec<String>,
+}
+
+/// Why an import refuses a message stamped before the id epoch.
+pub const IMPORT_TOO_OLD: &str =
+    "timestamp before 2024-01-01T00:00:00Z: message ids cannot express it";
+/// Why an import refuses a message whose millisecond has no id left.
+pub const IMPORT_MS_FULL: &str = "4096 messages were already imported in this millisecond";
+
+/// What became of one [`ImportMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Imported {
+    pub old_id: String,
+    /// `(message_id, duplicate)`: the id it got, or had got when the same
+    /// old id was imported before; or why it was refused.
+    pub result: Result<(u64, bool), String>,
+}
