@@ -63,6 +63,10 @@ enum Command {
     Load(cli::load::LoadArgs),
     /// Measure MQTT publish/delivery throughput of any broker (imgate or a peer).
     LoadMqtt(cli::mqtt_load::LoadMqttArgs),
+    /// Import messages from another system (JSONL, one message per line) into a running gateway.
+    Import(cli::migrate::ImportArgs),
+    /// Export every stored message of a running gateway as JSONL.
+    Export(cli::migrate::ExportArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -79,6 +83,8 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(args) => cli::admin::run(args),
         Command::Load(args) => cli::load::run(args),
         Command::LoadMqtt(args) => cli::mqtt_load::run(args),
+        Command::Import(args) => cli::migrate::run_import(args),
+        Command::Export(args) => cli::migrate::run_export(args),
     }
 }
 

@@ -23,7 +23,7 @@ pub use policy::{PolicyBook, PolicySnapshot, UserStatus};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};
 pub use recall::{recall, RecallOutcome};
 pub use review::{Review, ReviewConfig, ReviewHook, ReviewLayer, ReviewMode, Verdict};
-pub use store_service::StoreService;
+pub use store_service::{resolve_recipients, StoreService};
 pub use validate::{Limits, Validate, ValidateLayer};
 pub use word_filter::{
     HitRecord, HitSink, WordFilterLayer, WordFilterService, WordStrategies, WordStrategy,

@@ -1,27 +1,14 @@
 //! `imgate admin ...`: the admin API for humans.
 
-use std::path::PathBuf;
-
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use super::admin_client::AdminClient;
+use super::admin_client::AdminConn;
 
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// Admin API base URL.
-    #[arg(
-        long,
-        env = "IMGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:18080"
-    )]
-    pub admin_url: String,
-    /// The admin secret (default: read from the data directory).
-    #[arg(long, env = "IMGATE_ADMIN_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    /// The server's data directory, where `admin-secret` is kept.
-    #[arg(long, env = "IMGATE_DATA_DIR", default_value = "imgate-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub conn: AdminConn,
     #[command(subcommand)]
     pub command: AdminCommand,
 }
@@ -106,7 +93,7 @@ pub enum AdminCommand {
 }
 
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.admin_url, args.secret, &args.data_dir)?;
+    let client = args.conn.client()?;
     let out = match args.command {
         AdminCommand::GetToken {
             user,

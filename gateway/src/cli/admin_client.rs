@@ -1,13 +1,38 @@
 //! A blocking admin API client that signs every request (DESIGN §5.1), so
 //! nobody has to compute SHA-1 signatures by hand.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
 use crate::{admin_sign, secrets};
+
+/// Where the admin API is and the secret to sign with: the options of
+/// every command that calls it (DESIGN §8).
+#[derive(clap::Args, Debug, Clone)]
+pub struct AdminConn {
+    /// Admin API base URL.
+    #[arg(
+        long,
+        env = "IMGATE_ADMIN_URL",
+        default_value = "http://127.0.0.1:18080"
+    )]
+    pub admin_url: String,
+    /// The admin secret (default: read from the data directory).
+    #[arg(long, env = "IMGATE_ADMIN_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+    /// The server's data directory, where `admin-secret` is kept.
+    #[arg(long, env = "IMGATE_DATA_DIR", default_value = "imgate-data")]
+    pub data_dir: PathBuf,
+}
+
+impl AdminConn {
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        AdminClient::new(&self.admin_url, self.secret.clone(), &self.data_dir)
+    }
+}
 
 pub struct AdminClient {
     base: String,

@@ -3,7 +3,6 @@
 //! users so per-user rate limits do not cap the measurement (or raise
 //! `IMGATE_RATE_LIMIT_MESSAGES` on the server under test).
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,23 +11,15 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::admin_client::AdminClient;
+use super::admin_client::AdminConn;
 
 #[derive(Args, Debug)]
 pub struct LoadArgs {
     /// Client HTTP API base URL.
     #[arg(long, env = "IMGATE_HTTP_URL", default_value = "http://127.0.0.1:8080")]
     pub http_url: String,
-    #[arg(
-        long,
-        env = "IMGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:18080"
-    )]
-    pub admin_url: String,
-    #[arg(long, env = "IMGATE_ADMIN_SECRET", hide_env_values = true)]
-    pub secret: Option<String>,
-    #[arg(long, env = "IMGATE_DATA_DIR", default_value = "imgate-data")]
-    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub conn: AdminConn,
     /// Total messages to send.
     #[arg(long, default_value_t = 2000)]
     pub messages: usize,
@@ -44,7 +35,7 @@ pub struct LoadArgs {
 }
 
 pub fn run(args: LoadArgs) -> anyhow::Result<()> {
-    let admin = AdminClient::new(&args.admin_url, args.secret.clone(), &args.data_dir)?;
+    let admin = args.conn.client()?;
     let run_id = crate::secrets::random_hex(4)?;
     let mut tokens = Vec::new();
     for i in 0..args.senders.max(1) {
