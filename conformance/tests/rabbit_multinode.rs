@@ -459,3 +459,41 @@ fn second_phone_login_on_another_node_kicks_the_first() {
     assert!(survivor.heartbeat(), "the other phone stays online");
     assert!(laptop.heartbeat(), "another platform class stays online");
 }
+
+/// An XMPP recipient's receipt reaches the XMPP sender on the other node.
+#[test]
+fn xmpp_receipts_cross_nodes() {
+    use imgate_codecs::xmpp::{ns, Element};
+    use imgate_conformance::xmpp::XmppRaw;
+    let Some(url) = amqp_url("xmpp_receipts_cross_nodes") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let (alice, bob) = (unique("mn-rcpt-a"), unique("mn-rcpt-b"));
+    let login = |g: &Gateway, user: &str| {
+        let token = g.admin().token(user, "pc", 3);
+        XmppRaw::login(g.addr("xmpp"), "localhost", user, &token).0
+    };
+    let mut a = login(&c.a, &alice);
+    let mut b = login(&c.b, &bob);
+    a.send(&format!("<message to='{bob}@localhost' type='chat' id='x-1'><body>hi</body><request xmlns='urn:xmpp:receipts'/></message>"));
+    let m = b
+        .wait_for(
+            |e: &Element| e.name == "message" && e.get_child("body", ns::CLIENT).is_some(),
+            WAIT,
+        )
+        .expect("bob gets the message on node B");
+    let uid = m.get_attr("id").expect("stanza id").to_string();
+    b.send(&format!("<message to='{alice}@localhost' id='r-1'><received xmlns='urn:xmpp:receipts' id='{uid}'/></message>"));
+    let r = a
+        .wait_for(
+            |e: &Element| e.get_child("received", ns::RECEIPTS).is_some(),
+            WAIT,
+        )
+        .expect("alice gets the receipt on node A");
+    assert_eq!(
+        r.get_child("received", ns::RECEIPTS)
+            .and_then(|x| x.get_attr("id")),
+        Some("x-1")
+    );
+}

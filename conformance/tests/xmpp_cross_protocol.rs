@@ -155,3 +155,65 @@ fn rejected_messages_come_back_as_stanza_errors() {
         "{sent}"
     );
 }
+
+/// XEP-0184 across protocols: an XMPP sender gets `<received/>` with its
+/// own stanza id when the recipient acks, whether the recipient is a PB
+/// client (DeliverAck) or an MQTT client (PUBACK on its inbox); nothing
+/// before the ack.
+#[test]
+fn xmpp_sender_gets_receipts_from_pb_and_mqtt_acks() {
+    use imgate_codecs::xmpp::{ns, Element};
+    use imgate_conformance::mqtt::MqttAgent;
+    use imgate_conformance::xmpp::XmppRaw;
+    let g = Gateway::start();
+    let (x, p, m) = (unique("rx-xmpp"), unique("rx-pb"), unique("rx-mqtt"));
+    let xtoken = g.admin().token(&x, "pc", 3);
+    let (mut sender, _) = XmppRaw::login(g.addr("xmpp"), DOMAIN, &x, &xtoken);
+    let receipt_for = |sender: &mut XmppRaw, id: &str, within: Duration| {
+        sender.wait_for(
+            |e: &Element| {
+                e.get_child("received", ns::RECEIPTS)
+                    .and_then(|r| r.get_attr("id"))
+                    == Some(id)
+            },
+            within,
+        )
+    };
+    let chat = |to: &str, id: &str| {
+        format!("<message to='{to}@{DOMAIN}' type='chat' id='{id}'><body>ping</body><request xmlns='urn:xmpp:receipts'/></message>")
+    };
+
+    // PB recipient: the receipt comes with its DeliverAck, not before.
+    let ptoken = g.admin().token(&p, "phone", 2);
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &ptoken, "phone", 2);
+    sender.send(&chat(&p, "to-pb-1"));
+    let d = pb.next_deliver(WAIT).expect("PB gets the message");
+    assert!(
+        receipt_for(&mut sender, "to-pb-1", Duration::from_millis(300)).is_none(),
+        "no receipt before the ack"
+    );
+    pb.ack(d.message_id);
+    let r = receipt_for(&mut sender, "to-pb-1", WAIT).expect("receipt after the PB ack");
+    assert_eq!(
+        r.get_attr("from"),
+        Some(format!("{p}@{DOMAIN}/phone").as_str())
+    );
+
+    // MQTT recipient: its PUBACK on the inbox is the ack.
+    let mtoken = g.admin().token(&m, "dev", 1);
+    let mut mq = MqttAgent::start(g.addr("mqtt"));
+    let ack = mq.connect(
+        json!({"version": 5, "client_id": "dev", "user": m, "token": mtoken, "manual_ack": true}),
+    );
+    assert_eq!(ack["rc"], 0, "{ack}");
+    let inbox = format!("im/inbox/{m}");
+    assert_eq!(mq.subscribe(&inbox, 1), vec![1]);
+    sender.send(&chat(&m, "to-mqtt-1"));
+    let got = mq.message(&inbox);
+    mq.cmd(json!({"op": "ack", "mid": got["mid"]}));
+    let r = receipt_for(&mut sender, "to-mqtt-1", WAIT).expect("receipt after the MQTT PUBACK");
+    assert_eq!(
+        r.get_attr("from"),
+        Some(format!("{m}@{DOMAIN}/dev").as_str())
+    );
+}

@@ -110,6 +110,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         review: review.map(|(h, _)| h),
         tls,
         shutdown: shutdown_rx,
+        delivery_acks: tokio::sync::broadcast::channel(1024).0,
     };
     // Policy changes made on any node (admin API) apply here too.
     tokio::spawn(

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use imgate_core::pipeline::{SendAck, SendCommand, SendService};
+use imgate_core::store::StoreResult;
 use imgate_core::{ImError, Store};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tower::ServiceExt;
 
 use crate::config::Config;
@@ -36,6 +37,17 @@ pub struct AppState {
     pub tls: Option<crate::tls::TlsAcceptor>,
     /// Turns true when the gateway starts draining.
     pub shutdown: watch::Receiver<bool>,
+    /// Delivery acks of this node's devices, in any protocol (XMPP turns
+    /// them into XEP-0184 receipts for the sender).
+    pub delivery_acks: broadcast::Sender<DeliveryAck>,
+}
+
+/// A device acked a delivered message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryAck {
+    pub user: String,
+    pub device: String,
+    pub message_id: u64,
 }
 
 impl AppState {
@@ -50,6 +62,18 @@ impl AppState {
             Err(e) => self.metrics.rejection(e.code),
         }
         result
+    }
+
+    /// A device acked a delivery: record it in the store, then tell the
+    /// listeners of [`Self::delivery_acks`].
+    pub async fn ack_delivery(&self, user: &str, device: &str, message_id: u64) -> StoreResult<()> {
+        self.store.ack(user, device, message_id).await?;
+        let _ = self.delivery_acks.send(DeliveryAck {
+            user: user.to_string(),
+            device: device.to_string(),
+            message_id,
+        });
+        Ok(())
     }
 
     /// Resolves when the gateway starts shutting down.

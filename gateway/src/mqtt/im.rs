@@ -156,8 +156,7 @@ impl Conn {
     pub async fn im_acked(&mut self, message_id: u64) {
         if let Err(e) = self
             .state
-            .store
-            .ack(
+            .ack_delivery(
                 &self.principal.user_id,
                 &self.principal.device_id,
                 message_id,

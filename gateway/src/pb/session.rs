@@ -233,8 +233,7 @@ async fn handle_frame(
         }
         PbRequest::DeliverAck(ack) => {
             if let Err(e) = state
-                .store
-                .ack(&principal.user_id, &principal.device_id, ack.message_id)
+                .ack_delivery(&principal.user_id, &principal.device_id, ack.message_id)
                 .await
             {
                 tracing::warn!(error = %e, "pb: storing a delivery ack failed; it will be redelivered");

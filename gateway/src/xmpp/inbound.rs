@@ -49,7 +49,8 @@ impl Session {
         }
     }
 
-    /// The recipient's receipt: ack it, then tell the sender.
+    /// The recipient's receipt: ack it (the sender's sessions here get a
+    /// receipt from the ack, see `receipts`), then tell the other nodes.
     async fn handle_receipt(&mut self, received: &Element) {
         let Some(id) = received.get_attr("id").and_then(|v| v.parse::<u64>().ok()) else {
             return;
@@ -61,21 +62,15 @@ impl Session {
         if original.sender == self.principal.user_id || original.conversation.kind != 0 {
             return;
         }
-        let receipt_id = if original.client_msg_id.is_empty() {
-            id.to_string()
-        } else {
-            original.client_msg_id.clone()
-        };
-        let from = self.jid.clone();
-        let sender = original.sender.clone();
-        let domain = self.domain();
-        self.ctx.router.send_to_user(&sender, None, |resource| {
-            Element::new("message", ns::CLIENT)
-                .attr("from", from.clone())
-                .attr("to", format!("{sender}@{domain}/{resource}"))
-                .attr("id", format!("rcpt-{id}"))
-                .child(Element::new("received", ns::RECEIPTS).attr("id", receipt_id.clone()))
-        });
+        super::receipts::announce(
+            &self.state.store,
+            super::receipts::Receipt {
+                sender: original.sender.clone(),
+                from: self.jid.clone(),
+                message_id: id,
+                receipt_id: super::receipts::receipt_id(&original),
+            },
+        );
     }
 
     pub(super) async fn handle_presence(&mut self, el: &Element) -> bool {

@@ -10,7 +10,8 @@
 //! - [`inbound`]: client messages (pipeline, receipts) and presence.
 //! - [`iq`]: ping, disco, roster, session; [`mam`]: XEP-0313 archive.
 //! - [`stream_management`]: resumable XEP-0198 state.
-//! - [`router`]: node-local routing of presence and receipts.
+//! - [`router`]: node-local routing of presence and receipts;
+//!   [`receipts`]: receipts to senders on other nodes too.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //!
 //! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
@@ -24,6 +25,7 @@ mod inbound;
 mod iq;
 mod mam;
 mod negotiation;
+mod receipts;
 mod router;
 mod session;
 mod stream_management;
@@ -61,6 +63,8 @@ pub fn connection_handler(
         router: XmppRouter::default(),
         sm: SmRegistry::default(),
     });
+    tokio::spawn(receipts::follow(state.store.clone(), ctx.clone()));
+    tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
     move |stream, peer, state| Box::pin(handle_connection(stream, peer, state, ctx.clone()))
 }
 

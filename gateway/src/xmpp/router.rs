@@ -1,7 +1,8 @@
 //! `XmppRouter`: the XMPP sessions of this node by user, for what is not a
 //! stored message — presence to a user's other resources and XEP-0184
-//! receipts forwarded to the original sender. Best effort and node-local
-//! by design: messages themselves always go through the store.
+//! receipts forwarded to the original sender (other nodes' receipts come
+//! through [`super::receipts`]). Best effort: messages themselves always
+//! go through the store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

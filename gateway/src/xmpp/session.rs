@@ -344,8 +344,7 @@ impl Session {
         for id in ids {
             if let Err(e) = self
                 .state
-                .store
-                .ack(&self.principal.user_id, &self.principal.device_id, *id)
+                .ack_delivery(&self.principal.user_id, &self.principal.device_id, *id)
                 .await
             {
                 tracing::warn!(error = %e, "xmpp: storing a delivery ack failed; it will be redelivered");
