@@ -271,6 +271,86 @@ fn mqtt5_properties_flow_control_and_aliases() {
         p.publish(json!({"topic": format!("{}/none", unique("x")), "payload": "", "qos": 1})),
         no_subscribers
     );
-    // Shared subscriptions are refused with 0x9E.
-    assert_eq!(s.subscribe("$share/g/x", 1), vec![0x9E]);
+}
+
+/// Shared subscriptions (MQTT 5 §4.8.2; 3.1.1 clients may join too): each
+/// message goes to exactly one member of the group while ordinary
+/// subscribers get every message; a member that leaves gets nothing more;
+/// no retained messages on a shared subscribe; the IM inbox cannot be
+/// shared.
+#[test]
+fn shared_subscriptions_deliver_each_message_to_one_member() {
+    let g = Gateway::start();
+    let t = unique("shared");
+    let group = format!("$share/workers/{t}/jobs/#");
+    let mut p = connect(&g, opts(&g, &unique("spub"), "p", 5));
+    // Nobody subscribed yet: 0x10 on one node (0 when other nodes may have
+    // subscribers).
+    let kept = p.publish(
+        json!({"topic": format!("{t}/jobs/kept"), "payload": "old", "qos": 1, "retain": true}),
+    );
+    assert!(kept == 0 || kept == 0x10, "{kept}");
+    let mut n = connect(&g, opts(&g, &unique("plain"), "n", 5));
+    assert_eq!(n.subscribe(&format!("{t}/jobs/#"), 1), vec![1]);
+    let mut w1 = connect(&g, opts(&g, &unique("w1"), "w1", 5));
+    let mut w2 = connect(&g, opts(&g, &unique("w2"), "w2", 4));
+    assert_eq!(w1.subscribe(&group, 1), vec![1]);
+    assert_eq!(w2.subscribe(&group, 1), vec![1]);
+    let topics: Vec<String> = (0..10).map(|i| format!("{t}/jobs/{i}")).collect();
+    for (i, topic) in topics.iter().enumerate() {
+        assert_eq!(
+            p.publish(json!({"topic": topic, "payload": format!("j{i}"), "qos": 1})),
+            0
+        );
+    }
+    for topic in &topics {
+        n.message(topic);
+    }
+    // Every job once, over both workers.
+    let is_job = |v: &Value| v["event"] == "message" && v["topic"] != format!("{t}/jobs/kept");
+    let (mut got1, mut got2) = (Vec::new(), Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got1.len() + got2.len() < topics.len() {
+        assert!(Instant::now() < deadline, "jobs missing: {got1:?} {got2:?}");
+        if let Some(m) = w1.try_expect(Duration::from_millis(50), &is_job) {
+            got1.push(m["topic"].as_str().unwrap_or_default().to_string());
+        }
+        if let Some(m) = w2.try_expect(Duration::from_millis(50), &is_job) {
+            got2.push(m["topic"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    assert!(
+        !got1.is_empty() && !got2.is_empty(),
+        "both workers get jobs: {got1:?} {got2:?}"
+    );
+    let mut all: Vec<String> = got1.iter().chain(&got2).cloned().collect();
+    all.sort();
+    let mut want = topics.clone();
+    want.sort();
+    assert_eq!(all, want, "each job exactly once");
+    // No retained message on a shared subscribe.
+    for w in [&mut w1, &mut w2] {
+        assert!(w
+            .try_expect(Duration::from_millis(200), &|v| v["topic"]
+                == format!("{t}/jobs/kept"))
+            .is_none());
+    }
+    // A member that leaves gets nothing more.
+    w1.cmd(json!({"op": "unsubscribe", "topic": group}));
+    w1.event("unsuback");
+    for i in 10..14 {
+        p.publish(json!({"topic": format!("{t}/jobs/{i}"), "payload": "late", "qos": 1}));
+    }
+    for i in 10..14 {
+        w2.message(&format!("{t}/jobs/{i}"));
+    }
+    assert!(w1.try_expect(Duration::from_millis(200), &is_job).is_none());
+    // Malformed share names and the IM inbox.
+    assert_eq!(w1.subscribe("$share//x", 1), vec![0x8F]);
+    let inbox_user = unique("inboxer");
+    let mut im = connect(&g, opts(&g, &inbox_user, "i", 5));
+    assert_eq!(
+        im.subscribe(&format!("$share/g/im/inbox/{inbox_user}"), 1),
+        vec![0x9E]
+    );
 }

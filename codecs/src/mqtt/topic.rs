@@ -22,6 +22,16 @@ pub fn valid_topic_filter(filter: &str) -> bool {
     })
 }
 
+/// A shared subscription filter `$share/{name}/{filter}` (MQTT 5
+/// §4.8.2): its share name and inner filter, if well formed (a non-empty
+/// name without wildcards, a valid inner filter).
+pub fn shared(filter: &str) -> Option<(&str, &str)> {
+    let rest = filter.strip_prefix("$share/")?;
+    let (name, inner) = rest.split_once('/')?;
+    (!name.is_empty() && !name.contains(['+', '#']) && valid_topic_filter(inner))
+        .then_some((name, inner))
+}
+
 /// Whether `filter` matches `topic` (both assumed valid).
 pub fn matches(filter: &str, topic: &str) -> bool {
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
@@ -66,5 +76,21 @@ mod tests {
         assert!(!valid_topic_filter("a/#/b"));
         assert!(!valid_topic_filter("a/b+"));
         assert!(!valid_topic_name("a/+"));
+    }
+
+    #[test]
+    fn shared_filters_split_into_name_and_filter() {
+        assert_eq!(shared("$share/g1/a/+/b"), Some(("g1", "a/+/b")));
+        assert_eq!(shared("$share/g/#"), Some(("g", "#")));
+        for bad in [
+            "$share/g",
+            "$share//a",
+            "$share/g+/a",
+            "$share/g/a/#/b",
+            "share/g/a",
+            "$share/g/",
+        ] {
+            assert_eq!(shared(bad), None, "{bad}");
+        }
     }
 }

@@ -227,9 +227,31 @@ impl Conn {
         let mut reasons = Vec::with_capacity(s.filters.len());
         let mut attach = false;
         for f in &s.filters {
-            let code = if f.filter.starts_with("$share/") {
-                refused(self.v5, reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-            } else if !topic::valid_topic_filter(&f.filter) {
+            let code = if let Some((_, inner)) = topic::shared(&f.filter) {
+                // A shared subscription: generic topics only (the IM
+                // namespace has one subscriber per inbox by design).
+                match acl::subscribe_target(
+                    inner,
+                    &self.principal.user_id,
+                    &self.principal.device_id,
+                ) {
+                    SubscribeTarget::Generic => {
+                        // No Local makes no sense for a group (a protocol
+                        // error in MQTT 5): ignored rather than dropping
+                        // the group's messages.
+                        let options = imgate_codecs::mqtt::SubOptions {
+                            no_local: false,
+                            ..f.options
+                        };
+                        self.broker.subscribe(&self.key, &f.filter, options, sub_id);
+                        f.options.qos.as_u8()
+                    }
+                    SubscribeTarget::Forbidden => refused(self.v5, reason::NOT_AUTHORIZED),
+                    SubscribeTarget::Inbox | SubscribeTarget::Ack => {
+                        refused(self.v5, reason::SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
+                    }
+                }
+            } else if f.filter.starts_with("$share/") || !topic::valid_topic_filter(&f.filter) {
                 refused(self.v5, reason::TOPIC_FILTER_INVALID)
             } else {
                 match acl::subscribe_target(

@@ -100,7 +100,7 @@ pub async fn handle_connection(
             .push(Property::RetainAvailable(1))
             .push(Property::WildcardSubscriptionAvailable(1))
             .push(Property::SubscriptionIdentifierAvailable(1))
-            .push(Property::SharedSubscriptionAvailable(0))
+            .push(Property::SharedSubscriptionAvailable(1))
             .push(Property::MaximumPacketSize(
                 u32::try_from(state.config.mqtt_max_packet).unwrap_or(u32::MAX),
             ));

@@ -17,6 +17,12 @@
 //! acks are saved with the next change (a crash may redeliver an acked
 //! message, never lose an unacked one).
 //!
+//! Shared subscriptions (`$share/{name}/{filter}`, MQTT 5 §4.8.2, also
+//! accepted from 3.1.1 clients): each matching message goes to one member
+//! of the group, round robin over the connected members; no retained
+//! messages on subscribe. With several nodes each node picks among its own
+//! members, so a group with members on two nodes gets one copy per node.
+//!
 //! Several nodes: with a [`ClusterBus`] (RabbitMQ store), every generic
 //! publish is also forwarded to the other nodes, which deliver it to their
 //! own subscribers, and retained updates are applied in the bus's order on
@@ -63,6 +69,8 @@ struct PendingWill {
 struct Inner {
     sessions: HashMap<String, SessionState>,
     trie: SubscriptionTrie,
+    /// Round-robin position per shared subscription filter.
+    share_next: HashMap<String, usize>,
     retained: BTreeMap<String, Arc<AppMessage>>,
     next_generation: u64,
     wills: Vec<PendingWill>,
@@ -81,6 +89,32 @@ pub struct Broker {
     pub rate_limited: AtomicU64,
     pub dropped_qos0: AtomicU64,
     pub discarded_sessions: AtomicU64,
+}
+
+/// Marks a shared subscription's member in the trie:
+/// `SHARE_MARK name SHARE_MARK session-key`, under the inner filter.
+const SHARE_MARK: char = '\u{2}';
+
+/// Where a subscription of `key` to `filter` lives in the trie: the filter
+/// to match and the member to find.
+fn trie_entry(filter: &str, key: &str) -> (String, String) {
+    match imgate_codecs::mqtt::topic::shared(filter) {
+        Some((name, inner)) => (
+            inner.to_owned(),
+            format!("{SHARE_MARK}{name}{SHARE_MARK}{key}"),
+        ),
+        None => (filter.to_owned(), key.to_owned()),
+    }
+}
+
+fn trie_insert(trie: &mut SubscriptionTrie, filter: &str, key: &str) {
+    let (f, member) = trie_entry(filter, key);
+    trie.insert(&f, &member);
+}
+
+fn trie_remove(trie: &mut SubscriptionTrie, filter: &str, key: &str) {
+    let (f, member) = trie_entry(filter, key);
+    trie.remove(&f, &member);
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -115,7 +149,7 @@ impl Broker {
         for (key, s) in sessions {
             let state = SessionState::from_stored(s);
             for f in state.subs.keys() {
-                inner.trie.insert(f, &key);
+                trie_insert(&mut inner.trie, f, &key);
             }
             inner.sessions.insert(key, state);
         }
@@ -215,7 +249,7 @@ impl Broker {
     fn remove_session(g: &mut Inner, key: &str) {
         if let Some(s) = g.sessions.remove(key) {
             for f in s.subs.keys() {
-                g.trie.remove(f, key);
+                trie_remove(&mut g.trie, f, key);
             }
         }
     }
@@ -375,7 +409,27 @@ impl Broker {
         // Overlapping subscriptions of one session: one delivery with the
         // highest QoS and every subscription identifier (MQTT 5 §3.3.4).
         let mut per_session: HashMap<String, Delivery> = HashMap::new();
-        for (key, filter) in g.trie.matches(&msg.topic) {
+        // Shared subscriptions: (full filter) → members, one gets it.
+        let mut shares: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        let mut targets: Vec<(String, String)> = Vec::new();
+        for (member, filter) in g.trie.matches(&msg.topic) {
+            match member
+                .strip_prefix(SHARE_MARK)
+                .and_then(|rest| rest.split_once(SHARE_MARK))
+            {
+                Some((name, key)) => shares
+                    .entry(format!("$share/{name}/{filter}"))
+                    .or_default()
+                    .push(key.to_owned()),
+                None => targets.push((member, filter)),
+            }
+        }
+        for (full, members) in shares {
+            if let Some(key) = Self::pick_member(&mut g, &full, members) {
+                targets.push((key, full));
+            }
+        }
+        for (key, filter) in targets {
             let Some(sub) = g.sessions.get(&key).and_then(|s| s.subs.get(&filter)) else {
                 continue;
             };
@@ -404,6 +458,26 @@ impl Broker {
         }
         self.persist(g, ops);
         matched
+    }
+
+    /// The member of shared subscription `full` that gets the next
+    /// message: round robin over the connected members (over all of them
+    /// when none is connected, so persistent sessions queue it).
+    fn pick_member(g: &mut Inner, full: &str, mut members: Vec<String>) -> Option<String> {
+        members.sort();
+        let online: Vec<String> = members
+            .iter()
+            .filter(|k| g.sessions.get(*k).is_some_and(|s| s.conn.is_some()))
+            .cloned()
+            .collect();
+        let pool = if online.is_empty() { members } else { online };
+        if pool.is_empty() {
+            return None;
+        }
+        let n = g.share_next.entry(full.to_owned()).or_insert(0);
+        let pick = pool[*n % pool.len()].clone();
+        *n = n.wrapping_add(1);
+        Some(pick)
     }
 
     /// Queue one delivery, applying the overflow policy.
@@ -468,12 +542,14 @@ impl Broker {
             )
             .is_none();
         let mut ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
-        g.trie.insert(filter, key);
-        let send_retained = match options.retain_handling {
-            0 => true,
-            1 => is_new,
-            _ => false,
-        };
+        trie_insert(&mut g.trie, filter, key);
+        // Shared subscriptions get no retained messages (MQTT 5 §4.8.2).
+        let send_retained = imgate_codecs::mqtt::topic::shared(filter).is_none()
+            && match options.retain_handling {
+                0 => true,
+                1 => is_new,
+                _ => false,
+            };
         if send_retained {
             let now = now_ms();
             let matching: Vec<Arc<AppMessage>> = g
@@ -505,7 +581,7 @@ impl Broker {
         };
         let existed = s.subs.remove(filter).is_some();
         let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
-        g.trie.remove(filter, key);
+        trie_remove(&mut g.trie, filter, key);
         self.persist(g, ops);
         existed
     }
