@@ -81,6 +81,11 @@ impl XmppRouter {
         (handle, rx)
     }
 
+    /// Whether no XMPP session is on this node at all.
+    pub fn is_empty(&self) -> bool {
+        lock(&self.routes).users.is_empty()
+    }
+
     /// Mark a session available (initial presence sent) or not.
     pub fn set_available(&self, handle: &RouteHandle, available: bool) {
         if let Some(list) = lock(&self.routes).users.get_mut(&handle.user) {
