@@ -528,3 +528,57 @@ async fn closing_connections_mid_send_loses_no_acked_message_and_recovers() {
         .await;
     ns.cleanup().await;
 }
+
+/// `channels` of this test's device-consuming connections, per
+/// connection, from `rabbitmqctl`.
+fn device_connection_channels(prefix: &str) -> Vec<u64> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "client_properties", "channels"])
+        .output()
+        .expect("rabbitmqctl must be available");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("imgate {prefix} node 1 devices")))
+        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_consumers_spread_over_device_connections() {
+    let Some(url) = amqp_url("device_consumers_spread_over_device_connections") else {
+        return;
+    };
+    let ns = Ns::new(url, "spread");
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        RabbitConfig::from_url(&format!("{}&device_connections=3", ns.url()), dir.path(), 1)
+            .expect("config");
+    let store = RabbitStore::open(config).await.expect("open");
+    let mut feeds = Vec::new();
+    for i in 0..30 {
+        feeds.push(ns.attach(&store, "u", &format!("d{i}")).await);
+    }
+    // One channel per attached device, on all three connections.
+    eventually("channels on every device connection", || {
+        let per_conn = device_connection_channels(&ns.prefix);
+        async move {
+            per_conn.len() == 3
+                && per_conn.iter().all(|&c| c > 0)
+                && per_conn.iter().sum::<u64>() == 30
+        }
+    })
+    .await;
+    // And every device gets its messages.
+    let m = store
+        .append(private("v", "u", "s1", "to all devices"))
+        .await
+        .unwrap()
+        .message;
+    for feed in &mut feeds {
+        assert_eq!(next(feed).await, m.message_id);
+    }
+    drop(feeds);
+    store.close().await;
+    ns.cleanup().await;
+}

@@ -62,6 +62,11 @@ pub struct RabbitConfig {
     pub overflow: Overflow,
     /// Unacked deliveries outstanding per attached device (`basic.qos`).
     pub device_prefetch: u16,
+    /// Connections that consume device queues (each attached device has
+    /// a channel on one of them, chosen by hashing the device; a
+    /// connection carries up to the broker's `channel_max`, 2047 by
+    /// default).
+    pub device_connections: u16,
     /// Log records in flight to this node's indexer.
     pub log_prefetch: u16,
     /// How long `open` may take to catch up with the log.
@@ -91,6 +96,7 @@ impl RabbitConfig {
             device_max_length: 10_000,
             overflow: Overflow::RejectPublish,
             device_prefetch: 256,
+            device_connections: 4,
             log_prefetch: 2000,
             catch_up_timeout: Duration::from_secs(600),
             heartbeat_secs: 10,
@@ -120,6 +126,7 @@ impl RabbitConfig {
                 "send_timeout_ms" => c.send_timeout = Duration::from_millis(num(k, v)?),
                 "reconnect_wait_ms" => c.reconnect_wait = Duration::from_millis(num(k, v)?),
                 "device_prefetch" => c.device_prefetch = num(k, v)?,
+                "device_connections" => c.device_connections = num(k, v)?,
                 "log_prefetch" => c.log_prefetch = num(k, v)?,
                 _ => {} // lapin's own (heartbeat, frame_max, ...) or unknown
             }
@@ -146,6 +153,9 @@ impl RabbitConfig {
                 "max_in_flight, device_prefetch and log_prefetch must be > 0",
             ));
         }
+        if !(1..=64).contains(&self.device_connections) {
+            return Err(bad("device_connections must be 1 to 64"));
+        }
         if self.device_expires.as_millis() == 0 || self.device_max_length == 0 {
             return Err(bad("device_expires_secs and device_max_length must be > 0"));
         }
@@ -169,7 +179,7 @@ mod tests {
     #[test]
     fn url_parameters_override_defaults() {
         let c = RabbitConfig::from_url(
-            "amqp://g:g@h:5672/%2f?prefix=t-1&device_max_length=5&overflow=drop-head&heartbeat=3",
+            "amqp://g:g@h:5672/%2f?prefix=t-1&device_max_length=5&overflow=drop-head&heartbeat=3&device_connections=2",
             "/tmp/x",
             3,
         )
@@ -178,6 +188,8 @@ mod tests {
         assert_eq!(c.device_max_length, 5);
         assert_eq!(c.overflow, Overflow::DropHead);
         assert_eq!(c.node_id, 3);
+        assert_eq!(c.device_connections, 2);
+        assert!(RabbitConfig::from_url("amqp://h?device_connections=0", "/tmp", 1).is_err());
         let d = RabbitConfig::from_url("amqp://h", "/tmp/x", 1).unwrap();
         assert_eq!(d.prefix, "imgate");
         assert_eq!(d.overflow, Overflow::RejectPublish);

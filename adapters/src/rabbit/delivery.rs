@@ -87,7 +87,8 @@ impl Attached {
 }
 
 pub struct Devices {
-    pub broker: Broker,
+    /// The device-consuming connections (see `RabbitConfig::device_connections`).
+    brokers: Vec<Broker>,
     pub names: Names,
     pub config: Arc<RabbitConfig>,
     pub index: Arc<Index>,
@@ -102,15 +103,16 @@ enum Pumped {
 }
 
 impl Devices {
+    /// `brokers` must not be empty.
     pub fn new(
-        broker: Broker,
+        brokers: Vec<Broker>,
         names: Names,
         config: Arc<RabbitConfig>,
         index: Arc<Index>,
         feeds: Arc<LiveFeeds>,
     ) -> Self {
         Devices {
-            broker,
+            brokers,
             names,
             config,
             index,
@@ -118,6 +120,16 @@ impl Devices {
             attached: Mutex::default(),
             generation: AtomicU64::new(1),
         }
+    }
+
+    /// The connection a device's consumer lives on: a hash of the device,
+    /// so channels spread evenly and a device keeps its connection.
+    fn broker_for(&self, user: &str, device: &str) -> &Broker {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (user, device).hash(&mut h);
+        let i = (h.finish() % self.brokers.len() as u64) as usize;
+        &self.brokers[i]
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<(String, String), Arc<Attached>>> {
@@ -132,7 +144,10 @@ impl Devices {
         user: &str,
         device: &str,
     ) -> Result<DeviceFeed, StoreError> {
-        let live = self.broker.live(self.config.reconnect_wait).await?;
+        let live = self
+            .broker_for(user, device)
+            .live(self.config.reconnect_wait)
+            .await?;
         let queue = self.names.device_queue(user, device);
         let (ch, consumer) = self
             .open(&live.conn, &queue, user)
@@ -298,11 +313,12 @@ impl Devices {
                 if tx.is_closed() {
                     return;
                 }
-                let after = match self.broker.live(Duration::ZERO).await {
+                let broker = self.broker_for(&key.0, &key.1);
+                let after = match broker.live(Duration::ZERO).await {
                     Ok(l) if l.generation == generation => generation - 1,
                     _ => generation,
                 };
-                let Some(live) = self.broker.next_after(after).await else {
+                let Some(live) = broker.next_after(after).await else {
                     return;
                 };
                 generation = live.generation;

@@ -50,8 +50,9 @@
 //!   duplicate.
 //! - The log stream is kept whole (no retention): it is the history.
 //!   Each node's index is a cache of it and can be deleted at any time.
-//! - One channel per attached device: about 2000 devices per node per
-//!   connection (the broker's `channel_max`).
+//! - One channel per attached device, spread over `device_connections`
+//!   connections (4 by default): about 2000 devices per connection (the
+//!   broker's `channel_max`), so about 8000 per node by default.
 
 pub mod config;
 
@@ -149,12 +150,25 @@ impl RabbitStore {
         )
         .await?;
         let (sub_broker, sub_task) = Broker::start(
-            uri,
+            uri.clone(),
             conn_name("consume"),
             names.clone(),
             shutdown_rx.clone(),
         )
         .await?;
+        let mut device_brokers = Vec::new();
+        let mut tasks = vec![pub_task, sub_task];
+        for i in 0..config.device_connections {
+            let (b, t) = Broker::start(
+                uri.clone(),
+                conn_name(&format!("devices {i}")),
+                names.clone(),
+                shutdown_rx.clone(),
+            )
+            .await?;
+            device_brokers.push(b);
+            tasks.push(t);
+        }
         let config = Arc::new(config);
         let index = Arc::new(index);
         let position = Arc::new(Mutex::new(position));
@@ -173,7 +187,7 @@ impl RabbitStore {
             node_id: config.node_id,
             prefetch: config.log_prefetch,
         };
-        let log_task = tokio::spawn(consumer.run(shutdown_rx));
+        tasks.push(tokio::spawn(consumer.run(shutdown_rx)));
         let publisher = Publisher::new(PublisherParts {
             broker: pub_broker,
             names: names.clone(),
@@ -186,7 +200,7 @@ impl RabbitStore {
             reconnect_wait: config.reconnect_wait,
         });
         let devices = Arc::new(Devices::new(
-            sub_broker,
+            device_brokers,
             names.clone(),
             config.clone(),
             index.clone(),
@@ -202,7 +216,7 @@ impl RabbitStore {
                 devices,
                 feeds,
                 shutdown,
-                tasks: Mutex::new(vec![pub_task, sub_task, log_task]),
+                tasks: Mutex::new(tasks),
             }),
         };
         // Catch up: once our own marker comes back through the stream, the
