@@ -63,6 +63,14 @@ pub fn run_import(args: ImportArgs) -> anyhow::Result<()> {
         if line.trim().is_empty() {
             continue;
         }
+        if line.len() > MAX_REQUEST_BYTES {
+            eprintln!(
+                "line {n}: {} bytes, more than one request may carry",
+                line.len()
+            );
+            tally.failed += 1;
+            continue;
+        }
         let message: Value = match serde_json::from_str(&line) {
             Ok(v) => v,
             Err(e) => {
