@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+mod import_rows;
 pub mod rabbit;
 pub mod review_hook;
 

@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use imgate_core::id::{first_id_at, import_ids, MessageIdGenerator};
+use imgate_core::id::{first_id_at, MessageIdGenerator};
 use imgate_core::model::Message;
 use imgate_core::now_ms;
 use imgate_core::store::{
-    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, StoreResult, IMPORT_MS_FULL,
-    IMPORT_TOO_OLD,
+    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, StoreResult,
 };
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
@@ -17,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::router::Router;
 use super::tables::{self, corrupt, io, StoredMessage};
 use super::EmbeddedConfig;
+use crate::import_rows::{import_one, ImportTables};
 
 /// A write waiting for the next group commit.
 pub enum WriteOp {
@@ -283,9 +283,15 @@ impl Writer {
             WriteOp::Import { batch, .. } => {
                 let mut out = Vec::with_capacity(batch.len());
                 for item in batch {
+                    let rows = ImportTables {
+                        messages: &mut t.messages,
+                        conv_index: &mut t.conv_index,
+                        user_index: &mut t.user_index,
+                        imports: &mut t.imports,
+                    };
                     out.push(Imported {
                         old_id: item.old_id.clone(),
-                        result: import_one(t, item)?,
+                        result: import_one(rows, item)?,
                     });
                 }
                 Ok(Done::Imported(out))
@@ -445,48 +451,6 @@ fn recall(t: &mut Tables<'_>, id: u64) -> StoreResult<Done> {
         Arc::new(stored.message),
         stored.recipients,
     ))))
-}
-
-/// Store one imported message as history (see `Store::import`): the id
-/// of an earlier import of the same old id, or the first free id of its
-/// millisecond.
-fn import_one(
-    t: &mut Tables<'_>,
-    item: &ImportMessage,
-) -> StoreResult<Result<(u64, bool), String>> {
-    if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
-        return Ok(Ok((id.value(), true)));
-    }
-    let Some(candidates) = import_ids(item.message.server_ts) else {
-        return Ok(Err(IMPORT_TOO_OLD.into()));
-    };
-    let mut chosen = None;
-    for id in candidates {
-        if t.messages.get(id).map_err(io)?.is_none() {
-            chosen = Some(id);
-            break;
-        }
-    }
-    let Some(id) = chosen else {
-        return Ok(Err(IMPORT_MS_FULL.into()));
-    };
-    let stored = StoredMessage {
-        message: Message {
-            message_id: id,
-            ..item.message.clone()
-        },
-        recipients: item.recipients.clone(),
-    };
-    let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
-    t.messages.insert(id, bytes.as_slice()).map_err(io)?;
-    let m = &stored.message;
-    let key = m.conversation.history_key(&m.sender);
-    t.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
-    for user in &stored.recipients {
-        t.user_index.insert((user.as_str(), id), ()).map_err(io)?;
-    }
-    t.imports.insert(item.old_id.as_str(), id).map_err(io)?;
-    Ok(Ok((id, false)))
 }
 
 fn message_from(msg: &NewMessage, id: u64, ts: i64) -> Message {

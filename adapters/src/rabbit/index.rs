@@ -29,16 +29,15 @@
 
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use imgate_core::id::{first_id_at, import_ids};
+use imgate_core::id::first_id_at;
 use imgate_core::model::Message;
-use imgate_core::store::{
-    Group, ImportMessage, Imported, Recalled, SyncPage, IMPORT_MS_FULL, IMPORT_TOO_OLD,
-};
+use imgate_core::store::{Group, Imported, Recalled, SyncPage};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
 use super::record::{Origin, Record};
+use crate::import_rows::{import_one, ImportTables};
 
 /// final message_id → JSON [`StoredMessage`].
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -294,9 +293,15 @@ impl Index {
             Record::Import { items, .. } => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
+                    let rows = ImportTables {
+                        messages: &mut t.messages,
+                        conv_index: &mut t.conv_index,
+                        user_index: &mut t.user_index,
+                        imports: &mut t.imports,
+                    };
                     out.push(Imported {
                         old_id: item.old_id.clone(),
-                        result: import_one(t, item)?,
+                        result: import_one(rows, item)?,
                     });
                 }
                 (Outcome::Imported(out), None)
@@ -622,46 +627,6 @@ fn recall(t: &mut Tables<'_>, id: u64) -> Result<Recalled, StoreError> {
         t.user_index.remove((user.as_str(), id)).map_err(io)?;
     }
     Ok(Some((Arc::new(stored.message), stored.recipients)))
-}
-
-/// Place one imported message (see `Store::import`): the id of an
-/// earlier import of the same old id, or the first free id of its
-/// millisecond. Final ids of live messages are not involved: imported ids
-/// carry the reserved import node id.
-fn import_one(
-    t: &mut Tables<'_>,
-    item: &ImportMessage,
-) -> Result<Result<(u64, bool), String>, StoreError> {
-    if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
-        return Ok(Ok((id.value(), true)));
-    }
-    let Some(candidates) = import_ids(item.message.server_ts) else {
-        return Ok(Err(IMPORT_TOO_OLD.into()));
-    };
-    let mut chosen = None;
-    for id in candidates {
-        if t.messages.get(id).map_err(io)?.is_none() {
-            chosen = Some(id);
-            break;
-        }
-    }
-    let Some(id) = chosen else {
-        return Ok(Err(IMPORT_MS_FULL.into()));
-    };
-    let stored = StoredMessage {
-        message: with_id(&item.message, id),
-        recipients: item.recipients.clone(),
-    };
-    let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
-    t.messages.insert(id, bytes.as_slice()).map_err(io)?;
-    let m = &stored.message;
-    let key = m.conversation.history_key(&m.sender);
-    t.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
-    for user in &stored.recipients {
-        t.user_index.insert((user.as_str(), id), ()).map_err(io)?;
-    }
-    t.imports.insert(item.old_id.as_str(), id).map_err(io)?;
-    Ok(Ok((id, false)))
 }
 
 /// Take back the message written with provisional id `prov`: out of
