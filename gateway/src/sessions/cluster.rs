@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use imgate_core::model::Platform;
 use imgate_core::Store;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
@@ -51,9 +52,13 @@ pub fn announce_login(
     });
 }
 
-/// Apply the cluster's logins to this node's sessions until the store
-/// closes. Subscribe before the listeners start.
-pub async fn follow_logins(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+/// Call `apply(value, local)` for every announcement on `topic`, its
+/// payload decoded as `T`, until the store closes. Subscribes at once.
+pub async fn follow_topic<T: DeserializeOwned>(
+    store: Arc<dyn Store>,
+    topic: &'static str,
+    mut apply: impl FnMut(T, bool),
+) {
     let mut rx = store.watch_announcements();
     drop(store);
     loop {
@@ -62,23 +67,28 @@ pub async fn follow_logins(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>
             Err(RecvError::Lagged(n)) => {
                 tracing::warn!(
                     missed = n,
-                    "login announcements lagged; some remote logins were not applied"
+                    topic,
+                    "announcements lagged; some were not applied"
                 );
                 continue;
             }
             Err(RecvError::Closed) => return,
         };
-        if a.topic != LOGIN_TOPIC {
+        if a.topic != topic {
             continue;
         }
-        let n: LoginNotice = match serde_json::from_str(&a.payload) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "undecodable login announcement");
-                continue;
-            }
-        };
-        if a.local {
+        match serde_json::from_str::<T>(&a.payload) {
+            Ok(v) => apply(v, a.local),
+            Err(e) => tracing::warn!(error = %e, topic, "undecodable announcement"),
+        }
+    }
+}
+
+/// Apply the cluster's logins to this node's sessions until the store
+/// closes. Subscribe before the listeners start.
+pub async fn follow_logins(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+    follow_topic(store, LOGIN_TOPIC, |n: LoginNotice, local| {
+        if local {
             sessions.announced(&n.user, n.session);
         } else {
             sessions.remote_login(&Login {
@@ -87,5 +97,6 @@ pub async fn follow_logins(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>
                 class: Platform::from_i32(n.platform).class(),
             });
         }
-    }
+    })
+    .await;
 }

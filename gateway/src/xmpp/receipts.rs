@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::XmppContext;
+use crate::sessions::cluster::follow_topic;
 use crate::state::{AppState, DeliveryAck};
 
 /// The announcement topic of receipts.
@@ -111,26 +112,13 @@ pub async fn follow_acks(state: AppState, ctx: Arc<XmppContext>) {
     }
 }
 
-/// Deliver the other nodes' receipts here until the store closes.
+/// Deliver the other nodes' receipts here until the store closes (our
+/// own were delivered when they were made).
 pub async fn follow(store: Arc<dyn Store>, ctx: Arc<XmppContext>) {
-    let mut rx = store.watch_announcements();
-    drop(store);
-    loop {
-        let a = match rx.recv().await {
-            Ok(a) => a,
-            Err(RecvError::Lagged(n)) => {
-                tracing::debug!(missed = n, "receipt announcements lagged");
-                continue;
-            }
-            Err(RecvError::Closed) => return,
-        };
-        // Our own were delivered when they were made.
-        if a.topic != RECEIPT_TOPIC || a.local {
-            continue;
+    follow_topic(store, RECEIPT_TOPIC, |r: Receipt, local| {
+        if !local {
+            deliver(&ctx, &r);
         }
-        match serde_json::from_str::<Receipt>(&a.payload) {
-            Ok(r) => deliver(&ctx, &r),
-            Err(e) => tracing::warn!(error = %e, "undecodable receipt announcement"),
-        }
-    }
+    })
+    .await;
 }
