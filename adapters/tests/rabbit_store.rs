@@ -582,3 +582,70 @@ async fn device_consumers_spread_over_device_connections() {
     store.close().await;
     ns.cleanup().await;
 }
+
+/// The broker's id (`pid`) of this test's device-consuming connections.
+/// A connection the broker closed and the store re-opened has a new one.
+fn device_connection_pids(prefix: &str) -> BTreeSet<String> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args(["-q", "list_connections", "pid", "client_properties"])
+        .output()
+        .expect("rabbitmqctl must be available");
+    assert!(out.status.success(), "rabbitmqctl list_connections failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("imgate {prefix} node 1 devices")))
+        .filter_map(|l| Some(l.split_whitespace().next()?.to_string()))
+        .collect()
+}
+
+/// Devices that come and go with unacked deliveries (phones dropping off
+/// the network) must never cost the connection their channels share: a
+/// frame after a channel's close makes RabbitMQ close the whole
+/// connection, and every other device on it would be cut off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detaching_devices_never_breaks_their_shared_connection() {
+    let Some(url) = amqp_url("detaching_devices_never_breaks_their_shared_connection") else {
+        return;
+    };
+    let ns = Ns::new(url, "detach");
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        RabbitConfig::from_url(&format!("{}&device_connections=1", ns.url()), dir.path(), 1)
+            .expect("config");
+    let store = RabbitStore::open(config).await.expect("open");
+    let mut watch = ns.attach(&store, "bob", "watch").await;
+    let before = device_connection_pids(&ns.prefix);
+    assert_eq!(before.len(), 1, "one device connection: {before:?}");
+    for i in 0..150 {
+        let device = format!("phone{}", i % 3);
+        let mut phone = ns.attach(&store, "bob", &device).await;
+        let id = store
+            .append(private("alice", "bob", &format!("d{i}"), "x"))
+            .await
+            .unwrap()
+            .message
+            .message_id;
+        // The phone sees its pending messages and this one, acks some and
+        // drops off with the rest unacked.
+        loop {
+            let got = next(&mut phone).await;
+            if got % 2 == 0 {
+                store.ack("bob", &device, got).await.unwrap();
+            }
+            if got == id {
+                break;
+            }
+        }
+        drop(phone);
+        assert_eq!(next(&mut watch).await, id);
+        store.ack("bob", "watch", id).await.unwrap();
+    }
+    assert_eq!(
+        device_connection_pids(&ns.prefix),
+        before,
+        "the device connection was closed by the broker and re-opened"
+    );
+    drop(watch);
+    store.close().await;
+    ns.cleanup().await;
+}

@@ -6,8 +6,16 @@
 //! while the device is offline) and consumes it on a channel of its own
 //! with a bounded prefetch, so the broker never sends more than the feed
 //! can hold. Pending (unacked) messages come first simply because they are
-//! first in the queue. Dropping the feed closes the channel, and the broker
+//! first in the queue. Detaching closes the channel, and the broker
 //! requeues whatever the device did not ack.
+//!
+//! One task owns each device's channel and does everything on it in
+//! order: consume, ack (the session's acks reach it through a queue),
+//! close. Nothing else touches the channel. A frame sent on a channel
+//! after its close (an ack, or the cancel lapin sends when a consumer is
+//! dropped) makes RabbitMQ close the whole connection with
+//! `CHANNEL_ERROR - expected 'channel.open'`, taking every other device
+//! on that connection with it; sequencing rules that out.
 //!
 //! A queued copy carries the writer's provisional id; it is translated to
 //! the final id through this node's index before it is handed to the
@@ -20,6 +28,7 @@
 //! message (same ids; at-least-once, clients display each id once).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -34,55 +43,35 @@ use lapin::options::{
 use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::broker::Broker;
 use super::config::RabbitConfig;
 use super::index::Index;
 use super::live::LiveFeeds;
 use super::record::Record;
-use super::topology::{self, short, user_key, Names};
+use super::topology::{self, close_consuming, short, user_key, Names};
 
 /// How long a queued copy may wait for its log record to be indexed here
 /// before it is dropped as an orphan (a publish the broker nacked: the
 /// writer failed the append, so the message was never acked).
 const ORPHAN_WAIT: Duration = Duration::from_secs(60);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
+/// Device acks waiting for the device's task. When it is this far behind
+/// (blocked on the index), further acks are dropped: those messages are
+/// redelivered on the next attach and acked again (at-least-once).
+const ACK_QUEUE: usize = 1024;
 
-struct AckState {
-    channel: Option<Channel>,
-    /// final message id → delivery tags on `channel` not acked yet.
-    tags: HashMap<u64, Vec<u64>>,
-}
-
+/// One attached device, as seen from outside its task.
 struct Attached {
     generation: u64,
-    state: Mutex<AckState>,
-    task: Mutex<Option<tokio::task::AbortHandle>>,
+    acks: mpsc::Sender<u64>,
+    stop: watch::Sender<bool>,
 }
 
 impl Attached {
-    fn state(&self) -> MutexGuard<'_, AckState> {
-        match self.state.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
-    }
-
-    fn stop(&self, rt: &tokio::runtime::Handle) {
-        let task = match self.task.lock() {
-            Ok(mut g) => g.take(),
-            Err(p) => p.into_inner().take(),
-        };
-        if let Some(t) = task {
-            t.abort();
-        }
-        let ch = self.state().channel.take();
-        if let Some(ch) = ch {
-            rt.spawn(async move {
-                let _ = ch.close(200, "device detached".into()).await;
-            });
-        }
+    fn stop(&self) {
+        self.stop.send_replace(true);
     }
 }
 
@@ -97,9 +86,81 @@ pub struct Devices {
     generation: AtomicU64,
 }
 
-enum Pumped {
-    FeedClosed,
-    ConsumerLost(String),
+/// Why a device task left its consume loop.
+enum Halt {
+    /// Detached, replaced, or the session dropped the feed.
+    Stopped,
+    /// The channel or consumer failed; consume again when possible.
+    Lost(String),
+}
+
+/// What a device task works with on one channel.
+struct Pump<'a> {
+    ch: &'a Channel,
+    tx: &'a mpsc::Sender<Arc<Message>>,
+    acks: &'a mut mpsc::Receiver<u64>,
+    stop: &'a mut watch::Receiver<bool>,
+    /// final message id → delivery tags on `ch` not acked yet.
+    tags: HashMap<u64, Vec<u64>>,
+}
+
+impl Pump<'_> {
+    /// Wait for `work` while serving the device's acks; stops early when
+    /// the device is detached. Acks come first: an ack the session sent
+    /// before it detached is always sent to the broker before the close.
+    async fn serving<T>(&mut self, work: impl Future<Output = T>) -> Result<T, Halt> {
+        tokio::pin!(work);
+        loop {
+            let acked = tokio::select! {
+                biased;
+                id = self.acks.recv() => id,
+                out = &mut work => return Ok(out),
+                _ = self.stop.wait_for(|s| *s) => None,
+                _ = self.tx.closed() => None,
+            };
+            match acked {
+                Some(id) => self.ack(id).await?,
+                None => {
+                    while let Ok(id) = self.acks.try_recv() {
+                        self.ack(id).await?;
+                    }
+                    return Err(Halt::Stopped);
+                }
+            }
+        }
+    }
+
+    async fn ack(&mut self, message_id: u64) -> Result<(), Halt> {
+        let Some(tags) = self.tags.get_mut(&message_id) else {
+            return Ok(());
+        };
+        let tag = tags.pop();
+        if tags.is_empty() {
+            self.tags.remove(&message_id);
+        }
+        match tag {
+            Some(tag) => self.ack_tag(tag).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn ack_tag(&self, tag: u64) -> Result<(), Halt> {
+        self.ch
+            .basic_ack(tag, BasicAckOptions::default())
+            .await
+            .map_err(|e| Halt::Lost(e.to_string()))
+    }
+}
+
+/// A device task's own state.
+struct Task {
+    key: (String, String),
+    queue: String,
+    /// The generation of the connection the current channel is on.
+    generation: u64,
+    tx: mpsc::Sender<Arc<Message>>,
+    acks: mpsc::Receiver<u64>,
+    stop: watch::Receiver<bool>,
 }
 
 impl Devices {
@@ -154,31 +215,29 @@ impl Devices {
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot consume {queue}: {e}")))?;
         let (tx, rx) = mpsc::channel(usize::from(self.config.device_prefetch) + 1);
+        let (ack_tx, ack_rx) = mpsc::channel(ACK_QUEUE);
+        let (stop_tx, stop_rx) = watch::channel(false);
         let attached = Arc::new(Attached {
             generation: self.generation.fetch_add(1, Ordering::Relaxed),
-            state: Mutex::new(AckState {
-                channel: Some(ch),
-                tags: HashMap::new(),
-            }),
-            task: Mutex::new(None),
+            acks: ack_tx,
+            stop: stop_tx,
         });
-        let rt = tokio::runtime::Handle::current();
         let key = (user.to_string(), device.to_string());
         if let Some(old) = self.map().insert(key.clone(), attached.clone()) {
-            old.stop(&rt);
+            old.stop();
         }
-        let task = tokio::spawn(self.clone().run(
-            attached.clone(),
-            key.clone(),
-            queue,
+        tokio::spawn(self.clone().run(
+            Task {
+                key: key.clone(),
+                queue,
+                generation: live.generation,
+                tx,
+                acks: ack_rx,
+                stop: stop_rx,
+            },
+            ch,
             consumer,
-            live.generation,
-            tx,
         ));
-        match attached.task.lock() {
-            Ok(mut g) => *g = Some(task.abort_handle()),
-            Err(p) => *p.into_inner() = Some(task.abort_handle()),
-        }
         let devices = self.clone();
         let detach = Box::new(move || {
             let mut map = devices.map();
@@ -189,48 +248,33 @@ impl Devices {
                 map.remove(&key);
             }
             drop(map);
-            attached.stop(&rt);
+            attached.stop();
         });
         Ok(DeviceFeed::new(Vec::new(), rx, Some(detach)))
     }
 
-    /// The device acked `message_id`: ack its delivery to the broker. An
-    /// ack for a delivery this node no longer holds (reconnected, other
-    /// node) is a no-op: the message is redelivered and acked again.
+    /// The device acked `message_id`: its task acks the delivery to the
+    /// broker. An ack for a delivery this node no longer holds
+    /// (reconnected, other node) is a no-op: the message is redelivered
+    /// and acked again.
     pub async fn ack(&self, user: &str, device: &str, message_id: u64) -> Result<(), StoreError> {
-        let Some(attached) = self
+        let attached = self
             .map()
             .get(&(user.to_string(), device.to_string()))
-            .cloned()
-        else {
-            return Ok(());
-        };
-        let (ch, tag) = {
-            let mut st = attached.state();
-            let Some(tags) = st.tags.get_mut(&message_id) else {
-                return Ok(());
-            };
-            let tag = tags.pop();
-            if tags.is_empty() {
-                st.tags.remove(&message_id);
+            .cloned();
+        if let Some(a) = attached {
+            if a.acks.try_send(message_id).is_err() {
+                tracing::debug!(%user, %device, message_id, "device task busy; the ack is dropped and the message redelivered later");
             }
-            match (st.channel.clone(), tag) {
-                (Some(ch), Some(tag)) => (ch, tag),
-                _ => return Ok(()),
-            }
-        };
-        if let Err(e) = ch.basic_ack(tag, BasicAckOptions::default()).await {
-            tracing::debug!(%user, %device, error = %e, "delivery ack lost; it will be redelivered");
         }
         Ok(())
     }
 
     /// Stop every device consumer (store shutdown).
     pub fn stop_all(&self) {
-        let rt = tokio::runtime::Handle::current();
         let all: Vec<Arc<Attached>> = self.map().drain().map(|(_, a)| a).collect();
         for a in all {
-            a.stop(&rt);
+            a.stop();
         }
     }
 
@@ -282,118 +326,98 @@ impl Devices {
         Ok((ch, consumer))
     }
 
-    async fn run(
-        self: Arc<Self>,
-        attached: Arc<Attached>,
-        key: (String, String),
-        queue: String,
-        mut consumer: Consumer,
-        mut generation: u64,
-        tx: mpsc::Sender<Arc<Message>>,
-    ) {
+    /// The device's task: pump deliveries until it is detached; after a
+    /// lost channel or connection, consume again when possible.
+    async fn run(self: Arc<Self>, mut task: Task, mut ch: Channel, mut consumer: Consumer) {
         loop {
-            let ch = attached.state().channel.clone();
-            let Some(ch) = ch else { return };
-            match self.pump(&attached, &key, &ch, &mut consumer, &tx).await {
-                Pumped::FeedClosed => return,
-                Pumped::ConsumerLost(e) => {
-                    tracing::info!(user = %key.0, device = %key.1, error = %e, "device consumer lost; re-establishing");
-                    // If only the consumer failed, give its unacked
-                    // deliveries back before consuming again.
-                    let _ = ch.close(200, "device consumer restarting".into()).await;
+            let halt = self.pump(&mut task, &ch, &mut consumer).await;
+            close_consuming(&ch, consumer, "device detached").await;
+            match halt {
+                Halt::Stopped => return,
+                Halt::Lost(e) => {
+                    tracing::info!(user = %task.key.0, device = %task.key.1, error = %e, "device consumer lost; re-establishing");
                 }
             }
-            {
-                let mut st = attached.state();
-                st.channel = None;
-                st.tags.clear();
-            }
-            // Set the consumer up again as soon as a connection allows.
-            loop {
-                if tx.is_closed() {
-                    return;
+            match self.reopen(&mut task).await {
+                Some((c, k)) => {
+                    ch = c;
+                    consumer = k;
                 }
-                let broker = self.broker_for(&key.0, &key.1);
-                let after = match broker.live(Duration::ZERO).await {
-                    Ok(l) if l.generation == generation => generation - 1,
-                    _ => generation,
-                };
-                let Some(live) = broker.next_after(after).await else {
-                    return;
-                };
-                generation = live.generation;
-                match self.open(&live.conn, &queue, &key.0).await {
-                    Ok((ch, c)) => {
-                        attached.state().channel = Some(ch);
-                        consumer = c;
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::warn!(%queue, error = %e, "cannot re-consume device queue");
-                        tokio::time::sleep(RETRY_PAUSE).await;
+                None => return,
+            }
+        }
+    }
+
+    /// Consume the device queue again as soon as a connection allows;
+    /// `None` when the device is detached meanwhile or the store closes.
+    async fn reopen(&self, task: &mut Task) -> Option<(Channel, Consumer)> {
+        loop {
+            let broker = self.broker_for(&task.key.0, &task.key.1);
+            // Same connection still up (only the channel failed): retry on
+            // it; otherwise wait for the next connection.
+            let after = match broker.live(Duration::ZERO).await {
+                Ok(l) if l.generation == task.generation => task.generation - 1,
+                _ => task.generation,
+            };
+            let live = tokio::select! {
+                l = broker.next_after(after) => l?,
+                _ = task.stop.wait_for(|s| *s) => return None,
+                _ = task.tx.closed() => return None,
+            };
+            task.generation = live.generation;
+            match self.open(&live.conn, &task.queue, &task.key.0).await {
+                Ok(pair) => return Some(pair),
+                Err(e) => {
+                    tracing::warn!(queue = %task.queue, error = %e, "cannot re-consume device queue");
+                    tokio::select! {
+                        _ = tokio::time::sleep(RETRY_PAUSE) => {}
+                        _ = task.stop.wait_for(|s| *s) => return None,
+                        _ = task.tx.closed() => return None,
                     }
                 }
             }
         }
     }
 
-    async fn pump(
-        &self,
-        attached: &Attached,
-        (user, device): &(String, String),
-        ch: &Channel,
-        consumer: &mut Consumer,
-        tx: &mpsc::Sender<Arc<Message>>,
-    ) -> Pumped {
+    /// Hand the channel's deliveries to the feed and ack what the device
+    /// acks, until the device is detached or the channel fails.
+    async fn pump(&self, task: &mut Task, ch: &Channel, consumer: &mut Consumer) -> Halt {
+        let (user, device) = (&task.key.0, &task.key.1);
+        let tx = &task.tx;
+        let mut p = Pump {
+            ch,
+            tx,
+            acks: &mut task.acks,
+            stop: &mut task.stop,
+            tags: HashMap::new(),
+        };
         loop {
-            let next = tokio::select! {
-                d = consumer.next() => d,
-                _ = tx.closed() => return Pumped::FeedClosed,
-            };
-            let delivery = match next {
-                Some(Ok(d)) => d,
-                Some(Err(e)) => return Pumped::ConsumerLost(e.to_string()),
-                None => return Pumped::ConsumerLost("consumer cancelled".into()),
+            let delivery = match p.serving(consumer.next()).await {
+                Ok(Some(Ok(d))) => d,
+                Ok(Some(Err(e))) => return Halt::Lost(e.to_string()),
+                Ok(None) => return Halt::Lost("consumer cancelled".into()),
+                Err(halt) => return halt,
             };
             let tag = delivery.delivery_tag;
-            let shown = match Record::decode(&delivery.data) {
-                Ok(Record::Message {
-                    message,
-                    recipients,
-                    sender_device,
-                    ..
-                }) => {
-                    let own_copy = message.sender == *user
-                        && sender_device.as_deref() == Some(device.as_str());
-                    if own_copy || !recipients.iter().any(|r| r == user) {
-                        None
-                    } else {
-                        match self.resolve(message.message_id).await {
-                            Ok(m) => m,
-                            Err(e) => return Pumped::ConsumerLost(e.to_string()),
-                        }
-                    }
-                }
-                Ok(_) => None,
-                Err(e) => {
-                    tracing::warn!(%user, %device, error = %e, "skipping an undecodable delivery");
-                    None
-                }
+            let shown = match copy_to_show(&delivery.data, user, device) {
+                Some(prov) => match p.serving(self.resolve(prov)).await {
+                    Ok(Ok(m)) => m,
+                    Ok(Err(e)) => return Halt::Lost(e.to_string()),
+                    Err(halt) => return halt,
+                },
+                None => None,
             };
             let Some(message) = shown else {
-                if let Err(e) = ch.basic_ack(tag, BasicAckOptions::default()).await {
-                    return Pumped::ConsumerLost(e.to_string());
+                if let Err(halt) = p.ack_tag(tag).await {
+                    return halt;
                 }
                 continue;
             };
-            attached
-                .state()
-                .tags
-                .entry(message.message_id)
-                .or_default()
-                .push(tag);
-            if tx.send(message).await.is_err() {
-                return Pumped::FeedClosed;
+            p.tags.entry(message.message_id).or_default().push(tag);
+            match p.serving(tx.send(message)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Halt::Stopped,
+                Err(halt) => return halt,
             }
         }
     }
@@ -427,6 +451,29 @@ impl Devices {
                     return Ok(None);
                 }
             }
+        }
+    }
+}
+
+/// The provisional id of a queued copy the device should see, or `None`
+/// for copies to ack and skip (the sender's own device, a collided key,
+/// another kind of record, an undecodable one).
+fn copy_to_show(data: &[u8], user: &str, device: &str) -> Option<u64> {
+    match Record::decode(data) {
+        Ok(Record::Message {
+            message,
+            recipients,
+            sender_device,
+            ..
+        }) => {
+            let own_copy = message.sender == user && sender_device.as_deref() == Some(device);
+            let for_user = recipients.iter().any(|r| r == user);
+            (!own_copy && for_user).then_some(message.message_id)
+        }
+        Ok(_) => None,
+        Err(e) => {
+            tracing::warn!(%user, %device, error = %e, "skipping an undecodable delivery");
+            None
         }
     }
 }

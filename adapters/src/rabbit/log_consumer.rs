@@ -18,7 +18,7 @@ use imgate_core::store::Announcement;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::Connection;
+use lapin::{Connection, Consumer};
 use tokio::sync::watch;
 
 use super::broker::Broker;
@@ -26,7 +26,7 @@ use super::index::{Index, IndexPosition, Outcome};
 use super::live::LiveFeeds;
 use super::publisher::Waiters;
 use super::record::Record;
-use super::topology::{short, Names};
+use super::topology::{close_consuming, short, Names};
 
 /// Most log records applied in one index transaction.
 const MAX_BATCH: usize = 1024;
@@ -90,22 +90,24 @@ impl LogConsumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        let result = self.consume_on(&ch, shutdown).await;
+        let mut consumer = match self.start(&ch).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ch.close(200, "log consumer restarting".into()).await;
+                return Err(e.to_string());
+            }
+        };
+        let result = self.read(&ch, &mut consumer, shutdown).await;
         // Whatever stopped us, release the consumer and its unacked
         // deliveries (they are read again from our offset).
-        let _ = ch.close(200, "log consumer restarting".into()).await;
+        close_consuming(&ch, consumer, "log consumer restarting").await;
         result
     }
 
-    async fn consume_on(
-        &self,
-        ch: &lapin::Channel,
-        shutdown: &mut watch::Receiver<bool>,
-    ) -> Result<(), Failure> {
-        let e = |e: lapin::Error| e.to_string();
+    /// Consume the log from our offset on.
+    async fn start(&self, ch: &lapin::Channel) -> Result<Consumer, lapin::Error> {
         ch.basic_qos(self.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(e)?;
+            .await?;
         let from = self.position().next_offset;
         let mut args = FieldTable::default();
         args.insert(
@@ -113,16 +115,25 @@ impl LogConsumer {
             AMQPValue::LongLongInt(i64::try_from(from).unwrap_or(i64::MAX)),
         );
         let tag = format!("indexer.{}.{:x}", self.node_id, self.boot);
-        let mut consumer = ch
+        let consumer = ch
             .basic_consume(
-                short(&self.names.log).map_err(e)?,
-                short(&tag).map_err(e)?,
+                short(&self.names.log)?,
+                short(&tag)?,
                 BasicConsumeOptions::default(),
                 args,
             )
-            .await
-            .map_err(e)?;
+            .await?;
         tracing::debug!(from, "log consumer started");
+        Ok(consumer)
+    }
+
+    async fn read(
+        &self,
+        ch: &lapin::Channel,
+        consumer: &mut Consumer,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), Failure> {
+        let e = |e: lapin::Error| e.to_string();
         loop {
             let first = tokio::select! {
                 d = consumer.next() => d,

@@ -42,7 +42,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::broker::Broker;
-use super::topology::{short, Names};
+use super::topology::{close_consuming, short, Names};
 
 /// Routing key of every generic MQTT publish (the nodes' live queues).
 pub const LIVE_KEY: &str = "mqtt";
@@ -404,24 +404,29 @@ async fn consume_live(
     if let Some(r) = ready.take() {
         let _ = r.send(());
     }
-    loop {
-        let d = tokio::select! {
-            d = consumer.next() => d,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let d = d.ok_or("live consumer cancelled")?.map_err(e)?;
-        let tag = d.delivery_tag;
-        match origin_of(&d) {
-            Some((origin, kind)) if origin != parts.boot && kind == KIND_MESSAGE => {
-                (parts.sink)(BusEvent::Message(d.data));
+    let result = async {
+        loop {
+            let d = tokio::select! {
+                d = consumer.next() => d,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let d = d.ok_or("live consumer cancelled")?.map_err(e)?;
+            let tag = d.delivery_tag;
+            match origin_of(&d) {
+                Some((origin, kind)) if origin != parts.boot && kind == KIND_MESSAGE => {
+                    (parts.sink)(BusEvent::Message(d.data));
+                }
+                Some(_) => {} // our own publish, or a marker
+                None => tracing::warn!("mqtt bus: skipping a message without origin headers"),
             }
-            Some(_) => {} // our own publish, or a marker
-            None => tracing::warn!("mqtt bus: skipping a message without origin headers"),
+            ch.basic_ack(tag, BasicAckOptions::default())
+                .await
+                .map_err(e)?;
         }
-        ch.basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(e)?;
     }
+    .await;
+    close_consuming(&ch, consumer, "mqtt bus live consumer stopped").await;
+    result
 }
 
 /// Signals of the retained consumer's first start.
@@ -527,38 +532,43 @@ async fn consume_retained(
     if let Some(r) = once.ready.take() {
         let _ = r.send(());
     }
-    loop {
-        let d = tokio::select! {
-            d = consumer.next() => d,
-            _ = shutdown.changed() => return Ok(()),
-        };
-        let d = d.ok_or("retained consumer cancelled")?.map_err(e)?;
-        let tag = d.delivery_tag;
-        let offset = stream_offset(&d);
-        // Streams deliver whole chunks: skip what was applied already.
-        let seen = matches!((offset, *next), (Some(o), Some(n)) if o < n);
-        if !seen {
-            match origin_of(&d) {
-                Some((_, kind)) if kind == KIND_MESSAGE => {
-                    (parts.sink)(BusEvent::Retained(d.data));
-                }
-                Some((origin, kind)) if kind == KIND_MARKER && origin == parts.boot => {
-                    if let Some(m) = once.marker.take() {
-                        let _ = m.send(());
+    let result = async {
+        loop {
+            let d = tokio::select! {
+                d = consumer.next() => d,
+                _ = shutdown.changed() => return Ok(()),
+            };
+            let d = d.ok_or("retained consumer cancelled")?.map_err(e)?;
+            let tag = d.delivery_tag;
+            let offset = stream_offset(&d);
+            // Streams deliver whole chunks: skip what was applied already.
+            let seen = matches!((offset, *next), (Some(o), Some(n)) if o < n);
+            if !seen {
+                match origin_of(&d) {
+                    Some((_, kind)) if kind == KIND_MESSAGE => {
+                        (parts.sink)(BusEvent::Retained(d.data));
                     }
+                    Some((origin, kind)) if kind == KIND_MARKER && origin == parts.boot => {
+                        if let Some(m) = once.marker.take() {
+                            let _ = m.send(());
+                        }
+                    }
+                    Some(_) => {}
+                    None => tracing::warn!("mqtt bus: skipping a retained update without headers"),
                 }
-                Some(_) => {}
-                None => tracing::warn!("mqtt bus: skipping a retained update without headers"),
+                if let Some(o) = offset {
+                    *next = Some(o + 1);
+                }
             }
-            if let Some(o) = offset {
-                *next = Some(o + 1);
-            }
+            // Streams only need the credit back; retained updates are few.
+            ch.basic_ack(tag, BasicAckOptions::default())
+                .await
+                .map_err(e)?;
         }
-        // Streams only need the credit back; retained updates are few.
-        ch.basic_ack(tag, BasicAckOptions::default())
-            .await
-            .map_err(e)?;
     }
+    .await;
+    close_consuming(&ch, consumer, "mqtt bus retained consumer stopped").await;
+    result
 }
 
 fn stream_offset(d: &lapin::message::Delivery) -> Option<u64> {

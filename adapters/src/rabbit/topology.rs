@@ -22,7 +22,7 @@
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Channel, Consumer, ExchangeKind};
 
 use super::config::RabbitConfig;
 
@@ -30,6 +30,19 @@ use super::config::RabbitConfig;
 /// start with `u.`, so no user can collide with it.
 pub const LOG_KEY: &str = "log";
 const MAX_SHORT: usize = 255;
+
+/// Close a consuming channel, and only then drop its consumer.
+///
+/// The order matters. A consumer dropped while its channel is open makes
+/// lapin send `basic.cancel` from a background task; if that frame leaves
+/// after our `channel.close`, RabbitMQ closes the whole connection
+/// (`CHANNEL_ERROR - expected 'channel.open'`) and every other channel on
+/// it fails. Once the close is done, lapin knows the channel is gone and
+/// sends nothing more on it.
+pub async fn close_consuming(ch: &Channel, consumer: Consumer, reason: &str) {
+    let _ = ch.close(200, ShortString::from(reason.to_string())).await;
+    drop(consumer);
+}
 
 /// The names of one store's broker objects.
 #[derive(Debug, Clone)]
