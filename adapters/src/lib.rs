@@ -11,6 +11,7 @@
 //! Adapters never see codecs: they store and route `Message`s only.
 #![forbid(unsafe_code)]
 
+mod daily_sent;
 pub mod embedded;
 mod import_rows;
 pub mod rabbit;

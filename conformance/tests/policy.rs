@@ -345,6 +345,12 @@ fn per_user_rate_override_and_daily_quota() {
     assert!(r.retry_after.is_some());
     assert_eq!(alice.send_text("bob", "8", "8").code, 250);
     assert_eq!(g.client("carol", "x").send_text("bob", "c", "c").code(), 0);
+    // The count is the store's: a restart does not hand out a new quota.
+    drop(alice);
+    let mut g = g;
+    g.restart();
+    let r = g.client("alice", "web").send_text("bob", "9", "9");
+    assert_eq!((r.status, r.code()), (429, 250), "{:?}", r.body);
 }
 
 /// True if the server closes a fresh connection without a word.

@@ -36,10 +36,15 @@ struct Cluster {
 
 impl Cluster {
     fn start(url: &str) -> Cluster {
+        Cluster::start_with(url, &[])
+    }
+
+    /// Both nodes with `env` added to their settings.
+    fn start_with(url: &str, env: &[(&str, &str)]) -> Cluster {
         let prefix = unique("multi");
         let secret = unique("secret");
-        let a = node(url, &prefix, &secret, 1);
-        let b = node(url, &prefix, &secret, 2);
+        let a = node(url, &prefix, &secret, 1, env);
+        let b = node(url, &prefix, &secret, 2, env);
         Cluster {
             a,
             b,
@@ -51,17 +56,20 @@ impl Cluster {
 
     /// One more node on the same broker, prefix and secret.
     fn add_node(&self, node_id: u16) -> Gateway {
-        node(&self.url, &self.prefix, &self.secret, node_id)
+        node(&self.url, &self.prefix, &self.secret, node_id, &[])
     }
 }
 
-fn node(url: &str, prefix: &str, secret: &str, node_id: u16) -> Gateway {
+fn node(url: &str, prefix: &str, secret: &str, node_id: u16, env: &[(&str, &str)]) -> Gateway {
     let store = amqp_with_prefix(url, prefix);
-    Gateway::start_with(&[
-        ("IMGATE_STORE", &store),
-        ("IMGATE_NODE_ID", &node_id.to_string()),
+    let node_id = node_id.to_string();
+    let mut all = vec![
+        ("IMGATE_STORE", store.as_str()),
+        ("IMGATE_NODE_ID", node_id.as_str()),
         ("IMGATE_ADMIN_SECRET", secret),
-    ])
+    ];
+    all.extend_from_slice(env);
+    Gateway::start_with(&all)
 }
 
 impl Drop for Cluster {
@@ -344,6 +352,35 @@ fn policy_changes_on_one_node_apply_on_every_node() {
         .client("alice", "web")
         .send_text("bob", "clusterword", "w2");
     assert_eq!(late.code(), 242);
+}
+
+#[test]
+fn daily_quota_is_one_count_for_every_node() {
+    let Some(url) = amqp_url("daily_quota_is_one_count_for_every_node") else {
+        return;
+    };
+    let cluster = Cluster::start_with(&url, &[("IMGATE_DAILY_QUOTA", "3")]);
+    let on_a = cluster.a.client("quinn", "web");
+    let on_b = cluster.b.client("quinn", "desk");
+    assert_eq!(on_a.send_text("bob", "1", "q1").code(), 0);
+    assert_eq!(on_b.send_text("bob", "2", "q2").code(), 0);
+    assert_eq!(on_a.send_text("bob", "3", "q3").code(), 0);
+    // Once node B has indexed the three (its count is kept with them)...
+    eventually("node B indexed quinn's messages", || {
+        on_b.sync_all(0).len() == 3
+    });
+    // ...the quota is used up on both nodes, not three per node.
+    let r = on_b.send_text("bob", "4", "q4");
+    assert_eq!((r.status, r.code()), (429, 250), "{:?}", r.body);
+    assert_eq!(on_a.send_text("bob", "5", "q5").code(), 250);
+    assert_eq!(
+        cluster
+            .b
+            .client("rita", "x")
+            .send_text("bob", "r", "r1")
+            .code(),
+        0
+    );
 }
 
 #[test]

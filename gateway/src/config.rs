@@ -62,7 +62,8 @@ pub struct Config {
     pub login_timeout_secs: u64,
     /// Open client connections per listener.
     pub max_connections: usize,
-    /// Messages per user per UTC day (0 = unlimited).
+    /// Stored messages per user per UTC day (0 = unlimited), counted by
+    /// the store: a restart keeps the count, and nodes share it.
     pub daily_quota: u32,
     /// New connections per second from one IP, on every listener.
     pub conn_rate_per_ip: u32,
@@ -267,6 +268,7 @@ impl Config {
                 messages: self.rate_limit_messages,
                 per: Duration::from_secs(self.rate_limit_per_secs),
             },
+            daily_quota: self.daily_quota,
         }
     }
 }

@@ -75,8 +75,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let tls = crate::tls::acceptor(&config)?;
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
-    let policy =
-        Arc::new(PolicyState::load(store.as_ref(), &config.data_dir, config.daily_quota).await?);
+    let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
     let review = match config.review_config()? {
         Some(rc) => {
             let hook = HttpReviewHook::start(&config.review_url, config.review_queue)

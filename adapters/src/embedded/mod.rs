@@ -254,4 +254,12 @@ impl Store for EmbeddedStore {
     fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>> {
         Box::pin(self.read(move |db| reads::scan(db, after, limit)))
     }
+
+    fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |db| {
+            let txn = db.begin_read().map_err(tables::io)?;
+            crate::daily_sent::read(&txn, &user, day)
+        }))
+    }
 }

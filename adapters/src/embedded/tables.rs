@@ -62,6 +62,7 @@ pub fn create_all(db: &redb::Database) -> Result<u64, StoreError> {
         txn.open_table(GROUPS).map_err(io)?;
         txn.open_table(SETTINGS).map_err(io)?;
         txn.open_table(IMPORTS).map_err(io)?;
+        txn.open_table(crate::daily_sent::DAILY_SENT).map_err(io)?;
         let last = messages
             .last()
             .map_err(io)?

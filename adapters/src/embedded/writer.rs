@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::router::Router;
 use super::tables::{self, corrupt, io, StoredMessage};
 use super::EmbeddedConfig;
+use crate::daily_sent;
 use crate::import_rows::{import_one, ImportTables};
 
 /// A write waiting for the next group commit.
@@ -114,6 +115,7 @@ struct Tables<'t> {
     groups: Table<'t, &'static str, &'static [u8]>,
     settings: Table<'t, &'static str, &'static str>,
     imports: Table<'t, &'static str, u64>,
+    daily_sent: Table<'t, (i64, &'static str), u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -129,6 +131,7 @@ impl<'t> Tables<'t> {
             groups: txn.open_table(tables::GROUPS).map_err(io)?,
             settings: txn.open_table(tables::SETTINGS).map_err(io)?,
             imports: txn.open_table(tables::IMPORTS).map_err(io)?,
+            daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
         })
     }
 
@@ -214,6 +217,7 @@ impl Writer {
                 done.push(self.apply(&mut t, op, now)?);
             }
             self.expire_dedupe(&mut t, now)?;
+            daily_sent::expire(&mut t.daily_sent, now)?;
         }
         txn.commit().map_err(io)?;
         Ok(done)
@@ -350,6 +354,7 @@ impl Writer {
             t.dedupe.insert(key, (id, now)).map_err(io)?;
             t.dedupe_order.insert(id, key).map_err(io)?;
         }
+        daily_sent::count(&mut t.daily_sent, &msg.sender, now)?;
         let appended = Appended {
             message: Arc::new(stored.message),
             duplicate: false,

@@ -37,6 +37,7 @@ use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTra
 use serde::{Deserialize, Serialize};
 
 use super::record::{Origin, Record};
+use crate::daily_sent;
 use crate::import_rows::{import_one, ImportTables};
 
 /// final message_id → JSON [`StoredMessage`].
@@ -159,6 +160,7 @@ struct Tables<'t> {
     settings: Table<'t, &'static str, &'static str>,
     imports: Table<'t, &'static str, u64>,
     meta: Table<'t, &'static str, u64>,
+    daily_sent: Table<'t, (i64, &'static str), u64>,
 }
 
 impl<'t> Tables<'t> {
@@ -174,6 +176,7 @@ impl<'t> Tables<'t> {
             settings: txn.open_table(SETTINGS).map_err(io)?,
             imports: txn.open_table(IMPORTS).map_err(io)?,
             meta: txn.open_table(META).map_err(io)?,
+            daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
         })
     }
 }
@@ -242,6 +245,7 @@ impl Index {
                 }
             }
             self.expire_dedupe(&mut t, next.log_time)?;
+            daily_sent::expire(&mut t.daily_sent, next.log_time)?;
             t.meta.insert("next_offset", next.next_offset).map_err(io)?;
             t.meta.insert("last_final", next.last_final).map_err(io)?;
             t.meta
@@ -401,6 +405,7 @@ impl Index {
             t.dedupe_order.insert(final_id, key).map_err(io)?;
         }
         t.prov.insert(prov, (final_id, false)).map_err(io)?;
+        daily_sent::count(&mut t.daily_sent, &message.sender, message.server_ts)?;
         let message = Arc::new(stored.message);
         Ok((
             Outcome::Message {
@@ -553,6 +558,12 @@ impl Index {
             page.messages.push(Arc::new(stored.message));
         }
         Ok(page)
+    }
+
+    /// The daily quota's count of `user` on `day`.
+    pub fn sent_on_day(&self, user: &str, day: i64) -> Result<u64, StoreError> {
+        let txn = self.begin_read()?;
+        daily_sent::read(&txn, user, day)
     }
 
     pub fn last_message_id(&self, user: &str) -> Result<u64, StoreError> {

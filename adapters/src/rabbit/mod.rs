@@ -624,4 +624,9 @@ impl Store for RabbitStore {
     fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>> {
         Box::pin(self.read(move |i| i.scan(after, limit)))
     }
+
+    fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |i| i.sent_on_day(&user, day)))
+    }
 }

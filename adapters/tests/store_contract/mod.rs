@@ -12,7 +12,7 @@ use std::time::Duration;
 use imgate_core::model::Message;
 use imgate_core::model::{Conversation, MessagePayload};
 use imgate_core::store::{DeviceFeed, Group, ImportMessage, NewMessage};
-use imgate_core::Store;
+use imgate_core::{now_ms, utc_day, Store};
 
 /// One `#[tokio::test]` per contract scenario. `$make` turns the test's
 /// name into `Option<impl Backend>` (None: skipped, e.g. no broker).
@@ -28,6 +28,7 @@ macro_rules! contract_tests {
             concurrent_appends_get_unique_ordered_ids,
             settings_are_durable_and_watched_and_announcements_local,
             import_keeps_time_order_is_idempotent_and_is_history_only,
+            daily_count_is_stored_messages_and_survives_reopen,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {$(
@@ -420,5 +421,46 @@ pub async fn import_keeps_time_order_is_idempotent_and_is_history_only<B: Backen
         assert_eq!(r.result, Ok((*id, true)));
     }
     assert_eq!(synced(&store, "bob").await.len(), 5);
+    b.close(store).await;
+}
+
+/// The daily quota's counter: one per stored message, on the UTC day of
+/// its `server_ts`; resends and imports do not count; a reopen keeps it.
+pub async fn daily_count_is_stored_messages_and_survives_reopen<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let mut per_day = std::collections::BTreeMap::new();
+    for cmid in ["q1", "q2", "q1", "q3"] {
+        let a = store
+            .append(private("quinn", "bob", cmid, "x"))
+            .await
+            .unwrap();
+        if !a.duplicate {
+            *per_day.entry(utc_day(a.message.server_ts)).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        per_day.values().sum::<u64>(),
+        3,
+        "the resend is no new message"
+    );
+    let mut old = imported("quinn-old", now_ms() - 1_000, "imported today");
+    old.message.sender = "quinn".into();
+    old.recipients = vec!["bob".into(), "quinn".into()];
+    assert!(store.import(vec![old]).await.unwrap()[0].result.is_ok());
+    for (day, n) in &per_day {
+        assert_eq!(store.sent_on_day("quinn", *day).await.unwrap(), *n);
+    }
+    let today = *per_day.keys().last().unwrap();
+    assert_eq!(store.sent_on_day("bob", today).await.unwrap(), 0);
+    assert_eq!(store.sent_on_day("quinn", today + 1).await.unwrap(), 0);
+    b.close(store).await;
+    let store = b.open().await;
+    for (day, n) in &per_day {
+        assert_eq!(
+            store.sent_on_day("quinn", *day).await.unwrap(),
+            *n,
+            "kept across a reopen"
+        );
+    }
     b.close(store).await;
 }

@@ -10,6 +10,7 @@
 mod auth;
 mod dedupe;
 mod policy;
+mod quota;
 mod rate_limit;
 mod recall;
 mod review;
@@ -20,6 +21,7 @@ mod word_filter;
 pub use auth::{Auth, AuthLayer};
 pub use dedupe::{Dedupe, DedupeLayer};
 pub use policy::{PolicyBook, PolicySnapshot, UserStatus};
+pub use quota::{Quota, QuotaLayer, SentCounter};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};
 pub use recall::{recall, RecallOutcome};
 pub use review::{Review, ReviewConfig, ReviewHook, ReviewLayer, ReviewMode, Verdict};
@@ -110,6 +112,8 @@ pub struct PipelineConfig {
     pub limits: Limits,
     pub dedupe_window: Duration,
     pub rate: RateLimitConfig,
+    /// Stored messages per user per UTC day; 0 = no quota.
+    pub daily_quota: u32,
 }
 
 impl Default for PipelineConfig {
@@ -118,6 +122,7 @@ impl Default for PipelineConfig {
             limits: Limits::default(),
             dedupe_window: Duration::from_secs(600),
             rate: RateLimitConfig::default(),
+            daily_quota: 0,
         }
     }
 }
@@ -175,11 +180,12 @@ pub fn build_pipeline(
         //    token).
         .layer(DedupeLayer::new(config.dedupe_window))
         // 4. rate limit: token buckets per user and per device (per-user
-        //    overrides), then the daily quota.
+        //    overrides), then the daily quota (counted by the store).
         .layer(RateLimitLayer::new(
             config.rate.clone(),
             parts.policy.clone(),
         ))
+        .layer(QuotaLayer::new(config.daily_quota, sent_counter(&store)))
         // 5. sensitive words: reject / drop / mask, every hit recorded.
         .layer(WordFilterLayer::new(
             parts.words.clone(),
@@ -192,6 +198,15 @@ pub fn build_pipeline(
         // 7. store: resolve recipients, durable append, fan-out.
         .service(StoreService::new(store));
     BoxCloneSyncService::new(stack)
+}
+
+/// The quota's counter on `store`.
+fn sent_counter(store: &Arc<dyn Store>) -> SentCounter {
+    let store = store.clone();
+    Arc::new(move |user: String, day: i64| {
+        let store = store.clone();
+        Box::pin(async move { store.sent_on_day(&user, day).await })
+    })
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! by the auth and rate-limit layers and by every protocol's login.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -50,27 +50,16 @@ pub struct PolicySnapshot {
     pub rate_overrides: HashMap<String, (u32, u64)>,
 }
 
-#[derive(Default)]
-struct Quota {
-    day: i64,
-    used: HashMap<String, u32>,
-}
-
 /// Live per-user policy.
 #[derive(Default)]
 pub struct PolicyBook {
     snapshot: RwLock<PolicySnapshot>,
-    /// Messages per user per UTC day; 0 = unlimited.
-    daily_quota: u32,
-    quota: Mutex<Quota>,
 }
 
 impl PolicyBook {
-    pub fn new(snapshot: PolicySnapshot, daily_quota: u32) -> Self {
+    pub fn new(snapshot: PolicySnapshot) -> Self {
         PolicyBook {
             snapshot: RwLock::new(snapshot),
-            daily_quota,
-            quota: Mutex::default(),
         }
     }
 
@@ -145,30 +134,6 @@ impl PolicyBook {
             None => s.rate_overrides.remove(user),
         };
     }
-
-    /// Count one message against today's quota; Err(ms until midnight UTC)
-    /// when it is used up.
-    pub fn take_quota(&self, user: &str, now_ms: i64) -> Result<(), i64> {
-        if self.daily_quota == 0 {
-            return Ok(());
-        }
-        const DAY: i64 = 86_400_000;
-        let day = now_ms.div_euclid(DAY);
-        let mut q = match self.quota.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        if q.day != day {
-            q.day = day;
-            q.used.clear();
-        }
-        let used = q.used.entry(user.to_string()).or_insert(0);
-        if *used >= self.daily_quota {
-            return Err((day + 1) * DAY - now_ms);
-        }
-        *used += 1;
-        Ok(())
-    }
 }
 
 #[cfg(test)]
@@ -176,8 +141,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn statuses_and_quota() {
-        let p = PolicyBook::new(PolicySnapshot::default(), 2);
+    fn statuses_decide_sending_and_login() {
+        let p = PolicyBook::new(PolicySnapshot::default());
         assert!(p.check_send("a").is_ok());
         p.set_status("a", UserStatus::Muted);
         assert_eq!(
@@ -189,14 +154,5 @@ mod tests {
         assert_eq!(p.check_login("a").unwrap_err().code, ErrorCode::UserBlocked);
         p.set_status("a", UserStatus::Normal);
         assert!(p.snapshot().statuses.is_empty());
-        let t = 86_400_000 * 100 + 5;
-        assert!(p.take_quota("u", t).is_ok());
-        assert!(p.take_quota("u", t).is_ok());
-        assert_eq!(p.take_quota("u", t), Err(86_400_000 - 5));
-        assert!(p.take_quota("v", t).is_ok());
-        assert!(
-            p.take_quota("u", t + 86_400_000).is_ok(),
-            "a new day resets"
-        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tower::{Layer, Service};
 
 use super::{PolicyBook, SendAck, SendCommand};
-use crate::{now_ms, ErrorCode, ImError};
+use crate::{ErrorCode, ImError};
 
 /// `messages` per `per`, for each user and for each device.
 #[derive(Debug, Clone)]
@@ -125,8 +125,7 @@ impl RateLimiter {
     }
 }
 
-/// Rate limits (default or the user's override from the [`PolicyBook`])
-/// and the daily quota.
+/// Rate limits (default or the user's override from the [`PolicyBook`]).
 #[derive(Clone)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
@@ -158,7 +157,7 @@ pub struct RateLimit<S> {
     layer: RateLimitLayer,
 }
 
-fn over_frequency(wait: Duration, what: &str) -> ImError {
+pub(super) fn over_frequency(wait: Duration, what: &str) -> ImError {
     ImError::new(
         ErrorCode::OverFrequency,
         format!(
@@ -198,10 +197,6 @@ where
         ];
         if let Err(wait) = self.layer.limiter.try_acquire_each(&keys, Instant::now()) {
             return Box::pin(ready(Err(over_frequency(wait, "rate limit"))));
-        }
-        if let Err(ms) = self.layer.policy.take_quota(&p.user_id, now_ms()) {
-            let wait = Duration::from_millis(ms.max(1) as u64);
-            return Box::pin(ready(Err(over_frequency(wait, "daily quota used up"))));
         }
         Box::pin(self.inner.call(cmd))
     }
@@ -251,12 +246,5 @@ mod tests {
         // A per-user override lifts alice's limit at once.
         policy.set_rate_override("alice", Some((100, 1)));
         svc.clone().oneshot(cmd("alice", "bob", "4")).await.unwrap();
-        // The daily quota applies on top.
-        let quota = Arc::new(PolicyBook::new(Default::default(), 1));
-        let q = RateLimitLayer::new(RateLimitConfig::default(), quota).layer(rec.clone());
-        q.clone().oneshot(cmd("dave", "bob", "1")).await.unwrap();
-        let e = q.oneshot(cmd("dave", "bob", "2")).await.unwrap_err();
-        assert_eq!(e.code, ErrorCode::OverFrequency);
-        assert!(e.message.contains("quota"));
     }
 }

@@ -139,6 +139,14 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored message with id > `after`, ascending, at most `limit`
     /// (export).
     fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>>;
+
+    /// How many messages `user` sent on UTC day `day` ([`crate::utc_day`]
+    /// of their `server_ts`), counted in the same transaction that stores
+    /// each one: resends answered from dedupe and imports do not count,
+    /// recalls do not give one back. The daily quota's counter: it
+    /// survives restarts and, on a shared store, is the same on every
+    /// node. Only today's and yesterday's counts are kept.
+    fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>>;
 }
 
 /// A changed setting: its key and new value.

@@ -49,11 +49,7 @@ pub struct PolicyState {
 
 impl PolicyState {
     /// The policy as the store has it (empty if never set).
-    pub async fn load(
-        store: &dyn Store,
-        data_dir: &Path,
-        daily_quota: u32,
-    ) -> anyhow::Result<PolicyState> {
+    pub async fn load(store: &dyn Store, data_dir: &Path) -> anyhow::Result<PolicyState> {
         let file = match store
             .setting(POLICY_KEY)
             .await
@@ -63,7 +59,7 @@ impl PolicyState {
             None => PolicyFile::default(),
         };
         Ok(PolicyState {
-            book: Arc::new(PolicyBook::new(file.policy, daily_quota)),
+            book: Arc::new(PolicyBook::new(file.policy)),
             words: Arc::new(WordFilter::new(file.words)),
             hits: Arc::new(HitLog::open(data_dir)?),
             save_lock: tokio::sync::Mutex::new(()),
@@ -147,19 +143,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
-        let p = PolicyState::load(store.as_ref(), dir.path(), 0)
-            .await
-            .unwrap();
+        let p = PolicyState::load(store.as_ref(), dir.path()).await.unwrap();
         p.words.add(&["坏词".into(), "bad".into()]);
         p.book.set_status("mallory", UserStatus::Forbidden);
         p.book.set_rate_override("bot", Some((1000, 1)));
         p.save(store.as_ref()).await.unwrap();
         // Another node's view: loaded from the store, then following it.
-        let q = Arc::new(
-            PolicyState::load(store.as_ref(), dir.path(), 0)
-                .await
-                .unwrap(),
-        );
+        let q = Arc::new(PolicyState::load(store.as_ref(), dir.path()).await.unwrap());
         assert_eq!(q.words.words(), vec!["bad".to_string(), "坏词".to_string()]);
         assert_eq!(q.book.status("mallory"), UserStatus::Forbidden);
         assert_eq!(q.book.rate_override("bot").unwrap().messages, 1000);
