@@ -529,18 +529,18 @@ async fn closing_connections_mid_send_loses_no_acked_message_and_recovers() {
     ns.cleanup().await;
 }
 
-/// `channels` of this test's device-consuming connections, per
-/// connection, from `rabbitmqctl`.
-fn device_connection_channels(prefix: &str) -> Vec<u64> {
+/// One `rabbitmqctl list_connections` column (`channels`, `pid`, ...) of
+/// this test's device-consuming connections, a value per connection.
+fn device_connections(prefix: &str, column: &str) -> Vec<String> {
     let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "client_properties", "channels"])
+        .args(["-q", "list_connections", "client_properties", column])
         .output()
         .expect("rabbitmqctl must be available");
     assert!(out.status.success(), "rabbitmqctl list_connections failed");
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter(|l| l.contains(&format!("imgate {prefix} node 1 devices")))
-        .filter_map(|l| l.split_whitespace().last()?.parse().ok())
+        .filter_map(|l| Some(l.split_whitespace().last()?.to_string()))
         .collect()
 }
 
@@ -561,7 +561,10 @@ async fn device_consumers_spread_over_device_connections() {
     }
     // One channel per attached device, on all three connections.
     eventually("channels on every device connection", || {
-        let per_conn = device_connection_channels(&ns.prefix);
+        let per_conn: Vec<u64> = device_connections(&ns.prefix, "channels")
+            .iter()
+            .filter_map(|c| c.parse().ok())
+            .collect();
         async move {
             per_conn.len() == 3
                 && per_conn.iter().all(|&c| c > 0)
@@ -583,21 +586,6 @@ async fn device_consumers_spread_over_device_connections() {
     ns.cleanup().await;
 }
 
-/// The broker's id (`pid`) of this test's device-consuming connections.
-/// A connection the broker closed and the store re-opened has a new one.
-fn device_connection_pids(prefix: &str) -> BTreeSet<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "pid", "client_properties"])
-        .output()
-        .expect("rabbitmqctl must be available");
-    assert!(out.status.success(), "rabbitmqctl list_connections failed");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.contains(&format!("imgate {prefix} node 1 devices")))
-        .filter_map(|l| Some(l.split_whitespace().next()?.to_string()))
-        .collect()
-}
-
 /// Devices that come and go with unacked deliveries (phones dropping off
 /// the network) must never cost the connection their channels share: a
 /// frame after a channel's close makes RabbitMQ close the whole
@@ -614,7 +602,7 @@ async fn detaching_devices_never_breaks_their_shared_connection() {
             .expect("config");
     let store = RabbitStore::open(config).await.expect("open");
     let mut watch = ns.attach(&store, "bob", "watch").await;
-    let before = device_connection_pids(&ns.prefix);
+    let before = device_connections(&ns.prefix, "pid");
     assert_eq!(before.len(), 1, "one device connection: {before:?}");
     for i in 0..150 {
         let device = format!("phone{}", i % 3);
@@ -641,7 +629,7 @@ async fn detaching_devices_never_breaks_their_shared_connection() {
         store.ack("bob", "watch", id).await.unwrap();
     }
     assert_eq!(
-        device_connection_pids(&ns.prefix),
+        device_connections(&ns.prefix, "pid"),
         before,
         "the device connection was closed by the broker and re-opened"
     );
