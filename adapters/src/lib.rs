@@ -1,7 +1,10 @@
 //! imgate-adapters: the storage back-ends behind [`imgate_core::Store`].
 //!
 //! - [`embedded`]: the default store, redb files under the data directory,
-//!   group-committed with fsync, in-process fan-out.
+//!   group-committed with fsync, in-process fan-out, a delivery cursor per
+//!   device.
+//! - `index`: the message index both stores keep in redb (one row per
+//!   message, timelines per user, conversation history).
 //! - [`rabbit`]: several gateway nodes on one RabbitMQ: a log stream as the
 //!   source of truth, node-local indexes built from it, one quorum queue
 //!   per device (`IMGATE_STORE=amqp://...`).
@@ -11,9 +14,8 @@
 //! Adapters never see codecs: they store and route `Message`s only.
 #![forbid(unsafe_code)]
 
-mod daily_sent;
 pub mod embedded;
-mod import_rows;
+mod index;
 pub mod rabbit;
 pub mod review_hook;
 

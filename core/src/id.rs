@@ -39,6 +39,11 @@ impl MessageIdGenerator {
         self.last = self.last.max(last);
     }
 
+    /// The last id handed out (or resumed after).
+    pub fn last(&self) -> u64 {
+        self.last
+    }
+
     /// The next id for a message stamped at `now_ms` (Unix ms).
     pub fn next_at(&mut self, now_ms: i64) -> u64 {
         let ms = (now_ms - EPOCH_MS).max(0) as u64;

@@ -48,6 +48,16 @@ pub struct Config {
     /// Operations per group commit of the embedded store (1 = an fsync per
     /// message, for comparison).
     pub embedded_max_batch: usize,
+    /// Page cache of the embedded store's redb file, in MiB: its memory
+    /// does not grow with stored history beyond it.
+    pub store_cache_mb: usize,
+    /// Resend keys the embedded store remembers (about 20 bytes each); the
+    /// dedupe window is shortened for the oldest beyond it.
+    pub dedupe_capacity: usize,
+    /// Unacked deliveries tracked exactly per connected device; beyond it
+    /// the device's cursor stays below the oldest (redelivered after a
+    /// reconnect, never lost).
+    pub device_window: usize,
     /// Largest PB frame (checked from the header).
     pub pb_max_frame: usize,
     /// Largest MQTT packet (checked from the fixed header).
@@ -116,6 +126,9 @@ impl Default for Config {
             dedupe_window_secs: 600,
             recall_window_secs: 120,
             embedded_max_batch: 512,
+            store_cache_mb: 64,
+            dedupe_capacity: 1_000_000,
+            device_window: 4096,
             pb_max_frame: 1024 * 1024,
             mqtt_max_packet: 1024 * 1024,
             mqtt_max_queued: 1000,

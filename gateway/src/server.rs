@@ -36,6 +36,9 @@ async fn open_store(
         let mut ec = EmbeddedConfig::new(&config.data_dir);
         ec.node_id = config.node_id;
         ec.max_batch = config.embedded_max_batch;
+        ec.cache_bytes = config.store_cache_mb.max(1) << 20;
+        ec.dedupe_capacity = config.dedupe_capacity.max(1);
+        ec.device_window = config.device_window.max(1);
         ec.dedupe_window = Duration::from_secs(config.dedupe_window_secs);
         let store = EmbeddedStore::open(ec).context("opening the embedded store")?;
         return Ok((Arc::new(store), None));

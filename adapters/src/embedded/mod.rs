@@ -1,14 +1,29 @@
 //! The embedded store: one redb file, one writer thread, in-process fan-out.
 //!
-//! Writes (appends, acks, device registration, recall, groups) go through a
+//! Writes (appends, device registration, recall, groups) go through a
 //! bounded queue to a single writer thread that takes as many as are
 //! waiting (up to `max_batch`), applies them in one write transaction and
 //! commits once with fsync (group commit). Only then are the callers
 //! answered and the messages fanned out, so an ack always means durable,
 //! and message ids (assigned by the writer) are in commit order.
 //! Reads use redb's MVCC snapshots on the blocking pool.
+//!
+//! Messages live in the shared index (`crate::index`: one row, one
+//! conversation entry, one timeline entry per recipient user). Each device
+//! has a delivery cursor in its user's timeline: an attached device's feed
+//! reads the timeline after its cursor, then live messages; its acks move
+//! the cursor in memory (exact tracking only for its in-flight window) and
+//! moved cursors are written with the next batch. A crash can lose a
+//! cursor move (a redelivery), never a message.
+//!
+//! - `writer.rs`: the group-commit thread;
+//! - `router.rs`: attached devices and user listeners, fan-out;
+//! - `cursors.rs`: cursor moves waiting for the next commit;
+//! - `catch_up.rs`: a device's timeline pages for its feed;
+//! - `tables.rs`: the cursor table and the first-format conversion.
 
-mod reads;
+mod catch_up;
+mod cursors;
 mod router;
 mod tables;
 mod writer;
@@ -25,6 +40,9 @@ use imgate_core::store::{
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::index::read;
+use catch_up::DeviceTimeline;
+use cursors::CursorBook;
 use router::Router;
 use writer::WriteOp;
 
@@ -37,9 +55,18 @@ pub struct EmbeddedConfig {
     pub max_batch: usize,
     /// How long a `(sender, client_msg_id)` is remembered for resends.
     pub dedupe_window: Duration,
-    /// Live deliveries buffered per attached device before the device is
-    /// detached (it then reconnects and gets its pending messages).
+    /// Live deliveries buffered per attached device; beyond it the device
+    /// reads its timeline instead until it caught up.
     pub device_buffer: usize,
+    /// Unacked deliveries tracked exactly per attached device (see
+    /// [`imgate_core::store::InFlight`]).
+    pub device_window: usize,
+    /// Resend keys remembered (the dedupe window is shortened for the
+    /// oldest beyond this many; ~20 bytes each).
+    pub dedupe_capacity: usize,
+    /// redb page cache in bytes (the store's memory does not grow with
+    /// stored history beyond it).
+    pub cache_bytes: usize,
 }
 
 impl EmbeddedConfig {
@@ -50,6 +77,9 @@ impl EmbeddedConfig {
             max_batch: 512,
             dedupe_window: Duration::from_secs(600),
             device_buffer: 1024,
+            device_window: 4096,
+            dedupe_capacity: 1_000_000,
+            cache_bytes: 64 << 20,
         }
     }
 }
@@ -60,6 +90,7 @@ pub struct EmbeddedStore {
     db: Arc<redb::Database>,
     writes: mpsc::Sender<WriteOp>,
     router: Arc<Router>,
+    cursors: Arc<CursorBook>,
 }
 
 fn unavailable(e: impl std::fmt::Display) -> StoreError {
@@ -71,15 +102,24 @@ impl EmbeddedStore {
     pub fn open(config: EmbeddedConfig) -> StoreResult<Self> {
         std::fs::create_dir_all(&config.data_dir).map_err(unavailable)?;
         let path = config.data_dir.join("imgate.redb");
-        let db = Arc::new(open_db(&path)?);
-        let last_id = tables::create_all(&db)?;
-        let router = Arc::new(Router::new(config.device_buffer));
+        let db = Arc::new(open_db(&path, config.cache_bytes)?);
+        let last_id = tables::prepare(&db)?;
+        let router = Arc::new(Router::new(config.device_buffer, config.device_window));
+        let cursors = Arc::new(CursorBook::default());
         let (tx, rx) = mpsc::channel(config.max_batch.max(1) * 8);
-        writer::spawn(db.clone(), router.clone(), rx, &config, last_id)?;
+        writer::spawn(
+            db.clone(),
+            router.clone(),
+            cursors.clone(),
+            rx,
+            &config,
+            last_id,
+        )?;
         Ok(EmbeddedStore {
             db,
             writes: tx,
             router,
+            cursors,
         })
     }
 
@@ -108,17 +148,29 @@ impl EmbeddedStore {
 
     async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&redb::Database) -> StoreResult<T> + Send + 'static,
+        f: impl FnOnce(&redb::ReadTransaction) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+        read_on(self.db.clone(), f).await
     }
 }
 
-fn open_db(path: &Path) -> StoreResult<redb::Database> {
-    redb::Database::create(path)
+/// Run `f` on a read snapshot, on the blocking pool.
+async fn read_on<T: Send + 'static>(
+    db: Arc<redb::Database>,
+    f: impl FnOnce(&redb::ReadTransaction) -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(move || {
+        let txn = db.begin_read().map_err(crate::index::tables::io)?;
+        f(&txn)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
+}
+
+fn open_db(path: &Path, cache_bytes: usize) -> StoreResult<redb::Database> {
+    redb::Builder::new()
+        .set_cache_size(cache_bytes)
+        .create(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))
 }
 
@@ -137,7 +189,7 @@ impl Store for EmbeddedStore {
         limit: usize,
     ) -> BoxFuture<'a, StoreResult<SyncPage>> {
         let user = user.to_string();
-        Box::pin(self.read(move |db| reads::sync(db, &user, since, limit)))
+        Box::pin(self.read(move |txn| read::sync(txn, &user, since, limit)))
     }
 
     fn history<'a>(
@@ -149,13 +201,11 @@ impl Store for EmbeddedStore {
     ) -> BoxFuture<'a, StoreResult<SyncPage>> {
         let user = user.to_string();
         let key = conversation.history_key(&user);
-        Box::pin(self.read(move |db| reads::history(db, &user, &key, before, limit)))
+        Box::pin(self.read(move |txn| read::history(txn, &user, &key, before, limit)))
     }
 
     fn get(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Option<Arc<Message>>>> {
-        Box::pin(
-            self.read(move |db| Ok(reads::record(db, message_id)?.map(|r| Arc::new(r.message)))),
-        )
+        Box::pin(self.read(move |txn| Ok(read::get(txn, message_id)?.map(|r| Arc::new(r.message)))))
     }
 
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
@@ -164,7 +214,7 @@ impl Store for EmbeddedStore {
 
     fn last_message_id<'a>(&'a self, user: &'a str) -> BoxFuture<'a, StoreResult<u64>> {
         let user = user.to_string();
-        Box::pin(self.read(move |db| reads::last_message_id(db, &user)))
+        Box::pin(self.read(move |txn| read::last_message_id(txn, &user)))
     }
 
     fn attach_device<'a>(
@@ -173,17 +223,25 @@ impl Store for EmbeddedStore {
         device: &'a str,
     ) -> BoxFuture<'a, StoreResult<DeviceFeed>> {
         Box::pin(async move {
-            // Route first, then read what is pending: a message committed in
-            // between shows up in both and the feed yields it once.
-            let (live, detach) = self.router.attach(user, device);
-            let pending = self
+            // The cursor first, then the route: the feed's first timeline
+            // read comes after both, so a message committed in between is
+            // in the timeline (and perhaps live too: yielded once).
+            let cursor = self
                 .write(|reply| WriteOp::RegisterDevice {
                     user: user.to_string(),
                     device: device.to_string(),
                     reply,
                 })
                 .await?;
-            Ok(DeviceFeed::new(pending, live, Some(detach)))
+            let a = self.router.attach(user, device, cursor);
+            let catch_up = DeviceTimeline::new(self.db.clone(), user, device);
+            Ok(DeviceFeed::from_cursor(
+                a.in_flight,
+                Box::new(catch_up),
+                a.live,
+                a.lagged,
+                Some(a.detach),
+            ))
         })
     }
 
@@ -193,12 +251,15 @@ impl Store for EmbeddedStore {
         device: &'a str,
         message_id: u64,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(self.write(move |reply| WriteOp::Ack {
-            user: user.to_string(),
-            device: device.to_string(),
-            message_id,
-            reply,
-        }))
+        // In memory; the moved cursor is written with the next batch.
+        if let Some(cursor) = self.router.ack(user, device, message_id) {
+            if self.cursors.record(user, device, cursor) {
+                // The writer may be idle: ask for a commit (if the queue is
+                // full, a batch is coming anyway and takes the move).
+                let _ = self.writes.try_send(WriteOp::FlushCursors);
+            }
+        }
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn subscribe_user(&self, user: &str) -> UserFeed {
@@ -207,7 +268,7 @@ impl Store for EmbeddedStore {
 
     fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<Option<Group>>> {
         let id = group_id.to_string();
-        Box::pin(self.read(move |db| reads::group(db, &id)))
+        Box::pin(self.read(move |txn| read::group(txn, &id)))
     }
 
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
@@ -221,7 +282,7 @@ impl Store for EmbeddedStore {
 
     fn setting<'a>(&'a self, key: &'a str) -> BoxFuture<'a, StoreResult<Option<String>>> {
         let key = key.to_string();
-        Box::pin(self.read(move |db| reads::setting(db, &key)))
+        Box::pin(self.read(move |txn| read::setting(txn, &key)))
     }
 
     fn put_setting(&self, key: String, value: String) -> BoxFuture<'_, StoreResult<()>> {
@@ -252,14 +313,11 @@ impl Store for EmbeddedStore {
     }
 
     fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>> {
-        Box::pin(self.read(move |db| reads::scan(db, after, limit)))
+        Box::pin(self.read(move |txn| read::scan(txn, after, limit)))
     }
 
     fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
         let user = user.to_string();
-        Box::pin(self.read(move |db| {
-            let txn = db.begin_read().map_err(tables::io)?;
-            crate::daily_sent::read(&txn, &user, day)
-        }))
+        Box::pin(self.read(move |txn| read::sent_on_day(txn, &user, day)))
     }
 }

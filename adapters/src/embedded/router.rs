@@ -6,10 +6,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::{Announcement, SettingChange, UserFeed};
+use imgate_core::store::{Announcement, InFlight, Lag, SettingChange, UserFeed};
 use tokio::sync::{broadcast, mpsc};
 
-type DeviceRoute = (u64, mpsc::Sender<Arc<Message>>);
+/// One attached device.
+struct DeviceRoute {
+    generation: u64,
+    live: mpsc::Sender<Arc<Message>>,
+    /// Set when a live message was skipped because the device's buffer
+    /// was full; its feed then reads the timeline again.
+    lagged: Arc<Lag>,
+    in_flight: Arc<InFlight>,
+}
+
+/// What an attached device's feed is built from.
+pub struct Attached {
+    pub live: mpsc::Receiver<Arc<Message>>,
+    pub lagged: Arc<Lag>,
+    pub in_flight: Arc<InFlight>,
+    pub detach: Box<dyn FnOnce() + Send + Sync>,
+}
 
 #[derive(Default)]
 struct Routes {
@@ -26,6 +42,7 @@ pub struct Router {
     routes: Arc<Mutex<Routes>>,
     generation: AtomicU64,
     device_buffer: usize,
+    device_window: usize,
 }
 
 fn lock(m: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
@@ -36,41 +53,48 @@ fn lock(m: &Mutex<Routes>) -> MutexGuard<'_, Routes> {
 }
 
 impl Router {
-    pub fn new(device_buffer: usize) -> Self {
+    pub fn new(device_buffer: usize, device_window: usize) -> Self {
         Router {
             settings: broadcast::channel(64).0,
             announcements: broadcast::channel(1024).0,
             routes: Arc::default(),
             generation: AtomicU64::new(1),
             device_buffer: device_buffer.max(1),
+            device_window: device_window.max(1),
         }
     }
 
-    /// Route the device's live messages to a new channel. A previous
-    /// attachment of the same device is replaced (its feed ends). The
-    /// returned closure detaches, unless a newer attachment replaced it.
-    #[allow(clippy::type_complexity)]
-    pub fn attach(
-        &self,
-        user: &str,
-        device: &str,
-    ) -> (
-        mpsc::Receiver<Arc<Message>>,
-        Box<dyn FnOnce() + Send + Sync>,
-    ) {
+    /// Route the device's live messages to a new channel, with its cursor
+    /// as the start of its in-flight window. A previous attachment of the
+    /// same device is replaced (its feed ends). `detach` removes the route
+    /// unless a newer attachment replaced it.
+    pub fn attach(&self, user: &str, device: &str, cursor: u64) -> Attached {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(self.device_buffer);
+        let lagged = Arc::new(Lag::default());
+        let in_flight = Arc::new(InFlight::new(cursor, self.device_window));
         lock(&self.routes)
             .devices
             .entry(user.to_string())
             .or_default()
-            .insert(device.to_string(), (generation, tx));
+            .insert(
+                device.to_string(),
+                DeviceRoute {
+                    generation,
+                    live: tx,
+                    lagged: lagged.clone(),
+                    in_flight: in_flight.clone(),
+                },
+            );
         let routes = self.routes.clone();
         let (user, device) = (user.to_string(), device.to_string());
         let detach = Box::new(move || {
             let mut r = lock(&routes);
             if let Some(devs) = r.devices.get_mut(&user) {
-                if devs.get(&device).is_some_and(|(g, _)| *g == generation) {
+                if devs
+                    .get(&device)
+                    .is_some_and(|d| d.generation == generation)
+                {
                     devs.remove(&device);
                 }
                 if devs.is_empty() {
@@ -78,7 +102,22 @@ impl Router {
                 }
             }
         });
-        (rx, detach)
+        Attached {
+            live: rx,
+            lagged,
+            in_flight,
+            detach,
+        }
+    }
+
+    /// An ack of the device's current attachment: its new cursor if the
+    /// ack moved it.
+    pub fn ack(&self, user: &str, device: &str, message_id: u64) -> Option<u64> {
+        let in_flight = {
+            let r = lock(&self.routes);
+            r.devices.get(user)?.get(device)?.in_flight.clone()
+        };
+        in_flight.ack(message_id).then(|| in_flight.cursor())
     }
 
     pub fn subscribe_user(&self, user: &str) -> UserFeed {
@@ -92,8 +131,8 @@ impl Router {
 
     /// Deliver a committed message to every attached device of every
     /// recipient (except the sending device) and to user listeners. A
-    /// device that cannot keep up is detached: its messages stay pending
-    /// and it gets them when it reconnects, never a silent loss.
+    /// device whose buffer is full is marked lagged and skipped: its feed
+    /// reads the message from the timeline, never a silent loss.
     pub fn fan_out(
         &self,
         message: &Arc<Message>,
@@ -103,15 +142,18 @@ impl Router {
         let mut r = lock(&self.routes);
         for user in recipients {
             if let Some(devs) = r.devices.get_mut(user) {
-                devs.retain(|device, (_, tx)| {
+                devs.retain(|device, route| {
                     if *user == message.sender && Some(device.as_str()) == sender_device {
                         return true;
                     }
-                    match tx.try_send(message.clone()) {
+                    if route.lagged.is_raised() {
+                        return true;
+                    }
+                    match route.live.try_send(message.clone()) {
                         Ok(()) => true,
                         Err(mpsc::error::TrySendError::Full(_)) => {
-                            tracing::warn!(%user, %device, "device too slow; detached, pending kept");
-                            false
+                            route.lagged.raise();
+                            true
                         }
                         Err(mpsc::error::TrySendError::Closed(_)) => false,
                     }

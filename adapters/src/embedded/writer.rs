@@ -1,23 +1,31 @@
 //! The single writer thread: group commit with fsync, then replies and
 //! fan-out.
+//!
+//! Per message it writes the index rows (`crate::index`): one binary row,
+//! one conversation entry, one timeline entry per recipient user. Device
+//! delivery state is a cursor per device: acks move cursors in memory
+//! ([`super::cursors::CursorBook`]) and the moved ones are written with the
+//! next batch, so an ack costs no write of its own. Resends are recognised
+//! from memory rebuilt from the rows at open.
 
 use std::sync::Arc;
 
-use imgate_core::id::{first_id_at, MessageIdGenerator};
+use imgate_core::id::MessageIdGenerator;
 use imgate_core::model::Message;
 use imgate_core::now_ms;
 use imgate_core::store::{
     Appended, Group, ImportMessage, Imported, NewMessage, Recalled, StoreResult,
 };
 use imgate_core::StoreError;
-use redb::{Database, Durability, ReadableTable, Table, WriteTransaction};
+use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
+use super::cursors::CursorBook;
 use super::router::Router;
-use super::tables::{self, corrupt, io, StoredMessage};
+use super::tables::CURSORS;
 use super::EmbeddedConfig;
-use crate::daily_sent;
-use crate::import_rows::{import_one, ImportTables};
+use crate::index::tables::io;
+use crate::index::{rebuild_dedupe, DedupeMemory, IndexWrite, StoredMessage};
 
 /// A write waiting for the next group commit.
 pub enum WriteOp {
@@ -25,17 +33,15 @@ pub enum WriteOp {
         msg: Box<NewMessage>,
         reply: oneshot::Sender<StoreResult<Appended>>,
     },
-    Ack {
-        user: String,
-        device: String,
-        message_id: u64,
-        reply: oneshot::Sender<StoreResult<()>>,
-    },
+    /// A device attaches: its cursor (created at the newest id for a device
+    /// never seen before).
     RegisterDevice {
         user: String,
         device: String,
-        reply: oneshot::Sender<StoreResult<Vec<Arc<Message>>>>,
+        reply: oneshot::Sender<StoreResult<u64>>,
     },
+    /// Cursors moved: write them (no reply; any batch writes them too).
+    FlushCursors,
     Recall {
         message_id: u64,
         reply: oneshot::Sender<StoreResult<Recalled>>,
@@ -66,37 +72,53 @@ pub enum WriteOp {
 enum Done {
     Appended(Appended, Vec<String>, Option<String>),
     Unit,
-    Pending(Vec<Arc<Message>>),
+    Cursor(u64),
     Recalled(Recalled),
     Existed(bool),
     SettingPut,
     Imported(Vec<Imported>),
 }
 
+/// A commit of only cursor moves is not fsynced (losing it means a
+/// redelivery); one in this many is, so the file does not grow (redb frees
+/// pages only on durable commits).
+const DURABLE_CURSOR_COMMIT_EVERY: u64 = 32;
+
 struct Writer {
     db: Arc<Database>,
     router: Arc<Router>,
+    cursors: Arc<CursorBook>,
     ids: MessageIdGenerator,
+    dedupe: DedupeMemory,
+    dedupe_capacity: usize,
     max_batch: usize,
     dedupe_window_ms: i64,
+    cursor_commits: u64,
 }
 
 pub fn spawn(
     db: Arc<Database>,
     router: Arc<Router>,
+    cursors: Arc<CursorBook>,
     rx: mpsc::Receiver<WriteOp>,
     config: &EmbeddedConfig,
     last_id: u64,
 ) -> StoreResult<()> {
     let mut ids = MessageIdGenerator::new(config.node_id);
     ids.resume_after(last_id);
-    let writer = Writer {
+    let window_ms = config.dedupe_window.as_millis() as i64;
+    let mut writer = Writer {
         db,
         router,
+        cursors,
         ids,
+        dedupe: DedupeMemory::new(config.dedupe_capacity, window_ms),
+        dedupe_capacity: config.dedupe_capacity,
         max_batch: config.max_batch.max(1),
-        dedupe_window_ms: config.dedupe_window.as_millis() as i64,
+        dedupe_window_ms: window_ms,
+        cursor_commits: 0,
     };
+    writer.rebuild_dedupe()?;
     std::thread::Builder::new()
         .name("imgate-redb-writer".into())
         .spawn(move || writer.run(rx))
@@ -104,52 +126,18 @@ pub fn spawn(
         .map_err(io)
 }
 
-struct Tables<'t> {
-    messages: Table<'t, u64, &'static [u8]>,
-    user_index: Table<'t, (&'static str, u64), ()>,
-    conv_index: Table<'t, (&'static str, u64), ()>,
-    dedupe: Table<'t, (&'static str, &'static str), (u64, i64)>,
-    dedupe_order: Table<'t, u64, (&'static str, &'static str)>,
-    devices: Table<'t, (&'static str, &'static str), i64>,
-    pending: Table<'t, (&'static str, &'static str, u64), ()>,
-    groups: Table<'t, &'static str, &'static [u8]>,
-    settings: Table<'t, &'static str, &'static str>,
-    imports: Table<'t, &'static str, u64>,
-    daily_sent: Table<'t, (i64, &'static str), u64>,
-}
-
-impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> StoreResult<Self> {
-        Ok(Tables {
-            messages: txn.open_table(tables::MESSAGES).map_err(io)?,
-            user_index: txn.open_table(tables::USER_INDEX).map_err(io)?,
-            conv_index: txn.open_table(tables::CONV_INDEX).map_err(io)?,
-            dedupe: txn.open_table(tables::DEDUPE).map_err(io)?,
-            dedupe_order: txn.open_table(tables::DEDUPE_ORDER).map_err(io)?,
-            devices: txn.open_table(tables::DEVICES).map_err(io)?,
-            pending: txn.open_table(tables::PENDING).map_err(io)?,
-            groups: txn.open_table(tables::GROUPS).map_err(io)?,
-            settings: txn.open_table(tables::SETTINGS).map_err(io)?,
-            imports: txn.open_table(tables::IMPORTS).map_err(io)?,
-            daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
-        })
-    }
-
-    fn devices_of(&self, user: &str) -> StoreResult<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in self.devices.range((user, "")..).map_err(io)? {
-            let (k, _) = entry.map_err(io)?;
-            let (u, d) = k.value();
-            if u != user {
-                break;
-            }
-            out.push(d.to_string());
-        }
-        Ok(out)
-    }
-}
-
 impl Writer {
+    fn rebuild_dedupe(&mut self) -> StoreResult<()> {
+        let txn = self.db.begin_read().map_err(io)?;
+        rebuild_dedupe(
+            &txn,
+            &mut self.dedupe,
+            now_ms(),
+            self.dedupe_window_ms,
+            self.dedupe_capacity,
+        )
+    }
+
     fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
         let mut closed = None;
         while let Some(first) = rx.blocking_recv() {
@@ -166,6 +154,8 @@ impl Writer {
             {
                 let rest = ops.split_off(pos);
                 self.commit_batch(ops);
+                // Whatever acks moved last is written before letting go.
+                self.commit_batch(vec![WriteOp::FlushCursors]);
                 for op in rest {
                     match op {
                         WriteOp::Close { reply } => closed = closed.or(Some(reply)),
@@ -185,7 +175,8 @@ impl Writer {
 
     fn commit_batch(&mut self, ops: Vec<WriteOp>) {
         let now = now_ms();
-        match self.apply_all(&ops, now) {
+        let moved = self.cursors.take();
+        match self.apply_all(&ops, &moved, now) {
             Ok(done) => {
                 for (op, done) in ops.into_iter().zip(done) {
                     self.finish(op, done);
@@ -193,6 +184,13 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, ops = ops.len(), "group commit failed");
+                self.cursors.put_back(moved);
+                // The resend memory may hold keys of messages that were
+                // not stored: rebuild it from what is.
+                if let Err(e) = self.rebuild_dedupe() {
+                    tracing::error!(error = %e, "rebuilding the resend memory failed");
+                    self.dedupe.clear();
+                }
                 for op in ops {
                     fail(op, &e);
                 }
@@ -200,102 +198,87 @@ impl Writer {
         }
     }
 
-    fn apply_all(&mut self, ops: &[WriteOp], now: i64) -> StoreResult<Vec<Done>> {
+    fn apply_all(
+        &mut self,
+        ops: &[WriteOp],
+        moved: &[((String, String), u64)],
+        now: i64,
+    ) -> StoreResult<Vec<Done>> {
         let mut txn = self.db.begin_write().map_err(io)?;
-        // Delivery acks alone need no fsync: losing one means a redelivery,
-        // which at-least-once allows. Anything else is made durable now.
-        let only_acks = ops.iter().all(|op| matches!(op, WriteOp::Ack { .. }));
-        txn.set_durability(if only_acks {
-            Durability::Eventual
-        } else {
-            Durability::Immediate
-        });
+        let only_cursors = ops.iter().all(|op| matches!(op, WriteOp::FlushCursors));
+        if only_cursors {
+            if moved.is_empty() {
+                return Ok(ops.iter().map(|_| Done::Unit).collect());
+            }
+            self.cursor_commits += 1;
+            if !self
+                .cursor_commits
+                .is_multiple_of(DURABLE_CURSOR_COMMIT_EVERY)
+            {
+                txn.set_durability(Durability::None);
+            }
+        }
         let mut done = Vec::with_capacity(ops.len());
         {
-            let mut t = Tables::open(&txn)?;
-            for op in ops {
-                done.push(self.apply(&mut t, op, now)?);
+            let mut cursors = txn.open_table(CURSORS).map_err(io)?;
+            for ((user, device), c) in moved {
+                let key = (user.as_str(), device.as_str());
+                let before = cursors.get(key).map_err(io)?.map(|v| v.value());
+                if before.is_none_or(|b| b < *c) {
+                    cursors.insert(key, *c).map_err(io)?;
+                }
             }
-            self.expire_dedupe(&mut t, now)?;
-            daily_sent::expire(&mut t.daily_sent, now)?;
+            let mut t = IndexWrite::open(&txn)?;
+            for op in ops {
+                done.push(self.apply(&mut t, &mut cursors, op, now)?);
+            }
+            t.finish(now)?;
         }
         txn.commit().map_err(io)?;
         Ok(done)
     }
 
-    fn apply(&mut self, t: &mut Tables<'_>, op: &WriteOp, now: i64) -> StoreResult<Done> {
+    fn apply(
+        &mut self,
+        t: &mut IndexWrite<'_>,
+        cursors: &mut redb::Table<'_, (&'static str, &'static str), u64>,
+        op: &WriteOp,
+        now: i64,
+    ) -> StoreResult<Done> {
         match op {
             WriteOp::Append { msg, .. } => self.append(t, msg, now),
-            WriteOp::Ack {
-                user,
-                device,
-                message_id,
-                ..
-            } => {
-                t.pending
-                    .remove((user.as_str(), device.as_str(), *message_id))
-                    .map_err(io)?;
-                Ok(Done::Unit)
-            }
             WriteOp::RegisterDevice { user, device, .. } => {
-                t.devices
-                    .insert((user.as_str(), device.as_str()), now)
-                    .map_err(io)?;
-                let mut ids = Vec::new();
-                for entry in t
-                    .pending
-                    .range(
-                        (user.as_str(), device.as_str(), 0)
-                            ..=(user.as_str(), device.as_str(), u64::MAX),
-                    )
-                    .map_err(io)?
-                {
-                    ids.push(entry.map_err(io)?.0.value().2);
+                let key = (user.as_str(), device.as_str());
+                if let Some(c) = cursors.get(key).map_err(io)? {
+                    return Ok(Done::Cursor(c.value()));
                 }
-                let mut pending = Vec::with_capacity(ids.len());
-                for id in ids {
-                    match t.messages.get(id).map_err(io)? {
-                        Some(v) => pending.push(Arc::new(tables::decode(v.value())?.message)),
-                        None => {
-                            t.pending
-                                .remove((user.as_str(), device.as_str(), id))
-                                .map_err(io)?;
-                        }
-                    }
-                }
-                Ok(Done::Pending(pending))
+                // A new device gets what is sent from now on.
+                let c = self.ids.last();
+                cursors.insert(key, c).map_err(io)?;
+                Ok(Done::Cursor(c))
             }
-            WriteOp::Recall { message_id, .. } => recall(t, *message_id),
+            WriteOp::FlushCursors | WriteOp::Close { .. } => Ok(Done::Unit),
+            WriteOp::Recall { message_id, .. } => {
+                let removed = t.remove(*message_id)?;
+                Ok(Done::Recalled(
+                    removed.map(|s| (Arc::new(s.message), s.recipients)),
+                ))
+            }
             WriteOp::PutGroup { group, .. } => {
-                let bytes = serde_json::to_vec(group).map_err(corrupt)?;
-                t.groups
-                    .insert(group.id.as_str(), bytes.as_slice())
-                    .map_err(io)?;
+                t.put_group(group)?;
                 Ok(Done::Unit)
             }
-            WriteOp::Close { .. } => Ok(Done::Unit),
             WriteOp::PutSetting { key, value, .. } => {
-                t.settings
-                    .insert(key.as_str(), value.as_str())
-                    .map_err(io)?;
+                t.put_setting(key, value)?;
                 Ok(Done::SettingPut)
             }
-            WriteOp::DeleteGroup { group_id, .. } => {
-                let existed = t.groups.remove(group_id.as_str()).map_err(io)?.is_some();
-                Ok(Done::Existed(existed))
-            }
+            WriteOp::DeleteGroup { group_id, .. } => Ok(Done::Existed(t.delete_group(group_id)?)),
             WriteOp::Import { batch, .. } => {
                 let mut out = Vec::with_capacity(batch.len());
                 for item in batch {
-                    let rows = ImportTables {
-                        messages: &mut t.messages,
-                        conv_index: &mut t.conv_index,
-                        user_index: &mut t.user_index,
-                        imports: &mut t.imports,
-                    };
                     out.push(Imported {
                         old_id: item.old_id.clone(),
-                        result: import_one(rows, item)?,
+                        result: t.import(item)?,
                     });
                 }
                 Ok(Done::Imported(out))
@@ -303,58 +286,33 @@ impl Writer {
         }
     }
 
-    fn append(&mut self, t: &mut Tables<'_>, msg: &NewMessage, now: i64) -> StoreResult<Done> {
-        let has_key = !msg.client_msg_id.is_empty();
-        if has_key {
-            let seen = t
-                .dedupe
-                .get((msg.sender.as_str(), msg.client_msg_id.as_str()))
-                .map_err(io)?
-                .map(|v| v.value());
-            if let Some((id, at)) = seen {
-                if now - at < self.dedupe_window_ms {
-                    let original = match t.messages.get(id).map_err(io)? {
-                        Some(v) => tables::decode(v.value())?.message,
-                        // Recalled since: answer with the original ack.
-                        None => message_from(msg, id, at),
-                    };
-                    let appended = Appended {
-                        message: Arc::new(original),
-                        duplicate: true,
-                    };
-                    return Ok(Done::Appended(appended, Vec::new(), None));
-                }
-            }
+    fn append(&mut self, t: &mut IndexWrite<'_>, msg: &NewMessage, now: i64) -> StoreResult<Done> {
+        let resend = t.resend_of(
+            &self.dedupe,
+            &msg.sender,
+            &msg.client_msg_id,
+            now,
+            self.dedupe_window_ms,
+        )?;
+        if let Some((id, original)) = resend {
+            let original = original
+                .unwrap_or_else(|| message_from(msg, id, imgate_core::id::timestamp_of(id)));
+            let appended = Appended {
+                message: Arc::new(original),
+                duplicate: true,
+            };
+            return Ok(Done::Appended(appended, Vec::new(), None));
         }
         let id = self.ids.next_at(now);
-        let message = message_from(msg, id, now);
         let stored = StoredMessage {
-            message,
+            message: message_from(msg, id, now),
             recipients: msg.recipients.clone(),
+            sender_device: msg.sender_device.clone(),
         };
-        let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
-        t.messages.insert(id, bytes.as_slice()).map_err(io)?;
-        let history_key = msg.conversation.history_key(&msg.sender);
-        t.conv_index
-            .insert((history_key.as_str(), id), ())
-            .map_err(io)?;
-        for user in &msg.recipients {
-            t.user_index.insert((user.as_str(), id), ()).map_err(io)?;
-            for device in t.devices_of(user)? {
-                if *user == msg.sender && Some(&device) == msg.sender_device.as_ref() {
-                    continue;
-                }
-                t.pending
-                    .insert((user.as_str(), device.as_str(), id), ())
-                    .map_err(io)?;
-            }
+        t.insert(&stored)?;
+        if !msg.client_msg_id.is_empty() {
+            self.dedupe.insert(&msg.sender, &msg.client_msg_id, id, now);
         }
-        if has_key {
-            let key = (msg.sender.as_str(), msg.client_msg_id.as_str());
-            t.dedupe.insert(key, (id, now)).map_err(io)?;
-            t.dedupe_order.insert(id, key).map_err(io)?;
-        }
-        daily_sent::count(&mut t.daily_sent, &msg.sender, now)?;
         let appended = Appended {
             message: Arc::new(stored.message),
             duplicate: false,
@@ -362,34 +320,8 @@ impl Writer {
         Ok(Done::Appended(
             appended,
             stored.recipients,
-            msg.sender_device.clone(),
+            stored.sender_device,
         ))
-    }
-
-    /// Forget idempotency keys older than the window (a bounded amount per
-    /// batch, so a backlog never makes one commit slow).
-    fn expire_dedupe(&self, t: &mut Tables<'_>, now: i64) -> StoreResult<()> {
-        let cutoff = first_id_at(now - self.dedupe_window_ms);
-        let mut old = Vec::new();
-        for entry in t.dedupe_order.range(..cutoff).map_err(io)?.take(256) {
-            let (k, v) = entry.map_err(io)?;
-            let (s, c) = v.value();
-            old.push((k.value(), s.to_string(), c.to_string()));
-        }
-        for (id, sender, cmid) in old {
-            t.dedupe_order.remove(id).map_err(io)?;
-            let current = t
-                .dedupe
-                .get((sender.as_str(), cmid.as_str()))
-                .map_err(io)?
-                .map(|v| v.value().0);
-            if current == Some(id) {
-                t.dedupe
-                    .remove((sender.as_str(), cmid.as_str()))
-                    .map_err(io)?;
-            }
-        }
-        Ok(())
     }
 
     fn finish(&self, op: WriteOp, done: Done) {
@@ -404,12 +336,10 @@ impl Writer {
                 }
                 let _ = reply.send(Ok(appended));
             }
-            (WriteOp::Ack { reply, .. }, _) => {
-                let _ = reply.send(Ok(()));
+            (WriteOp::RegisterDevice { reply, .. }, Done::Cursor(c)) => {
+                let _ = reply.send(Ok(c));
             }
-            (WriteOp::RegisterDevice { reply, .. }, Done::Pending(p)) => {
-                let _ = reply.send(Ok(p));
-            }
+            (WriteOp::FlushCursors, _) | (WriteOp::Close { .. }, _) => {}
             (WriteOp::Recall { reply, .. }, Done::Recalled(r)) => {
                 let _ = reply.send(Ok(r));
             }
@@ -431,33 +361,6 @@ impl Writer {
     }
 }
 
-fn recall(t: &mut Tables<'_>, id: u64) -> StoreResult<Done> {
-    let Some(stored) = t
-        .messages
-        .remove(id)
-        .map_err(io)?
-        .map(|v| tables::decode(v.value()))
-        .transpose()?
-    else {
-        return Ok(Done::Recalled(None));
-    };
-    let m = &stored.message;
-    let key = m.conversation.history_key(&m.sender);
-    t.conv_index.remove((key.as_str(), id)).map_err(io)?;
-    for user in &stored.recipients {
-        t.user_index.remove((user.as_str(), id)).map_err(io)?;
-        for device in t.devices_of(user)? {
-            t.pending
-                .remove((user.as_str(), device.as_str(), id))
-                .map_err(io)?;
-        }
-    }
-    Ok(Done::Recalled(Some((
-        Arc::new(stored.message),
-        stored.recipients,
-    ))))
-}
-
 fn message_from(msg: &NewMessage, id: u64, ts: i64) -> Message {
     Message {
         message_id: id,
@@ -477,8 +380,8 @@ fn fail(op: WriteOp, e: &StoreError) {
     };
     match op {
         WriteOp::Append { reply, .. } => drop(reply.send(Err(err()))),
-        WriteOp::Ack { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::RegisterDevice { reply, .. } => drop(reply.send(Err(err()))),
+        WriteOp::FlushCursors => {}
         WriteOp::Recall { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::PutGroup { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::DeleteGroup { reply, .. } => drop(reply.send(Err(err()))),

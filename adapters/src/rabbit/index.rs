@@ -21,53 +21,38 @@
 //! own indexer before they answer; deliveries are translated through the
 //! `prov` table.
 //!
+//! The rows, timelines, history and reads are the shared index of both
+//! stores (`crate::index`); this file adds the stream position, the
+//! provisional → final id map and the rules below.
+//!
 //! **Dedupe.** A message whose `(sender, client_msg_id)` was indexed less
 //! than the dedupe window earlier (by record timestamps, not wall clock)
 //! is a duplicate: it is not indexed, and its writer answers with the
 //! original. Since every node applies the same rule to the same order, the
 //! same copy wins everywhere, even when two nodes took the resend at once.
 
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-use imgate_core::id::first_id_at;
 use imgate_core::model::Message;
 use imgate_core::store::{Group, Imported, Recalled, SyncPage};
 use imgate_core::StoreError;
-use redb::{Database, Durability, ReadableTable, Table, TableDefinition, WriteTransaction};
-use serde::{Deserialize, Serialize};
+use redb::{Database, Durability, ReadableTable, Table, TableDefinition};
 
 use super::record::{Origin, Record};
-use crate::daily_sent;
-use crate::import_rows::{import_one, ImportTables};
+use crate::index::tables::{self as index_tables, FORMAT, FORMAT_KEY};
+use crate::index::{read, rebuild_dedupe, DedupeMemory, IndexWrite, StoredMessage};
 
-/// final message_id → JSON [`StoredMessage`].
-const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// (user, final id): what a user can sync.
-const USER_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("user_index");
-/// (conversation history key, final id).
-const CONV_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("conv_index");
-/// (sender, client_msg_id) → (final id, record timestamp ms).
-const DEDUPE: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("dedupe");
-/// final id → (sender, client_msg_id), to expire dedupe keys in order.
-const DEDUPE_ORDER: TableDefinition<u64, (&str, &str)> = TableDefinition::new("dedupe_order");
 /// provisional id → (final id, is a duplicate of that final id).
 const PROV: TableDefinition<u64, (u64, bool)> = TableDefinition::new("prov");
-const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
-/// Cluster-wide settings (e.g. the policy): key → last value.
-const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
-/// old id of an imported message → the final id it got (migration).
-const IMPORTS: TableDefinition<&str, u64> = TableDefinition::new("imports");
-/// next_offset, last_final, log_time.
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// One fsynced commit per this many batches (the rest are `None`).
 pub const DURABLE_EVERY: u64 = 64;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StoredMessage {
-    pub message: Message,
-    pub recipients: Vec<String>,
-}
+/// Resend keys remembered per node (see [`DedupeMemory`]).
+const DEDUPE_CAPACITY: usize = 1_000_000;
+
+/// redb page cache of the index file.
+const CACHE_BYTES: usize = 64 << 20;
 
 /// Where the indexer stands in the stream.
 #[derive(Debug, Clone, Copy, Default)]
@@ -115,16 +100,8 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("rabbit index: {e}"))
 }
 
-fn corrupt(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Corrupt(format!("rabbit index: {e}"))
-}
-
 fn closed() -> StoreError {
     StoreError::Unavailable("rabbit index: store closed".into())
-}
-
-fn decode(bytes: &[u8]) -> Result<StoredMessage, StoreError> {
-    serde_json::from_slice(bytes).map_err(corrupt)
 }
 
 pub struct Index {
@@ -133,6 +110,8 @@ pub struct Index {
     /// returns (a reopen in the same process then succeeds).
     db: RwLock<Option<Database>>,
     dedupe_window_ms: i64,
+    /// Resend keys of the window, rebuilt from the rows at open.
+    dedupe: Mutex<DedupeMemory>,
 }
 
 /// A transaction together with the guard that keeps the database open.
@@ -150,50 +129,53 @@ impl<T> std::ops::Deref for Txn<'_, T> {
 }
 
 struct Tables<'t> {
-    messages: Table<'t, u64, &'static [u8]>,
-    user_index: Table<'t, (&'static str, u64), ()>,
-    conv_index: Table<'t, (&'static str, u64), ()>,
-    dedupe: Table<'t, (&'static str, &'static str), (u64, i64)>,
-    dedupe_order: Table<'t, u64, (&'static str, &'static str)>,
+    index: IndexWrite<'t>,
     prov: Table<'t, u64, (u64, bool)>,
-    groups: Table<'t, &'static str, &'static [u8]>,
-    settings: Table<'t, &'static str, &'static str>,
-    imports: Table<'t, &'static str, u64>,
-    meta: Table<'t, &'static str, u64>,
-    daily_sent: Table<'t, (i64, &'static str), u64>,
 }
 
-impl<'t> Tables<'t> {
-    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
-        Ok(Tables {
-            messages: txn.open_table(MESSAGES).map_err(io)?,
-            user_index: txn.open_table(USER_INDEX).map_err(io)?,
-            conv_index: txn.open_table(CONV_INDEX).map_err(io)?,
-            dedupe: txn.open_table(DEDUPE).map_err(io)?,
-            dedupe_order: txn.open_table(DEDUPE_ORDER).map_err(io)?,
-            prov: txn.open_table(PROV).map_err(io)?,
-            groups: txn.open_table(GROUPS).map_err(io)?,
-            settings: txn.open_table(SETTINGS).map_err(io)?,
-            imports: txn.open_table(IMPORTS).map_err(io)?,
-            meta: txn.open_table(META).map_err(io)?,
-            daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
-        })
-    }
+fn open_file(path: &std::path::Path) -> Result<Database, StoreError> {
+    redb::Builder::new()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|e| io(format!("cannot open {}: {e}", path.display())))
 }
 
 impl Index {
-    /// Open or create the index file; where it stands in the stream.
+    /// Open or create the index file; where it stands in the stream. A
+    /// file of another format is deleted: it is rebuilt from the stream.
     pub fn open(
         path: &std::path::Path,
         dedupe_window_ms: i64,
     ) -> Result<(Index, IndexPosition), StoreError> {
-        let db = Database::create(path)
-            .map_err(|e| io(format!("cannot open {}: {e}", path.display())))?;
+        let mut db = open_file(path)?;
+        let format = {
+            let txn = db.begin_read().map_err(io)?;
+            match txn.open_table(index_tables::META) {
+                Ok(meta) => meta.get(FORMAT_KEY).map_err(io)?.map(|v| v.value()),
+                Err(_) => None,
+            }
+        };
+        let fresh = db
+            .begin_read()
+            .map_err(io)?
+            .list_tables()
+            .map_err(io)?
+            .next()
+            .is_none();
+        if !fresh && format != Some(FORMAT) {
+            tracing::warn!(path = %path.display(), "rabbit index of an older format: rebuilding it from the stream");
+            drop(db);
+            std::fs::remove_file(path).map_err(io)?;
+            db = open_file(path)?;
+        }
         let txn = db.begin_write().map_err(io)?;
+        index_tables::create_all(&txn)?;
+        txn.open_table(PROV).map_err(io)?;
         let pos = {
-            let t = Tables::open(&txn)?;
+            let mut meta = txn.open_table(index_tables::META).map_err(io)?;
+            meta.insert(FORMAT_KEY, FORMAT).map_err(io)?;
             let get = |k: &str| -> Result<u64, StoreError> {
-                Ok(t.meta.get(k).map_err(io)?.map(|v| v.value()).unwrap_or(0))
+                Ok(meta.get(k).map_err(io)?.map(|v| v.value()).unwrap_or(0))
             };
             IndexPosition {
                 next_offset: get("next_offset")?,
@@ -203,19 +185,55 @@ impl Index {
             }
         };
         txn.commit().map_err(io)?;
-        Ok((
-            Index {
-                db: RwLock::new(Some(db)),
-                dedupe_window_ms,
-            },
-            pos,
-        ))
+        let index = Index {
+            db: RwLock::new(Some(db)),
+            dedupe_window_ms,
+            dedupe: Mutex::new(DedupeMemory::new(DEDUPE_CAPACITY, dedupe_window_ms)),
+        };
+        index.rebuild_dedupe(pos.log_time)?;
+        Ok((index, pos))
+    }
+
+    fn memory(&self) -> MutexGuard<'_, DedupeMemory> {
+        match self.dedupe.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    fn rebuild_dedupe(&self, log_time: i64) -> Result<(), StoreError> {
+        let txn = self.begin_read()?;
+        let mut memory = self.memory();
+        rebuild_dedupe(
+            &txn,
+            &mut memory,
+            log_time,
+            self.dedupe_window_ms,
+            DEDUPE_CAPACITY,
+        )
     }
 
     /// Apply a batch of `(offset, record)` in one transaction and move the
     /// position past the last offset. Undecodable records were already
     /// skipped by the caller (passed as `None`).
     pub fn apply(
+        &self,
+        pos: &mut IndexPosition,
+        batch: &[(u64, Option<Record>)],
+    ) -> Result<Vec<Applied>, StoreError> {
+        let result = self.try_apply(pos, batch);
+        if result.is_err() {
+            // The resend memory may hold keys of rows that were not
+            // committed: rebuild it from what is.
+            if let Err(e) = self.rebuild_dedupe(pos.log_time) {
+                tracing::error!(error = %e, "rabbit index: rebuilding the resend memory failed");
+                self.memory().clear();
+            }
+        }
+        result
+    }
+
+    fn try_apply(
         &self,
         pos: &mut IndexPosition,
         batch: &[(u64, Option<Record>)],
@@ -234,23 +252,27 @@ impl Index {
         });
         let mut out = Vec::with_capacity(batch.len());
         {
-            let mut t = Tables::open(&txn)?;
+            let mut t = Tables {
+                index: IndexWrite::open(&txn)?,
+                prov: txn.open_table(PROV).map_err(io)?,
+            };
+            let mut memory = self.memory();
             for (offset, record) in batch {
                 if *offset < next.next_offset {
                     continue; // a chunk re-delivered from before our offset
                 }
                 next.next_offset = offset + 1;
                 if let Some(record) = record {
-                    out.push(self.apply_one(&mut t, &mut next, record)?);
+                    out.push(self.apply_one(&mut t, &mut memory, &mut next, record)?);
                 }
             }
-            self.expire_dedupe(&mut t, next.log_time)?;
-            daily_sent::expire(&mut t.daily_sent, next.log_time)?;
-            t.meta.insert("next_offset", next.next_offset).map_err(io)?;
-            t.meta.insert("last_final", next.last_final).map_err(io)?;
-            t.meta
-                .insert("log_time", next.log_time.max(0) as u64)
+            drop(memory);
+            let meta = &mut t.index.meta;
+            meta.insert("next_offset", next.next_offset).map_err(io)?;
+            meta.insert("last_final", next.last_final).map_err(io)?;
+            meta.insert("log_time", next.log_time.max(0) as u64)
                 .map_err(io)?;
+            t.index.finish(next.log_time)?;
         }
         txn.commit().map_err(io)?;
         *pos = next;
@@ -260,6 +282,7 @@ impl Index {
     fn apply_one(
         &self,
         t: &mut Tables<'_>,
+        memory: &mut DedupeMemory,
         pos: &mut IndexPosition,
         record: &Record,
     ) -> Result<Applied, StoreError> {
@@ -268,27 +291,28 @@ impl Index {
             Record::Message {
                 message,
                 recipients,
+                sender_device,
                 ..
-            } => self.apply_message(t, pos, message, recipients)?,
-            Record::Recall { message_id, .. } => (Outcome::Recalled(recall(t, *message_id)?), None),
+            } => self.apply_message(t, memory, pos, message, recipients, sender_device)?,
+            Record::Recall { message_id, .. } => {
+                let removed = t.index.remove(*message_id)?;
+                (
+                    Outcome::Recalled(removed.map(|s| (Arc::new(s.message), s.recipients))),
+                    None,
+                )
+            }
             Record::Withdraw { provisional, .. } => {
-                (Outcome::Withdrawn(withdraw(t, *provisional)?), None)
+                (Outcome::Withdrawn(withdraw(t, memory, *provisional)?), None)
             }
             Record::PutGroup { group, .. } => {
-                let bytes = serde_json::to_vec(group).map_err(corrupt)?;
-                t.groups
-                    .insert(group.id.as_str(), bytes.as_slice())
-                    .map_err(io)?;
+                t.index.put_group(group)?;
                 (Outcome::GroupPut, None)
             }
             Record::DeleteGroup { group_id, .. } => {
-                let existed = t.groups.remove(group_id.as_str()).map_err(io)?.is_some();
-                (Outcome::GroupDeleted(existed), None)
+                (Outcome::GroupDeleted(t.index.delete_group(group_id)?), None)
             }
             Record::PutSetting { key, value, .. } => {
-                t.settings
-                    .insert(key.as_str(), value.as_str())
-                    .map_err(io)?;
+                t.index.put_setting(key, value)?;
                 (
                     Outcome::SettingPut(key.clone(), Arc::new(value.clone())),
                     None,
@@ -297,15 +321,9 @@ impl Index {
             Record::Import { items, .. } => {
                 let mut out = Vec::with_capacity(items.len());
                 for item in items {
-                    let rows = ImportTables {
-                        messages: &mut t.messages,
-                        conv_index: &mut t.conv_index,
-                        user_index: &mut t.user_index,
-                        imports: &mut t.imports,
-                    };
                     out.push(Imported {
                         old_id: item.old_id.clone(),
-                        result: import_one(rows, item)?,
+                        result: t.index.import(item)?,
                     });
                 }
                 (Outcome::Imported(out), None)
@@ -332,9 +350,11 @@ impl Index {
     fn apply_message(
         &self,
         t: &mut Tables<'_>,
+        memory: &mut DedupeMemory,
         pos: &mut IndexPosition,
         message: &Message,
         recipients: &[String],
+        sender_device: &Option<String>,
     ) -> Result<(Outcome, Option<(Arc<Message>, Vec<String>)>), StoreError> {
         let prov = message.message_id;
         pos.log_time = pos.log_time.max(message.server_ts);
@@ -342,11 +362,8 @@ impl Index {
             // The same record twice (cannot happen with one publish, but a
             // replay must never index anything twice).
             let original = t
-                .messages
-                .get(final_id)
-                .map_err(io)?
-                .map(|v| decode(v.value()))
-                .transpose()?
+                .index
+                .row(final_id)?
                 .map(|s| s.message)
                 .unwrap_or_else(|| with_id(message, final_id));
             return Ok((
@@ -357,55 +374,46 @@ impl Index {
                 None,
             ));
         }
-        let key = (message.sender.as_str(), message.client_msg_id.as_str());
-        if !message.client_msg_id.is_empty() {
-            if let Some((orig, at)) = t.dedupe.get(key).map_err(io)?.map(|v| v.value()) {
-                if message.server_ts - at < self.dedupe_window_ms {
-                    t.prov.insert(prov, (orig, true)).map_err(io)?;
-                    let original = match t.messages.get(orig).map_err(io)? {
-                        Some(v) => decode(v.value())?.message,
-                        // Recalled since: the original ack all the same.
-                        None => Message {
-                            message_id: orig,
-                            server_ts: at,
-                            ..message.clone()
-                        },
-                    };
-                    return Ok((
-                        Outcome::Message {
-                            message: Arc::new(original),
-                            duplicate: true,
-                        },
-                        None,
-                    ));
-                }
-            }
+        // Dedupe on the log's clock: the record's timestamp.
+        let resend = t.index.resend_of(
+            memory,
+            &message.sender,
+            &message.client_msg_id,
+            message.server_ts,
+            self.dedupe_window_ms,
+        )?;
+        if let Some((orig, found)) = resend {
+            t.prov.insert(prov, (orig, true)).map_err(io)?;
+            let original = found.unwrap_or_else(|| Message {
+                message_id: orig,
+                server_ts: imgate_core::id::timestamp_of(orig),
+                ..message.clone()
+            });
+            return Ok((
+                Outcome::Message {
+                    message: Arc::new(original),
+                    duplicate: true,
+                },
+                None,
+            ));
         }
         let final_id = prov.max(pos.last_final.saturating_add(1));
         pos.last_final = final_id;
         let stored = StoredMessage {
             message: with_id(message, final_id),
             recipients: recipients.to_vec(),
+            sender_device: sender_device.clone(),
         };
-        let bytes = serde_json::to_vec(&stored).map_err(corrupt)?;
-        t.messages.insert(final_id, bytes.as_slice()).map_err(io)?;
-        let history_key = message.conversation.history_key(&message.sender);
-        t.conv_index
-            .insert((history_key.as_str(), final_id), ())
-            .map_err(io)?;
-        for user in recipients {
-            t.user_index
-                .insert((user.as_str(), final_id), ())
-                .map_err(io)?;
-        }
+        t.index.insert(&stored)?;
         if !message.client_msg_id.is_empty() {
-            t.dedupe
-                .insert(key, (final_id, message.server_ts))
-                .map_err(io)?;
-            t.dedupe_order.insert(final_id, key).map_err(io)?;
+            memory.insert(
+                &message.sender,
+                &message.client_msg_id,
+                final_id,
+                pos.log_time,
+            );
         }
         t.prov.insert(prov, (final_id, false)).map_err(io)?;
-        daily_sent::count(&mut t.daily_sent, &message.sender, message.server_ts)?;
         let message = Arc::new(stored.message);
         Ok((
             Outcome::Message {
@@ -414,35 +422,6 @@ impl Index {
             },
             Some((message, stored.recipients)),
         ))
-    }
-
-    /// Forget dedupe keys older than the window on the log's clock (not
-    /// the wall clock: a node replaying old records must decide exactly
-    /// as the nodes that applied them live).
-    fn expire_dedupe(&self, t: &mut Tables<'_>, log_time: i64) -> Result<(), StoreError> {
-        let cutoff = first_id_at(log_time - self.dedupe_window_ms);
-        let mut old = Vec::new();
-        for entry in t.dedupe_order.range(..cutoff).map_err(io)?.take(256) {
-            let (k, v) = entry.map_err(io)?;
-            let (s, c) = v.value();
-            old.push((k.value(), s.to_string(), c.to_string()));
-        }
-        for (id, sender, cmid) in old {
-            t.dedupe_order.remove(id).map_err(io)?;
-            let key = (sender.as_str(), cmid.as_str());
-            let current = t.dedupe.get(key).map_err(io)?.map(|v| v.value());
-            // Only drop it if it is out of the window by timestamp too
-            // (final ids can run slightly ahead of their timestamps).
-            if let Some((cur, at)) = current {
-                if cur == id && log_time - at >= self.dedupe_window_ms {
-                    t.dedupe.remove(key).map_err(io)?;
-                } else if cur == id {
-                    t.dedupe_order.insert(id, key).map_err(io)?;
-                    break;
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Release the file once running transactions are done; later calls
@@ -471,10 +450,7 @@ impl Index {
     // ---- reads (callers run them on the blocking pool) ----
 
     pub fn get(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(MESSAGES).map_err(io)?;
-        let found = t.get(id).map_err(io)?;
-        found.map(|v| decode(v.value())).transpose()
+        read::get(&*self.begin_read()?, id)
     }
 
     /// Where a provisional id ended up: `(final id, duplicate)`, or None if
@@ -493,40 +469,22 @@ impl Index {
         cmid: &str,
         now: i64,
     ) -> Result<Option<Arc<Message>>, StoreError> {
-        let txn = self.begin_read()?;
-        let d = txn.open_table(DEDUPE).map_err(io)?;
-        let Some((id, at)) = d.get((sender, cmid)).map_err(io)?.map(|v| v.value()) else {
-            return Ok(None);
-        };
-        if now - at >= self.dedupe_window_ms {
+        if cmid.is_empty() {
             return Ok(None);
         }
-        let m = txn.open_table(MESSAGES).map_err(io)?;
-        let found = m.get(id).map_err(io)?;
-        Ok(found
-            .map(|v| decode(v.value()))
-            .transpose()?
-            .map(|s| Arc::new(s.message)))
+        let Some(id) = self.memory().candidate(sender, cmid) else {
+            return Ok(None);
+        };
+        let Some(stored) = self.get(id)? else {
+            return Ok(None);
+        };
+        let m = stored.message;
+        let fresh = now - m.server_ts < self.dedupe_window_ms;
+        Ok((fresh && m.sender == sender && m.client_msg_id == cmid).then(|| Arc::new(m)))
     }
 
     pub fn sync(&self, user: &str, since: u64, limit: usize) -> Result<SyncPage, StoreError> {
-        let limit = limit.max(1);
-        let txn = self.begin_read()?;
-        let index = txn.open_table(USER_INDEX).map_err(io)?;
-        let messages = txn.open_table(MESSAGES).map_err(io)?;
-        let mut page = SyncPage::default();
-        let start = since.saturating_add(1);
-        for entry in index.range((user, start)..=(user, u64::MAX)).map_err(io)? {
-            let (k, _) = entry.map_err(io)?;
-            if page.messages.len() == limit {
-                page.has_more = true;
-                break;
-            }
-            if let Some(v) = messages.get(k.value().1).map_err(io)? {
-                page.messages.push(Arc::new(decode(v.value())?.message));
-            }
-        }
-        Ok(page)
+        read::sync(&*self.begin_read()?, user, since, limit)
     }
 
     pub fn history(
@@ -536,81 +494,29 @@ impl Index {
         before: u64,
         limit: usize,
     ) -> Result<SyncPage, StoreError> {
-        let limit = limit.max(1);
-        let before = if before == 0 { u64::MAX } else { before };
-        let txn = self.begin_read()?;
-        let index = txn.open_table(CONV_INDEX).map_err(io)?;
-        let messages = txn.open_table(MESSAGES).map_err(io)?;
-        let mut page = SyncPage::default();
-        for entry in index.range((key, 0)..(key, before)).map_err(io)?.rev() {
-            let (k, _) = entry.map_err(io)?;
-            let Some(v) = messages.get(k.value().1).map_err(io)? else {
-                continue;
-            };
-            let stored = decode(v.value())?;
-            if !stored.recipients.iter().any(|r| r == user) {
-                continue;
-            }
-            if page.messages.len() == limit {
-                page.has_more = true;
-                break;
-            }
-            page.messages.push(Arc::new(stored.message));
-        }
-        Ok(page)
+        read::history(&*self.begin_read()?, user, key, before, limit)
     }
 
     /// The daily quota's count of `user` on `day`.
     pub fn sent_on_day(&self, user: &str, day: i64) -> Result<u64, StoreError> {
-        let txn = self.begin_read()?;
-        daily_sent::read(&txn, user, day)
+        read::sent_on_day(&*self.begin_read()?, user, day)
     }
 
     pub fn last_message_id(&self, user: &str) -> Result<u64, StoreError> {
-        let txn = self.begin_read()?;
-        let index = txn.open_table(USER_INDEX).map_err(io)?;
-        let last = index
-            .range((user, 0)..=(user, u64::MAX))
-            .map_err(io)?
-            .next_back()
-            .transpose()
-            .map_err(io)?
-            .map(|(k, _)| k.value().1)
-            .unwrap_or(0);
-        Ok(last)
+        read::last_message_id(&*self.begin_read()?, user)
     }
 
     /// Every message with id > `after`, ascending (export).
     pub fn scan(&self, after: u64, limit: usize) -> Result<SyncPage, StoreError> {
-        let limit = limit.max(1);
-        let txn = self.begin_read()?;
-        let messages = txn.open_table(MESSAGES).map_err(io)?;
-        let mut page = SyncPage::default();
-        for entry in messages.range(after.saturating_add(1)..).map_err(io)? {
-            let (_, v) = entry.map_err(io)?;
-            if page.messages.len() == limit {
-                page.has_more = true;
-                break;
-            }
-            page.messages.push(Arc::new(decode(v.value())?.message));
-        }
-        Ok(page)
+        read::scan(&*self.begin_read()?, after, limit)
     }
 
     pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(SETTINGS).map_err(io)?;
-        let found = t.get(key).map_err(io)?;
-        Ok(found.map(|v| v.value().to_string()))
+        read::setting(&*self.begin_read()?, key)
     }
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
-        let txn = self.begin_read()?;
-        let t = txn.open_table(GROUPS).map_err(io)?;
-        let found = t.get(id).map_err(io)?;
-        found
-            .map(|v| serde_json::from_slice(v.value()).map_err(corrupt))
-            .transpose()
+        read::group(&*self.begin_read()?, id)
     }
 }
 
@@ -621,31 +527,16 @@ fn with_id(m: &Message, id: u64) -> Message {
     }
 }
 
-fn recall(t: &mut Tables<'_>, id: u64) -> Result<Recalled, StoreError> {
-    let Some(stored) = t
-        .messages
-        .remove(id)
-        .map_err(io)?
-        .map(|v| decode(v.value()))
-        .transpose()?
-    else {
-        return Ok(None);
-    };
-    let m = &stored.message;
-    let key = m.conversation.history_key(&m.sender);
-    t.conv_index.remove((key.as_str(), id)).map_err(io)?;
-    for user in &stored.recipients {
-        t.user_index.remove((user.as_str(), id)).map_err(io)?;
-    }
-    Ok(Some((Arc::new(stored.message), stored.recipients)))
-}
-
 /// Take back the message written with provisional id `prov`: out of
 /// history, sync and dedupe, and its queued copies resolve to nothing
 /// (`prov` marked as a duplicate). A withdraw read before its message
 /// (cannot happen with one writer channel, but replay must be total)
 /// leaves a tombstone so the message is never indexed.
-fn withdraw(t: &mut Tables<'_>, prov: u64) -> Result<Option<u64>, StoreError> {
+fn withdraw(
+    t: &mut Tables<'_>,
+    memory: &mut DedupeMemory,
+    prov: u64,
+) -> Result<Option<u64>, StoreError> {
     let Some((final_id, duplicate)) = t.prov.get(prov).map_err(io)?.map(|v| v.value()) else {
         t.prov.insert(prov, (0, true)).map_err(io)?;
         return Ok(None);
@@ -654,12 +545,8 @@ fn withdraw(t: &mut Tables<'_>, prov: u64) -> Result<Option<u64>, StoreError> {
         return Ok(None); // it was a resend: the original stays
     }
     t.prov.insert(prov, (final_id, true)).map_err(io)?;
-    if let Some((m, _)) = recall(t, final_id)? {
-        let key = (m.sender.as_str(), m.client_msg_id.as_str());
-        if t.dedupe.get(key).map_err(io)?.map(|v| v.value().0) == Some(final_id) {
-            t.dedupe.remove(key).map_err(io)?;
-            t.dedupe_order.remove(final_id).map_err(io)?;
-        }
+    if let Some(s) = t.index.remove(final_id)? {
+        memory.remove(&s.message.sender, &s.message.client_msg_id, final_id);
     }
     Ok(Some(final_id))
 }

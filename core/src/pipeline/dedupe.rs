@@ -2,8 +2,9 @@
 //! the window gets the original ack and stores nothing new (DESIGN §3.3).
 //!
 //! This in-memory cache answers fast and makes concurrent duplicates wait
-//! for the first one instead of racing; the store keeps the durable
-//! idempotency record so a resend after a restart is also answered.
+//! for the first one instead of racing; the store recognises resends
+//! itself (from its rows), so a resend after a restart, or one this
+//! bounded cache has forgotten, is also answered with the original ack.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,10 +28,14 @@ struct Cache {
     order: VecDeque<(Instant, Key)>,
 }
 
+/// Keys the cache holds at most (the oldest go first beyond it; the store
+/// still answers their resends).
+pub const DEDUPE_CACHE_ENTRIES: usize = 65_536;
+
 impl Cache {
     fn prune(&mut self, now: Instant, window: Duration) {
         while let Some((at, _)) = self.order.front() {
-            if now.duration_since(*at) < window {
+            if now.duration_since(*at) < window && self.order.len() < DEDUPE_CACHE_ENTRIES {
                 break;
             }
             if let Some((at, key)) = self.order.pop_front() {
@@ -214,5 +219,30 @@ mod tests {
             .unwrap();
         svc.oneshot(cmd("alice", "bob", "m1")).await.unwrap();
         assert_eq!(rec.count(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_oldest_first() {
+        let rec = Recorder::default();
+        let layer = DedupeLayer::new(Duration::from_secs(600));
+        let svc = layer.clone().layer(rec.clone());
+        for i in 0..DEDUPE_CACHE_ENTRIES + 10 {
+            svc.clone()
+                .oneshot(cmd("alice", "bob", &format!("m{i}")))
+                .await
+                .unwrap();
+        }
+        let held = layer.cache.lock().map(|c| c.entries.len()).unwrap_or(0);
+        assert!(held <= DEDUPE_CACHE_ENTRIES, "{held}");
+        // The newest is still answered here; the oldest goes to the store.
+        let last = format!("m{}", DEDUPE_CACHE_ENTRIES + 9);
+        let n = rec.count();
+        svc.clone()
+            .oneshot(cmd("alice", "bob", &last))
+            .await
+            .unwrap();
+        assert_eq!(rec.count(), n);
+        svc.oneshot(cmd("alice", "bob", "m0")).await.unwrap();
+        assert_eq!(rec.count(), n + 1);
     }
 }

@@ -6,9 +6,11 @@
 //! hold an `Arc<dyn Store>` chosen at start-up.
 
 mod feed;
+mod in_flight;
 mod types;
 
-pub use feed::{DeviceFeed, UserFeed, UserFeedEnd};
+pub use feed::{CatchUp, CatchUpPage, DeviceFeed, Lag, UserFeed, UserFeedEnd};
+pub use in_flight::InFlight;
 pub use types::{
     Appended, Group, ImportMessage, Imported, NewMessage, Recalled, SyncPage, IMPORT_MS_FULL,
     IMPORT_TOO_OLD,

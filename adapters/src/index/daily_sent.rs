@@ -1,6 +1,6 @@
 //! The daily quota's counter (`Store::sent_on_day`), kept the same way by
-//! both stores: a table `(UTC day, user) → messages stored`, bumped in the
-//! transaction that stores each new message, so the count is exactly as
+//! both stores: a table `(UTC day, user) → messages stored`, bumped once
+//! per sender in the transaction that stores their new messages, so the count is exactly as
 //! durable as the messages. Keyed by day first, so days older than
 //! yesterday are dropped by a range at the front (a bounded amount per
 //! transaction, like expired dedupe keys).
@@ -18,15 +18,16 @@ fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("daily counter: {e}"))
 }
 
-/// Count one message `sender` stored at `server_ts`.
-pub(crate) fn count(
+/// Add `n` messages `sender` stored on UTC `day`.
+pub(crate) fn add(
     table: &mut Table<'_, (i64, &'static str), u64>,
+    day: i64,
     sender: &str,
-    server_ts: i64,
+    n: u64,
 ) -> Result<(), StoreError> {
-    let key = (utc_day(server_ts), sender);
-    let n = table.get(key).map_err(io)?.map(|v| v.value()).unwrap_or(0);
-    table.insert(key, n + 1).map_err(io)?;
+    let key = (day, sender);
+    let before = table.get(key).map_err(io)?.map(|v| v.value()).unwrap_or(0);
+    table.insert(key, before + n).map_err(io)?;
     Ok(())
 }
 
@@ -81,11 +82,11 @@ mod tests {
         let txn = db.begin_write().unwrap();
         {
             let mut t = txn.open_table(DAILY_SENT).unwrap();
-            count(&mut t, "alice", at(day - 2)).unwrap();
-            count(&mut t, "alice", at(day - 1)).unwrap();
-            count(&mut t, "alice", at(day)).unwrap();
-            count(&mut t, "alice", at(day)).unwrap();
-            count(&mut t, "bob", at(day)).unwrap();
+            add(&mut t, day - 2, "alice", 1).unwrap();
+            add(&mut t, day - 1, "alice", 1).unwrap();
+            add(&mut t, day, "alice", 1).unwrap();
+            add(&mut t, day, "alice", 1).unwrap();
+            add(&mut t, day, "bob", 1).unwrap();
             expire(&mut t, at(day)).unwrap();
         }
         txn.commit().unwrap();

@@ -1,0 +1,180 @@
+//! Reads of the index on a redb read snapshot (callers run them on the
+//! blocking pool).
+
+use std::sync::Arc;
+
+use imgate_core::id::{node_of, IMPORT_NODE_ID};
+use imgate_core::store::{CatchUpPage, Group, SyncPage};
+use imgate_core::StoreError;
+use redb::ReadTransaction;
+
+use super::row::{self, StoredMessage};
+use super::tables::{self, corrupt, io};
+
+/// Timeline entries one catch-up page looks at, at most.
+const CATCH_UP_SCAN: usize = 1024;
+
+pub fn get(txn: &ReadTransaction, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+    let t = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let found = t.get(id).map_err(io)?;
+    found
+        .map(|v| row::decode(id, v.value()).map_err(corrupt))
+        .transpose()
+}
+
+/// Messages in `user`'s timeline after `since`, ascending.
+pub fn sync(
+    txn: &ReadTransaction,
+    user: &str,
+    since: u64,
+    limit: usize,
+) -> Result<SyncPage, StoreError> {
+    let limit = limit.max(1);
+    let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut page = SyncPage::default();
+    let start = since.saturating_add(1);
+    for entry in timeline
+        .range((user, start)..=(user, u64::MAX))
+        .map_err(io)?
+    {
+        let (k, _) = entry.map_err(io)?;
+        if page.messages.len() == limit {
+            page.has_more = true;
+            break;
+        }
+        let id = k.value().1;
+        if let Some(v) = messages.get(id).map_err(io)? {
+            let stored = row::decode(id, v.value()).map_err(corrupt)?;
+            page.messages.push(Arc::new(stored.message));
+        }
+    }
+    Ok(page)
+}
+
+/// The next messages for `device` of `user` after `after`: its user's
+/// timeline without what this device sent itself and without imported
+/// messages (history only, never pushed).
+pub fn device_page(
+    txn: &ReadTransaction,
+    user: &str,
+    device: &str,
+    after: u64,
+    limit: usize,
+) -> Result<CatchUpPage, StoreError> {
+    let limit = limit.max(1);
+    let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut page = CatchUpPage {
+        scanned_to: after,
+        done: true,
+        ..CatchUpPage::default()
+    };
+    let start = after.saturating_add(1);
+    for (scanned, entry) in timeline
+        .range((user, start)..=(user, u64::MAX))
+        .map_err(io)?
+        .enumerate()
+    {
+        if page.messages.len() == limit || scanned == CATCH_UP_SCAN {
+            page.done = false;
+            break;
+        }
+        let id = entry.map_err(io)?.0.value().1;
+        page.scanned_to = id;
+        if node_of(id) == IMPORT_NODE_ID {
+            continue;
+        }
+        let Some(v) = messages.get(id).map_err(io)? else {
+            continue;
+        };
+        let stored = row::decode(id, v.value()).map_err(corrupt)?;
+        let own = stored.message.sender == user && stored.sender_device.as_deref() == Some(device);
+        if !own {
+            page.messages.push(Arc::new(stored.message));
+        }
+    }
+    Ok(page)
+}
+
+/// One conversation's history as `user` sees it, newest first, ids below
+/// `before` (0 = from the newest).
+pub fn history(
+    txn: &ReadTransaction,
+    user: &str,
+    key: &str,
+    before: u64,
+    limit: usize,
+) -> Result<SyncPage, StoreError> {
+    let limit = limit.max(1);
+    let before = if before == 0 { u64::MAX } else { before };
+    let index = txn.open_table(tables::CONV_INDEX).map_err(io)?;
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut page = SyncPage::default();
+    for entry in index.range((key, 0)..(key, before)).map_err(io)?.rev() {
+        let (k, _) = entry.map_err(io)?;
+        let id = k.value().1;
+        let Some(v) = messages.get(id).map_err(io)? else {
+            continue;
+        };
+        let stored = row::decode(id, v.value()).map_err(corrupt)?;
+        if !stored.recipients.iter().any(|r| r == user) {
+            continue;
+        }
+        if page.messages.len() == limit {
+            page.has_more = true;
+            break;
+        }
+        page.messages.push(Arc::new(stored.message));
+    }
+    Ok(page)
+}
+
+/// The newest id in `user`'s timeline (0 if none).
+pub fn last_message_id(txn: &ReadTransaction, user: &str) -> Result<u64, StoreError> {
+    let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
+    let last = timeline
+        .range((user, 0)..=(user, u64::MAX))
+        .map_err(io)?
+        .next_back()
+        .transpose()
+        .map_err(io)?
+        .map(|(k, _)| k.value().1)
+        .unwrap_or(0);
+    Ok(last)
+}
+
+/// Every message with id > `after`, ascending (export).
+pub fn scan(txn: &ReadTransaction, after: u64, limit: usize) -> Result<SyncPage, StoreError> {
+    let limit = limit.max(1);
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut page = SyncPage::default();
+    for entry in messages.range(after.saturating_add(1)..).map_err(io)? {
+        let (k, v) = entry.map_err(io)?;
+        if page.messages.len() == limit {
+            page.has_more = true;
+            break;
+        }
+        let stored = row::decode(k.value(), v.value()).map_err(corrupt)?;
+        page.messages.push(Arc::new(stored.message));
+    }
+    Ok(page)
+}
+
+pub fn group(txn: &ReadTransaction, id: &str) -> Result<Option<Group>, StoreError> {
+    let t = txn.open_table(tables::GROUPS).map_err(io)?;
+    let found = t.get(id).map_err(io)?;
+    found
+        .map(|v| serde_json::from_slice(v.value()).map_err(corrupt))
+        .transpose()
+}
+
+pub fn setting(txn: &ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
+    let t = txn.open_table(tables::SETTINGS).map_err(io)?;
+    let found = t.get(key).map_err(io)?;
+    Ok(found.map(|v| v.value().to_string()))
+}
+
+pub fn sent_on_day(txn: &ReadTransaction, user: &str, day: i64) -> Result<u64, StoreError> {
+    super::daily_sent::read(txn, user, day)
+}

@@ -1,0 +1,207 @@
+//! Writing the index inside one write transaction: a message is one row,
+//! one conversation-index entry and one timeline entry per recipient user;
+//! daily counts are added up in memory and written once per transaction.
+
+use std::collections::HashMap;
+
+use imgate_core::id::timestamp_of;
+use imgate_core::model::Message;
+use imgate_core::store::{Group, ImportMessage};
+use imgate_core::{utc_day, StoreError};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::dedupe::DedupeMemory;
+use super::row::{self, StoredMessage};
+use super::tables::{self, corrupt, io};
+use super::{daily_sent, import};
+
+/// The index's tables, open in one write transaction.
+pub struct IndexWrite<'t> {
+    pub(crate) messages: Table<'t, u64, &'static [u8]>,
+    pub(crate) timeline: Table<'t, (&'static str, u64), ()>,
+    pub(crate) conv_index: Table<'t, (&'static str, u64), ()>,
+    groups: Table<'t, &'static str, &'static [u8]>,
+    settings: Table<'t, &'static str, &'static str>,
+    pub(crate) imports: Table<'t, &'static str, u64>,
+    pub meta: Table<'t, &'static str, u64>,
+    daily_sent: Table<'t, (i64, &'static str), u64>,
+    /// Messages counted in this transaction, per (UTC day, sender).
+    daily: HashMap<(i64, String), u64>,
+}
+
+/// What a resend check found: the original's id, and the original itself
+/// unless it was recalled since.
+pub type Resend = (u64, Option<Message>);
+
+impl<'t> IndexWrite<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(IndexWrite {
+            messages: txn.open_table(tables::MESSAGES).map_err(io)?,
+            timeline: txn.open_table(tables::TIMELINE).map_err(io)?,
+            conv_index: txn.open_table(tables::CONV_INDEX).map_err(io)?,
+            groups: txn.open_table(tables::GROUPS).map_err(io)?,
+            settings: txn.open_table(tables::SETTINGS).map_err(io)?,
+            imports: txn.open_table(tables::IMPORTS).map_err(io)?,
+            meta: txn.open_table(tables::META).map_err(io)?,
+            daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
+            daily: HashMap::new(),
+        })
+    }
+
+    pub fn row(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.messages.get(id).map_err(io)? {
+            Some(v) => row::decode(id, v.value()).map(Some).map_err(corrupt),
+            None => Ok(None),
+        }
+    }
+
+    /// Store a new message (counted for its sender's day).
+    pub fn insert(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
+        self.insert_uncounted(stored)?;
+        let m = &stored.message;
+        *self
+            .daily
+            .entry((utc_day(m.server_ts), m.sender.clone()))
+            .or_default() += 1;
+        Ok(())
+    }
+
+    /// Row, conversation entry and timelines, not counted (imports,
+    /// conversions).
+    pub fn insert_uncounted(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
+        let m = &stored.message;
+        let id = m.message_id;
+        self.messages
+            .insert(id, row::encode(stored).as_slice())
+            .map_err(io)?;
+        let key = m.conversation.history_key(&m.sender);
+        self.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
+        for user in &stored.recipients {
+            self.timeline.insert((user.as_str(), id), ()).map_err(io)?;
+        }
+        Ok(())
+    }
+
+    /// Take a message out of history, sync and every timeline (recall).
+    pub fn remove(&mut self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some(stored) = self.row(id)? else {
+            return Ok(None);
+        };
+        self.messages.remove(id).map_err(io)?;
+        let m = &stored.message;
+        let key = m.conversation.history_key(&m.sender);
+        self.conv_index.remove((key.as_str(), id)).map_err(io)?;
+        for user in &stored.recipients {
+            self.timeline.remove((user.as_str(), id)).map_err(io)?;
+        }
+        Ok(Some(stored))
+    }
+
+    /// A resend of `(sender, client_msg_id)` stored less than `window_ms`
+    /// before `now` (by the original's timestamp), if any. The memory's
+    /// candidate is checked against its row, so a hash collision never
+    /// answers for another message.
+    pub fn resend_of(
+        &self,
+        memory: &DedupeMemory,
+        sender: &str,
+        client_msg_id: &str,
+        now: i64,
+        window_ms: i64,
+    ) -> Result<Option<Resend>, StoreError> {
+        if client_msg_id.is_empty() {
+            return Ok(None);
+        }
+        let Some(id) = memory.candidate(sender, client_msg_id) else {
+            return Ok(None);
+        };
+        match self.row(id)? {
+            Some(s) => {
+                let m = s.message;
+                let same = m.sender == sender && m.client_msg_id == client_msg_id;
+                Ok((same && now - m.server_ts < window_ms).then_some((id, Some(m))))
+            }
+            // Recalled since: still a resend while in the window.
+            None => Ok((now - timestamp_of(id) < window_ms).then_some((id, None))),
+        }
+    }
+
+    pub fn put_group(&mut self, group: &Group) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(group).map_err(corrupt)?;
+        self.groups
+            .insert(group.id.as_str(), bytes.as_slice())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    pub fn delete_group(&mut self, group_id: &str) -> Result<bool, StoreError> {
+        Ok(self.groups.remove(group_id).map_err(io)?.is_some())
+    }
+
+    pub fn put_setting(&mut self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.settings.insert(key, value).map_err(io)?;
+        Ok(())
+    }
+
+    /// One imported message: `(id, duplicate)` or why it was refused.
+    pub fn import(
+        &mut self,
+        item: &ImportMessage,
+    ) -> Result<Result<(u64, bool), String>, StoreError> {
+        let placed = match import::choose_id(self, item)? {
+            Ok((id, false)) => id,
+            other => return Ok(other),
+        };
+        let stored = StoredMessage {
+            message: Message {
+                message_id: placed,
+                ..item.message.clone()
+            },
+            recipients: item.recipients.clone(),
+            sender_device: None,
+        };
+        self.insert_uncounted(&stored)?;
+        self.imports
+            .insert(item.old_id.as_str(), placed)
+            .map_err(io)?;
+        Ok(Ok((placed, false)))
+    }
+
+    /// Write this transaction's daily counts and drop counts older than
+    /// yesterday (of `now`, the store's clock). Call once, before commit.
+    pub fn finish(mut self, now: i64) -> Result<(), StoreError> {
+        for ((day, user), n) in std::mem::take(&mut self.daily) {
+            daily_sent::add(&mut self.daily_sent, day, &user, n)?;
+        }
+        daily_sent::expire(&mut self.daily_sent, now)
+    }
+}
+
+/// Rebuild the resend memory from the rows of the last `window_ms` before
+/// `now` (newest first, at most the memory's capacity).
+pub fn rebuild_dedupe(
+    txn: &redb::ReadTransaction,
+    memory: &mut DedupeMemory,
+    now: i64,
+    window_ms: i64,
+    capacity: usize,
+) -> Result<(), StoreError> {
+    memory.clear();
+    let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let from = imgate_core::id::first_id_at(now - window_ms);
+    let mut newest_first = Vec::new();
+    for entry in messages.range(from..).map_err(io)?.rev() {
+        if newest_first.len() >= capacity {
+            break;
+        }
+        let (k, v) = entry.map_err(io)?;
+        let (sender, cmid) = row::dedupe_key(v.value()).map_err(corrupt)?;
+        if !cmid.is_empty() {
+            newest_first.push((k.value(), sender.to_string(), cmid.to_string()));
+        }
+    }
+    for (id, sender, cmid) in newest_first.into_iter().rev() {
+        memory.insert(&sender, &cmid, id, now);
+    }
+    Ok(())
+}
