@@ -68,6 +68,9 @@ pub struct Config {
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
+    /// Sends one PB, MQTT or XMPP session may have waiting for the store
+    /// at once; with the window full the session stops reading its socket.
+    pub send_window: usize,
     /// Time a new connection has to log in.
     pub login_timeout_secs: u64,
     /// Open client connections per listener.
@@ -133,6 +136,7 @@ impl Default for Config {
             mqtt_max_packet: 1024 * 1024,
             mqtt_max_queued: 1000,
             heartbeat_secs: 60,
+            send_window: 64,
             login_timeout_secs: 10,
             max_connections: 10_000,
             daily_quota: 0,
@@ -207,6 +211,9 @@ impl Config {
         }
         self.word_strategies()?;
         self.review_config()?;
+        if self.send_window == 0 {
+            bail!("send_window must be positive");
+        }
         if self.embedded_max_batch == 0 {
             bail!("embedded_max_batch must be positive");
         }

@@ -22,7 +22,9 @@ use crate::mqtt;
 use crate::pb;
 use crate::policy::PolicyState;
 use crate::secrets;
-use crate::sessions::{run_listener, AdmittingListener, ConnLimiter, SessionRegistry};
+use crate::sessions::{
+    run_listener, AdmittingListener, AppendOrder, ConnLimiter, OrderedAppends, SessionRegistry,
+};
 use crate::state::AppState;
 use crate::token::TokenIssuer;
 use crate::xmpp;
@@ -94,7 +96,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         hits: policy.hits.clone(),
         review: review.clone().map(|(h, rc)| (h as Arc<dyn ReviewHook>, rc)),
     };
-    let pipeline = build_pipeline(&config.pipeline(), store.clone(), &parts);
+    // Sessions pipeline their sends; the pipeline's appends keep each
+    // session's order (see sessions::append_order).
+    let append_order = if rabbit.is_some() {
+        AppendOrder::Completion
+    } else {
+        AppendOrder::Issue
+    };
+    let ordered: Arc<dyn Store> = Arc::new(OrderedAppends::new(store.clone(), append_order));
+    let pipeline = build_pipeline(&config.pipeline(), ordered, &parts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),

@@ -1,6 +1,7 @@
 //! What every listener and session shares: config, store, the pipeline,
 //! the token issuer, the admin secret, metrics, and the shutdown signal.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -53,15 +54,28 @@ pub struct DeliveryAck {
 impl AppState {
     /// Run one send through the pipeline and count it.
     pub async fn send(&self, cmd: SendCommand) -> Result<SendAck, ImError> {
-        let protocol = cmd.principal.protocol;
-        let started = Instant::now();
-        let result = self.pipeline.clone().oneshot(cmd).await;
-        match &result {
-            Ok(ack) if !ack.duplicate => self.metrics.message_in(protocol, started.elapsed()),
-            Ok(_) => {}
-            Err(e) => self.metrics.rejection(e.code),
+        self.send_owned(cmd).await
+    }
+
+    /// [`Self::send`] as a future that owns what it needs, for a session's
+    /// window of sends in flight ([`crate::sessions::SendWindow`]).
+    pub fn send_owned(
+        &self,
+        cmd: SendCommand,
+    ) -> impl Future<Output = Result<SendAck, ImError>> + Send + 'static {
+        let pipeline = self.pipeline.clone();
+        let metrics = self.metrics.clone();
+        async move {
+            let protocol = cmd.principal.protocol;
+            let started = Instant::now();
+            let result = pipeline.oneshot(cmd).await;
+            match &result {
+                Ok(ack) if !ack.duplicate => metrics.message_in(protocol, started.elapsed()),
+                Ok(_) => {}
+                Err(e) => metrics.rejection(e.code),
+            }
+            result
         }
-        result
     }
 
     /// A device acked a delivery: record it in the store, then tell the

@@ -3,48 +3,79 @@
 //! rejection the §4 reason code for MQTT 5), the result JSON on
 //! `im/ack/<clientId>`, and `im/inbox/<userId>` deliveries from the
 //! store's device feed whose PUBACK is the delivery ack.
+//!
+//! `im/send` is pipelined: [`Conn::im_send`] puts the send in the
+//! session's window and returns; [`Conn::im_send_done`] renders results
+//! oldest first, so PUBACKs and `im/ack` results follow the PUBLISH
+//! order (MQTT 5 §4.6) and ids follow it too (DESIGN §3.4). Which other
+//! packets wait for the window is decided in `session`.
 
 use std::sync::Arc;
 
 use imgate_codecs::mqtt::normalizer::CONTENT_TYPE_JSON;
 use imgate_codecs::mqtt::{reason, MqttNormalizer, Packet, Properties, Property, Publish, QoS};
 use imgate_core::model::Message;
-use imgate_core::pipeline::{Protocol, SendCommand};
-use imgate_core::ErrorCode;
+use imgate_core::pipeline::{Protocol, SendAck, SendCommand};
+use imgate_core::{ErrorCode, ImError};
 
 use super::session::{Conn, End};
 
+/// A pipelined `im/send`: what its PUBACK / PUBREC and result JSON need.
+pub struct ImSendDone {
+    qos: QoS,
+    pkid: u16,
+    client_msg_id: String,
+    result: Result<SendAck, ImError>,
+}
+
 impl Conn {
-    pub async fn im_send(&mut self, p: Publish) -> Result<(), End> {
+    /// Start an `im/send` in the session's window; its result is rendered
+    /// by [`Self::im_send_done`] in PUBLISH order.
+    pub fn im_send(&mut self, p: Publish) {
         let content_type = p.properties.content_type();
-        let user = self.principal.user_id.clone();
-        let (code, message_id, ts, client_msg_id, msg) =
-            match MqttNormalizer::send_body_to_draft(&p.payload, content_type.as_deref(), &user) {
-                Err(e) => (
-                    ErrorCode::InvalidData,
-                    0,
-                    0,
-                    MqttNormalizer::client_msg_id_of(&p.payload),
-                    Some(e.to_string()),
-                ),
-                Ok(draft) => {
-                    let client_msg_id = draft.client_msg_id.clone();
-                    let cmd = SendCommand {
-                        principal: self.principal.clone(),
-                        draft,
-                    };
-                    match self.state.send(cmd).await {
-                        Ok(ack) => (
-                            ErrorCode::Success,
-                            ack.message_id,
-                            ack.server_ts,
-                            ack.client_msg_id,
-                            None,
-                        ),
-                        Err(e) => (e.code, 0, 0, client_msg_id, Some(e.message)),
+        let user = &self.principal.user_id;
+        let (qos, pkid) = (p.qos, p.pkid);
+        match MqttNormalizer::send_body_to_draft(&p.payload, content_type.as_deref(), user) {
+            Err(e) => {
+                let done = ImSendDone {
+                    qos,
+                    pkid,
+                    client_msg_id: MqttNormalizer::client_msg_id_of(&p.payload),
+                    result: Err(ImError::new(ErrorCode::InvalidData, e.to_string())),
+                };
+                self.window.push(async move { done });
+            }
+            Ok(draft) => {
+                let client_msg_id = draft.client_msg_id.clone();
+                let pipelined = self.state.send_owned(SendCommand {
+                    principal: self.principal.clone(),
+                    draft,
+                });
+                self.window.push(async move {
+                    ImSendDone {
+                        qos,
+                        pkid,
+                        client_msg_id,
+                        result: pipelined.await,
                     }
-                }
-            };
+                });
+            }
+        }
+    }
+
+    /// The result of the oldest `im/send`: the JSON on `im/ack/<clientId>`
+    /// (if subscribed), then the PUBACK / PUBREC with the §4 reason.
+    pub async fn im_send_done(&mut self, done: ImSendDone) -> Result<(), End> {
+        let (code, message_id, ts, client_msg_id, msg) = match done.result {
+            Ok(ack) => (
+                ErrorCode::Success,
+                ack.message_id,
+                ack.server_ts,
+                ack.client_msg_id,
+                None,
+            ),
+            Err(e) => (e.code, 0, 0, done.client_msg_id, Some(e.message)),
+        };
         let (_, ack_sub) = self.broker.im_subscriptions(&self.key);
         if ack_sub.is_some() {
             let mut properties = Properties::default();
@@ -73,7 +104,7 @@ impl Conn {
                 return Err(End::Abnormal);
             }
         }
-        self.ack_publish(p.qos, p.pkid, reason::for_error_code(code))
+        self.ack_publish(done.qos, done.pkid, reason::for_error_code(code))
             .await
     }
 

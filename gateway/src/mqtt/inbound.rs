@@ -13,7 +13,7 @@ use imgate_core::now_ms;
 
 use super::acl::{self, PublishTarget, SubscribeTarget};
 use super::broker::{AppMessage, Inflight};
-use super::session::{Conn, End, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
+use super::session::{Conn, End, Held, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
 
 impl Conn {
     pub async fn handle(&mut self, packet: Packet) -> Result<(), End> {
@@ -112,7 +112,28 @@ impl Conn {
             return self.fail(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
         }
         match acl::publish_target(&p.topic) {
-            PublishTarget::ImSend => self.im_send(p).await,
+            PublishTarget::ImSend => {
+                self.im_send(p);
+                Ok(())
+            }
+            // Its PUBACK must follow those of the `im/send`s in flight
+            // (MQTT 5 §4.6): it waits until they are answered.
+            _ if !self.window.is_empty() => {
+                self.held = Some(Held::Publish(p));
+                Ok(())
+            }
+            _ => self.route_publish(p).await,
+        }
+    }
+
+    /// A PUBLISH whose topic alias and packet id were checked: to the IM
+    /// pipeline, refused, or to the generic broker.
+    pub async fn route_publish(&mut self, p: Publish) -> Result<(), End> {
+        match acl::publish_target(&p.topic) {
+            PublishTarget::ImSend => {
+                self.im_send(p);
+                Ok(())
+            }
             PublishTarget::Forbidden => {
                 tracing::debug!(topic = %p.topic, "mqtt: publish to a reserved topic refused");
                 if !self.v5 && p.qos != QoS::AtMostOnce {

@@ -4,6 +4,17 @@
 //!
 //! Every protocol violation closes only this connection, with an MQTT 5
 //! DISCONNECT carrying the reason where the client speaks MQTT 5.
+//!
+//! `im/send` PUBLISHes are pipelined (a [`SendWindow`] of `send_window`
+//! sends; with it full the socket is not read). What waits until every
+//! `im/send` in flight is answered ([`Held`], reading stops meanwhile):
+//! other PUBLISHes of QoS ≥ 1 and 0 alike (their PUBACKs must follow in
+//! PUBLISH order, MQTT 5 §4.6), SUBSCRIBE / UNSUBSCRIBE (they change where
+//! `im/ack` results go) and DISCONNECT (results are written before the
+//! close). PINGREQ and the client's acks (PUBACK / PUBREC / PUBREL /
+//! PUBCOMP) are handled at once: they need no order relative to sends.
+//! On kick or drain the sends in flight are answered first, within
+//! [`DRAIN_LIMIT`].
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -23,7 +34,8 @@ use tokio_util::codec::Framed;
 
 use super::broker::{session_key, will_message, AppMessage, Broker};
 use super::connect::{connack, read_connect, Framed_};
-use crate::sessions::Kick;
+use super::im::ImSendDone;
+use crate::sessions::{Kick, SendWindow};
 use crate::state::AppState;
 
 /// Inbound QoS 2 messages a client may have unreleased (our Receive
@@ -33,6 +45,16 @@ pub const SERVER_RECEIVE_MAXIMUM: u16 = 64;
 pub const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 16;
 /// Keepalive 0 (disabled) still gets a bound on silence.
 const NO_KEEPALIVE_IDLE: Duration = Duration::from_secs(24 * 3600);
+/// How long a kicked or draining session waits for its `im/send`s in
+/// flight to be answered.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A packet read while `im/send`s were in flight that must wait for them.
+pub enum Held {
+    /// A PUBLISH outside `im/send`, alias and packet id already checked.
+    Publish(imgate_codecs::mqtt::Publish),
+    Packet(Packet),
+}
 
 /// Why the loop ended.
 pub enum End {
@@ -62,6 +84,10 @@ pub struct Conn {
     /// An IM delivery waiting for flow control.
     pub im_held: Option<Arc<Message>>,
     pub expiry_secs: u32,
+    /// `im/send`s waiting for the store, oldest first.
+    pub window: SendWindow<ImSendDone>,
+    /// A packet waiting until `window` is empty.
+    pub held: Option<Held>,
 }
 
 pub async fn handle_connection(
@@ -155,6 +181,8 @@ pub async fn handle_connection(
         feed: None,
         im_held: None,
         expiry_secs,
+        window: SendWindow::new(state.config.send_window),
+        held: None,
     };
     let end = conn.run(&mut handle.kicked, keepalive).await;
     conn.feed = None;
@@ -190,15 +218,33 @@ impl Conn {
             let im_ready = self.feed.is_some()
                 && self.im_held.is_none()
                 && self.broker.inflight_len(&self.key) < self.client_receive_max;
+            let reading = self.held.is_none() && !self.window.is_full();
             tokio::select! {
                 biased;
                 _ = &mut *kicked => {
+                    self.answer_in_flight().await;
                     self.disconnect(reason::SESSION_TAKEN_OVER).await;
                     return End::Abnormal;
                 }
                 _ = draining.draining() => {
+                    self.answer_in_flight().await;
                     self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
                     return End::Abnormal;
+                }
+                done = self.window.next() => {
+                    if let Err(end) = self.im_send_done(done).await {
+                        return end;
+                    }
+                    if self.window.is_empty() {
+                        let handled = match self.held.take() {
+                            Some(Held::Publish(p)) => self.route_publish(p).await,
+                            Some(Held::Packet(p)) => self.handle(p).await,
+                            None => Ok(()),
+                        };
+                        if let Err(end) = handled {
+                            return end;
+                        }
+                    }
                 }
                 _ = self.notify.notified() => {
                     if self.broker.overflowed(&self.key, self.generation) {
@@ -221,7 +267,7 @@ impl Conn {
                         return End::Abnormal;
                     }
                 }
-                next = tokio::time::timeout(keepalive, self.framed.next()) => {
+                next = tokio::time::timeout(keepalive, self.framed.next()), if reading => {
                     let packet = match next {
                         Err(_) => {
                             self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
@@ -230,16 +276,39 @@ impl Conn {
                         Ok(None) => return End::Abnormal,
                         Ok(Some(Err(e))) => {
                             tracing::debug!(user = %self.principal.user_id, error = %e, "mqtt: bad packet; closing");
+                            self.answer_in_flight().await;
                             self.disconnect(e.reason_code()).await;
                             return End::Abnormal;
                         }
                         Ok(Some(Ok(p))) => p,
                     };
-                    match self.handle(packet).await {
-                        Ok(()) => {}
-                        Err(end) => return end,
+                    let waits = matches!(
+                        packet,
+                        Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::Disconnect(_)
+                    );
+                    if waits && !self.window.is_empty() {
+                        self.held = Some(Held::Packet(packet));
+                    } else if let Err(end) = self.handle(packet).await {
+                        return end;
                     }
                 }
+            }
+        }
+    }
+
+    /// Answer the `im/send`s in flight before the connection ends (within
+    /// [`DRAIN_LIMIT`]; an unanswered one is resent by the client and
+    /// deduplicated).
+    async fn answer_in_flight(&mut self) {
+        let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while !self.window.is_empty() {
+            match tokio::time::timeout_at(limit, self.window.next()).await {
+                Ok(done) => {
+                    if self.im_send_done(done).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
             }
         }
     }

@@ -5,6 +5,20 @@
 //! The session never decides policy: sends go through the pipeline and the
 //! result is rendered as a `SendResponse` (echoing the request's seq) only
 //! after the store made the message durable.
+//!
+//! Sends are pipelined ([`SendWindow`], `send_window` in the config): the
+//! session keeps reading while earlier sends wait for the store, and
+//! answers them in arrival order. Order rules per request:
+//! - `SendRequest`: into the window (ids in arrival order, DESIGN §3.4);
+//!   with the window full the session stops reading.
+//! - `Heartbeat`, `DeliverAck`: answered / applied at once; they need no
+//!   order relative to sends (a response is matched by its seq).
+//! - `SyncRequest`, `RecallRequest`, a second `LoginRequest` and
+//!   undecodable frames: held (reading stops) until every earlier send is
+//!   answered, so a sync or recall right after a send sees it.
+//!
+//! On kick or drain the sends in flight are answered first (bounded by
+//! [`DRAIN_LIMIT`]), then the kick is sent.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,18 +28,30 @@ use futures_util::{SinkExt, StreamExt};
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
 };
-use imgate_core::pipeline::{self, Principal, Protocol, SendCommand};
+use imgate_core::pipeline::{self, Principal, Protocol, SendAck, SendCommand};
 use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
 use tokio_util::codec::Framed;
 
-use crate::sessions::{self, Kick};
+use crate::sessions::{self, Kick, SendWindow};
 use crate::state::AppState;
 
 type Conn = Framed<ClientStream, PbFramer>;
 
 /// Largest sync page a client may ask for.
 const MAX_SYNC_PAGE: usize = 200;
+/// How long a kicked or draining session waits for its sends in flight
+/// to be answered before it closes.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A pipelined send's outcome with what its `SendResponse` echoes.
+struct SendDone {
+    seq: u16,
+    client_msg_id: String,
+    result: Result<SendAck, ImError>,
+}
+
+type Window = SendWindow<SendDone>;
 
 pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: AppState) {
     let mut conn = Framed::new(stream, PbFramer::new(state.config.pb_max_frame));
@@ -138,19 +164,37 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
         return;
     }
     let idle = Duration::from_secs(state.config.heartbeat_secs.max(1) * 3);
+    let mut window = Window::new(state.config.send_window);
+    // A request that must wait until the window is drained.
+    let mut held: Option<PbFrame> = None;
     loop {
+        let reading = held.is_none() && !window.is_full();
         tokio::select! {
             biased;
             kick = &mut handle.kicked => {
                 let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
+                answer_in_flight(&mut conn, &mut window).await;
                 let _ = send(&mut conn, PbFrame::kick(kick.code, kick.reason)).await;
                 return;
             }
             _ = state.draining() => {
+                answer_in_flight(&mut conn, &mut window).await;
                 let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")).await;
                 return;
             }
-            next = tokio::time::timeout(idle, conn.next()) => {
+            done = window.next() => {
+                if !send(&mut conn, send_response(done)).await {
+                    return;
+                }
+                if window.is_empty() {
+                    if let Some(frame) = held.take() {
+                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            next = tokio::time::timeout(idle, conn.next()), if reading => {
                 let frame = match next {
                     Err(_) => {
                         tracing::debug!(%user, %device, "pb: idle timeout");
@@ -158,19 +202,40 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                     }
                     Ok(None) => return,
                     Ok(Some(Err(e))) => {
+                        answer_in_flight(&mut conn, &mut window).await;
                         let _ = send(&mut conn, PbFrame::error(0, e.code(), e.to_string())).await;
                         return;
                     }
                     Ok(Some(Ok(frame))) => frame,
                 };
-                if !handle_frame(&mut conn, &state, &principal, frame).await {
-                    return;
+                match PbRequest::decode(&frame) {
+                    Ok(PbRequest::Send(req)) => {
+                        let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
+                        let client_msg_id = draft.client_msg_id.clone();
+                        let pipelined = state.send_owned(SendCommand { principal: principal.clone(), draft });
+                        let seq = frame.seq;
+                        window.push(async move {
+                            SendDone { seq, client_msg_id, result: pipelined.await }
+                        });
+                    }
+                    Ok(PbRequest::Heartbeat | PbRequest::DeliverAck(_)) => {
+                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                            return;
+                        }
+                    }
+                    _ if !window.is_empty() => held = Some(frame),
+                    _ => {
+                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                            return;
+                        }
+                    }
                 }
             }
             msg = next_delivery(&mut feed) => {
                 let Some(msg) = msg else {
                     // Replaced by a newer session of this device, or too
                     // slow: the client reconnects and gets what is pending.
+                    answer_in_flight(&mut conn, &mut window).await;
                     return;
                 };
                 let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));
@@ -187,7 +252,41 @@ async fn next_delivery(feed: &mut DeviceFeed) -> Option<std::sync::Arc<imgate_co
     feed.next().await
 }
 
-/// Handle one request; false closes the connection.
+/// The `SendResponse` of a pipelined send.
+fn send_response(done: SendDone) -> PbFrame {
+    let resp = match done.result {
+        Ok(ack) => proto::SendResponse {
+            code: 0,
+            message_id: ack.message_id,
+            server_ts: ack.server_ts,
+            client_msg_id: ack.client_msg_id,
+        },
+        Err(e) => proto::SendResponse {
+            code: e.code.as_i32(),
+            message_id: 0,
+            server_ts: 0,
+            client_msg_id: done.client_msg_id,
+        },
+    };
+    PbFrame::response(commands::SEND_RESPONSE, done.seq, &resp)
+}
+
+/// Before the session ends: answer the sends in flight (within
+/// [`DRAIN_LIMIT`]; what is left unanswered the client resends, and the
+/// resend is deduplicated).
+async fn answer_in_flight(conn: &mut Conn, window: &mut Window) {
+    let answer_all = async {
+        while !window.is_empty() {
+            let done = window.next().await;
+            if !send(conn, send_response(done)).await {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_LIMIT, answer_all).await;
+}
+
+/// Handle one request that is not a send; false closes the connection.
 async fn handle_frame(
     conn: &mut Conn,
     state: &AppState,
@@ -209,27 +308,25 @@ async fn handle_frame(
         }
         PbRequest::Heartbeat => send(conn, PbFrame::heartbeat(seq)).await,
         PbRequest::Send(req) => {
+            // The loop pipelines sends and never passes one here; answered
+            // in place so that every request has its handler.
             let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
             let client_msg_id = draft.client_msg_id.clone();
-            let cmd = SendCommand {
-                principal: principal.clone(),
-                draft,
-            };
-            let resp = match state.send(cmd).await {
-                Ok(ack) => proto::SendResponse {
-                    code: 0,
-                    message_id: ack.message_id,
-                    server_ts: ack.server_ts,
-                    client_msg_id: ack.client_msg_id,
-                },
-                Err(e) => proto::SendResponse {
-                    code: e.code.as_i32(),
-                    message_id: 0,
-                    server_ts: 0,
+            let result = state
+                .send(SendCommand {
+                    principal: principal.clone(),
+                    draft,
+                })
+                .await;
+            send(
+                conn,
+                send_response(SendDone {
+                    seq,
                     client_msg_id,
-                },
-            };
-            send(conn, PbFrame::response(commands::SEND_RESPONSE, seq, &resp)).await
+                    result,
+                }),
+            )
+            .await
         }
         PbRequest::DeliverAck(ack) => {
             if let Err(e) = state

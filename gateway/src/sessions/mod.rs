@@ -1,14 +1,19 @@
 //! What every protocol's sessions share: token login, the multi-endpoint
 //! kick rule (also across nodes: `cluster`), connection admission (per-IP
-//! rate, global cap) and the accept loop.
+//! rate, global cap), the accept loop, and the window of a session's
+//! sends in flight with the append order that keeps them in send order.
 
+pub mod append_order;
 pub mod cluster;
 pub mod conn_limit;
 pub mod listener;
 pub mod login;
 pub mod registry;
+pub mod send_window;
 
+pub use append_order::{AppendOrder, OrderedAppends};
 pub use conn_limit::{AdmittingListener, ConnLimiter};
 pub use listener::run_listener;
 pub use login::login;
 pub use registry::{Kick, SessionHandle, SessionRegistry};
+pub use send_window::SendWindow;

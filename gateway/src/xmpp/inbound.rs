@@ -1,6 +1,7 @@
 //! Client `<message>` and `<presence>` stanzas.
 //!
-//! A message with content goes through the pipeline (its stanza `id` is
+//! A message with content goes through the pipeline (pipelined: see
+//! `session`) (its stanza `id` is
 //! the `client_msg_id`, so a resend is idempotent); a rejection comes back
 //! as a `type='error'` message with the DESIGN §4 code in its text. A
 //! XEP-0184 `<received id='messageUid'/>` is the recipient's delivery ack
@@ -20,31 +21,36 @@ const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const MUC: &str = "http://jabber.org/protocol/muc";
 
 impl Session {
-    pub(super) async fn handle_message(&mut self, el: &Element) -> bool {
+    /// A client `<message>`: its receipt (if any) is applied at once; the
+    /// message itself goes into the window, content through the pipeline,
+    /// so that its error reply and its count in `h` come in stanza order.
+    pub(super) async fn start_message(&mut self, el: Element) {
         if let Some(received) = el.get_child("received", ns::RECEIPTS) {
             self.handle_receipt(received).await;
         }
-        let draft = match self
+        match self
             .ctx
             .normalizer
-            .message_to_draft(el, &self.principal.user_id)
+            .message_to_draft(&el, &self.principal.user_id)
         {
-            Ok(Some(d)) => d,
-            Ok(None) => return true,
-            Err(e) => {
-                let reply = error_reply(el, &self.jid, error_element(&e));
-                return self.send_stanza(&reply, None).await;
+            Ok(Some(draft)) => {
+                let pipelined = self.state.send_owned(SendCommand {
+                    principal: self.principal.clone(),
+                    draft,
+                });
+                let jid = self.jid.clone();
+                self.window.push(async move {
+                    match pipelined.await {
+                        Ok(_) => None,
+                        Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
+                    }
+                });
             }
-        };
-        let cmd = SendCommand {
-            principal: self.principal.clone(),
-            draft,
-        };
-        match self.state.send(cmd).await {
-            Ok(_) => true,
+            // No content (a receipt, a chat state): nothing to store.
+            Ok(None) => self.window.push(async { None }),
             Err(e) => {
-                let reply = error_reply(el, &self.jid, error_element(&e));
-                self.send_stanza(&reply, None).await
+                let reply = error_reply(&el, &self.jid, error_element(&e));
+                self.window.push(async move { Some(reply) });
             }
         }
     }

@@ -7,8 +7,21 @@
 //!
 //! Durability acks for the sender: with XEP-0198 enabled, the server's
 //! `<a h>` counts a message only once the pipeline returned, i.e. after
-//! the store made it durable (the loop handles one stanza at a time). A
-//! rejected message gets a `type='error'` reply instead. There is no
+//! the store made it durable. A rejected message gets a `type='error'`
+//! reply instead.
+//!
+//! Messages are pipelined: every `<message>` goes into the session's
+//! [`SendWindow`] (`send_window` in the config; with it full the socket is
+//! not read) and is counted in `h` and answered (error reply) when it
+//! leaves the window, oldest first — `h` always counts a prefix of the
+//! stanzas, in stanza order. Every other stanza (presence, iq) and the SM
+//! `<enable/>` and `<r/>` wait until the window is empty (reading stops
+//! meanwhile): a stanza is counted after the messages before it, an iq
+//! (MAM query) sees them stored, and the `<a h>` answering an `<r/>`
+//! covers every message sent before it (clients rely on that to know
+//! their messages are durable). The client's `<a/>` (delivery acks) needs
+//! no order and is handled at once. On kick, drain or stream close the
+//! messages in flight are answered first, within [`DRAIN_LIMIT`]. There is no
 //! server-made XEP-0184 receipt: a receipt means "the recipient has it"
 //! and is forwarded from the recipient when it sends one.
 //!
@@ -31,12 +44,17 @@ use super::negotiation::Negotiated;
 use super::router::RouteHandle;
 use super::stream_management::SmGuard;
 use super::XmppContext;
-use crate::sessions::Kick;
+use crate::sessions::{Kick, SendWindow};
 use crate::state::AppState;
 
 /// Silent heartbeat intervals (each answered by a server ping) before the
 /// connection is considered dead.
 const MAX_SILENT_INTERVALS: u32 = 3;
+/// How long a closing session waits for its messages in flight.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// A pipelined `<message>`'s outcome: the error reply to write, if any.
+pub(super) type MessageDone = Option<Element>;
 
 pub struct Session {
     pub(super) conn: XmppConnection,
@@ -51,6 +69,10 @@ pub struct Session {
     pub(super) started_ms: i64,
     pub(super) available: bool,
     pub(super) ping_counter: u64,
+    /// Messages waiting for the pipeline, oldest first.
+    pub(super) window: SendWindow<MessageDone>,
+    /// A stanza waiting until `window` is empty.
+    pub(super) held: Option<Element>,
 }
 
 /// How the loop ended, for stream management.
@@ -89,6 +111,8 @@ pub async fn run(
         started_ms: now_ms(),
         available: false,
         ping_counter: 0,
+        window: SendWindow::new(state.config.send_window),
+        held: None,
     };
     if let Some((guard, h)) = resumed {
         if !session.resume(guard, h).await {
@@ -114,20 +138,35 @@ impl Session {
         let mut silent = 0u32;
         let domain = self.domain();
         loop {
+            let reading = self.held.is_none() && !self.window.is_full();
             tokio::select! {
                 biased;
                 kick = &mut handle.kicked => {
                     let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
                     let text = format!("{} {}", kick.code.as_i32(), kick.reason);
+                    self.answer_in_flight().await;
                     self.conn.stream_error(&domain, "conflict", &text).await;
                     // The newer session may resume this one's SM state.
                     return End::Lost;
                 }
                 _ = self.state.draining() => {
+                    self.answer_in_flight().await;
                     self.conn.stream_error(&domain, "system-shutdown", "4 server shutting down; reconnect").await;
                     return End::Lost;
                 }
-                next = tokio::time::timeout(heartbeat, self.conn.read_event()) => {
+                done = self.window.next() => {
+                    if !self.message_done(done).await {
+                        return End::Lost;
+                    }
+                    if self.window.is_empty() {
+                        if let Some(el) = self.held.take() {
+                            if !self.handle_element(el).await {
+                                return End::Lost;
+                            }
+                        }
+                    }
+                }
+                next = tokio::time::timeout(heartbeat, self.conn.read_event()), if reading => {
                     match next {
                         Err(_) => {
                             if self.conn.take_activity() {
@@ -149,6 +188,7 @@ impl Session {
                             return End::Lost;
                         }
                         Ok(Ok(XmppEvent::StreamClose)) => {
+                            self.answer_in_flight().await;
                             self.conn.close().await;
                             return End::Closed;
                         }
@@ -191,8 +231,21 @@ impl Session {
         }
     }
 
-    /// One element from the client; false closes the connection.
+    /// One element from the client; false closes the connection. Messages
+    /// go into the window, an SM `<a/>` is handled at once, and anything
+    /// else waits for the window to drain (module doc).
     async fn handle_element(&mut self, el: Element) -> bool {
+        if el.ns == ns::SM && el.name == "a" {
+            return self.handle_sm(&el).await;
+        }
+        if el.ns == ns::CLIENT && el.name == "message" {
+            self.start_message(el).await;
+            return true;
+        }
+        if !self.window.is_empty() {
+            self.held = Some(el);
+            return true;
+        }
         if el.ns == ns::SM {
             return self.handle_sm(&el).await;
         }
@@ -208,7 +261,6 @@ impl Session {
             return false;
         }
         let ok = match el.name.as_str() {
-            "message" => self.handle_message(&el).await,
             "presence" => self.handle_presence(&el).await,
             "iq" => self.handle_iq(&el).await,
             other => {
@@ -223,11 +275,44 @@ impl Session {
                 return false;
             }
         };
-        // Counted only now: the stanza is handled (a message is durable).
+        self.count_handled();
+        ok
+    }
+
+    /// One more client stanza handled (a message: durable or refused).
+    fn count_handled(&mut self) {
         if let Some(sm) = self.sm.as_mut() {
             sm.h_in = sm.h_in.wrapping_add(1);
         }
-        ok
+    }
+
+    /// The oldest message left the window: its error reply, if any, then
+    /// it counts as handled.
+    async fn message_done(&mut self, done: MessageDone) -> bool {
+        if let Some(reply) = done {
+            if !self.send_stanza(&reply, None).await {
+                return false;
+            }
+        }
+        self.count_handled();
+        true
+    }
+
+    /// Before the session ends: answer the messages in flight (within
+    /// [`DRAIN_LIMIT`]; an unanswered one is resent by the client and
+    /// deduplicated by its id).
+    async fn answer_in_flight(&mut self) {
+        let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while !self.window.is_empty() {
+            match tokio::time::timeout_at(limit, self.window.next()).await {
+                Ok(done) => {
+                    if !self.message_done(done).await {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
     }
 
     /// Write a stanza, counting it for stream management.
