@@ -66,7 +66,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = dir.path().join("imgate.redb");
     let before = std::fs::metadata(&path)?.len();
     let mut db = redb::Database::open(&path)?;
-    db.compact()?;
+    while db.compact()? {}
+    {
+        use redb::{ReadableTableMetadata, TableHandle};
+        let txn = db.begin_read()?;
+        for t in txn.list_tables()? {
+            let def: redb::TableDefinition<u64, u64> = redb::TableDefinition::new(t.name());
+            // Stats need no key/value decoding: open untyped.
+            let stats = match txn.open_untyped_table(def) {
+                Ok(table) => table.stats()?,
+                Err(_) => continue,
+            };
+            println!(
+                "table={} leaf_pages={} stored_bytes={} metadata_bytes={} fragmented_bytes={}",
+                t.name(),
+                stats.leaf_pages(),
+                stats.stored_bytes(),
+                stats.metadata_bytes(),
+                stats.fragmented_bytes()
+            );
+        }
+    }
     drop(db);
     let after = std::fs::metadata(&path)?.len();
     println!(

@@ -21,8 +21,9 @@ pub const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cu
 const V1_MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
 const V1_DEVICES: TableDefinition<(&str, &str), i64> = TableDefinition::new("devices");
 const V1_PENDING: TableDefinition<(&str, &str, u64), ()> = TableDefinition::new("pending");
-const V1_DROPPED: [&str; 6] = [
+const V1_DROPPED: [&str; 7] = [
     "messages",
+    "conv_index",
     "user_index",
     "devices",
     "pending",
@@ -176,7 +177,9 @@ mod tests {
             .unwrap()
             .map(|t| t.name().to_string())
             .collect();
-        assert!(!names.iter().any(|n| n == "pending" || n == "messages"));
+        assert!(!names
+            .iter()
+            .any(|n| n == "pending" || n == "messages" || n == "conv_index"));
         drop(r);
         // Opening again changes nothing.
         assert_eq!(prepare(&db).unwrap(), 30);

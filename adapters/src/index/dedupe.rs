@@ -13,12 +13,31 @@
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use imgate_core::id::first_id_at;
 
+/// The map's keys are already seeded hashes: hashing them again would
+/// only cost time.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 pub struct DedupeMemory {
-    ids: HashMap<u64, u64>,
+    ids: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
     hasher: RandomState,
     capacity: usize,
     window_ms: i64,
@@ -33,7 +52,7 @@ const SWEEP_EVERY: usize = 16_384;
 impl DedupeMemory {
     pub fn new(capacity: usize, window_ms: i64) -> Self {
         DedupeMemory {
-            ids: HashMap::new(),
+            ids: HashMap::default(),
             hasher: RandomState::new(),
             capacity: capacity.max(1),
             window_ms,

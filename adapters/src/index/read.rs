@@ -35,7 +35,7 @@ pub fn sync(
     let mut page = SyncPage::default();
     let start = since.saturating_add(1);
     for entry in timeline
-        .range((user, start)..=(user, u64::MAX))
+        .range((user.as_bytes(), start)..=(user.as_bytes(), u64::MAX))
         .map_err(io)?
     {
         let (k, _) = entry.map_err(io)?;
@@ -72,7 +72,7 @@ pub fn device_page(
     };
     let start = after.saturating_add(1);
     for (scanned, entry) in timeline
-        .range((user, start)..=(user, u64::MAX))
+        .range((user.as_bytes(), start)..=(user.as_bytes(), u64::MAX))
         .map_err(io)?
         .enumerate()
     {
@@ -111,7 +111,11 @@ pub fn history(
     let index = txn.open_table(tables::CONV_INDEX).map_err(io)?;
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
     let mut page = SyncPage::default();
-    for entry in index.range((key, 0)..(key, before)).map_err(io)?.rev() {
+    for entry in index
+        .range((key.as_bytes(), 0)..(key.as_bytes(), before))
+        .map_err(io)?
+        .rev()
+    {
         let (k, _) = entry.map_err(io)?;
         let id = k.value().1;
         let Some(v) = messages.get(id).map_err(io)? else {
@@ -134,7 +138,7 @@ pub fn history(
 pub fn last_message_id(txn: &ReadTransaction, user: &str) -> Result<u64, StoreError> {
     let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
     let last = timeline
-        .range((user, 0)..=(user, u64::MAX))
+        .range((user.as_bytes(), 0)..=(user.as_bytes(), u64::MAX))
         .map_err(io)?
         .next_back()
         .transpose()

@@ -6,10 +6,11 @@ use redb::{TableDefinition, WriteTransaction};
 /// message_id → binary [`super::StoredMessage`] row (`row.rs`).
 pub const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("msg");
 /// (user, message_id): the user's timeline (sent or received), the source
-/// of sync and of every device's deliveries.
-pub const TIMELINE: TableDefinition<(&str, u64), ()> = TableDefinition::new("timeline");
+/// of sync and of every device's deliveries. Keys are the UTF-8 bytes
+/// (byte keys compare without re-validating UTF-8 on every comparison).
+pub const TIMELINE: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("timeline");
 /// (conversation history key, message_id): conversation history.
-pub const CONV_INDEX: TableDefinition<(&str, u64), ()> = TableDefinition::new("conv_index");
+pub const CONV_INDEX: TableDefinition<(&[u8], u64), ()> = TableDefinition::new("conv");
 /// group id → JSON `Group`.
 pub const GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("groups");
 /// setting key → value (cluster-wide settings such as the policy).

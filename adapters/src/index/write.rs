@@ -18,15 +18,15 @@ use super::{daily_sent, import};
 /// The index's tables, open in one write transaction.
 pub struct IndexWrite<'t> {
     pub(crate) messages: Table<'t, u64, &'static [u8]>,
-    pub(crate) timeline: Table<'t, (&'static str, u64), ()>,
-    pub(crate) conv_index: Table<'t, (&'static str, u64), ()>,
+    pub(crate) timeline: Table<'t, (&'static [u8], u64), ()>,
+    pub(crate) conv_index: Table<'t, (&'static [u8], u64), ()>,
     groups: Table<'t, &'static str, &'static [u8]>,
     settings: Table<'t, &'static str, &'static str>,
     pub(crate) imports: Table<'t, &'static str, u64>,
     pub meta: Table<'t, &'static str, u64>,
     daily_sent: Table<'t, (i64, &'static str), u64>,
-    /// Messages counted in this transaction, per (UTC day, sender).
-    daily: HashMap<(i64, String), u64>,
+    /// Messages counted in this transaction, per UTC day and sender.
+    daily: HashMap<i64, HashMap<String, u64>>,
 }
 
 /// What a resend check found: the original's id, and the original itself
@@ -59,10 +59,13 @@ impl<'t> IndexWrite<'t> {
     pub fn insert(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
         self.insert_uncounted(stored)?;
         let m = &stored.message;
-        *self
-            .daily
-            .entry((utc_day(m.server_ts), m.sender.clone()))
-            .or_default() += 1;
+        let day = self.daily.entry(utc_day(m.server_ts)).or_default();
+        match day.get_mut(m.sender.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                day.insert(m.sender.clone(), 1);
+            }
+        }
         Ok(())
     }
 
@@ -75,9 +78,13 @@ impl<'t> IndexWrite<'t> {
             .insert(id, row::encode(stored).as_slice())
             .map_err(io)?;
         let key = m.conversation.history_key(&m.sender);
-        self.conv_index.insert((key.as_str(), id), ()).map_err(io)?;
+        self.conv_index
+            .insert((key.as_bytes(), id), ())
+            .map_err(io)?;
         for user in &stored.recipients {
-            self.timeline.insert((user.as_str(), id), ()).map_err(io)?;
+            self.timeline
+                .insert((user.as_bytes(), id), ())
+                .map_err(io)?;
         }
         Ok(())
     }
@@ -90,9 +97,9 @@ impl<'t> IndexWrite<'t> {
         self.messages.remove(id).map_err(io)?;
         let m = &stored.message;
         let key = m.conversation.history_key(&m.sender);
-        self.conv_index.remove((key.as_str(), id)).map_err(io)?;
+        self.conv_index.remove((key.as_bytes(), id)).map_err(io)?;
         for user in &stored.recipients {
-            self.timeline.remove((user.as_str(), id)).map_err(io)?;
+            self.timeline.remove((user.as_bytes(), id)).map_err(io)?;
         }
         Ok(Some(stored))
     }
@@ -170,8 +177,10 @@ impl<'t> IndexWrite<'t> {
     /// Write this transaction's daily counts and drop counts older than
     /// yesterday (of `now`, the store's clock). Call once, before commit.
     pub fn finish(mut self, now: i64) -> Result<(), StoreError> {
-        for ((day, user), n) in std::mem::take(&mut self.daily) {
-            daily_sent::add(&mut self.daily_sent, day, &user, n)?;
+        for (day, senders) in std::mem::take(&mut self.daily) {
+            for (user, n) in senders {
+                daily_sent::add(&mut self.daily_sent, day, &user, n)?;
+            }
         }
         daily_sent::expire(&mut self.daily_sent, now)
     }
