@@ -9,7 +9,7 @@ use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Deserialize;
 
 use crate::index::tables::{self as index_tables, io, FORMAT, FORMAT_KEY, META};
-use crate::index::{IndexWrite, StoredMessage};
+use crate::index::{last_id, IndexWrite, StoredMessage};
 
 /// (user, device) → delivery cursor: the highest id of the user's timeline
 /// below which everything for that device was acked. A row exists for
@@ -54,8 +54,7 @@ pub fn prepare(db: &redb::Database) -> Result<u64, StoreError> {
         let messages = txn.open_table(index_tables::MESSAGES).map_err(io)?;
         let mut meta = txn.open_table(META).map_err(io)?;
         meta.insert(FORMAT_KEY, FORMAT).map_err(io)?;
-        let last = messages.last().map_err(io)?.map(|(k, _)| k.value());
-        last.unwrap_or(0)
+        last_id(&messages)?
     };
     txn.commit().map_err(io)?;
     Ok(last)
@@ -81,6 +80,7 @@ fn convert_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
             converted += 1;
             last = k.value();
         }
+        index.flush_rows()?;
     }
     let mut cursors = HashMap::new();
     {

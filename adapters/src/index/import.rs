@@ -23,7 +23,7 @@ pub(crate) fn choose_id(
         return Ok(Err(IMPORT_TOO_OLD.into()));
     };
     for id in candidates {
-        if t.messages.get(id).map_err(io)?.is_none() {
+        if !t.row_exists(id)? {
             return Ok(Ok((id, false)));
         }
     }

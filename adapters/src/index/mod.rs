@@ -1,8 +1,9 @@
 //! The message index both stores keep in redb: the embedded store as its
 //! source of truth, the RabbitMQ store as each node's view of the log.
 //!
-//! One message is written once: a binary row (`row.rs`) keyed by its id,
-//! one conversation-history entry, and one timeline entry per recipient
+//! One message is written once: a binary row (`row.rs`), packed with its
+//! neighbours into page-sized chunks (`chunk.rs`, `messages.rs`), one
+//! conversation-history entry, and one timeline entry per recipient
 //! user (the source of sync and of every device's deliveries). Resends are
 //! recognised from memory rebuilt from the rows (`dedupe.rs`); the daily
 //! quota's counts are written once per sender per transaction
@@ -14,14 +15,17 @@
 //! - `read.rs`: reads on a snapshot;
 //! - `dedupe.rs`: the resend memory; `import.rs`: ids for imports.
 
+mod chunk;
 pub(crate) mod daily_sent;
 mod dedupe;
 mod import;
+mod messages;
 pub mod read;
 mod row;
 pub mod tables;
 mod write;
 
 pub use dedupe::DedupeMemory;
+pub use messages::last_id;
 pub use row::StoredMessage;
 pub use write::{rebuild_dedupe, IndexWrite};

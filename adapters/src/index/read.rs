@@ -8,6 +8,7 @@ use imgate_core::store::{CatchUpPage, Group, SyncPage};
 use imgate_core::StoreError;
 use redb::ReadTransaction;
 
+use super::messages::{each_from, Rows};
 use super::row::{self, StoredMessage};
 use super::tables::{self, corrupt, io};
 
@@ -16,10 +17,7 @@ const CATCH_UP_SCAN: usize = 1024;
 
 pub fn get(txn: &ReadTransaction, id: u64) -> Result<Option<StoredMessage>, StoreError> {
     let t = txn.open_table(tables::MESSAGES).map_err(io)?;
-    let found = t.get(id).map_err(io)?;
-    found
-        .map(|v| row::decode(id, v.value()).map_err(corrupt))
-        .transpose()
+    Rows::new(&t).get(id)
 }
 
 /// Messages in `user`'s timeline after `since`, ascending.
@@ -32,6 +30,7 @@ pub fn sync(
     let limit = limit.max(1);
     let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut rows = Rows::new(&messages);
     let mut page = SyncPage::default();
     let start = since.saturating_add(1);
     for entry in timeline
@@ -43,9 +42,7 @@ pub fn sync(
             page.has_more = true;
             break;
         }
-        let id = k.value().1;
-        if let Some(v) = messages.get(id).map_err(io)? {
-            let stored = row::decode(id, v.value()).map_err(corrupt)?;
+        if let Some(stored) = rows.get(k.value().1)? {
             page.messages.push(Arc::new(stored.message));
         }
     }
@@ -65,6 +62,7 @@ pub fn device_page(
     let limit = limit.max(1);
     let timeline = txn.open_table(tables::TIMELINE).map_err(io)?;
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut rows = Rows::new(&messages);
     let mut page = CatchUpPage {
         scanned_to: after,
         done: true,
@@ -85,10 +83,9 @@ pub fn device_page(
         if node_of(id) == IMPORT_NODE_ID {
             continue;
         }
-        let Some(v) = messages.get(id).map_err(io)? else {
+        let Some(stored) = rows.get(id)? else {
             continue;
         };
-        let stored = row::decode(id, v.value()).map_err(corrupt)?;
         let own = stored.message.sender == user && stored.sender_device.as_deref() == Some(device);
         if !own {
             page.messages.push(Arc::new(stored.message));
@@ -110,6 +107,7 @@ pub fn history(
     let before = if before == 0 { u64::MAX } else { before };
     let index = txn.open_table(tables::CONV_INDEX).map_err(io)?;
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
+    let mut rows = Rows::new(&messages);
     let mut page = SyncPage::default();
     for entry in index
         .range((key.as_bytes(), 0)..(key.as_bytes(), before))
@@ -117,11 +115,9 @@ pub fn history(
         .rev()
     {
         let (k, _) = entry.map_err(io)?;
-        let id = k.value().1;
-        let Some(v) = messages.get(id).map_err(io)? else {
+        let Some(stored) = rows.get(k.value().1)? else {
             continue;
         };
-        let stored = row::decode(id, v.value()).map_err(corrupt)?;
         if !stored.recipients.iter().any(|r| r == user) {
             continue;
         }
@@ -153,15 +149,15 @@ pub fn scan(txn: &ReadTransaction, after: u64, limit: usize) -> Result<SyncPage,
     let limit = limit.max(1);
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
     let mut page = SyncPage::default();
-    for entry in messages.range(after.saturating_add(1)..).map_err(io)? {
-        let (k, v) = entry.map_err(io)?;
+    each_from(&messages, after.saturating_add(1), |id, bytes| {
         if page.messages.len() == limit {
             page.has_more = true;
-            break;
+            return Ok(false);
         }
-        let stored = row::decode(k.value(), v.value()).map_err(corrupt)?;
+        let stored = row::decode(id, bytes).map_err(corrupt)?;
         page.messages.push(Arc::new(stored.message));
-    }
+        Ok(true)
+    })?;
     Ok(page)
 }
 

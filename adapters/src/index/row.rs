@@ -28,6 +28,12 @@ pub struct StoredMessage {
 #[error("stored message row: {0}")]
 pub struct RowError(&'static str);
 
+impl RowError {
+    pub(crate) fn new(why: &'static str) -> Self {
+        RowError(why)
+    }
+}
+
 pub fn encode(s: &StoredMessage) -> Vec<u8> {
     let m = &s.message;
     let p = &m.payload;

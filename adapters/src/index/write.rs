@@ -1,5 +1,6 @@
-//! Writing the index inside one write transaction: a message is one row,
-//! one conversation-index entry and one timeline entry per recipient user;
+//! Writing the index inside one write transaction: a message is one row
+//! (appended to the open chunk, `chunk.rs`), one conversation-index entry
+//! and one timeline entry per recipient user;
 //! daily counts are added up in memory and written once per transaction.
 
 use std::collections::HashMap;
@@ -8,9 +9,10 @@ use imgate_core::id::timestamp_of;
 use imgate_core::model::Message;
 use imgate_core::store::{Group, ImportMessage};
 use imgate_core::{utc_day, StoreError};
-use redb::{ReadableTable, Table, WriteTransaction};
+use redb::{Table, WriteTransaction};
 
 use super::dedupe::DedupeMemory;
+use super::messages::{each_from, Tail};
 use super::row::{self, StoredMessage};
 use super::tables::{self, corrupt, io};
 use super::{daily_sent, import};
@@ -25,6 +27,8 @@ pub struct IndexWrite<'t> {
     pub(crate) imports: Table<'t, &'static str, u64>,
     pub meta: Table<'t, &'static str, u64>,
     daily_sent: Table<'t, (i64, &'static str), u64>,
+    /// The message table's open last chunk.
+    tail: Tail,
     /// Messages counted in this transaction, per UTC day and sender.
     daily: HashMap<i64, HashMap<String, u64>>,
 }
@@ -44,15 +48,20 @@ impl<'t> IndexWrite<'t> {
             imports: txn.open_table(tables::IMPORTS).map_err(io)?,
             meta: txn.open_table(tables::META).map_err(io)?,
             daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
+            tail: Tail::default(),
             daily: HashMap::new(),
         })
     }
 
     pub fn row(&self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.messages.get(id).map_err(io)? {
-            Some(v) => row::decode(id, v.value()).map(Some).map_err(corrupt),
+        match self.tail.get(&self.messages, id)? {
+            Some(v) => row::decode(id, &v).map(Some).map_err(corrupt),
             None => Ok(None),
         }
+    }
+
+    pub(crate) fn row_exists(&self, id: u64) -> Result<bool, StoreError> {
+        Ok(self.tail.get(&self.messages, id)?.is_some())
     }
 
     /// Store a new message (counted for its sender's day).
@@ -74,9 +83,8 @@ impl<'t> IndexWrite<'t> {
     pub fn insert_uncounted(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
         let m = &stored.message;
         let id = m.message_id;
-        self.messages
-            .insert(id, row::encode(stored).as_slice())
-            .map_err(io)?;
+        self.tail
+            .put(&mut self.messages, id, &row::encode(stored))?;
         let key = m.conversation.history_key(&m.sender);
         self.conv_index
             .insert((key.as_bytes(), id), ())
@@ -91,10 +99,10 @@ impl<'t> IndexWrite<'t> {
 
     /// Take a message out of history, sync and every timeline (recall).
     pub fn remove(&mut self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let Some(stored) = self.row(id)? else {
+        let Some(bytes) = self.tail.remove(&mut self.messages, id)? else {
             return Ok(None);
         };
-        self.messages.remove(id).map_err(io)?;
+        let stored = row::decode(id, &bytes).map_err(corrupt)?;
         let m = &stored.message;
         let key = m.conversation.history_key(&m.sender);
         self.conv_index.remove((key.as_bytes(), id)).map_err(io)?;
@@ -174,9 +182,16 @@ impl<'t> IndexWrite<'t> {
         Ok(Ok((placed, false)))
     }
 
+    /// Write the rows still held in memory (the open chunk). `finish`
+    /// does it too.
+    pub fn flush_rows(&mut self) -> Result<(), StoreError> {
+        self.tail.flush(&mut self.messages)
+    }
+
     /// Write this transaction's daily counts and drop counts older than
     /// yesterday (of `now`, the store's clock). Call once, before commit.
     pub fn finish(mut self, now: i64) -> Result<(), StoreError> {
+        self.tail.flush(&mut self.messages)?;
         for (day, senders) in std::mem::take(&mut self.daily) {
             for (user, n) in senders {
                 daily_sent::add(&mut self.daily_sent, day, &user, n)?;
@@ -198,18 +213,19 @@ pub fn rebuild_dedupe(
     memory.clear();
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
     let from = imgate_core::id::first_id_at(now - window_ms);
-    let mut newest_first = Vec::new();
-    for entry in messages.range(from..).map_err(io)?.rev() {
-        if newest_first.len() >= capacity {
-            break;
-        }
-        let (k, v) = entry.map_err(io)?;
-        let (sender, cmid) = row::dedupe_key(v.value()).map_err(corrupt)?;
+    // The newest `capacity` keys of the window, oldest first.
+    let mut keys = std::collections::VecDeque::new();
+    each_from(&messages, from, |id, bytes| {
+        let (sender, cmid) = row::dedupe_key(bytes).map_err(corrupt)?;
         if !cmid.is_empty() {
-            newest_first.push((k.value(), sender.to_string(), cmid.to_string()));
+            if keys.len() == capacity {
+                keys.pop_front();
+            }
+            keys.push_back((id, sender.to_string(), cmid.to_string()));
         }
-    }
-    for (id, sender, cmid) in newest_first.into_iter().rev() {
+        Ok(true)
+    })?;
+    for (id, sender, cmid) in keys {
         memory.insert(&sender, &cmid, id, now);
     }
     Ok(())
