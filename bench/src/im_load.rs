@@ -30,9 +30,6 @@ use crate::stats::{self, Arrivals, ProcSample};
 
 /// Time between the last connection being up and the first message due.
 const PACED_START: Duration = Duration::from_millis(100);
-/// A paced run is "sustained" when deliveries kept at least this share of
-/// the offered rate and nothing was lost.
-const SUSTAINED_SHARE: f64 = 0.95;
 /// The `im/send` topic (DESIGN §5.3).
 const SEND_TOPIC: &str = "im/send";
 
@@ -168,7 +165,7 @@ async fn run_async(
     let all_arrived = arrivals.lost() == 0;
     let sustained = args
         .rate
-        .map(|r| all_arrived && delivered_rate >= r * SUSTAINED_SHARE);
+        .map(|r| all_arrived && delivered_rate >= r * stats::SUSTAINED_SHARE);
     let errors = run.errors.lock().map(|v| v.clone()).unwrap_or_default();
     let report = json!({
         "tool": "im",

@@ -244,6 +244,10 @@ async fn run_async(args: MqttArgs) -> anyhow::Result<()> {
     } else {
         published.acked
     };
+    let delivered_rate = stats::rate(arrivals.unique, start, delivered_end);
+    let sustained = args
+        .rate
+        .map(|r| arrivals.lost() == 0 && delivered_rate >= r * stats::SUSTAINED_SHARE);
     let errors = ctx.errors.lock().map(|v| v.clone()).unwrap_or_default();
     let report = json!({
         "tool": "mqtt",
@@ -270,9 +274,10 @@ async fn run_async(args: MqttArgs) -> anyhow::Result<()> {
         "publish_seconds": stats::round3(publish_end.saturating_sub(start).as_secs_f64()),
         "publish_msgs_per_sec": stats::rate(publish_ok, start, publish_end),
         "delivery_seconds": stats::round3(delivered_end.saturating_sub(start).as_secs_f64()),
-        "delivered_msgs_per_sec": stats::rate(arrivals.unique, start, delivered_end),
+        "delivered_msgs_per_sec": delivered_rate,
         "latency": stats::latency_ms(&mut arrivals.latencies_us),
         "all_arrived": arrivals.lost() == 0,
+        "sustained": sustained,
         "server": server,
         "errors": errors.len(),
         "error_samples": errors.iter().take(5).collect::<Vec<_>>(),

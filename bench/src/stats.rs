@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 /// which Linux fixes at 100 for userspace on every common architecture.
 const USER_HZ: u64 = 100;
 
+/// A paced run is "sustained" when nothing was lost and deliveries kept at
+/// least this share of the offered rate.
+pub const SUSTAINED_SHARE: f64 = 0.95;
+
 /// Which of `expected` sequence numbers arrived, how often, and how late.
 pub struct Arrivals {
     seen: Vec<bool>,
