@@ -113,6 +113,11 @@ def fmt_rate(v):
     return f"{v / 1000:.1f}k" if v >= 1000 else f"{v:.0f}"
 
 
+def fmt_ratio(r):
+    """Two decimals, or two significant digits for tiny ratios (not 0.00)."""
+    return f"{r:.2f}" if r >= 0.1 else f"{r:.2g}"
+
+
 def fmt(v, metric):
     if metric == "rate":
         return fmt_rate(v)
@@ -165,7 +170,7 @@ def main():
         for peer in peers:
             peer_text, peer_v = figure(runs, errors, unavailable, peer_workload, peer, metric)
             label = peer if peer != "imgate" else "imgate MQTT->MQTT"
-            ratio = f"{im_v / peer_v:.2f}" if im_v is not None and peer_v else "-"
+            ratio = fmt_ratio(im_v / peer_v) if im_v is not None and peer_v else "-"
             table.append((title, label, peer_text, im_text, ratio))
     rss = rss_row(runs)
     if rss:

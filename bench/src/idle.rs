@@ -173,8 +173,10 @@ async fn run_async(args: IdleArgs, logins: Vec<Login>) -> anyhow::Result<()> {
     let connect_seconds = started.elapsed();
     tokio::time::sleep(Duration::from_secs(args.settle_secs)).await;
     let after = ProcSample::read(args.server_pid);
-    let alive =
-        counters.connected.load(Ordering::Relaxed) - counters.dropped.load(Ordering::Relaxed);
+    let alive = counters
+        .connected
+        .load(Ordering::Relaxed)
+        .saturating_sub(counters.dropped.load(Ordering::Relaxed));
     let _ = stop_tx.send(true);
     for h in holders {
         let _ = h.await;

@@ -208,12 +208,17 @@ impl WindowedPublisher {
     /// message's intended send time), flushing first.
     pub async fn acks_until(&mut self, deadline: Instant) -> anyhow::Result<()> {
         self.flush().await?;
+        if deadline <= Instant::now() {
+            // Late: send at once, reading only what is already here.
+            return self.read_acks(false).await;
+        }
         loop {
             if self.in_flight_count == 0 {
                 tokio::time::sleep_until(deadline).await;
                 return Ok(());
             }
             tokio::select! {
+                biased;
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
                 p = self.conn.next() => self.on_packet(p)?,
             }
