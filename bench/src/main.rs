@@ -8,6 +8,10 @@
 //! - `mqtt`: generic-topic MQTT load against any broker (`mqtt_load`).
 //! - `im`: the durable IM path over MQTT, `im/send` → `im/inbox` (`im_load`).
 //! - `idle`: server RSS per idle MQTT or PB connection (`idle`).
+//! - `xmpp`: XMPP chat senders → XMPP (imgate or prosody) or MQTT inbox
+//!   receivers (`xmpp_load`, over `xmpp_client`).
+//! - `pb`: PB senders with a window of SendRequests → MQTT inbox
+//!   receivers (`pb_load`).
 //! - shared: `admin` (signed admin API, tokens), `logins`, `mqtt_client`
 //!   (connect, windowed publisher, PUBACKing receiver), `inbox` (IM
 //!   receivers), `im_payload` (the text every IM sender stamps),
@@ -24,8 +28,11 @@ mod inbox;
 mod logins;
 mod mqtt_client;
 mod mqtt_load;
+mod pb_load;
 mod schedule;
 mod stats;
+mod xmpp_client;
+mod xmpp_load;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +57,10 @@ enum Command {
     Im(im_load::ImArgs),
     /// Server RSS per idle connection (MQTT or PB).
     Idle(idle::IdleArgs),
+    /// XMPP chat load (imgate or prosody); XMPP or MQTT receivers.
+    Xmpp(xmpp_load::XmppArgs),
+    /// The durable IM path from PB senders to MQTT inbox receivers.
+    Pb(pb_load::PbArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,5 +69,7 @@ fn main() -> anyhow::Result<()> {
         Command::Mqtt(args) => mqtt_load::run(args),
         Command::Im(args) => im_load::run(args),
         Command::Idle(args) => idle::run(args),
+        Command::Xmpp(args) => xmpp_load::run(args),
+        Command::Pb(args) => pb_load::run(args),
     }
 }
