@@ -15,7 +15,8 @@
 # Sizes (env): RUNS=1 (median of RUNS per row), SENDERS=100, RECEIVERS=10,
 # PER_SENDER=200 (messages per sender per flood), SIZE=256, WINDOW=32,
 # PACED_MESSAGES=20000, MQTT_RATE=10000, IM_RATE=10000, XMPP_SENDERS=10,
-# XMPP_PER_SENDER=1000, XMPP_RATE=1000, XMPP_PACED_MESSAGES=5000,
+# XMPP_RECEIVERS=10, XMPP_PER_SENDER=1000, XMPP_RATE=1000,
+# XMPP_PACED_MESSAGES=5000, CROSS_MESSAGES=20000 (XMPP/PB -> MQTT floods),
 # IDLE=15000, RSS_RUNS=3 (IM floods whose RSS is reported, at least RUNS),
 # WAIT_SECS=15; SKIP_RABBIT=1, SKIP_PROSODY=1, SKIP_IDLE=1 leave parts out.
 set -uo pipefail
@@ -32,9 +33,11 @@ PACED_MESSAGES=${PACED_MESSAGES:-20000}
 MQTT_RATE=${MQTT_RATE:-10000}
 IM_RATE=${IM_RATE:-10000}
 XMPP_SENDERS=${XMPP_SENDERS:-10}
+XMPP_RECEIVERS=${XMPP_RECEIVERS:-10}
 XMPP_PER_SENDER=${XMPP_PER_SENDER:-1000}
 XMPP_RATE=${XMPP_RATE:-1000}
 XMPP_PACED_MESSAGES=${XMPP_PACED_MESSAGES:-5000}
+CROSS_MESSAGES=${CROSS_MESSAGES:-20000}
 IDLE=${IDLE:-15000}
 RSS_RUNS=${RSS_RUNS:-3}
 WAIT_SECS=${WAIT_SECS:-15}
@@ -263,7 +266,8 @@ echo
 echo "imgate $(git -C "$root" rev-parse --short HEAD 2>/dev/null) vs peers, $(date -u +%FT%TZ), $(nproc) cores, load generator on the same machine"
 echo "floods: $SENDERS senders x $PER_SENDER -> $RECEIVERS receivers ($MESSAGES msgs, each to one receiver), $SIZE B, QoS 1 window $WINDOW;" \
   "paced: $PACED_MESSAGES msgs at $MQTT_RATE/s (plain MQTT), $IM_RATE/s (IM);" \
-  "XMPP: $XMPP_SENDERS x $XMPP_PER_SENDER, paced $XMPP_PACED_MESSAGES at $XMPP_RATE/s; idle: $IDLE connections; runs per row: $RUNS"
+  "XMPP: $XMPP_SENDERS x $XMPP_PER_SENDER -> $XMPP_RECEIVERS, paced $XMPP_PACED_MESSAGES at $XMPP_RATE/s;" \
+  "XMPP/PB -> MQTT: $SENDERS senders, $CROSS_MESSAGES msgs; idle: $IDLE connections; runs per row: $RUNS"
 echo
 python3 "$root/bench/compare_table.py" "$RESULTS"
 echo "raw results: $RESULTS"
