@@ -12,8 +12,8 @@
 # lines go to $RESULTS (default bench/results/compare-<time>.jsonl).
 #
 # Usage: bash bench/compare.sh
-# Sizes (env): RUNS=1 (median of RUNS per row), SENDERS=100, RECEIVERS=10,
-# PER_SENDER=200 (messages per sender per flood), SIZE=256, WINDOW=32,
+# Sizes (env): RUNS=3 (median of RUNS per row), SENDERS=100, RECEIVERS=10,
+# PER_SENDER=1000 (messages per sender per flood), SIZE=256, WINDOW=32,
 # PACED_MESSAGES=20000, MQTT_RATE=10000, IM_RATE=10000, XMPP_SENDERS=10,
 # XMPP_RECEIVERS=10, XMPP_PER_SENDER=1000, XMPP_RATE=1000,
 # XMPP_PACED_MESSAGES=5000, CROSS_MESSAGES=20000 (XMPP/PB -> MQTT floods),
@@ -23,10 +23,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-RUNS=${RUNS:-1}
+RUNS=${RUNS:-3}
 SENDERS=${SENDERS:-100}
 RECEIVERS=${RECEIVERS:-10}
-PER_SENDER=${PER_SENDER:-200}
+PER_SENDER=${PER_SENDER:-1000}
 SIZE=${SIZE:-256}
 WINDOW=${WINDOW:-32}
 PACED_MESSAGES=${PACED_MESSAGES:-20000}

@@ -28,8 +28,16 @@ elif ! has_subcommand xmpp; then
   unavailable prosody "imgate-bench has no xmpp subcommand in this tree"
 elif [[ ! -f $root/bench/peers/prosody.sh ]]; then
   unavailable prosody "bench/peers/prosody.sh not in this tree"
+elif assignments=$(bash "$root/bench/peers/prosody.sh" --senders "$XMPP_SENDERS" \
+    --receivers "$XMPP_RECEIVERS" --prefix bench --password bench-secret 2>"$work/prosody.err"); then
+  # prosody_port, prosody_pid, prosody_domain, prosody_password, prosody_stop
+  # (compare.sh's cleanup evals prosody_stop).
+  eval "$assignments"
+  prosody_addr=127.0.0.1:$prosody_port
+  prosody_prefix=bench
+  log "prosody pid $prosody_pid: $prosody_addr (domain $prosody_domain)"
 else
-  source "$root/bench/compare_prosody.sh"
+  unavailable prosody "bench/peers/prosody.sh failed: $(tail -c 200 "$work/prosody.err")"
 fi
 
 # ---------------------------------------------------------------- runs
