@@ -374,8 +374,7 @@ impl Sending {
         match ev {
             Incoming::Acked(h) => {
                 while let Some(&n) = self.in_flight.front() {
-                    // `h` counts every stanza, wrapping at 2^32 (XEP-0198).
-                    if h.wrapping_sub(n) as i32 >= 0 {
+                    if counted(h, n) {
                         self.in_flight.pop_front();
                         self.handled += 1;
                     } else {
@@ -479,6 +478,12 @@ async fn send_all(s: &mut Sending, plan: &SenderPlan) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether an `<a h/>` counts our stanza number `n`: `h` counts every
+/// stanza and wraps at 2^32 (XEP-0198 §4).
+fn counted(h: u32, n: u32) -> bool {
+    h.wrapping_sub(n) as i32 >= 0
+}
+
 /// `<message type='chat' to=... id=...><body>text</body></message>`.
 fn chat_message(to: &str, seq: usize, text: &str) -> String {
     let mut m = String::with_capacity(text.len() + 96);
@@ -535,4 +540,46 @@ async fn receive(
     let _ = c.flush().await;
     c.close().await;
     arrivals
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use imgate_codecs::xmpp::{XmppEvent, XmppFramer, XmppNormalizer};
+    use tokio_util::codec::Decoder;
+
+    use super::*;
+
+    #[test]
+    fn chat_message_is_a_chat_stanza_imgate_reads_back() {
+        let text = crate::im_payload::text(7, Duration::from_nanos(99), 40);
+        let mut buf = BytesMut::from(
+            "<stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>",
+        );
+        buf.extend_from_slice(chat_message("bob@localhost", 7, &text).as_bytes());
+        let mut framer = XmppFramer::default();
+        assert!(matches!(
+            framer.decode(&mut buf),
+            Ok(Some(XmppEvent::StreamOpen(_)))
+        ));
+        let Ok(Some(XmppEvent::Stanza(el))) = framer.decode(&mut buf) else {
+            panic!("one stanza")
+        };
+        let draft = XmppNormalizer::new("localhost")
+            .message_to_draft(&el, "alice")
+            .ok()
+            .flatten()
+            .expect("a draft");
+        assert_eq!(draft.conversation.target, "bob");
+        assert_eq!(draft.client_msg_id, "m7");
+        let parsed = crate::im_payload::parse(&draft.payload.searchable_content);
+        assert_eq!(parsed, Some((Duration::from_nanos(99), 7)));
+    }
+
+    #[test]
+    fn acks_count_across_the_wrap() {
+        assert!(counted(5, 5) && counted(6, 5) && !counted(4, 5));
+        assert!(counted(2, u32::MAX) && !counted(u32::MAX, 2));
+    }
 }
