@@ -45,7 +45,8 @@ const HTTP_SENDERS: usize = 2;
 #[derive(Debug)]
 struct Acked {
     client_msg_id: String,
-    /// Known for HTTP (the reply carries it); MQTT 5 PUBACK has none.
+    /// From the HTTP reply, or the `im/ack` result that came before the
+    /// MQTT PUBACK.
     uid: Option<u64>,
 }
 
@@ -194,8 +195,9 @@ fn kill_9_during_a_flood_loses_no_acked_message() {
         );
     }
     eprintln!(
-        "crash_flood: {} acked, {} stored, each device got all acked ones; {redelivered} redeliveries",
+        "crash_flood: {} acked ({} with their id in the ack), {} stored, each device got all acked ones; {redelivered} redeliveries",
         acked.len(),
+        acked.iter().filter(|a| a.uid.is_some()).count(),
         synced.len()
     );
     g.kill9();
@@ -284,7 +286,7 @@ fn start_receivers(
         "cf-mqtt",
         false,
     );
-    mqtt.subscribe(&format!("im/inbox/{user}"));
+    mqtt.subscribe(&format!("im/inbox/{user}"), QoS::AtLeastOnce);
     let pb = PbClient::login_ok(g.addr("pb"), user, &pb_token, "cf-pb", 3);
     let (o1, o2) = (out.clone(), out.clone());
     vec![
@@ -341,7 +343,9 @@ fn send_body(to: &str, client_msg_id: &str) -> Value {
 }
 
 /// QoS 1 `im/send` with up to [`MQTT_WINDOW`] PUBLISHes in flight, until
-/// the connection dies; every PUBACK with reason 0 is an ack.
+/// the connection dies; every PUBACK with reason 0 is an ack. The send
+/// results on `im/ack/<clientId>` (QoS 0) give the acked messages' ids
+/// where they arrived first.
 fn mqtt_flood(
     addr: &str,
     user: &str,
@@ -352,7 +356,9 @@ fn mqtt_flood(
     rejected: &mpsc::Sender<String>,
 ) {
     let mut c = MqttConn::connect(addr, Version::V5, user, token, "mq-dev", true);
+    c.subscribe("im/ack/mq-dev", QoS::AtMostOnce);
     let mut in_flight: HashMap<u16, String> = HashMap::new();
+    let mut uids: HashMap<String, u64> = HashMap::new();
     let mut next = 0usize;
     loop {
         while in_flight.len() < MQTT_WINDOW && next < MAX_SENDS {
@@ -372,15 +378,22 @@ fn mqtt_flood(
             next += 1;
         }
         let Some(p) = c.recv() else { return };
+        if let Packet::Publish(result) = &p {
+            let v: Value = serde_json::from_slice(&result.payload).expect("im/ack JSON");
+            if let (Some(cmid), Some(uid)) = (v["clientMsgId"].as_str(), v["messageUid"].as_u64()) {
+                uids.insert(cmid.to_string(), uid);
+            }
+        }
         if let Packet::PubResp(r) = p {
             let Some(cmid) = in_flight.remove(&r.pkid) else {
                 continue;
             };
             let sent = if r.reason == 0 {
+                let uid = uids.remove(&cmid);
                 acked
                     .send(Acked {
                         client_msg_id: cmid,
-                        uid: None,
+                        uid,
                     })
                     .is_ok()
             } else {
@@ -488,13 +501,13 @@ impl MqttConn {
         c
     }
 
-    fn subscribe(&mut self, topic: &str) {
+    fn subscribe(&mut self, topic: &str, qos: QoS) {
         self.send(&Packet::Subscribe(Subscribe {
             pkid: 1,
             filters: vec![SubscribeFilter {
                 filter: topic.into(),
                 options: SubOptions {
-                    qos: QoS::AtLeastOnce,
+                    qos,
                     no_local: false,
                     retain_as_published: false,
                     retain_handling: 0,
@@ -506,7 +519,7 @@ impl MqttConn {
         loop {
             match self.read_packet() {
                 Some(Packet::SubAck(a)) => {
-                    assert_eq!(a.reasons, vec![1], "SUBACK of {topic}");
+                    assert_eq!(a.reasons, vec![qos.as_u8()], "SUBACK of {topic}");
                     return;
                 }
                 Some(p) => self.early.push_back(p),
