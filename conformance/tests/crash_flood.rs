@@ -1,8 +1,8 @@
 //! Kill -9 *during* a flood (DESIGN §3.1, §3.2, §3.4, §3.5): several
 //! senders (MQTT 5 QoS 1 `im/send` with a window of in-flight PUBLISHes,
 //! and HTTP `POST /v1/messages`) flood one recipient who has an MQTT
-//! device (PUBACKs its `im/inbox` deliveries) and a PB device (DeliverAcks
-//! them). After a bounded number of acks the gateway is killed -9 while
+//! device (PUBACKs its `im/inbox` deliveries), a PB device (DeliverAcks
+//! them) and an XMPP device (XEP-0184 receipts). After a bounded number of acks the gateway is killed -9 while
 //! the flood is still running, then restarted on the same data dir.
 //!
 //! Checked, through external behaviour only (so it holds for any store
@@ -28,7 +28,9 @@ use imgate_codecs::mqtt::{
     encode::encode_packet, Connect, MqttFramer, Packet, PubResp, PubRespKind, Publish, QoS,
     SubOptions, Subscribe, SubscribeFilter, Version,
 };
+use imgate_codecs::xmpp::ns;
 use imgate_conformance::gateway::conformance_store;
+use imgate_conformance::xmpp::XmppRaw;
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
 
@@ -40,6 +42,8 @@ const MQTT_WINDOW: usize = 32;
 const MAX_SENDS: usize = 20_000;
 const MQTT_SENDERS: usize = 2;
 const HTTP_SENDERS: usize = 2;
+/// The recipient's devices, one per protocol.
+const DEVICES: [&str; 3] = ["mqtt", "pb", "xmpp"];
 
 /// A send the gateway acknowledged as durable.
 #[derive(Debug)]
@@ -183,7 +187,7 @@ fn kill_9_during_a_flood_loses_no_acked_message() {
     let Tally {
         got, redelivered, ..
     } = tally;
-    for device in ["mqtt", "pb"] {
+    for device in DEVICES {
         let have = got.get(device).cloned().unwrap_or_default();
         let missing: Vec<&u64> = want.difference(&have).collect();
         assert!(
@@ -246,7 +250,7 @@ impl Tally {
     }
 
     fn has_all(&self, want: &HashSet<u64>) -> bool {
-        ["mqtt", "pb"]
+        DEVICES
             .iter()
             .all(|d| self.got.get(d).is_some_and(|s| want.is_subset(s)))
     }
@@ -288,11 +292,45 @@ fn start_receivers(
     );
     mqtt.subscribe(&format!("im/inbox/{user}"), QoS::AtLeastOnce);
     let pb = PbClient::login_ok(g.addr("pb"), user, &pb_token, "cf-pb", 3);
-    let (o1, o2) = (out.clone(), out.clone());
+    let xmpp_token = g.admin().token(user, "cf-xmpp", 5);
+    let (xmpp, _jid) = XmppRaw::login(g.addr("xmpp"), "localhost", user, &xmpp_token);
+    let (o1, o2, o3) = (out.clone(), out.clone(), out.clone());
     vec![
         std::thread::spawn(move || mqtt_receive(mqtt, connection, &o1)),
         std::thread::spawn(move || pb_receive(pb, connection, &o2)),
+        std::thread::spawn(move || xmpp_receive(xmpp, connection, &o3)),
     ]
+}
+
+/// XMPP deliveries (`id` = messageUid, body `flood <clientMsgId>`), each
+/// acked with an XEP-0184 receipt, until the stream ends.
+fn xmpp_receive(mut c: XmppRaw, connection: u32, out: &mpsc::Sender<Delivered>) {
+    while let Some(el) = c.next_element(WAIT) {
+        if el.name != "message" {
+            continue;
+        }
+        let uid = el.get_attr("id").and_then(|i| i.parse::<u64>().ok());
+        let body = el.get_child("body", ns::CLIENT).map(|b| b.text_content());
+        let cmid = body.as_deref().and_then(|b| b.strip_prefix("flood "));
+        let sender = el.get_attr("from").and_then(|f| f.split('@').next());
+        let (Some(uid), Some(cmid), Some(sender)) = (uid, cmid, sender) else {
+            continue;
+        };
+        c.send(&format!(
+            "<message to='{sender}@localhost'><received xmlns='{}' id='{uid}'/></message>",
+            ns::RECEIPTS
+        ));
+        let d = Delivered {
+            device: "xmpp",
+            connection,
+            uid,
+            sender: sender.to_string(),
+            client_msg_id: cmid.to_string(),
+        };
+        if out.send(d).is_err() {
+            return;
+        }
+    }
 }
 
 fn mqtt_receive(mut c: MqttConn, connection: u32, out: &mpsc::Sender<Delivered>) {
