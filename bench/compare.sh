@@ -260,6 +260,8 @@ if [[ -z ${SKIP_IDLE:-} ]]; then
     --host 127.0.0.1 --port "$mosq_port" --connections "$IDLE" --server-pid "$mosq_pid_default"
   measure idle-mqtt imgate 1 -- "$bench_bin" idle --label imgate --host 127.0.0.1 \
     --port "${im_mqtt##*:}" --connections "$IDLE" --server-pid "$imgate_pid" "${imgate_admin[@]}"
+  measure idle-pb imgate 1 -- "$bench_bin" idle --label imgate --protocol pb --host 127.0.0.1 \
+    --port "${im_pb##*:}" --connections "$IDLE" --server-pid "$imgate_pid" "${imgate_admin[@]}"
 fi
 
 echo

@@ -15,7 +15,8 @@ import json
 import statistics
 import sys
 
-# (row title, imgate's workload, peer's workload, metric, peers).
+# (row title, imgate's workload, peer's workload, metric, peers; none =
+# an imgate-only row).
 # The peer's workload differs where imgate's path has no peer equivalent
 # (the IM path: the peers' plain QoS 1 figure is the reference).
 ROWS = [
@@ -35,6 +36,7 @@ ROWS = [
      ["imgate"]),
     ("PB -> MQTT flood vs IM MQTT -> MQTT", "pb-mqtt-flood", "im-flood", "rate", ["imgate"]),
     ("idle MQTT connections, RSS each", "idle-mqtt", "idle-mqtt", "kb", ["mosquitto"]),
+    ("idle PB connections, RSS each", "idle-pb", "idle-pb", "kb", []),
     ("CPU per delivered msg, plain QoS 1 flood", "mqtt-qos1-flood", "mqtt-qos1-flood", "cpu",
      ["mosquitto-lossless", "rabbitmq-mqtt"]),
     ("CPU per delivered msg, IM flood vs plain QoS 1", "im-flood", "mqtt-qos1-flood", "cpu",
@@ -167,6 +169,8 @@ def main():
     table = []
     for title, im_workload, peer_workload, metric, peers in ROWS:
         im_text, im_v = figure(runs, errors, unavailable, im_workload, "imgate", metric)
+        if not peers:  # imgate only: no peer speaks this protocol
+            table.append((title, "-", "no peer", im_text, "-"))
         for peer in peers:
             peer_text, peer_v = figure(runs, errors, unavailable, peer_workload, peer, metric)
             label = peer if peer != "imgate" else "imgate MQTT->MQTT"
