@@ -18,7 +18,8 @@
 # XMPP_RECEIVERS=10, XMPP_PER_SENDER=1000, XMPP_RATE=1000,
 # XMPP_PACED_MESSAGES=5000, CROSS_MESSAGES=20000 (XMPP/PB -> MQTT floods),
 # IDLE=15000, RSS_RUNS=3 (IM floods whose RSS is reported, at least RUNS),
-# WAIT_SECS=15; SKIP_RABBIT=1, SKIP_PROSODY=1, SKIP_IDLE=1 leave parts out.
+# WAIT_SECS=15, RUN_TIMEOUT=600 (per tool run); SKIP_RABBIT=1,
+# SKIP_PROSODY=1, SKIP_IDLE=1 leave parts out.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -103,12 +104,14 @@ record() { # workload server run report-or-empty error-text
   fi
 }
 
-# Run a load tool; record its report (last JSON line) or its error.
+# Run a load tool (at most RUN_TIMEOUT seconds, default 600); record its
+# report (last JSON line) or its error.
 measure() { # workload server run -- command...
   local workload=$1 server=$2 run=$3; shift 4
   log "$workload / $server (run $run)"
   local out err
-  out=$("$@" 2>"$work/stderr") ; local rc=$?
+  out=$(timeout "${RUN_TIMEOUT:-600}" "$@" 2>"$work/stderr") ; local rc=$?
+  [[ $rc -eq 124 ]] && echo "timed out after ${RUN_TIMEOUT:-600} s" >>"$work/stderr"
   err=$(tail -c 400 "$work/stderr")
   [[ $rc -ne 0 ]] && { record "$workload" "$server" "$run" "" "exit $rc: $err"; return; }
   record "$workload" "$server" "$run" "$(tail -n 1 <<<"$out")" "$err"
