@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # HTTP send → durable ack throughput on the embedded store, with group
 # commit (default) and with one fsync per message (IMGATE_EMBEDDED_MAX_BATCH=1),
-# measured in the same run on this machine with `imgate load`.
+# measured in the same run on this machine with `imgate-bench http`.
 #
 # Usage: scripts/bench-group-commit.sh [messages] [concurrency]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${1:-4000}
 concurrency=${2:-64}
-cargo build --release -q -p imgate
+cargo build --release -q -p imgate -p imgate-bench
 bin=${CARGO_TARGET_DIR:-target}/release/imgate
+bench=${CARGO_TARGET_DIR:-target}/release/imgate-bench
 
 run() {
   local label=$1 batch=$2
@@ -24,7 +25,7 @@ run() {
   http=$(awk '$1=="listening" && $2=="http" {print $3}' "$dir/out")
   admin=$(awk '$1=="listening" && $2=="admin" {print $3}' "$dir/out")
   local report
-  report=$("$bin" load --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
+  report=$("$bench" http --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
     --messages "$messages" --concurrency "$concurrency")
   kill "$pid"; wait "$pid" 2>/dev/null || true
   rm -rf "$dir"

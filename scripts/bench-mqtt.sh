@@ -2,11 +2,11 @@
 # MQTT generic-topic throughput and latency: imgate's MQTT listener against
 # Mosquitto (the named peer, on 127.0.0.1:1883 unless MOSQUITTO=host:port),
 # same load, same machine, same run, at QoS 0 and QoS 1, with
-# `imgate load-mqtt`. Prints both reports and the imgate/Mosquitto ratios.
+# `imgate-bench mqtt`. Prints both reports and the imgate/Mosquitto ratios.
 #
 # Usage: scripts/bench-mqtt.sh [messages] [publishers] [subscribers] [size]
 # (env: WINDOW=QoS 1 in-flight per publisher, MOSQUITTO=host:port,
-# IMGATE_BIN=prebuilt binary; IMGATE_*
+# IMGATE_BIN=prebuilt gateway binary; IMGATE_*
 # settings pass through to imgate, e.g. IMGATE_MQTT_MAX_QUEUED: imgate drops
 # QoS 0 beyond a full session queue of 1000 by default, Mosquitto does not)
 set -euo pipefail
@@ -19,11 +19,13 @@ window=${WINDOW:-32}
 mosquitto=${MOSQUITTO:-127.0.0.1:1883}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 if [ -n "${IMGATE_BIN:-}" ]; then
-  bin=$IMGATE_BIN # a prebuilt binary (before/after comparisons)
+  bin=$IMGATE_BIN # a prebuilt gateway (before/after comparisons)
+  cargo build --release -q -p imgate-bench
 else
-  cargo build --release -q -p imgate
+  cargo build --release -q -p imgate -p imgate-bench
   bin=$CARGO_TARGET_DIR/release/imgate
 fi
+bench=$CARGO_TARGET_DIR/release/imgate-bench
 
 dir=$(mktemp -d)
 pid=
@@ -56,7 +58,7 @@ done
 
 load() { # label host:port qos [extra args]
   local label=$1 addr=$2 qos=$3; shift 3
-  "$bin" load-mqtt --label "$label" --host "${addr%:*}" --port "${addr##*:}" \
+  "$bench" mqtt --label "$label" --host "${addr%:*}" --port "${addr##*:}" \
     --publishers "$publishers" --subscribers "$subscribers" --messages "$messages" \
     --qos "$qos" --size "$size" --window "$window" \
     --topic-prefix "bench/$run_id/$label/q$qos" "$@"
@@ -70,10 +72,10 @@ def r(x, y):
     return round(x / y, 2) if y else None
 print(json.dumps({
     "qos": a["qos"],
-    "publish_msgs_per_sec": r(a["publish"]["msgs_per_sec"], b["publish"]["msgs_per_sec"]),
-    "delivery_msgs_per_sec": r(a["delivery"]["msgs_per_sec"], b["delivery"]["msgs_per_sec"]),
-    "latency_p50": r(a["delivery"]["latency_p50_ms"], b["delivery"]["latency_p50_ms"]),
-    "latency_p99": r(a["delivery"]["latency_p99_ms"], b["delivery"]["latency_p99_ms"]),
+    "publish_msgs_per_sec": r(a["publish_msgs_per_sec"], b["publish_msgs_per_sec"]),
+    "delivery_msgs_per_sec": r(a["delivered_msgs_per_sec"], b["delivered_msgs_per_sec"]),
+    "latency_p50": r(a["latency"]["p50_ms"], b["latency"]["p50_ms"]),
+    "latency_p99": r(a["latency"]["p99_ms"], b["latency"]["p99_ms"]),
     "all_arrived": [a["all_arrived"], b["all_arrived"]],
 }))
 PY

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # End-to-end durable throughput of a real `imgate serve` on the RabbitMQ
 # store (HTTP send → publisher confirm → indexed → 200, driven by
-# `imgate load`), next to the raw RabbitMQ publisher-confirm rate measured
+# `imgate-bench http`), next to the raw RabbitMQ publisher-confirm rate measured
 # with lapin on the same broker in the same run, same record size and
 # concurrency (adapters/examples/rabbit_throughput.rs --raw-only), and the
 # ratio (issue 6, "Done when").
@@ -16,10 +16,11 @@ cd "$(dirname "$0")/.."
 messages=${1:-5000}
 concurrency=${2:-64}
 url=${IMGATE_TEST_AMQP:-amqp://guest:guest@127.0.0.1:5672/%2f}
-cargo build --release -q -p imgate --bin imgate
+cargo build --release -q -p imgate --bin imgate -p imgate-bench
 cargo build --release -q -p imgate-adapters --example rabbit_throughput
 target=${CARGO_TARGET_DIR:-target}
 bin=$target/release/imgate
+bench=$target/release/imgate-bench
 example=$target/release/examples/rabbit_throughput
 prefix="bench-e2e-$$"
 sep='?'; [[ $url == *\?* ]] && sep='&'
@@ -30,7 +31,7 @@ pid=
 cleanup() {
   [[ -n $pid ]] && { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; }
   # The gateway's log stream and exchange (device queues are only made
-  # for devices that attach; `imgate load` attaches none).
+  # for devices that attach; `imgate-bench http` attaches none).
   IMGATE_TEST_AMQP=$url "$example" --cleanup "$prefix" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
@@ -46,7 +47,7 @@ grep -q '^ready' "$dir/out" || { echo "imgate did not start:"; cat "$dir/err"; e
 http=$(awk '$1=="listening" && $2=="http" {print $3}' "$dir/out")
 admin=$(awk '$1=="listening" && $2=="admin" {print $3}' "$dir/out")
 load() {
-  "$bin" load --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
+  "$bench" http --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
     --messages "$1" --concurrency "$concurrency"
 }
 json_field() { sed -n "s/.*\"$1\":\([0-9.]*\).*/\1/p"; }
@@ -71,7 +72,7 @@ awk -v e="$e2e" -v q1="$rq1" -v q2="$rq2" -v s1="$rs1" -v s2="$rs2" -v n="$messa
   printf "messages=%d concurrency=%d record_bytes=%d (100-byte text)\n", n, c, b
   printf "raw lapin confirms, durable quorum queue:          %7.0f msg/s (runs %.0f, %.0f)\n", q, q1, q2
   printf "raw lapin confirms, quorum queue + stream (CC):    %7.0f msg/s (runs %.0f, %.0f)\n", s, s1, s2
-  printf "imgate serve on RabbitMQ, imgate load (HTTP, e2e): %7.0f msg/s (errors %d)\n", e, err
+  printf "imgate serve on RabbitMQ, imgate-bench http (e2e): %7.0f msg/s (errors %d)\n", e, err
   printf "ratio e2e/raw quorum: %.2f; e2e/raw quorum+stream: %.2f\n", e / q, e / s
 }'
-echo "imgate load report: $report"
+echo "imgate-bench http report: $report"

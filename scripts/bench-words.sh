@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Does a 20,000-word sensitive list slow sending? HTTP send → durable ack
-# with `imgate load` on one gateway: first with an empty word list, then
+# with `imgate-bench http` on one gateway: first with an empty word list, then
 # after adding 20,000 random 2–4 character CJK words through the admin API
 # (no restart), in the same run.
 #
@@ -9,8 +9,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 messages=${1:-6000}
 concurrency=${2:-64}
-cargo build --release -q -p imgate
+cargo build --release -q -p imgate -p imgate-bench
 bin=${CARGO_TARGET_DIR:-target}/release/imgate
+bench=${CARGO_TARGET_DIR:-target}/release/imgate-bench
 dir=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 IMGATE_DATA_DIR=$dir IMGATE_HTTP_ADDR=127.0.0.1:0 IMGATE_ADMIN_ADDR=127.0.0.1:0 \
@@ -22,7 +23,7 @@ for _ in $(seq 1 200); do grep -q '^ready' "$dir/out" 2>/dev/null && break; slee
 http=$(awk '$1=="listening" && $2=="http" {print $3}' "$dir/out")
 admin=$(awk '$1=="listening" && $2=="admin" {print $3}' "$dir/out")
 load() {
-  "$bin" load --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
+  "$bench" http --http-url "http://$http" --admin-url "http://$admin" --data-dir "$dir" \
     --messages "$messages" --concurrency "$concurrency"
 }
 echo "no-words $(load)"

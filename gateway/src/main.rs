@@ -14,7 +14,8 @@
 //! - `state`: what listeners and sessions share (store, pipeline, ...).
 //! - `token`, `admin_sign`, `secrets`: credentials.
 //! - `metrics`: Prometheus text metrics.
-//! - `cli`: `imgate admin ...`, `imgate load` and `imgate load-mqtt`.
+//! - `cli`: `imgate admin ...`, `imgate import` and `imgate export` (the
+//!   load generators are the separate `imgate-bench` crate, `bench/`).
 #![forbid(unsafe_code)]
 
 mod admin_sign;
@@ -59,10 +60,6 @@ enum Command {
     },
     /// Call the admin API of a running gateway.
     Admin(cli::admin::AdminArgs),
-    /// Measure send→durable-ack throughput of a running gateway over HTTP.
-    Load(cli::load::LoadArgs),
-    /// Measure MQTT publish/delivery throughput of any broker (imgate or a peer).
-    LoadMqtt(cli::mqtt_load::LoadMqttArgs),
     /// Import messages from another system (JSONL, one message per line) into a running gateway.
     Import(cli::migrate::ImportArgs),
     /// Export every stored message of a running gateway as JSONL.
@@ -86,8 +83,6 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(server::serve(config))
         }
         Command::Admin(args) => cli::admin::run(args),
-        Command::Load(args) => cli::load::run(args),
-        Command::LoadMqtt(args) => cli::mqtt_load::run(args),
         Command::Import(args) => cli::migrate::run_import(args),
         Command::Export(args) => cli::migrate::run_export(args),
     }

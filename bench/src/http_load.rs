@@ -1,4 +1,4 @@
-//! `imgate load`: drive `POST /v1/messages` from many threads and report
+//! `imgate-bench http`: drive `POST /v1/messages` from many threads and report
 //! durable-ack throughput and latency. Senders are spread over several
 //! users so per-user rate limits do not cap the measurement (or raise
 //! `IMGATE_RATE_LIMIT_MESSAGES` on the server under test).
@@ -11,10 +11,10 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use super::admin_client::AdminConn;
+use crate::admin::AdminConn;
 
 #[derive(Args, Debug)]
-pub struct LoadArgs {
+pub struct HttpArgs {
     /// Client HTTP API base URL.
     #[arg(long, env = "IMGATE_HTTP_URL", default_value = "http://127.0.0.1:8080")]
     pub http_url: String,
@@ -34,17 +34,13 @@ pub struct LoadArgs {
     pub size: usize,
 }
 
-pub fn run(args: LoadArgs) -> anyhow::Result<()> {
+pub fn run(args: HttpArgs) -> anyhow::Result<()> {
     let admin = args.conn.client()?;
-    let run_id = crate::secrets::random_hex(4)?;
+    let run_id = crate::admin::run_id();
     let mut tokens = Vec::new();
     for i in 0..args.senders.max(1) {
         let user = format!("load-{run_id}-{i}");
-        let r = admin.call(
-            "/admin/user/get_token",
-            &json!({"userId": user, "clientId": "load", "platform": 3}),
-        )?;
-        tokens.push(r["token"].as_str().unwrap_or_default().to_string());
+        tokens.push(admin.token(&user, "load")?);
     }
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
