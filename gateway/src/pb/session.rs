@@ -19,12 +19,17 @@
 //!
 //! On kick or drain the sends in flight are answered first (bounded by
 //! [`DRAIN_LIMIT`]), then the kick is sent.
+//!
+//! Memory: the handlers the loop awaits are boxed (`Box::pin(..).await`),
+//! so the task's long-lived state, what an idle connection costs, holds
+//! only the `select!` branches; the buffers are released while idle
+//! (`sessions::idle_buffers`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::tls::ClientStream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
 };
@@ -33,7 +38,7 @@ use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
 use tokio_util::codec::Framed;
 
-use crate::sessions::{self, Kick, SendWindow};
+use crate::sessions::{self, idle_buffers, Kick, SendWindow};
 use crate::state::AppState;
 
 type Conn = Framed<ClientStream, PbFramer>;
@@ -54,8 +59,8 @@ struct SendDone {
 type Window = SendWindow<SendDone>;
 
 pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: AppState) {
-    let mut conn = Framed::new(stream, PbFramer::new(state.config.pb_max_frame));
-    let Some((principal, login_seq)) = login_phase(&mut conn, &state).await else {
+    let mut conn = idle_buffers::framed(stream, PbFramer::new(state.config.pb_max_frame));
+    let Some((principal, login_seq)) = Box::pin(login_phase(&mut conn, &state)).await else {
         return;
     };
     tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, "pb login");
@@ -70,7 +75,7 @@ async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
 /// Returns the principal and the login request's seq.
 async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u16)> {
     let timeout = Duration::from_secs(state.config.login_timeout_secs);
-    let first = match tokio::time::timeout(timeout, conn.next()).await {
+    let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => {
             let _ = send(conn, PbFrame::error(0, e.code(), e.to_string())).await;
@@ -173,12 +178,12 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
             biased;
             kick = &mut handle.kicked => {
                 let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
-                answer_in_flight(&mut conn, &mut window).await;
+                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                 let _ = send(&mut conn, PbFrame::kick(kick.code, kick.reason)).await;
                 return;
             }
             _ = state.draining() => {
-                answer_in_flight(&mut conn, &mut window).await;
+                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                 let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")).await;
                 return;
             }
@@ -188,13 +193,13 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 }
                 if window.is_empty() {
                     if let Some(frame) = held.take() {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
                 }
             }
-            next = tokio::time::timeout(idle, conn.next()), if reading => {
+            next = tokio::time::timeout(idle, idle_buffers::next_frame(&mut conn)), if reading => {
                 let frame = match next {
                     Err(_) => {
                         tracing::debug!(%user, %device, "pb: idle timeout");
@@ -202,7 +207,7 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                     }
                     Ok(None) => return,
                     Ok(Some(Err(e))) => {
-                        answer_in_flight(&mut conn, &mut window).await;
+                        Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                         let _ = send(&mut conn, PbFrame::error(0, e.code(), e.to_string())).await;
                         return;
                     }
@@ -219,13 +224,13 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                         });
                     }
                     Ok(PbRequest::Heartbeat | PbRequest::DeliverAck(_)) => {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
                     _ if !window.is_empty() => held = Some(frame),
                     _ => {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
@@ -235,7 +240,7 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 let Some(msg) = msg else {
                     // Replaced by a newer session of this device, or too
                     // slow: the client reconnects and gets what is pending.
-                    answer_in_flight(&mut conn, &mut window).await;
+                    Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                     return;
                 };
                 let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));

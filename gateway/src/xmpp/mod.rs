@@ -79,17 +79,20 @@ async fn handle_connection(
         XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
     );
     let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
-    let negotiated =
-        match tokio::time::timeout(limit, negotiation::negotiate(&mut conn, &state, &ctx)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(negotiation::Refused)) => return,
-            Err(_) => {
-                let domain = ctx.normalizer.domain().to_string();
-                conn.stream_error(&domain, "connection-timeout", "249 log in faster")
-                    .await;
-                return;
-            }
-        };
+    let negotiated = match tokio::time::timeout(
+        limit,
+        Box::pin(negotiation::negotiate(&mut conn, &state, &ctx)),
+    )
+    .await
+    {
+        Ok(Ok(n)) => n,
+        Ok(Err(negotiation::Refused)) => return,
+        Err(_) => {
+            let domain = ctx.normalizer.domain().to_string();
+            Box::pin(conn.stream_error(&domain, "connection-timeout", "249 log in faster")).await;
+            return;
+        }
+    };
     tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, tls = conn.is_tls(), "xmpp login");
     session::run(conn, state, ctx, negotiated).await;
 }
