@@ -38,7 +38,7 @@ use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
 use tokio_util::codec::Framed;
 
-use crate::sessions::{self, idle_buffers, Kick, SendWindow};
+use crate::sessions::{self, idle_buffers, Kick, SendWindow, SessionHandle};
 use crate::state::AppState;
 
 type Conn = Framed<ClientStream, PbFramer>;
@@ -64,7 +64,10 @@ pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: Ap
         return;
     };
     tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, "pb login");
-    run_session(conn, principal, login_seq, state).await;
+    let Some(live) = Box::pin(open_session(conn, principal, login_seq, &state)).await else {
+        return;
+    };
+    run_session(live, state).await;
 }
 
 async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
@@ -136,13 +139,30 @@ async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u1
     }
 }
 
-async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state: AppState) {
+/// A logged-in connection and what its loop selects on.
+struct Live {
+    conn: Conn,
+    principal: Principal,
+    handle: SessionHandle,
+    feed: DeviceFeed,
+}
+
+/// Register, attach to the store, answer the login; None if that failed
+/// (boxed by the caller: its state is not kept for the session's life).
+async fn open_session(
+    mut conn: Conn,
+    principal: Principal,
+    login_seq: u16,
+    state: &AppState,
+) -> Option<Box<Live>> {
     // Register first (kicks what this login replaces), then attach to the
     // store (pending deliveries first, then live).
-    let mut handle = state.sessions.register(&principal);
-    let user = principal.user_id.clone();
-    let device = principal.device_id.clone();
-    let mut feed = match state.store.attach_device(&user, &device).await {
+    let handle = state.sessions.register(&principal);
+    let feed = match state
+        .store
+        .attach_device(&principal.user_id, &principal.device_id)
+        .await
+    {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "pb: cannot attach device");
@@ -151,10 +171,14 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 PbFrame::error(0, ErrorCode::ServerError, "store unavailable"),
             )
             .await;
-            return;
+            return None;
         }
     };
-    let last = state.store.last_message_id(&user).await.unwrap_or(0);
+    let last = state
+        .store
+        .last_message_id(&principal.user_id)
+        .await
+        .unwrap_or(0);
     let ok = proto::LoginResponse {
         code: 0,
         server_time: now_ms(),
@@ -166,8 +190,24 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
     )
     .await
     {
-        return;
+        return None;
     }
+    Some(Box::new(Live {
+        conn,
+        principal,
+        handle,
+        feed,
+    }))
+}
+
+async fn run_session(live: Box<Live>, state: AppState) {
+    let Live {
+        mut conn,
+        principal,
+        mut handle,
+        mut feed,
+    } = *live;
+    let (user, device) = (&principal.user_id, &principal.device_id);
     let idle = Duration::from_secs(state.config.heartbeat_secs.max(1) * 3);
     let mut window = Window::new(state.config.send_window);
     // A request that must wait until the window is drained.

@@ -74,6 +74,21 @@ async fn handle_connection(
     state: AppState,
     ctx: Arc<XmppContext>,
 ) {
+    // Boxed: negotiation's state is not kept for the session's life (an
+    // idle connection's memory is mostly its task's state).
+    let Some(live) = Box::pin(open(stream, peer, state, ctx)).await else {
+        return;
+    };
+    session::run(live).await;
+}
+
+/// Negotiate (within the login timeout) and build the bound session.
+async fn open(
+    stream: ClientStream,
+    peer: SocketAddr,
+    state: AppState,
+    ctx: Arc<XmppContext>,
+) -> Option<Box<session::Live>> {
     let mut conn = XmppConnection::new(
         stream,
         XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
@@ -86,15 +101,15 @@ async fn handle_connection(
     .await
     {
         Ok(Ok(n)) => n,
-        Ok(Err(negotiation::Refused)) => return,
+        Ok(Err(negotiation::Refused)) => return None,
         Err(_) => {
             let domain = ctx.normalizer.domain().to_string();
             Box::pin(conn.stream_error(&domain, "connection-timeout", "249 log in faster")).await;
-            return;
+            return None;
         }
     };
     tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, tls = conn.is_tls(), "xmpp login");
-    session::run(conn, state, ctx, negotiated).await;
+    session::start(conn, state, ctx, negotiated).await
 }
 
 /// A random identifier (stream ids, stream-management ids).

@@ -88,21 +88,32 @@ enum End {
     Closed,
 }
 
-pub async fn run(
+/// A bound session ready to run, with what its loop selects on (boxed by
+/// [`start`] so the task keeps one pointer to it, not the setup's state).
+pub struct Live {
+    session: Session,
+    handle: crate::sessions::registry::SessionHandle,
+    feed: DeviceFeed,
+    routed: mpsc::Receiver<Box<Element>>,
+}
+
+/// Build the session after negotiation (and resume it if asked); None if
+/// the connection already ended.
+pub async fn start(
     conn: XmppConnection,
     state: AppState,
     ctx: Arc<XmppContext>,
     negotiated: Negotiated,
-) {
+) -> Option<Box<Live>> {
     let Negotiated {
         principal,
-        mut handle,
-        mut feed,
+        handle,
+        feed,
         resumed,
     } = negotiated;
     let domain = ctx.normalizer.domain().to_string();
     let jid = format!("{}@{}/{}", principal.user_id, domain, principal.device_id);
-    let (route, mut routed) = ctx
+    let (route, routed) = ctx
         .router
         .register(&principal.user_id, &principal.device_id);
     let mut session = Session {
@@ -121,11 +132,27 @@ pub async fn run(
     };
     if let Some((guard, h)) = resumed {
         if !Box::pin(session.resume(guard, h)).await {
-            return;
+            return None;
         }
     }
-    let end = session.run_loop(&mut handle, &mut feed, &mut routed).await;
-    session.finish(end);
+    Some(Box::new(Live {
+        session,
+        handle,
+        feed,
+        routed,
+    }))
+}
+
+/// Run the session's loop until the connection ends.
+pub async fn run(mut live: Box<Live>) {
+    let Live {
+        session,
+        handle,
+        feed,
+        routed,
+    } = &mut *live;
+    let end = session.run_loop(handle, feed, routed).await;
+    live.session.finish(end);
 }
 
 impl Session {
