@@ -25,7 +25,7 @@ use crate::secrets;
 use crate::sessions::{
     run_listener, AdmittingListener, AppendOrder, ConnLimiter, OrderedAppends, SessionRegistry,
 };
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::token::TokenIssuer;
 use crate::xmpp;
 
@@ -106,7 +106,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let ordered: Arc<dyn Store> = Arc::new(OrderedAppends::new(store.clone(), append_order));
     let pipeline = build_pipeline(&config.pipeline(), ordered, &parts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let state = AppState {
+    let state = AppState::new(Shared {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),
         admin_secret: Arc::from(secret.as_str()),
         config: Arc::new(config.clone()),
@@ -123,7 +123,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         tls,
         shutdown: shutdown_rx,
         delivery_acks: tokio::sync::broadcast::channel(1024).0,
-    };
+    });
     // Policy changes made on any node (admin API) apply here too.
     tokio::spawn(
         state

@@ -18,8 +18,27 @@ use crate::sessions::{ConnLimiter, SessionRegistry};
 use crate::token::TokenIssuer;
 use imgate_adapters::HttpReviewHook;
 
+/// A handle on the shared state: one pointer, so the many places that
+/// keep one (every session, often twice) cost 8 bytes each and a clone is
+/// one reference count.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub pipeline: SendService,

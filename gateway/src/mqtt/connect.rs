@@ -6,14 +6,14 @@
 use std::time::Duration;
 
 use crate::tls::ClientStream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
     reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,
 };
 use imgate_core::pipeline::{Principal, Protocol};
 use tokio_util::codec::Framed;
 
-use crate::sessions;
+use crate::sessions::{self, idle_buffers};
 use crate::state::AppState;
 
 pub type Framed_ = Framed<ClientStream, MqttFramer>;
@@ -25,7 +25,7 @@ const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
 /// (CONNACK not sent yet). On failure the refusal is sent and None.
 pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Connect, Principal)> {
     let timeout = Duration::from_secs(state.config.login_timeout_secs.max(1));
-    let first = match tokio::time::timeout(timeout, conn.next()).await {
+    let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(Packet::Connect(c)))) => c,
         Ok(Some(Err(
             MqttCodecError::UnsupportedProtocolLevel(_) | MqttCodecError::InvalidProtocolName,

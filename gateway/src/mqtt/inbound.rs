@@ -119,7 +119,7 @@ impl Conn {
             // Its PUBACK must follow those of the `im/send`s in flight
             // (MQTT 5 §4.6): it waits until they are answered.
             _ if !self.window.is_empty() => {
-                self.held = Some(Held::Publish(p));
+                self.held = Some(Box::new(Held::Publish(p)));
                 Ok(())
             }
             _ => self.route_publish(p).await,

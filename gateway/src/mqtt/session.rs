@@ -15,6 +15,11 @@
 //! PUBCOMP) are handled at once: they need no order relative to sends.
 //! On kick or drain the sends in flight are answered first, within
 //! [`DRAIN_LIMIT`].
+//!
+//! Memory: the handlers the loop awaits are boxed (`Box::pin(..).await`),
+//! so the task's long-lived state, what an idle connection costs, holds
+//! only the `select!` branches; the buffers are released while idle
+//! (`sessions::idle_buffers`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -22,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::tls::ClientStream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
     encoded_len, reason, Disconnect, MqttFramer, Packet, Properties, Property, QoS, Version,
 };
@@ -30,12 +35,11 @@ use imgate_core::model::Message;
 use imgate_core::pipeline::Principal;
 use imgate_core::store::DeviceFeed;
 use tokio::sync::Notify;
-use tokio_util::codec::Framed;
 
 use super::broker::{session_key, will_message, AppMessage, Broker};
 use super::connect::{connack, read_connect, Framed_};
 use super::im::ImSendDone;
-use crate::sessions::{Kick, SendWindow};
+use crate::sessions::{idle_buffers, Kick, SendWindow, SessionHandle};
 use crate::state::AppState;
 
 /// Inbound QoS 2 messages a client may have unreleased (our Receive
@@ -79,15 +83,16 @@ pub struct Conn {
     pub aliases: HashMap<u16, String>,
     /// Inbound QoS 2 packet ids awaiting PUBREL.
     pub qos2_in: HashSet<u16>,
-    pub will: Option<(AppMessage, u32)>,
+    /// Boxed: most connections have no will.
+    pub will: Option<Box<(AppMessage, u32)>>,
     pub feed: Option<DeviceFeed>,
     /// An IM delivery waiting for flow control.
     pub im_held: Option<Arc<Message>>,
     pub expiry_secs: u32,
     /// `im/send`s waiting for the store, oldest first.
     pub window: SendWindow<ImSendDone>,
-    /// A packet waiting until `window` is empty.
-    pub held: Option<Held>,
+    /// A packet waiting until `window` is empty (boxed: rarely there).
+    pub held: Option<Box<Held>>,
 }
 
 pub async fn handle_connection(
@@ -96,10 +101,31 @@ pub async fn handle_connection(
     state: AppState,
     broker: Arc<Broker>,
 ) {
-    let mut framed = Framed::new(stream, MqttFramer::new(state.config.mqtt_max_packet));
-    let Some((connect, principal)) = read_connect(&mut framed, &state).await else {
+    // Boxed: what CONNECT and CONNACK need is not kept for the session's
+    // life (an idle connection's memory is mostly its task's state).
+    let Some((mut conn, mut handle, keepalive)) = Box::pin(open(stream, peer, state, broker)).await
+    else {
         return;
     };
+    let end = conn.run(&mut handle.kicked, keepalive).await;
+    conn.feed = None;
+    let will = match end {
+        End::Clean => None,
+        End::Abnormal => conn.will.take().map(|w| *w),
+    };
+    conn.broker.disconnect(&conn.key, conn.generation, will);
+}
+
+/// CONNECT, login, broker session, CONNACK: the connection ready to run,
+/// its registry handle and its keepalive; None when it ended already.
+async fn open(
+    stream: ClientStream,
+    peer: SocketAddr,
+    state: AppState,
+    broker: Arc<Broker>,
+) -> Option<(Conn, SessionHandle, Duration)> {
+    let mut framed = idle_buffers::framed(stream, MqttFramer::new(state.config.mqtt_max_packet));
+    let (connect, principal) = Box::pin(read_connect(&mut framed, &state)).await?;
     let v5 = connect.version == Version::V5;
     let expiry_secs = if v5 {
         connect.properties.session_expiry_interval().unwrap_or(0)
@@ -110,7 +136,7 @@ pub async fn handle_connection(
     };
     // Register first: kicks the connection this one replaces (same
     // device = client-id takeover, or the platform-class rule).
-    let mut handle = state.sessions.register(&principal);
+    let handle = state.sessions.register(&principal);
     let key = session_key(&principal.user_id, &principal.device_id);
     let attached = broker.connect(
         &principal.user_id,
@@ -142,7 +168,7 @@ pub async fn handle_connection(
     }
     if framed.send(ack).await.is_err() {
         broker.disconnect(&key, attached.generation, None);
-        return;
+        return None;
     }
     tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, v5, "mqtt connected");
     let keepalive = match connect.keep_alive {
@@ -150,18 +176,18 @@ pub async fn handle_connection(
         k => Duration::from_millis(u64::from(k) * 1500),
     };
     let will = connect.will.as_ref().map(|w| {
-        (
+        Box::new((
             will_message(w),
             w.properties.will_delay_interval().unwrap_or(0),
-        )
+        ))
     });
-    let mut conn = Conn {
+    let conn = Conn {
         framed,
         v5,
         state: state.clone(),
         broker: broker.clone(),
         principal,
-        key: key.clone(),
+        key,
         generation: attached.generation,
         notify: attached.notify,
         client_receive_max: usize::from(
@@ -184,13 +210,7 @@ pub async fn handle_connection(
         window: SendWindow::new(state.config.send_window),
         held: None,
     };
-    let end = conn.run(&mut handle.kicked, keepalive).await;
-    conn.feed = None;
-    let will = match end {
-        End::Clean => None,
-        End::Abnormal => conn.will.take(),
-    };
-    broker.disconnect(&key, conn.generation, will);
+    Some((conn, handle, keepalive))
 }
 
 impl Conn {
@@ -201,16 +221,16 @@ impl Conn {
     ) -> End {
         // Resume: resend what was in flight, restore the IM subscription.
         for p in self.broker.resend_inflight(&self.key, self.v5) {
-            if !self.send(p).await {
+            if !Box::pin(self.send(p)).await {
                 return End::Abnormal;
             }
         }
         if let (Some(_), _) = self.broker.im_subscriptions(&self.key) {
-            if !self.attach_inbox().await {
+            if !Box::pin(self.attach_inbox()).await {
                 return End::Abnormal;
             }
         }
-        if !self.pump().await {
+        if !Box::pin(self.pump()).await {
             return End::Abnormal;
         }
         let draining = self.state.clone();
@@ -222,23 +242,23 @@ impl Conn {
             tokio::select! {
                 biased;
                 _ = &mut *kicked => {
-                    self.answer_in_flight().await;
-                    self.disconnect(reason::SESSION_TAKEN_OVER).await;
+                    Box::pin(self.answer_in_flight()).await;
+                    Box::pin(self.disconnect(reason::SESSION_TAKEN_OVER)).await;
                     return End::Abnormal;
                 }
                 _ = draining.draining() => {
-                    self.answer_in_flight().await;
-                    self.disconnect(reason::SERVER_SHUTTING_DOWN).await;
+                    Box::pin(self.answer_in_flight()).await;
+                    Box::pin(self.disconnect(reason::SERVER_SHUTTING_DOWN)).await;
                     return End::Abnormal;
                 }
                 done = self.window.next() => {
-                    if let Err(end) = self.im_send_done(done).await {
+                    if let Err(end) = Box::pin(self.im_send_done(done)).await {
                         return end;
                     }
                     if self.window.is_empty() {
-                        let handled = match self.held.take() {
-                            Some(Held::Publish(p)) => self.route_publish(p).await,
-                            Some(Held::Packet(p)) => self.handle(p).await,
+                        let handled = match self.held.take().map(|h| *h) {
+                            Some(Held::Publish(p)) => Box::pin(self.route_publish(p)).await,
+                            Some(Held::Packet(p)) => Box::pin(self.handle(p)).await,
                             None => Ok(()),
                         };
                         if let Err(end) = handled {
@@ -248,11 +268,11 @@ impl Conn {
                 }
                 _ = self.notify.notified() => {
                     if self.broker.overflowed(&self.key, self.generation) {
-                        self.disconnect(reason::QUOTA_EXCEEDED).await;
+                        Box::pin(self.disconnect(reason::QUOTA_EXCEEDED)).await;
                         self.broker.discard(&self.key);
                         return End::Abnormal;
                     }
-                    if !self.flush_held_im().await || !self.pump().await {
+                    if !Box::pin(self.flush_held_im()).await || !Box::pin(self.pump()).await {
                         return End::Abnormal;
                     }
                 }
@@ -260,24 +280,24 @@ impl Conn {
                     let Some(m) = m else {
                         // The store closed the feed (replaced or too slow):
                         // the client reconnects and gets what is pending.
-                        self.disconnect(reason::SERVER_UNAVAILABLE).await;
+                        Box::pin(self.disconnect(reason::SERVER_UNAVAILABLE)).await;
                         return End::Abnormal;
                     };
-                    if !self.deliver_im(m).await {
+                    if !Box::pin(self.deliver_im(m)).await {
                         return End::Abnormal;
                     }
                 }
-                next = tokio::time::timeout(keepalive, self.framed.next()), if reading => {
+                next = tokio::time::timeout(keepalive, idle_buffers::next_frame(&mut self.framed)), if reading => {
                     let packet = match next {
                         Err(_) => {
-                            self.disconnect(reason::KEEP_ALIVE_TIMEOUT).await;
+                            Box::pin(self.disconnect(reason::KEEP_ALIVE_TIMEOUT)).await;
                             return End::Abnormal;
                         }
                         Ok(None) => return End::Abnormal,
                         Ok(Some(Err(e))) => {
                             tracing::debug!(user = %self.principal.user_id, error = %e, "mqtt: bad packet; closing");
-                            self.answer_in_flight().await;
-                            self.disconnect(e.reason_code()).await;
+                            Box::pin(self.answer_in_flight()).await;
+                            Box::pin(self.disconnect(e.reason_code())).await;
                             return End::Abnormal;
                         }
                         Ok(Some(Ok(p))) => p,
@@ -287,8 +307,8 @@ impl Conn {
                         Packet::Subscribe(_) | Packet::Unsubscribe(_) | Packet::Disconnect(_)
                     );
                     if waits && !self.window.is_empty() {
-                        self.held = Some(Held::Packet(packet));
-                    } else if let Err(end) = self.handle(packet).await {
+                        self.held = Some(Box::new(Held::Packet(packet)));
+                    } else if let Err(end) = Box::pin(self.handle(packet)).await {
                         return end;
                     }
                 }

@@ -19,12 +19,17 @@
 //!
 //! On kick or drain the sends in flight are answered first (bounded by
 //! [`DRAIN_LIMIT`]), then the kick is sent.
+//!
+//! Memory: the handlers the loop awaits are boxed (`Box::pin(..).await`),
+//! so the task's long-lived state, what an idle connection costs, holds
+//! only the `select!` branches; the buffers are released while idle
+//! (`sessions::idle_buffers`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::tls::ClientStream;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
 };
@@ -33,7 +38,7 @@ use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
 use tokio_util::codec::Framed;
 
-use crate::sessions::{self, Kick, SendWindow};
+use crate::sessions::{self, idle_buffers, Kick, SendWindow, SessionHandle};
 use crate::state::AppState;
 
 type Conn = Framed<ClientStream, PbFramer>;
@@ -54,12 +59,15 @@ struct SendDone {
 type Window = SendWindow<SendDone>;
 
 pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: AppState) {
-    let mut conn = Framed::new(stream, PbFramer::new(state.config.pb_max_frame));
-    let Some((principal, login_seq)) = login_phase(&mut conn, &state).await else {
+    let mut conn = idle_buffers::framed(stream, PbFramer::new(state.config.pb_max_frame));
+    let Some((principal, login_seq)) = Box::pin(login_phase(&mut conn, &state)).await else {
         return;
     };
     tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, "pb login");
-    run_session(conn, principal, login_seq, state).await;
+    let Some(live) = Box::pin(open_session(conn, principal, login_seq, &state)).await else {
+        return;
+    };
+    run_session(live, state).await;
 }
 
 async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
@@ -70,7 +78,7 @@ async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
 /// Returns the principal and the login request's seq.
 async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u16)> {
     let timeout = Duration::from_secs(state.config.login_timeout_secs);
-    let first = match tokio::time::timeout(timeout, conn.next()).await {
+    let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => {
             let _ = send(conn, PbFrame::error(0, e.code(), e.to_string())).await;
@@ -131,13 +139,30 @@ async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u1
     }
 }
 
-async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state: AppState) {
+/// A logged-in connection and what its loop selects on.
+struct Live {
+    conn: Conn,
+    principal: Principal,
+    handle: SessionHandle,
+    feed: DeviceFeed,
+}
+
+/// Register, attach to the store, answer the login; None if that failed
+/// (boxed by the caller: its state is not kept for the session's life).
+async fn open_session(
+    mut conn: Conn,
+    principal: Principal,
+    login_seq: u16,
+    state: &AppState,
+) -> Option<Box<Live>> {
     // Register first (kicks what this login replaces), then attach to the
     // store (pending deliveries first, then live).
-    let mut handle = state.sessions.register(&principal);
-    let user = principal.user_id.clone();
-    let device = principal.device_id.clone();
-    let mut feed = match state.store.attach_device(&user, &device).await {
+    let handle = state.sessions.register(&principal);
+    let feed = match state
+        .store
+        .attach_device(&principal.user_id, &principal.device_id)
+        .await
+    {
         Ok(f) => f,
         Err(e) => {
             tracing::warn!(error = %e, "pb: cannot attach device");
@@ -146,10 +171,14 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 PbFrame::error(0, ErrorCode::ServerError, "store unavailable"),
             )
             .await;
-            return;
+            return None;
         }
     };
-    let last = state.store.last_message_id(&user).await.unwrap_or(0);
+    let last = state
+        .store
+        .last_message_id(&principal.user_id)
+        .await
+        .unwrap_or(0);
     let ok = proto::LoginResponse {
         code: 0,
         server_time: now_ms(),
@@ -161,8 +190,24 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
     )
     .await
     {
-        return;
+        return None;
     }
+    Some(Box::new(Live {
+        conn,
+        principal,
+        handle,
+        feed,
+    }))
+}
+
+async fn run_session(live: Box<Live>, state: AppState) {
+    let Live {
+        mut conn,
+        principal,
+        mut handle,
+        mut feed,
+    } = *live;
+    let (user, device) = (&principal.user_id, &principal.device_id);
     let idle = Duration::from_secs(state.config.heartbeat_secs.max(1) * 3);
     let mut window = Window::new(state.config.send_window);
     // A request that must wait until the window is drained.
@@ -173,12 +218,12 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
             biased;
             kick = &mut handle.kicked => {
                 let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
-                answer_in_flight(&mut conn, &mut window).await;
+                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                 let _ = send(&mut conn, PbFrame::kick(kick.code, kick.reason)).await;
                 return;
             }
             _ = state.draining() => {
-                answer_in_flight(&mut conn, &mut window).await;
+                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                 let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")).await;
                 return;
             }
@@ -188,13 +233,13 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 }
                 if window.is_empty() {
                     if let Some(frame) = held.take() {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
                 }
             }
-            next = tokio::time::timeout(idle, conn.next()), if reading => {
+            next = tokio::time::timeout(idle, idle_buffers::next_frame(&mut conn)), if reading => {
                 let frame = match next {
                     Err(_) => {
                         tracing::debug!(%user, %device, "pb: idle timeout");
@@ -202,7 +247,7 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                     }
                     Ok(None) => return,
                     Ok(Some(Err(e))) => {
-                        answer_in_flight(&mut conn, &mut window).await;
+                        Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                         let _ = send(&mut conn, PbFrame::error(0, e.code(), e.to_string())).await;
                         return;
                     }
@@ -219,13 +264,13 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                         });
                     }
                     Ok(PbRequest::Heartbeat | PbRequest::DeliverAck(_)) => {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
                     _ if !window.is_empty() => held = Some(frame),
                     _ => {
-                        if !handle_frame(&mut conn, &state, &principal, frame).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
                             return;
                         }
                     }
@@ -235,7 +280,7 @@ async fn run_session(mut conn: Conn, principal: Principal, login_seq: u16, state
                 let Some(msg) = msg else {
                     // Replaced by a newer session of this device, or too
                     // slow: the client reconnects and gets what is pending.
-                    answer_in_flight(&mut conn, &mut window).await;
+                    Box::pin(answer_in_flight(&mut conn, &mut window)).await;
                     return;
                 };
                 let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));

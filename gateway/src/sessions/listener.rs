@@ -64,7 +64,8 @@ pub async fn run_listener<F, Fut>(
         let acceptor = acceptor.clone();
         let state = state.clone();
         sessions.spawn(async move {
-            match tls::accept(acceptor.as_ref(), stream, limit).await {
+            // Boxed: the handshake's state is not kept for the session's life.
+            match Box::pin(tls::accept(acceptor.as_ref(), stream, limit)).await {
                 Ok(stream) => handler(stream, peer, state).await,
                 Err(e) => {
                     tracing::debug!(protocol = protocol.name(), %peer, error = %e, "TLS handshake failed");

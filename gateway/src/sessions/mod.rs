@@ -1,11 +1,13 @@
 //! What every protocol's sessions share: token login, the multi-endpoint
 //! kick rule (also across nodes: `cluster`), connection admission (per-IP
 //! rate, global cap), the accept loop, and the window of a session's
-//! sends in flight with the append order that keeps them in send order.
+//! sends in flight with the append order that keeps them in send order,
+//! and connection buffers that an idle connection does not hold.
 
 pub mod append_order;
 pub mod cluster;
 pub mod conn_limit;
+pub mod idle_buffers;
 pub mod listener;
 pub mod login;
 pub mod registry;

@@ -33,8 +33,9 @@ type Pending<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub struct SendWindow<T> {
     /// Only ever used through `get_mut` (no locking): the mutex makes the
     /// window `Sync`, which the boxed pipeline futures are not, so a
-    /// session may hold `&self` across an await.
-    pending: Mutex<FuturesOrdered<Pending<T>>>,
+    /// session may hold `&self` across an await. None while no send was
+    /// made yet (an idle session allocates no queue).
+    pending: Mutex<Option<FuturesOrdered<Pending<T>>>>,
     /// `pending.len()`, readable through `&self`.
     in_flight: usize,
     capacity: usize,
@@ -46,7 +47,7 @@ impl<T: Send + 'static> SendWindow<T> {
     /// A window of `capacity` sends (at least 1).
     pub fn new(capacity: usize) -> Self {
         SendWindow {
-            pending: Mutex::new(FuturesOrdered::new()),
+            pending: Mutex::new(None),
             in_flight: 0,
             capacity: capacity.max(1),
             last_turn: None,
@@ -63,10 +64,11 @@ impl<T: Send + 'static> SendWindow<T> {
     }
 
     fn pending_mut(&mut self) -> &mut FuturesOrdered<Pending<T>> {
-        match self.pending.get_mut() {
+        let pending = match self.pending.get_mut() {
             Ok(p) => p,
             Err(poisoned) => poisoned.into_inner(),
-        }
+        };
+        pending.get_or_insert_with(FuturesOrdered::new)
     }
 
     /// No room for another send: stop reading until [`Self::next`] yields.
@@ -81,10 +83,10 @@ impl<T: Send + 'static> SendWindow<T> {
     /// The oldest send's result once it is done; never resolves while the
     /// window is empty (so it can sit in a `select!`). Cancel-safe.
     pub async fn next(&mut self) -> T {
-        let pending = self.pending_mut();
-        if pending.is_empty() {
+        if self.in_flight == 0 {
             return std::future::pending().await;
         }
+        let pending = self.pending_mut();
         match pending.next().await {
             Some(result) => {
                 self.in_flight -= 1;

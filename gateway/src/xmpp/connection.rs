@@ -11,6 +11,7 @@ use imgate_codecs::xmpp::{ns, Element, XmppCodecError, XmppEvent, XmppFramer};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::sessions::idle_buffers::READ_CHUNK;
 use crate::tls::{ClientStream, TlsAcceptor};
 
 /// The reason a read ended the stream.
@@ -36,7 +37,7 @@ impl XmppConnection {
     pub fn new(stream: ClientStream, framer: XmppFramer) -> XmppConnection {
         XmppConnection {
             stream,
-            buf: BytesMut::with_capacity(4096),
+            buf: BytesMut::new(),
             framer,
             header_sent: false,
             activity: false,
@@ -53,10 +54,32 @@ impl XmppConnection {
             }
             // Never hold more than one item's worth of bytes: the framer
             // errors out at its limit, so the buffer stays bounded.
-            self.buf.reserve(4096);
-            match self.stream.read_buf(&mut self.buf).await {
+            match self.read_more().await {
                 Ok(0) | Err(_) => return Err(ReadEnd::Eof),
                 Ok(_) => self.activity = true,
+            }
+        }
+    }
+
+    /// Read what the peer sent. On plain TCP with nothing buffered the
+    /// wait holds no buffer (an idle connection costs no read buffer, see
+    /// `sessions::idle_buffers`); TLS keeps its buffer (rustls may hold
+    /// decrypted bytes the socket's readiness does not announce).
+    async fn read_more(&mut self) -> std::io::Result<usize> {
+        let ClientStream::Plain(tcp) = &self.stream else {
+            self.buf.reserve(READ_CHUNK);
+            return self.stream.read_buf(&mut self.buf).await;
+        };
+        loop {
+            if self.buf.is_empty() && self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
+            }
+            tcp.readable().await?;
+            self.buf.reserve(READ_CHUNK);
+            match tcp.try_read_buf(&mut self.buf) {
+                // Readiness was stale: wait again (without the buffer).
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                other => return other,
             }
         }
     }

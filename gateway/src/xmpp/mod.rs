@@ -74,24 +74,42 @@ async fn handle_connection(
     state: AppState,
     ctx: Arc<XmppContext>,
 ) {
+    // Boxed: negotiation's state is not kept for the session's life (an
+    // idle connection's memory is mostly its task's state).
+    let Some(live) = Box::pin(open(stream, peer, state, ctx)).await else {
+        return;
+    };
+    session::run(live).await;
+}
+
+/// Negotiate (within the login timeout) and build the bound session.
+async fn open(
+    stream: ClientStream,
+    peer: SocketAddr,
+    state: AppState,
+    ctx: Arc<XmppContext>,
+) -> Option<Box<session::Live>> {
     let mut conn = XmppConnection::new(
         stream,
         XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
     );
     let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
-    let negotiated =
-        match tokio::time::timeout(limit, negotiation::negotiate(&mut conn, &state, &ctx)).await {
-            Ok(Ok(n)) => n,
-            Ok(Err(negotiation::Refused)) => return,
-            Err(_) => {
-                let domain = ctx.normalizer.domain().to_string();
-                conn.stream_error(&domain, "connection-timeout", "249 log in faster")
-                    .await;
-                return;
-            }
-        };
+    let negotiated = match tokio::time::timeout(
+        limit,
+        Box::pin(negotiation::negotiate(&mut conn, &state, &ctx)),
+    )
+    .await
+    {
+        Ok(Ok(n)) => n,
+        Ok(Err(negotiation::Refused)) => return None,
+        Err(_) => {
+            let domain = ctx.normalizer.domain().to_string();
+            Box::pin(conn.stream_error(&domain, "connection-timeout", "249 log in faster")).await;
+            return None;
+        }
+    };
     tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, tls = conn.is_tls(), "xmpp login");
-    session::run(conn, state, ctx, negotiated).await;
+    session::start(conn, state, ctx, negotiated).await
 }
 
 /// A random identifier (stream ids, stream-management ids).

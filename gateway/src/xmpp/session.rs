@@ -8,7 +8,9 @@
 //! Durability acks for the sender: with XEP-0198 enabled, the server's
 //! `<a h>` counts a message only once the pipeline returned, i.e. after
 //! the store made it durable. A rejected message gets a `type='error'`
-//! reply instead.
+//! reply instead. There is no server-made XEP-0184 receipt: a receipt
+//! means "the recipient has it" and is forwarded from the recipient when
+//! it sends one.
 //!
 //! Messages are pipelined: every `<message>` goes into the session's
 //! [`SendWindow`] (`send_window` in the config; with it full the socket is
@@ -21,9 +23,12 @@
 //! covers every message sent before it (clients rely on that to know
 //! their messages are durable). The client's `<a/>` (delivery acks) needs
 //! no order and is handled at once. On kick, drain or stream close the
-//! messages in flight are answered first, within [`DRAIN_LIMIT`]. There is no
-//! server-made XEP-0184 receipt: a receipt means "the recipient has it"
-//! and is forwarded from the recipient when it sends one.
+//! messages in flight are answered first, within [`DRAIN_LIMIT`].
+//!
+//! Memory: the handlers the loop awaits are boxed (`Box::pin(..).await`),
+//! so the task's long-lived state, what an idle connection costs, holds
+//! only the `select!` branches; the read buffer is released while idle
+//! (`XmppConnection::read_event`) and routed stanzas queue boxed.
 //!
 //! Delivery acks: a delivered message's id is its `messageUid`; the
 //! recipient's XEP-0184 `<received id>` or an XEP-0198 `<a h>` covering it
@@ -83,21 +88,32 @@ enum End {
     Closed,
 }
 
-pub async fn run(
+/// A bound session ready to run, with what its loop selects on (boxed by
+/// [`start`] so the task keeps one pointer to it, not the setup's state).
+pub struct Live {
+    session: Session,
+    handle: crate::sessions::registry::SessionHandle,
+    feed: DeviceFeed,
+    routed: mpsc::Receiver<Box<Element>>,
+}
+
+/// Build the session after negotiation (and resume it if asked); None if
+/// the connection already ended.
+pub async fn start(
     conn: XmppConnection,
     state: AppState,
     ctx: Arc<XmppContext>,
     negotiated: Negotiated,
-) {
+) -> Option<Box<Live>> {
     let Negotiated {
         principal,
-        mut handle,
-        mut feed,
+        handle,
+        feed,
         resumed,
     } = negotiated;
     let domain = ctx.normalizer.domain().to_string();
     let jid = format!("{}@{}/{}", principal.user_id, domain, principal.device_id);
-    let (route, mut routed) = ctx
+    let (route, routed) = ctx
         .router
         .register(&principal.user_id, &principal.device_id);
     let mut session = Session {
@@ -115,12 +131,28 @@ pub async fn run(
         held: None,
     };
     if let Some((guard, h)) = resumed {
-        if !session.resume(guard, h).await {
-            return;
+        if !Box::pin(session.resume(guard, h)).await {
+            return None;
         }
     }
-    let end = session.run_loop(&mut handle, &mut feed, &mut routed).await;
-    session.finish(end);
+    Some(Box::new(Live {
+        session,
+        handle,
+        feed,
+        routed,
+    }))
+}
+
+/// Run the session's loop until the connection ends.
+pub async fn run(mut live: Box<Live>) {
+    let Live {
+        session,
+        handle,
+        feed,
+        routed,
+    } = &mut *live;
+    let end = session.run_loop(handle, feed, routed).await;
+    live.session.finish(end);
 }
 
 impl Session {
@@ -132,7 +164,7 @@ impl Session {
         &mut self,
         handle: &mut crate::sessions::registry::SessionHandle,
         feed: &mut DeviceFeed,
-        routed: &mut mpsc::Receiver<Element>,
+        routed: &mut mpsc::Receiver<Box<Element>>,
     ) -> End {
         let heartbeat = Duration::from_secs(self.state.config.heartbeat_secs.max(1));
         let mut silent = 0u32;
@@ -144,23 +176,23 @@ impl Session {
                 kick = &mut handle.kicked => {
                     let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
                     let text = format!("{} {}", kick.code.as_i32(), kick.reason);
-                    self.answer_in_flight().await;
-                    self.conn.stream_error(&domain, "conflict", &text).await;
+                    Box::pin(self.answer_in_flight()).await;
+                    Box::pin(self.conn.stream_error(&domain, "conflict", &text)).await;
                     // The newer session may resume this one's SM state.
                     return End::Lost;
                 }
                 _ = self.state.draining() => {
-                    self.answer_in_flight().await;
-                    self.conn.stream_error(&domain, "system-shutdown", "4 server shutting down; reconnect").await;
+                    Box::pin(self.answer_in_flight()).await;
+                    Box::pin(self.conn.stream_error(&domain, "system-shutdown", "4 server shutting down; reconnect")).await;
                     return End::Lost;
                 }
                 done = self.window.next() => {
-                    if !self.message_done(done).await {
+                    if !Box::pin(self.message_done(done)).await {
                         return End::Lost;
                     }
                     if self.window.is_empty() {
                         if let Some(el) = self.held.take() {
-                            if !self.handle_element(el).await {
+                            if !Box::pin(self.handle_element(el)).await {
                                 return End::Lost;
                             }
                         }
@@ -175,31 +207,31 @@ impl Session {
                             }
                             silent += 1;
                             if silent >= MAX_SILENT_INTERVALS {
-                                self.conn.stream_error(&domain, "connection-timeout", "249 no traffic").await;
+                                Box::pin(self.conn.stream_error(&domain, "connection-timeout", "249 no traffic")).await;
                                 return End::Lost;
                             }
-                            if !self.send_server_ping().await {
+                            if !Box::pin(self.send_server_ping()).await {
                                 return End::Lost;
                             }
                         }
                         Ok(Err(ReadEnd::Eof)) => return End::Lost,
                         Ok(Err(ReadEnd::Codec(e))) => {
-                            self.conn.stream_error(&domain, e.stream_condition(), &format!("2 {e}")).await;
+                            Box::pin(self.conn.stream_error(&domain, e.stream_condition(), &format!("2 {e}"))).await;
                             return End::Lost;
                         }
                         Ok(Ok(XmppEvent::StreamClose)) => {
-                            self.answer_in_flight().await;
-                            self.conn.close().await;
+                            Box::pin(self.answer_in_flight()).await;
+                            Box::pin(self.conn.close()).await;
                             return End::Closed;
                         }
                         Ok(Ok(XmppEvent::StreamOpen(_))) => {
-                            self.conn.stream_error(&domain, "bad-format", "2 stream already open").await;
+                            Box::pin(self.conn.stream_error(&domain, "bad-format", "2 stream already open")).await;
                             return End::Lost;
                         }
                         Ok(Ok(XmppEvent::Stanza(el))) => {
                             silent = 0;
                             self.conn.take_activity();
-                            if !self.handle_element(el).await {
+                            if !Box::pin(self.handle_element(el)).await {
                                 return End::Lost;
                             }
                         }
@@ -209,12 +241,12 @@ impl Session {
                     // None: replaced by a newer session of this device, or
                     // too slow; the client reconnects and gets what is pending.
                     let Some(msg) = msg else { return End::Lost };
-                    if !self.deliver(&msg).await {
+                    if !Box::pin(self.deliver(&msg)).await {
                         return End::Lost;
                     }
                 }
                 Some(el) = routed.recv() => {
-                    if !self.send_stanza(&el, None).await {
+                    if !Box::pin(self.send_stanza(&el, None)).await {
                         return End::Lost;
                     }
                 }
