@@ -95,10 +95,44 @@ fn read_int(el: &Element, name: &str, default: i32) -> Result<i32, ImError> {
     }
 }
 
+/// Whether `p` equals `MessagePayload::text(p.searchable_content)`,
+/// without copying the text (this runs for every delivery). Every field
+/// is named, so a new one must be added here.
+fn is_plain_text(p: &MessagePayload) -> bool {
+    let plain = MessagePayload::text(String::new());
+    let MessagePayload {
+        content_type,
+        searchable_content: _,
+        push_content,
+        content,
+        data,
+        media_type,
+        remote_media_url,
+        persist_flag,
+        expire_duration,
+        mentioned_type,
+        mentioned_targets,
+        extra,
+        push_data,
+    } = p;
+    *content_type == plain.content_type
+        && *push_content == plain.push_content
+        && *content == plain.content
+        && *data == plain.data
+        && *media_type == plain.media_type
+        && *remote_media_url == plain.remote_media_url
+        && *persist_flag == plain.persist_flag
+        && *expire_duration == plain.expire_duration
+        && *mentioned_type == plain.mentioned_type
+        && *mentioned_targets == plain.mentioned_targets
+        && *extra == plain.extra
+        && *push_data == plain.push_data
+}
+
 /// Whether a message needs the payload element (anything `<body>` alone
 /// would lose).
 pub fn needs_payload_element(p: &MessagePayload, extras: &PayloadExtras) -> bool {
-    *p != MessagePayload::text(p.searchable_content.clone())
+    !is_plain_text(p)
         || !xml_safe(&p.searchable_content)
         || extras.conv_type.is_some()
         || extras.line != 0
@@ -201,6 +235,24 @@ pub fn decode_payload(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_text_check_matches_comparing_with_a_text_payload() {
+        let mut with_extra = MessagePayload::text("hi");
+        with_extra.extra = "x".into();
+        let mut with_targets = MessagePayload::text("hi");
+        with_targets.mentioned_targets = vec!["bob".into()];
+        for p in [
+            MessagePayload::text("hi"),
+            MessagePayload::text(""),
+            full(),
+            with_extra,
+            with_targets,
+        ] {
+            let old = p == MessagePayload::text(p.searchable_content.clone());
+            assert_eq!(is_plain_text(&p), old, "{p:?}");
+        }
+    }
 
     fn full() -> MessagePayload {
         MessagePayload {

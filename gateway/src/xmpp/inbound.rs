@@ -34,14 +34,28 @@ impl Session {
             .message_to_draft(&el, &self.principal.user_id)
         {
             Ok(Some(draft)) => {
+                // A private message's receipt goes back to its sender:
+                // remember what it needs (`receipts::RecentSends`).
+                let private = draft.conversation.kind == 0;
+                let sender = draft.sender.clone();
                 let pipelined = self.state.send_owned(SendCommand {
                     principal: self.principal.clone(),
                     draft,
                 });
                 let jid = self.jid.clone();
+                let ctx = self.ctx.clone();
                 self.window.push(async move {
                     match pipelined.await {
-                        Ok(_) => None,
+                        Ok(ack) => {
+                            if private {
+                                ctx.recent_sends.record(
+                                    ack.message_id,
+                                    &sender,
+                                    &ack.client_msg_id,
+                                );
+                            }
+                            None
+                        }
                         Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
                     }
                 });

@@ -48,6 +48,8 @@ pub struct XmppContext {
     pub normalizer: XmppNormalizer,
     pub router: XmppRouter,
     pub sm: SmRegistry,
+    /// This node's XMPP senders' recent private messages, for receipts.
+    pub recent_sends: receipts::RecentSends,
 }
 
 /// The per-connection handler for `run_listener`, sharing one
@@ -62,6 +64,7 @@ pub fn connection_handler(
         normalizer: XmppNormalizer::new(&state.config.xmpp_domain),
         router: XmppRouter::default(),
         sm: SmRegistry::default(),
+        recent_sends: receipts::RecentSends::default(),
     });
     tokio::spawn(receipts::follow(state.store.clone(), ctx.clone()));
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));

@@ -38,6 +38,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use imgate_codecs::xmpp::{ns, DeliveryOptions, Element, XmppEvent};
 use imgate_core::pipeline::Principal;
 use imgate_core::store::DeviceFeed;
@@ -57,6 +58,8 @@ use crate::state::AppState;
 const MAX_SILENT_INTERVALS: u32 = 3;
 /// How long a closing session waits for its messages in flight.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// Most stanzas (deliveries, routed stanzas) rendered into one socket write.
+const WRITE_BATCH: usize = 64;
 
 /// A pipelined `<message>`'s outcome: the error reply to write, if any.
 pub(super) type MessageDone = Option<Element>;
@@ -241,12 +244,12 @@ impl Session {
                     // None: replaced by a newer session of this device, or
                     // too slow; the client reconnects and gets what is pending.
                     let Some(msg) = msg else { return End::Lost };
-                    if !Box::pin(self.deliver(&msg)).await {
+                    if !Box::pin(self.deliver(msg, feed)).await {
                         return End::Lost;
                     }
                 }
                 Some(el) = routed.recv() => {
-                    if !Box::pin(self.send_stanza(&el, None)).await {
+                    if !Box::pin(self.send_routed(el, routed)).await {
                         return End::Lost;
                     }
                 }
@@ -358,24 +361,78 @@ impl Session {
         true
     }
 
-    async fn deliver(&mut self, msg: &Message) -> bool {
+    /// Deliver `first` and whatever else the feed has ready (up to
+    /// [`WRITE_BATCH`]) in one socket write, with one SM `<r/>` for all of
+    /// them: a flood costs one write per batch instead of two per message.
+    async fn deliver(&mut self, first: Arc<Message>, feed: &mut DeviceFeed) -> bool {
+        let mut out = String::new();
+        let mut ids = Vec::with_capacity(WRITE_BATCH);
+        let mut next = Some(first);
+        let mut feed_open = true;
+        while let Some(msg) = next.take() {
+            self.render_delivery(&msg, &mut out);
+            ids.push(msg.message_id);
+            if ids.len() >= WRITE_BATCH {
+                break;
+            }
+            // Cancel-safe (the feed is polled in `select!` too).
+            match feed.next().now_or_never() {
+                Some(Some(m)) => next = Some(m),
+                Some(None) => feed_open = false,
+                None => {}
+            }
+        }
+        // Ask for an SM ack right away so the store learns of the deliveries.
+        if self.sm.is_some() {
+            Element::new("r", ns::SM).write_xml(&mut out, ns::CLIENT);
+        }
+        if !self.conn.write_str(&out).await {
+            return false;
+        }
+        for id in ids {
+            if let Some(sm) = self.sm.as_mut() {
+                sm.sent(Some(id));
+            }
+            self.state
+                .metrics
+                .message_out(imgate_core::pipeline::Protocol::Xmpp);
+        }
+        feed_open
+    }
+
+    /// One delivered message's stanza, appended to `out`.
+    fn render_delivery(&self, msg: &Message, out: &mut String) {
         let opts = DeliveryOptions {
             delayed: msg.server_ts < self.started_ms,
             request_receipt: !matches!(msg.conversation.kind, 1..=3),
         };
-        let el =
-            self.ctx
-                .normalizer
-                .message_to_stanza(msg, &self.principal.user_id, &self.jid, opts);
-        if !self.send_stanza(&el, Some(msg.message_id)).await {
+        self.ctx
+            .normalizer
+            .message_to_stanza(msg, &self.principal.user_id, &self.jid, opts)
+            .write_xml(out, ns::CLIENT);
+    }
+
+    /// Routed stanzas (presence, receipts) ready at once, in one write.
+    async fn send_routed(
+        &mut self,
+        first: Box<Element>,
+        routed: &mut mpsc::Receiver<Box<Element>>,
+    ) -> bool {
+        let mut out = String::new();
+        first.write_xml(&mut out, ns::CLIENT);
+        let mut count = 1u32;
+        while (count as usize) < WRITE_BATCH {
+            let Ok(el) = routed.try_recv() else { break };
+            el.write_xml(&mut out, ns::CLIENT);
+            count += 1;
+        }
+        if !self.conn.write_str(&out).await {
             return false;
         }
-        self.state
-            .metrics
-            .message_out(imgate_core::pipeline::Protocol::Xmpp);
-        // Ask for an SM ack right away so the store learns of the delivery.
-        if self.sm.is_some() {
-            return self.conn.write_element(&Element::new("r", ns::SM)).await;
+        if let Some(sm) = self.sm.as_mut() {
+            for _ in 0..count {
+                sm.sent(None);
+            }
         }
         true
     }
