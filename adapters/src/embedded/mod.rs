@@ -182,6 +182,28 @@ impl Store for EmbeddedStore {
         }))
     }
 
+    /// Queued = in the writer's FIFO queue: ids follow queue order. (A
+    /// first poll of `append` is not enough: the queue's permit can be
+    /// taken while the message is not yet pushed, when the task's
+    /// cooperative budget ran out.)
+    fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> BoxFuture<'_, StoreResult<BoxFuture<'_, StoreResult<Appended>>>> {
+        Box::pin(async move {
+            let stopped = || StoreError::Unavailable("embedded store writer stopped".into());
+            let permit = self.writes.reserve().await.map_err(|_| stopped())?;
+            let (reply, done) = oneshot::channel();
+            permit.send(WriteOp::Append {
+                msg: Box::new(msg),
+                reply,
+            });
+            let done: BoxFuture<'_, StoreResult<Appended>> =
+                Box::pin(async move { done.await.map_err(|_| stopped())? });
+            Ok(done)
+        })
+    }
+
     fn sync<'a>(
         &'a self,
         user: &'a str,

@@ -53,6 +53,24 @@ pub trait Store: Send + Sync + 'static {
     /// `duplicate = true` and stores nothing.
     fn append(&self, msg: NewMessage) -> BoxFuture<'_, StoreResult<Appended>>;
 
+    /// [`Store::append`] in two steps, for callers that must keep the order
+    /// of their appends (a session's pipelined sends): the outer future
+    /// resolves once the message's place in the store's order is fixed
+    /// (it gets an id after every append queued before it), the inner one
+    /// once it is durable. A caller may start its next append as soon as
+    /// the outer one resolved. The default queues nothing: the outer
+    /// future resolves when the append is complete.
+    fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> BoxFuture<'_, StoreResult<BoxFuture<'_, StoreResult<Appended>>>> {
+        Box::pin(async move {
+            let done = self.append(msg).await;
+            let ready: BoxFuture<'_, StoreResult<Appended>> = Box::pin(std::future::ready(done));
+            Ok(ready)
+        })
+    }
+
     /// Messages of `user` (sent or received) with id > `since`, ascending,
     /// at most `limit`, and whether more follow.
     fn sync<'a>(

@@ -13,11 +13,15 @@
 //! and sends without a turn (HTTP, admin, imports) are not affected.
 //!
 //! What "issued" means depends on the store ([`AppendOrder`]):
-//! - [`AppendOrder::Issue`]: the store assigns ids in the order appends
-//!   are first polled (the embedded store: the first poll queues the
-//!   write for the single writer thread, FIFO). The next append may go as
-//!   soon as this one was polled once: appends of one session share a
-//!   group commit.
+//! - [`AppendOrder::Issue`]: the store assigns ids in queue order and says
+//!   when an append is queued ([`Store::append_queued`]; the embedded
+//!   store: in the single writer's FIFO queue). The next append may go as
+//!   soon as this one is queued: appends of one session share a group
+//!   commit. (Not "as soon as it was polled once": a bounded queue's
+//!   permit can be taken on a poll that then yields for the task's
+//!   cooperative budget, before the message is pushed; the next send's
+//!   append then overtook it, seen as ids out of send order after a
+//!   crash-flood test.)
 //! - [`AppendOrder::Completion`]: the store gives no such order (the
 //!   RabbitMQ publisher runs concurrent publishes on one channel, so they
 //!   can reach the log out of call order). The next append waits until
@@ -25,7 +29,6 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
@@ -154,19 +157,14 @@ impl Store for OrderedAppends {
                 return self.inner.append(msg).await;
             };
             turn.predecessors_done().await;
-            let mut append = self.inner.append(msg);
             match self.order {
                 AppendOrder::Issue => {
-                    let first =
-                        std::future::poll_fn(|cx| Poll::Ready(append.as_mut().poll(cx))).await;
+                    let queued = self.inner.append_queued(msg).await;
                     turn.issued();
-                    match first {
-                        Poll::Ready(result) => result,
-                        Poll::Pending => append.await,
-                    }
+                    queued?.await
                 }
                 AppendOrder::Completion => {
-                    let result = append.await;
+                    let result = self.inner.append(msg).await;
                     turn.issued();
                     result
                 }
