@@ -30,6 +30,11 @@ impl InboxRun {
             v.push(e.to_string());
         }
     }
+
+    /// The errors so far.
+    pub fn errors(&self) -> Vec<String> {
+        self.errors.lock().map(|v| v.clone()).unwrap_or_default()
+    }
 }
 
 /// One connected, subscribed receiver and how many messages it expects.

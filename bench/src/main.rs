@@ -16,7 +16,10 @@
 //!   (connect, windowed publisher, PUBACKing receiver), `inbox` (IM
 //!   receivers), `im_payload` (the text every IM sender stamps),
 //!   `schedule` (flood / paced send times), `stats` (exactly-once
-//!   accounting, percentiles, server CPU and RSS from /proc).
+//!   accounting, percentiles, report fields, server CPU and RSS from
+//!   /proc), `im_run` (what `im`, `pb` and `xmpp` share: arguments, run
+//!   start and stop, sender totals, the report line), `window` (ids in
+//!   flight and send counts of a pipelined sender).
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -24,6 +27,7 @@ mod http_load;
 mod idle;
 mod im_load;
 mod im_payload;
+mod im_run;
 mod inbox;
 mod logins;
 mod mqtt_client;
@@ -31,6 +35,7 @@ mod mqtt_load;
 mod pb_load;
 mod schedule;
 mod stats;
+mod window;
 mod xmpp_client;
 mod xmpp_load;
 

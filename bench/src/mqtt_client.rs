@@ -16,6 +16,8 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::codec::Framed;
 
+use crate::window::{InFlight, SendCounts};
+
 pub type Conn = Framed<TcpStream, MqttFramer>;
 
 /// Bounded wait for a CONNACK, SUBACK or the next PUBACK.
@@ -130,35 +132,21 @@ pub async fn disconnect(conn: &mut Conn) {
 /// round trip. QoS 0 publishes are written without waiting.
 pub struct WindowedPublisher {
     conn: Conn,
-    window: usize,
-    /// `in_flight[pkid]`: sent, not yet acknowledged.
-    in_flight: Vec<bool>,
-    in_flight_count: usize,
-    last_pkid: u16,
+    /// Packet ids sent, not yet acknowledged.
+    in_flight: InFlight,
     unflushed: bool,
-    pub sent: usize,
-    pub acked: usize,
-    /// PUBACKs with a failure reason code (MQTT 5), e.g. a pipeline refusal.
-    pub refused: usize,
-    pub first_refusal: Option<u8>,
-    /// When the last PUBACK arrived.
-    pub last_ack: Option<Instant>,
+    /// Refusals are PUBACKs with a failure reason code (MQTT 5), e.g. a
+    /// pipeline refusal; `last_ack` is when the last PUBACK arrived.
+    pub counts: SendCounts<u8>,
 }
 
 impl WindowedPublisher {
     pub fn new(conn: Conn, window: usize) -> WindowedPublisher {
         WindowedPublisher {
             conn,
-            window: window.clamp(1, usize::from(u16::MAX) - 1),
-            in_flight: vec![false; usize::from(u16::MAX) + 1],
-            in_flight_count: 0,
-            last_pkid: 0,
+            in_flight: InFlight::new(window),
             unflushed: false,
-            sent: 0,
-            acked: 0,
-            refused: 0,
-            first_refusal: None,
-            last_ack: None,
+            counts: SendCounts::default(),
         }
     }
 
@@ -174,11 +162,11 @@ impl WindowedPublisher {
         let pkid = if qos == QoS::AtMostOnce {
             0
         } else {
-            while self.in_flight_count >= self.window {
+            while self.in_flight.is_full() {
                 self.flush().await?;
                 self.read_acks(true).await?;
             }
-            self.take_pkid()
+            self.in_flight.take()
         };
         self.conn
             .feed(Packet::Publish(Publish {
@@ -192,7 +180,7 @@ impl WindowedPublisher {
             }))
             .await?;
         self.unflushed = true;
-        self.sent += 1;
+        self.counts.sent += 1;
         Ok(())
     }
 
@@ -213,7 +201,7 @@ impl WindowedPublisher {
             return self.read_acks(false).await;
         }
         loop {
-            if self.in_flight_count == 0 {
+            if self.in_flight.is_empty() {
                 tokio::time::sleep_until(deadline).await;
                 return Ok(());
             }
@@ -228,7 +216,7 @@ impl WindowedPublisher {
     /// Flush and wait (bounded per acknowledgement) until nothing is in flight.
     pub async fn finish(&mut self) -> anyhow::Result<()> {
         self.flush().await?;
-        while self.in_flight_count > 0 {
+        while !self.in_flight.is_empty() {
             self.read_acks(true).await?;
         }
         Ok(())
@@ -259,18 +247,14 @@ impl WindowedPublisher {
             None => bail!("connection closed"),
             Some(Err(e)) => bail!("bad packet: {e}"),
             Some(Ok(Packet::PubResp(a))) if a.kind == PubRespKind::PubAck => {
-                let slot = usize::from(a.pkid);
-                if !self.in_flight[slot] {
+                if !self.in_flight.release(a.pkid) {
                     bail!("PUBACK for unknown packet id {}", a.pkid);
                 }
-                self.in_flight[slot] = false;
-                self.in_flight_count -= 1;
-                self.last_ack = Some(Instant::now());
+                self.counts.last_ack = Some(Instant::now());
                 if a.reason >= 0x80 {
-                    self.refused += 1;
-                    self.first_refusal.get_or_insert(a.reason);
+                    self.counts.refuse(a.reason);
                 } else {
-                    self.acked += 1;
+                    self.counts.acked += 1;
                 }
                 Ok(())
             }
@@ -280,17 +264,6 @@ impl WindowedPublisher {
             Some(Ok(Packet::Publish(_))) => Ok(()),
             Some(Ok(Packet::Disconnect(d))) => bail!("server DISCONNECT reason {:#04x}", d.reason),
             Some(Ok(other)) => bail!("unexpected {} on a publisher", other.type_name()),
-        }
-    }
-
-    fn take_pkid(&mut self) -> u16 {
-        loop {
-            self.last_pkid = self.last_pkid.wrapping_add(1);
-            if self.last_pkid != 0 && !self.in_flight[usize::from(self.last_pkid)] {
-                self.in_flight[usize::from(self.last_pkid)] = true;
-                self.in_flight_count += 1;
-                return self.last_pkid;
-            }
         }
     }
 }

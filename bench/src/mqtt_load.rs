@@ -25,18 +25,17 @@ use anyhow::Context;
 use bytes::{BufMut, Bytes, BytesMut};
 use clap::{Args, ValueEnum};
 use imgate_codecs::mqtt::{Properties, QoS, Version};
-use serde_json::json;
+use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use crate::inbox;
 use crate::logins::LoginSource;
 use crate::mqtt_client::{self, Conn, WindowedPublisher};
-use crate::schedule::{seqs_of, Schedule};
+use crate::schedule::{self, seqs_of, Schedule};
 use crate::stats::{self, Arrivals, ProcSample};
 
 /// Timestamp + sequence number at the start of every payload.
 const HEADER: usize = 16;
-/// Time between the last connection being up and the first message due.
-const PACED_START: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Routing {
@@ -199,12 +198,7 @@ async fn run_async(args: MqttArgs) -> anyhow::Result<()> {
         pub_conns.push(mqtt_client::connect(&ctx.addr, ctx.version, login, false).await?);
     }
     let server_before = args.server_pid.and_then(ProcSample::read);
-    let started = base.elapsed();
-    let start = if args.rate.is_some() {
-        started + PACED_START
-    } else {
-        started
-    };
+    let start = schedule::start_of(base.elapsed(), args.rate);
     ctx.schedule = Schedule::new(base, start, args.rate);
     let ctx = Arc::new(ctx);
 
@@ -228,28 +222,18 @@ async fn run_async(args: MqttArgs) -> anyhow::Result<()> {
         published.refused += r.refused;
         publish_end = publish_end.max(r.finished.unwrap_or(start));
     }
-    let wait = Duration::from_secs(args.wait_secs);
-    tokio::spawn(async move {
-        tokio::time::sleep(wait).await;
-        let _ = stop_tx.send(true);
-    });
+    inbox::stop_after(stop_tx, Duration::from_secs(args.wait_secs));
     let mut arrivals = Arrivals::new(ctx.expected());
     for h in subs {
         arrivals.merge(h.await.context("a subscriber task panicked")?);
     }
-    let server = stats::server_report(args.server_pid, server_before, arrivals.unique);
-    let delivered_end = arrivals.last.unwrap_or(start);
     let publish_ok = if ctx.qos == QoS::AtMostOnce {
         published.sent
     } else {
         published.acked
     };
-    let delivered_rate = stats::rate(arrivals.unique, start, delivered_end);
-    let sustained = args
-        .rate
-        .map(|r| arrivals.lost() == 0 && delivered_rate >= r * stats::SUSTAINED_SHARE);
     let errors = ctx.errors.lock().map(|v| v.clone()).unwrap_or_default();
-    let report = json!({
+    let Value::Object(mut report) = json!({
         "tool": "mqtt",
         "label": args.label,
         "target": ctx.addr,
@@ -266,27 +250,20 @@ async fn run_async(args: MqttArgs) -> anyhow::Result<()> {
         "sent": published.sent,
         "acked": published.acked,
         "refused": published.refused,
-        "expected": arrivals.expected(),
-        "delivered": arrivals.unique,
-        "lost": arrivals.lost(),
-        "duplicated": arrivals.duplicates,
-        "unknown": arrivals.unknown,
         "publish_seconds": stats::round3(publish_end.saturating_sub(start).as_secs_f64()),
         "publish_msgs_per_sec": stats::rate(publish_ok, start, publish_end),
-        "delivery_seconds": stats::round3(delivered_end.saturating_sub(start).as_secs_f64()),
-        "delivered_msgs_per_sec": delivered_rate,
-        "latency": stats::latency_ms(&mut arrivals.latencies_us),
-        "all_arrived": arrivals.lost() == 0,
-        "sustained": sustained,
-        "server": server,
-        "errors": errors.len(),
-        "error_samples": errors.iter().take(5).collect::<Vec<_>>(),
-    });
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("formatting the report")?
-    );
-    Ok(())
+    }) else {
+        unreachable!("json! of an object literal")
+    };
+    report.extend(stats::delivery_fields(
+        &mut arrivals,
+        start,
+        args.rate,
+        args.server_pid,
+        server_before,
+        &errors,
+    ));
+    stats::print_report(report)
 }
 
 fn payload(ctx: &Ctx, seq: usize) -> Bytes {
@@ -307,20 +284,21 @@ async fn publisher(conn: Conn, index: usize, ctx: Arc<Ctx>) -> PubResult {
     let finished = if ctx.qos == QoS::AtMostOnce {
         Some(ctx.schedule.now())
     } else {
-        p.last_ack
+        p.counts
+            .last_ack
             .map(|t| t.into_std().saturating_duration_since(ctx.schedule.base))
     };
-    if p.refused > 0 {
+    if p.counts.refused > 0 {
         ctx.error(format!(
             "publisher {index}: {} PUBACKs refused, first reason {:#04x}",
-            p.refused,
-            p.first_refusal.unwrap_or(0)
+            p.counts.refused,
+            p.counts.first_refusal.unwrap_or(0)
         ));
     }
     PubResult {
-        sent: p.sent,
-        acked: p.acked,
-        refused: p.refused,
+        sent: p.counts.sent,
+        acked: p.counts.acked,
+        refused: p.counts.refused,
         finished,
     }
 }

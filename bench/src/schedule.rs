@@ -11,6 +11,19 @@
 
 use std::time::{Duration, Instant};
 
+/// Time between the last connection being up and the first message due.
+pub const PACED_START: Duration = Duration::from_millis(100);
+
+/// When the first message is due, `started` being when every connection
+/// was up: at once in flood mode, [`PACED_START`] later in paced mode.
+pub fn start_of(started: Duration, rate: Option<f64>) -> Duration {
+    if rate.is_some() {
+        started + PACED_START
+    } else {
+        started
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     /// The clock base: payload timestamps are nanoseconds since it.

@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use anyhow::Context;
+use serde_json::{json, Map, Value};
 
 /// Ticks per second of `utime`/`stime` in `/proc/<pid>/stat`: USER_HZ,
 /// which Linux fixes at 100 for userspace on every common architecture.
@@ -88,6 +89,53 @@ impl Arrivals {
     pub fn lost(&self) -> usize {
         self.seen.len() - self.unique
     }
+}
+
+/// The delivery half of every report line: what arrived (exactly-once
+/// accounting), delivery time and rate from `start`, latency, whether a
+/// paced run at `rate` was sustained, the server's CPU and RSS since
+/// `server_before`, and the run's errors.
+pub fn delivery_fields(
+    arrivals: &mut Arrivals,
+    start: Duration,
+    rate: Option<f64>,
+    server_pid: Option<u32>,
+    server_before: Option<ProcSample>,
+    errors: &[String],
+) -> Map<String, Value> {
+    let server = server_report(server_pid, server_before, arrivals.unique);
+    let delivered_end = arrivals.last.unwrap_or(start);
+    let delivered_rate = self::rate(arrivals.unique, start, delivered_end);
+    let all_arrived = arrivals.lost() == 0;
+    let sustained = rate.map(|r| all_arrived && delivered_rate >= r * SUSTAINED_SHARE);
+    let fields = json!({
+        "expected": arrivals.expected(),
+        "delivered": arrivals.unique,
+        "lost": arrivals.lost(),
+        "duplicated": arrivals.duplicates,
+        "unknown": arrivals.unknown,
+        "delivery_seconds": round3(delivered_end.saturating_sub(start).as_secs_f64()),
+        "delivered_msgs_per_sec": delivered_rate,
+        "latency": latency_ms(&mut arrivals.latencies_us),
+        "all_arrived": all_arrived,
+        "sustained": sustained,
+        "server": server,
+        "errors": errors.len(),
+        "error_samples": errors.iter().take(5).collect::<Vec<_>>(),
+    });
+    match fields {
+        Value::Object(m) => m,
+        _ => unreachable!("json! of an object literal"),
+    }
+}
+
+/// Print a report line (a JSON object) on stdout.
+pub fn print_report(report: Map<String, Value>) -> anyhow::Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string(&report).context("formatting the report")?
+    );
+    Ok(())
 }
 
 /// p50/p99/max in milliseconds of microsecond samples (sorted in place).

@@ -19,8 +19,7 @@
 //! (`schedule`). The report line has the fields of `im`'s.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
@@ -33,17 +32,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::admin::AdminConn;
+use crate::admin::{AdminConn, Credential};
+use crate::im_run::{self, ImRun, Issued, LoadArgs, SenderPlan, SenderTotals};
 use crate::inbox::{self, InboxRun};
-use crate::schedule::{seqs_of, Schedule};
-use crate::stats::{self, Arrivals, ProcSample};
+use crate::schedule::seqs_of;
+use crate::stats::Arrivals;
 use crate::xmpp_client::{Incoming, XmppConn, XmppLogin, REPLY_TIMEOUT};
-
-/// Time between the last connection being up and the first message due.
-const PACED_START: Duration = Duration::from_millis(100);
-/// A paced run is "sustained" when deliveries kept at least this share of
-/// the offered rate and nothing was lost.
-const SUSTAINED_SHARE: f64 = 0.95;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ReceiverProtocol {
@@ -78,28 +72,8 @@ pub struct XmppArgs {
     pub mqtt_port: u16,
     #[arg(long, default_value_t = 10)]
     pub senders: usize,
-    #[arg(long, default_value_t = 10)]
-    pub receivers: usize,
-    /// Total messages over all senders.
-    #[arg(long, default_value_t = 10_000)]
-    pub messages: usize,
-    /// Body bytes per message.
-    #[arg(long, default_value_t = 256)]
-    pub size: usize,
-    /// Messages per sender not yet counted by the server (XEP-0198).
-    #[arg(long, default_value_t = 32)]
-    pub window: usize,
-    /// Messages per second in total (paced mode); omit to flood.
-    #[arg(long)]
-    pub rate: Option<f64>,
-    /// How long receivers may still wait after the last send.
-    #[arg(long, default_value_t = 10)]
-    pub wait_secs: u64,
-    #[arg(long, default_value = "")]
-    pub label: String,
-    /// The server's process id: report its CPU per delivered message and RSS.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    #[command(flatten)]
+    pub load: LoadArgs,
 }
 
 /// One client's login and the bare JID others address it by.
@@ -110,18 +84,14 @@ struct Account {
 }
 
 pub fn run(args: XmppArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.senders > 0, "--senders must be at least 1");
-    anyhow::ensure!(args.receivers > 0, "--receivers must be at least 1");
+    im_run::check(args.senders, &args.load)?;
     anyhow::ensure!(
         !(args.password.is_some() && args.receiver_protocol == ReceiverProtocol::Mqtt),
         "--receiver-protocol mqtt needs imgate's admin API, not plain accounts"
     );
     let run_id = crate::admin::run_id();
     let (receivers, senders) = accounts(&args, &run_id)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_async(args, receivers, senders))
+    im_run::block_on(run_async(args, run_id, receivers, senders))?
 }
 
 /// (receivers, senders).
@@ -137,7 +107,7 @@ fn accounts(args: &XmppArgs, run_id: &str) -> anyhow::Result<(Vec<Account>, Vec<
         };
         let p = &args.account_prefix;
         return Ok((
-            (0..args.receivers)
+            (0..args.load.receivers)
                 .map(|j| plain(format!("{p}r{j}")))
                 .collect(),
             (0..args.senders)
@@ -145,40 +115,37 @@ fn accounts(args: &XmppArgs, run_id: &str) -> anyhow::Result<(Vec<Account>, Vec<
                 .collect(),
         ));
     }
-    let admin = args.admin.client()?;
-    let mut users: Vec<String> = (0..args.receivers)
-        .map(|j| format!("xm-{run_id}-r{j}"))
-        .collect();
-    users.extend((0..args.senders).map(|i| format!("xm-{run_id}-s{i}")));
-    let mut all: Vec<Account> = admin
-        .credentials(users)?
-        .into_iter()
-        .map(|c| Account {
-            login: XmppLogin {
-                user: c.user,
-                password: c.token.clone(),
-                resource: c.device,
-            },
-            token: c.token,
-        })
-        .collect();
-    let senders = all.split_off(args.receivers);
-    Ok((all, senders))
+    let Issued {
+        receivers, senders, ..
+    } = im_run::issue_users(&args.admin, "xm", args.senders, &args.load)?;
+    let account = |c: Credential| Account {
+        login: XmppLogin {
+            user: c.user,
+            password: c.token.clone(),
+            resource: c.device,
+        },
+        token: c.token,
+    };
+    Ok((
+        receivers.into_iter().map(account).collect(),
+        senders.into_iter().map(account).collect(),
+    ))
 }
 
 async fn run_async(
     args: XmppArgs,
+    run_id: String,
     receivers: Vec<Account>,
     senders: Vec<Account>,
 ) -> anyhow::Result<()> {
+    let load = &args.load;
     let addr = format!("{}:{}", args.host, args.port);
     let base = std::time::Instant::now();
-    let (stop_tx, stop_rx) = watch::channel(false);
     // Receivers first: connected and available before anything is sent.
     let mut xmpp_inboxes = Vec::new();
     let mut mqtt_inboxes = Vec::new();
     for (j, acc) in receivers.iter().enumerate() {
-        let expects = seqs_of(j, args.receivers, args.messages).count();
+        let expects = seqs_of(j, load.receivers, load.messages).count();
         match args.receiver_protocol {
             ReceiverProtocol::Xmpp => {
                 let mut c = XmppConn::login(&addr, &args.domain, &acc.login).await?;
@@ -202,74 +169,25 @@ async fn run_async(
         clients.push(XmppConn::login(&addr, &args.domain, &acc.login).await?);
     }
     let stream_management = clients.iter().all(|c| c.sm);
-    let server_before = args.server_pid.and_then(ProcSample::read);
-    let started = base.elapsed();
-    let start = started
-        + if args.rate.is_some() {
-            PACED_START
-        } else {
-            Duration::ZERO
-        };
-    let run = Arc::new(InboxRun {
-        messages: args.messages,
-        schedule: Schedule::new(base, start, args.rate),
-        errors: Mutex::new(Vec::new()),
-    });
+    let im_run = ImRun::begin(load, base);
+    let run = &im_run.inbox;
     let mut receiving: Vec<JoinHandle<Arrivals>> = Vec::new();
     for (c, expects) in xmpp_inboxes {
         receiving.push(tokio::spawn(receive(
             c,
             expects,
             run.clone(),
-            stop_rx.clone(),
+            im_run.stop_rx.clone(),
         )));
     }
-    for i in mqtt_inboxes {
-        receiving.push(inbox::spawn(i, run.clone(), stop_rx.clone()));
-    }
-    let targets: Arc<Vec<String>> = Arc::new(
-        receivers
-            .iter()
-            .map(|a| format!("{}@{}", a.login.user, args.domain))
-            .collect(),
-    );
-    let sending: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let plan = SenderPlan {
-                index: i,
-                senders: args.senders,
-                messages: args.messages,
-                size: args.size,
-                window: args.window.max(1),
-                targets: targets.clone(),
-            };
-            tokio::spawn(sender(c, plan, run.clone()))
-        })
+    receiving.extend(im_run.spawn_inboxes(mqtt_inboxes));
+    let jids = receivers
+        .iter()
+        .map(|a| format!("{}@{}", a.login.user, args.domain))
         .collect();
-    let mut totals = SenderTotals::default();
-    for h in sending {
-        totals.add(h.await.context("a sender task panicked")?);
-    }
-    inbox::stop_after(stop_tx, Duration::from_secs(args.wait_secs));
-    let mut arrivals = Arrivals::new(args.messages);
-    for h in receiving {
-        arrivals.merge(h.await.context("a receiver task panicked")?);
-    }
-    let server = stats::server_report(args.server_pid, server_before, arrivals.unique);
-    let ack_end = totals.last_ack.unwrap_or(start);
-    let delivered_end = arrivals.last.unwrap_or(start);
-    let delivered_rate = stats::rate(arrivals.unique, start, delivered_end);
-    let all_arrived = arrivals.lost() == 0;
-    let sustained = args
-        .rate
-        .map(|r| all_arrived && delivered_rate >= r * SUSTAINED_SHARE);
-    let errors = run.errors.lock().map(|v| v.clone()).unwrap_or_default();
-    let acked = stream_management.then_some(totals.acked);
-    let report = json!({
+    let sending = im_run.spawn_senders(load, &run_id, jids, clients, sender);
+    let own = json!({
         "tool": "xmpp",
-        "label": args.label,
         "target": addr,
         "sender_protocol": "xmpp",
         "receiver_protocol": match args.receiver_protocol {
@@ -277,36 +195,12 @@ async fn run_async(
             ReceiverProtocol::Mqtt => "mqtt",
         },
         "stream_management": stream_management,
-        "rate": args.rate,
         "senders": args.senders,
-        "receivers": args.receivers,
-        "messages": args.messages,
-        "size": args.size,
-        "window": args.window,
-        "sent": totals.sent,
-        "acked": acked,
-        "refused": totals.refused,
-        "expected": arrivals.expected(),
-        "delivered": arrivals.unique,
-        "lost": arrivals.lost(),
-        "duplicated": arrivals.duplicates,
-        "unknown": arrivals.unknown,
-        "ack_seconds": acked.map(|_| stats::round3(ack_end.saturating_sub(start).as_secs_f64())),
-        "acked_msgs_per_sec": acked.map(|n| stats::rate(n, start, ack_end)),
-        "delivery_seconds": stats::round3(delivered_end.saturating_sub(start).as_secs_f64()),
-        "delivered_msgs_per_sec": delivered_rate,
-        "latency": stats::latency_ms(&mut arrivals.latencies_us),
-        "all_arrived": all_arrived,
-        "sustained": sustained,
-        "server": server,
-        "errors": errors.len(),
-        "error_samples": errors.iter().take(5).collect::<Vec<_>>(),
     });
-    println!(
-        "{}",
-        serde_json::to_string(&report).context("formatting the report")?
-    );
-    Ok(())
+    // Without XEP-0198 nothing counts the senders' messages: no acks.
+    im_run
+        .finish(load, sending, receiving, stream_management, own)
+        .await
 }
 
 /// An XEP-0199 ping and its answer: once it is back, the server has
@@ -325,35 +219,6 @@ async fn ping_roundtrip(c: &mut XmppConn) -> anyhow::Result<()> {
             Some(Incoming::IqAnswer(id)) if id == "ready1" => return Ok(()),
             Some(_) => {}
         }
-    }
-}
-
-/// What one sender sends.
-struct SenderPlan {
-    index: usize,
-    senders: usize,
-    messages: usize,
-    size: usize,
-    window: usize,
-    targets: Arc<Vec<String>>,
-}
-
-#[derive(Default)]
-struct SenderTotals {
-    sent: usize,
-    /// Counted by the server's `<a h/>` (SM only), refusals excluded.
-    acked: usize,
-    /// Bounced as `<message type='error'>`.
-    refused: usize,
-    last_ack: Option<Duration>,
-}
-
-impl SenderTotals {
-    fn add(&mut self, o: SenderTotals) {
-        self.sent += o.sent;
-        self.acked += o.acked;
-        self.refused += o.refused;
-        self.last_ack = self.last_ack.max(o.last_ack);
     }
 }
 
@@ -446,7 +311,7 @@ async fn send_all(s: &mut Sending, plan: &SenderPlan) -> anyhow::Result<()> {
     // Ask for an ack every quarter window: acks flow while the window fills.
     let ask_every = (plan.window / 4).max(1);
     let schedule = s.run.schedule;
-    for seq in seqs_of(plan.index, plan.senders, plan.messages) {
+    for seq in plan.seqs() {
         if let Some(due) = schedule.due_instant(seq) {
             s.read_until(due).await?;
         }
@@ -454,7 +319,7 @@ async fn send_all(s: &mut Sending, plan: &SenderPlan) -> anyhow::Result<()> {
             s.conn.flush().await?;
             s.read_one().await?;
         }
-        let to = &plan.targets[seq % plan.targets.len()];
+        let to = plan.target(seq);
         let text = crate::im_payload::text(seq, schedule.stamp(seq), plan.size);
         s.conn.queue_stanza(&chat_message(to, seq, &text));
         s.totals.sent += 1;
@@ -544,6 +409,8 @@ async fn receive(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use bytes::BytesMut;
     use imgate_codecs::xmpp::{XmppEvent, XmppFramer, XmppNormalizer};
     use tokio_util::codec::Decoder;
