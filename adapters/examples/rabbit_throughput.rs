@@ -11,8 +11,8 @@
 //!   record) with confirms to one durable quorum queue over one
 //!   confirm-mode channel; a publish counts once confirmed.
 //! - store: `C` tasks call `RabbitStore::append` `N` times; each message
-//!   goes to the log stream and to its recipient's device quorum queue (one
-//!   publish, one confirm) and is acked once indexed on this node.
+//!   goes to the log stream (one publish, one confirm) and is acked once
+//!   indexed on this node.
 //!
 //! With `-- --raw-only N C` it measures only the raw rates and prints
 //! them as `key=value` lines (scripts/bench-rabbit.sh compares them with a
@@ -221,17 +221,11 @@ async fn main() {
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let sep = if url.contains('?') { '&' } else { '?' };
-    // bob's device queue must hold the whole run (it is never consumed).
-    let store_url = format!(
-        "{url}{sep}prefix={prefix}&device_max_length={}",
-        2 * n + 1000
-    );
+    let store_url = format!("{url}{sep}prefix={prefix}");
     let config = RabbitConfig::from_url(&store_url, dir.path(), 1).expect("config");
     let s = Arc::new(RabbitStore::open(config).await.expect("open store"));
-    // bob has a registered device, so every message also lands in a
-    // device quorum queue.
+    // bob has a registered device (a cursor; nothing on the broker).
     drop(s.attach_device("bench-bob", "phone").await.expect("attach"));
-    let queue = s.device_queue_name("bench-bob", "phone");
     // A record of the same size as the store's, for the raw run.
     let sample = sample_record();
     let raw_queue = format!("{prefix}.raw");
@@ -259,7 +253,7 @@ async fn main() {
     if let Ok(s) = Arc::try_unwrap(s) {
         s.close().await;
     }
-    delete_topology(&url, &prefix, &[queue, raw_queue])
+    delete_topology(&url, &prefix, &[raw_queue])
         .await
         .expect("cleanup");
 }

@@ -6,8 +6,11 @@
 //! - `index`: the message index both stores keep in redb (one row per
 //!   message, timelines per user, conversation history).
 //! - [`rabbit`]: several gateway nodes on one RabbitMQ: a log stream as the
-//!   source of truth, node-local indexes built from it, one quorum queue
-//!   per device (`IMGATE_STORE=amqp://...`).
+//!   source of truth, node-local indexes built from it, delivery cursors
+//!   shared through a control stream; no broker object per user or device
+//!   (`IMGATE_STORE=amqp://...`).
+//! - `router`: the in-process fan-out both stores use (attached devices,
+//!   user listeners, cursor and announcement watchers).
 //! - [`review_hook`]: the HTTP client behind the pipeline's review hook
 //!   (forward and review modes).
 //!
@@ -18,6 +21,7 @@ pub mod embedded;
 mod index;
 pub mod rabbit;
 pub mod review_hook;
+mod router;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
 pub use rabbit::{RabbitConfig, RabbitStore};

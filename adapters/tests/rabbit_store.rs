@@ -1,7 +1,8 @@
 //! The RabbitMQ store against a real broker: the shared `Store` contract
 //! (`store_contract`, the same scenarios as the embedded store), plus
 //! what only this store has: two nodes on one broker, a restarted node
-//! catching up, full device queues, and connections closed under a send
+//! catching up, device cursors shared by nodes, a broker whose object
+//! count does not grow with devices, and connections closed under a send
 //! loop.
 //!
 //! They need `IMGATE_TEST_AMQP` (e.g. `amqp://guest:guest@127.0.0.1:5672/%2f`);
@@ -18,8 +19,7 @@ use std::time::{Duration, Instant};
 mod store_contract;
 
 use imgate_adapters::rabbit::{delete_topology, RabbitConfig, RabbitStore};
-use imgate_core::model::Conversation;
-use imgate_core::store::DeviceFeed;
+use imgate_core::store::{DeviceFeed, NewMessage};
 use imgate_core::Store;
 use store_contract::{next, private, synced, Backend, WAIT};
 
@@ -33,12 +33,11 @@ fn amqp_url(test: &str) -> Option<String> {
     }
 }
 
-/// One test's broker namespace: a unique prefix, the stores opened in it
-/// and the device queues to delete at the end.
+/// One test's broker namespace: a unique prefix whose streams and
+/// exchange are deleted at the end.
 struct Ns {
     url: String,
     prefix: String,
-    queues: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Ns {
@@ -51,11 +50,7 @@ impl Ns {
             std::process::id(),
             N.fetch_add(1, Ordering::Relaxed)
         );
-        Ns {
-            url,
-            prefix,
-            queues: Default::default(),
-        }
+        Ns { url, prefix }
     }
 
     fn url(&self) -> String {
@@ -71,10 +66,6 @@ impl Ns {
     }
 
     async fn attach(&self, store: &RabbitStore, user: &str, device: &str) -> DeviceFeed {
-        self.queues
-            .lock()
-            .unwrap()
-            .insert(store.device_queue_name(user, device));
         store.attach_device(user, device).await.expect("attach")
     }
 
@@ -86,17 +77,13 @@ impl Ns {
 /// Delete the test's broker objects even when the test failed.
 impl Drop for Ns {
     fn drop(&mut self) {
-        let queues: Vec<String> = match self.queues.lock() {
-            Ok(q) => q.iter().cloned().collect(),
-            Err(p) => p.into_inner().iter().cloned().collect(),
-        };
         let (url, prefix) = (self.url.clone(), self.prefix.clone());
         let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("cleanup runtime");
-            rt.block_on(delete_topology(&url, &prefix, &queues))
+            rt.block_on(delete_topology(&url, &prefix, &[]))
         })
         .join();
         if !matches!(done, Ok(Ok(()))) {
@@ -358,78 +345,6 @@ async fn restarted_node_catches_up_from_its_offset() {
     ns.cleanup().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn full_device_queue_rejects_the_publish_instead_of_dropping() {
-    let Some(url) = amqp_url("full_device_queue_rejects_the_publish_instead_of_dropping") else {
-        return;
-    };
-    let ns = Ns::new(url, "overflow");
-    let dir = tempfile::tempdir().unwrap();
-    let config =
-        RabbitConfig::from_url(&format!("{}&device_max_length=3", ns.url()), dir.path(), 1)
-            .expect("config");
-    let store = RabbitStore::open(config).await.expect("open");
-    drop(ns.attach(&store, "bob", "old-tablet").await);
-    // Quorum queues apply the limit once they are over it, so a publish
-    // or two past it may still be taken; then the broker nacks and the
-    // append fails instead of anything being dropped.
-    let mut accepted = 0;
-    let err = loop {
-        match store
-            .append(private("alice", "bob", &format!("f{accepted}"), "x"))
-            .await
-        {
-            Ok(_) => accepted += 1,
-            Err(e) => break e,
-        }
-        assert!(accepted <= 6, "device queue limit never enforced");
-    };
-    assert!(accepted >= 3, "accepted only {accepted}");
-    assert!(
-        matches!(&err, imgate_core::StoreError::Unavailable(m) if m.contains("not stored")),
-        "{err}"
-    );
-    // The refused message was taken back: not in anyone's sync or history.
-    let refused = format!("f{accepted}");
-    let synced = |page: imgate_core::store::SyncPage| -> Vec<String> {
-        page.messages
-            .iter()
-            .map(|m| m.client_msg_id.clone())
-            .collect()
-    };
-    let alice_sync = synced(store.sync("alice", 0, 100).await.unwrap());
-    assert_eq!(alice_sync.len(), accepted, "{alice_sync:?}");
-    assert!(!alice_sync.contains(&refused));
-    let history = synced(
-        store
-            .history("bob", &Conversation::private("alice"), 0, 100)
-            .await
-            .unwrap(),
-    );
-    assert!(!history.contains(&refused), "{history:?}");
-    // Nothing pending was dropped: the device still gets the accepted
-    // ones, and never the refused one.
-    let mut feed = ns.attach(&store, "bob", "old-tablet").await;
-    let mut delivered = Vec::new();
-    for _ in 0..accepted {
-        let id = next(&mut feed).await;
-        delivered.push(id);
-        store.ack("bob", "old-tablet", id).await.unwrap();
-    }
-    // With room again, the sender's resend with the same id is stored as
-    // a new message (not answered as a duplicate of the withdrawn one).
-    let again = store
-        .append(private("alice", "bob", &refused, "x"))
-        .await
-        .expect("resend after the queue drained");
-    assert!(!again.duplicate);
-    assert_eq!(next(&mut feed).await, again.message.message_id);
-    assert!(!delivered.contains(&again.message.message_id));
-    drop(feed);
-    store.close().await;
-    ns.cleanup().await;
-}
-
 /// Close this test's connections from the broker side (as a broker
 /// restart would), via `rabbitmqctl`.
 fn close_connections_of(prefix: &str) -> usize {
@@ -529,52 +444,71 @@ async fn closing_connections_mid_send_loses_no_acked_message_and_recovers() {
     ns.cleanup().await;
 }
 
-/// One `rabbitmqctl list_connections` column (`channels`, `pid`, ...) of
-/// this test's device-consuming connections, a value per connection.
-fn device_connections(prefix: &str, column: &str) -> Vec<String> {
-    let out = std::process::Command::new("rabbitmqctl")
-        .args(["-q", "list_connections", "client_properties", column])
-        .output()
-        .expect("rabbitmqctl must be available");
-    assert!(out.status.success(), "rabbitmqctl list_connections failed");
-    String::from_utf8_lossy(&out.stdout)
+/// This test's broker objects: queues whose names start with the prefix,
+/// and the channels of its connections (summed).
+fn broker_objects(prefix: &str) -> (Vec<String>, u64) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .expect("rabbitmqctl must be available");
+        assert!(out.status.success(), "rabbitmqctl {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut queues: Vec<String> = run(&["-q", "list_queues", "name"])
         .lines()
-        .filter(|l| l.contains(&format!("imgate {prefix} node 1 devices")))
-        .filter_map(|l| Some(l.split_whitespace().last()?.to_string()))
-        .collect()
+        .map(str::trim)
+        .filter(|q| q.starts_with(&format!("{prefix}.")))
+        .map(str::to_string)
+        .collect();
+    queues.sort();
+    let channels = run(&["-q", "list_connections", "client_properties", "channels"])
+        .lines()
+        .filter(|l| l.contains(&format!("imgate {prefix} ")))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    (queues, channels)
 }
 
+/// DESIGN §7: the broker's queues and channels do not depend on how many
+/// devices there are; every device still gets its messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn device_consumers_spread_over_device_connections() {
-    let Some(url) = amqp_url("device_consumers_spread_over_device_connections") else {
+async fn broker_objects_do_not_grow_with_devices() {
+    let Some(url) = amqp_url("broker_objects_do_not_grow_with_devices") else {
         return;
     };
-    let ns = Ns::new(url, "spread");
+    let ns = Ns::new(url, "objects");
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        RabbitConfig::from_url(&format!("{}&device_connections=3", ns.url()), dir.path(), 1)
-            .expect("config");
-    let store = RabbitStore::open(config).await.expect("open");
+    let store = ns.open(dir.path(), 1).await;
     let mut feeds = Vec::new();
-    for i in 0..30 {
-        feeds.push(ns.attach(&store, "u", &format!("d{i}")).await);
+    for i in 0..10 {
+        feeds.push(ns.attach(&store, &format!("u{i}"), "phone").await);
     }
-    // One channel per attached device, on all three connections.
-    eventually("channels on every device connection", || {
-        let per_conn: Vec<u64> = device_connections(&ns.prefix, "channels")
-            .iter()
-            .filter_map(|c| c.parse().ok())
-            .collect();
-        async move {
-            per_conn.len() == 3
-                && per_conn.iter().all(|&c| c > 0)
-                && per_conn.iter().sum::<u64>() == 30
-        }
-    })
-    .await;
-    // And every device gets its messages.
+    let with_10 = broker_objects(&ns.prefix);
+    assert_eq!(
+        with_10.0,
+        [
+            format!("{}.control", ns.prefix),
+            format!("{}.log", ns.prefix),
+            format!("{}.state", ns.prefix)
+        ]
+    );
+    for i in 10..500 {
+        feeds.push(ns.attach(&store, &format!("u{i}"), "phone").await);
+    }
+    assert_eq!(store.attached_devices(), 500);
+    assert_eq!(
+        broker_objects(&ns.prefix),
+        with_10,
+        "same queues and channels"
+    );
+    // Every device gets its own message (a group of all 500 users).
+    let everyone: Vec<String> = (0..500).map(|i| format!("u{i}")).collect();
     let m = store
-        .append(private("v", "u", "s1", "to all devices"))
+        .append(NewMessage {
+            recipients: everyone,
+            ..private("sender", "u0", "all", "to everyone")
+        })
         .await
         .unwrap()
         .message;
@@ -586,24 +520,107 @@ async fn device_consumers_spread_over_device_connections() {
     ns.cleanup().await;
 }
 
-/// Devices that come and go with unacked deliveries (phones dropping off
-/// the network) must never cost the connection their channels share: a
-/// frame after a channel's close makes RabbitMQ close the whole
-/// connection, and every other device on it would be cut off.
+/// A device acks on node A and reconnects to node B: it resumes where it
+/// acked (the cursor went through the control stream), and a device first
+/// seen on A is known on B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn detaching_devices_never_breaks_their_shared_connection() {
-    let Some(url) = amqp_url("detaching_devices_never_breaks_their_shared_connection") else {
+async fn a_device_resumes_on_another_node_where_it_acked() {
+    let Some(url) = amqp_url("a_device_resumes_on_another_node_where_it_acked") else {
+        return;
+    };
+    let ns = Ns::new(url, "resume");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    let mut moves_on_b = b.watch_cursors();
+    let mut phone = ns.attach(&a, "bob", "phone").await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(
+            a.append(private("alice", "bob", &format!("m{i}"), "x"))
+                .await
+                .unwrap()
+                .message
+                .message_id,
+        );
+    }
+    for &id in &ids {
+        assert_eq!(next(&mut phone).await, id);
+    }
+    for &id in &ids[..6] {
+        a.ack("bob", "phone", id).await.unwrap();
+    }
+    drop(phone);
+    // B hears of the move (a real event, not a sleep).
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let moved = tokio::time::timeout(left, moves_on_b.recv())
+            .await
+            .expect("B never heard of the cursor move")
+            .expect("cursor watch closed");
+        assert!(!moved.local);
+        if moved.user == "bob" && moved.device == "phone" && moved.cursor >= ids[5] {
+            break;
+        }
+    }
+    let mut on_b = ns.attach(&b, "bob", "phone").await;
+    for &id in &ids[6..] {
+        assert_eq!(next(&mut on_b).await, id, "resumed after the acked prefix");
+    }
+    // Messages sent while it was away, on either node, come next.
+    let later = b
+        .append(private("alice", "bob", "later", "x"))
+        .await
+        .unwrap()
+        .message
+        .message_id;
+    assert_eq!(next(&mut on_b).await, later);
+    drop(on_b);
+    // A new device registered on A (once A indexed everything so far: a
+    // new device starts after what its node has seen): B knows where it
+    // starts.
+    eventually("A indexed B's message", || async {
+        synced(&a, "bob").await.contains(&later)
+    })
+    .await;
+    let tablet = ns.attach(&a, "bob", "tablet").await;
+    drop(tablet);
+    let missed = a
+        .append(private("alice", "bob", "while-away", "x"))
+        .await
+        .unwrap()
+        .message
+        .message_id;
+    eventually("B indexed it", || async {
+        synced(&b, "bob").await.contains(&missed)
+    })
+    .await;
+    let mut tablet_b = ns.attach(&b, "bob", "tablet").await;
+    assert_eq!(
+        next(&mut tablet_b).await,
+        missed,
+        "not treated as a new device on B"
+    );
+    drop(tablet_b);
+    a.close().await;
+    b.close().await;
+    ns.cleanup().await;
+}
+
+/// Devices that come and go with unacked deliveries (phones dropping off
+/// the network) cost the broker nothing: the node's connections stay the
+/// same, and every message reaches the device that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_coming_and_going_leave_the_connections_alone() {
+    let Some(url) = amqp_url("devices_coming_and_going_leave_the_connections_alone") else {
         return;
     };
     let ns = Ns::new(url, "detach");
     let dir = tempfile::tempdir().unwrap();
-    let config =
-        RabbitConfig::from_url(&format!("{}&device_connections=1", ns.url()), dir.path(), 1)
-            .expect("config");
-    let store = RabbitStore::open(config).await.expect("open");
+    let store = ns.open(dir.path(), 1).await;
     let mut watch = ns.attach(&store, "bob", "watch").await;
-    let before = device_connections(&ns.prefix, "pid");
-    assert_eq!(before.len(), 1, "one device connection: {before:?}");
+    let before = broker_objects(&ns.prefix);
     for i in 0..150 {
         let device = format!("phone{}", i % 3);
         let mut phone = ns.attach(&store, "bob", &device).await;
@@ -628,11 +645,7 @@ async fn detaching_devices_never_breaks_their_shared_connection() {
         assert_eq!(next(&mut watch).await, id);
         store.ack("bob", "watch", id).await.unwrap();
     }
-    assert_eq!(
-        device_connections(&ns.prefix, "pid"),
-        before,
-        "the device connection was closed by the broker and re-opened"
-    );
+    assert_eq!(broker_objects(&ns.prefix), before);
     drop(watch);
     store.close().await;
     ns.cleanup().await;

@@ -22,8 +22,8 @@ use imgate_core::pipeline::{
     SendCommand, SendService,
 };
 use imgate_core::store::{
-    Announcement, Appended, DeviceFeed, Group, ImportMessage, Imported, NewMessage, Recalled,
-    SettingChange, SyncPage, UserFeed,
+    Announcement, Appended, CursorMoved, DeviceFeed, Group, ImportMessage, Imported, NewMessage,
+    Recalled, SettingChange, SyncPage, UserFeed,
 };
 use imgate_core::words::WordFilter;
 use imgate_core::{BoxFuture, Store, StoreError};
@@ -39,6 +39,7 @@ struct NullStore {
     next_id: AtomicU64,
     settings: broadcast::Sender<SettingChange>,
     announcements: broadcast::Sender<Arc<Announcement>>,
+    cursors: broadcast::Sender<Arc<CursorMoved>>,
     messages: broadcast::Sender<Arc<Message>>,
 }
 
@@ -48,6 +49,7 @@ impl NullStore {
             next_id: AtomicU64::new(1),
             settings: broadcast::channel(1).0,
             announcements: broadcast::channel(1).0,
+            cursors: broadcast::channel(1).0,
             messages: broadcast::channel(1).0,
         }
     }
@@ -130,6 +132,9 @@ impl Store for NullStore {
     }
     fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>> {
         self.announcements.subscribe()
+    }
+    fn watch_cursors(&self) -> broadcast::Receiver<Arc<CursorMoved>> {
+        self.cursors.subscribe()
     }
     fn import(&self, _: Vec<ImportMessage>) -> BoxFuture<'_, R<Vec<Imported>>> {
         ready(Ok(Vec::new()))

@@ -17,14 +17,12 @@
 //! cursor move (a redelivery), never a message.
 //!
 //! - `writer.rs`: the group-commit thread;
-//! - `router.rs`: attached devices and user listeners, fan-out;
 //! - `cursors.rs`: cursor moves waiting for the next commit;
 //! - `catch_up.rs`: a device's timeline pages for its feed;
 //! - `tables.rs`: the cursor table and the first-format conversion.
 
 mod catch_up;
 mod cursors;
-mod router;
 mod tables;
 mod writer;
 
@@ -34,16 +32,16 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Announcement, Appended, BoxFuture, DeviceFeed, Group, ImportMessage, Imported, NewMessage,
-    Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, CursorMoved, DeviceFeed, Group, ImportMessage, Imported,
+    NewMessage, Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::index::read;
+use crate::router::Router;
 use catch_up::DeviceTimeline;
 use cursors::CursorBook;
-use router::Router;
 use writer::WriteOp;
 
 /// Settings of the embedded store.
@@ -328,6 +326,10 @@ impl Store for EmbeddedStore {
 
     fn watch_announcements(&self) -> tokio::sync::broadcast::Receiver<Arc<Announcement>> {
         self.router.announcements.subscribe()
+    }
+
+    fn watch_cursors(&self) -> tokio::sync::broadcast::Receiver<Arc<CursorMoved>> {
+        self.router.cursors.subscribe()
     }
 
     fn import(&self, batch: Vec<ImportMessage>) -> BoxFuture<'_, StoreResult<Vec<Imported>>> {

@@ -21,11 +21,11 @@ use redb::{Database, Durability, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::cursors::CursorBook;
-use super::router::Router;
 use super::tables::CURSORS;
 use super::EmbeddedConfig;
 use crate::index::tables::io;
 use crate::index::{rebuild_dedupe, DedupeMemory, IndexWrite, StoredMessage};
+use crate::router::Router;
 
 /// A write waiting for the next group commit.
 pub enum WriteOp {

@@ -15,6 +15,7 @@ use futures_util::StreamExt;
 use lapin::{Connection, ConnectionProperties, Event};
 use tokio::sync::watch;
 
+use super::config::RabbitConfig;
 use super::topology::{self, Names};
 use imgate_core::StoreError;
 
@@ -43,10 +44,11 @@ impl Broker {
         uri: lapin::uri::AMQPUri,
         name: String,
         names: Names,
+        config: Arc<RabbitConfig>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(Broker, tokio::task::JoinHandle<()>), StoreError> {
         let props = ConnectionProperties::default().with_connection_name(name.clone().into());
-        let first = connect(&uri, props.clone(), &names)
+        let first = connect(&uri, props.clone(), &names, &config)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot reach RabbitMQ: {e}")))?;
         let (tx, rx) = watch::channel(Some(Live {
@@ -72,7 +74,7 @@ impl Broker {
                 let mut backoff = BACKOFF_MIN;
                 let conn = loop {
                     tokio::select! {
-                        r = connect(&uri, props.clone(), &names) => match r {
+                        r = connect(&uri, props.clone(), &names, &config) => match r {
                             Ok(c) => break c,
                             Err(e) => tracing::warn!(connection = %name, error = %e, "RabbitMQ reconnect failed"),
                         },
@@ -139,15 +141,14 @@ async fn connect(
     uri: &lapin::uri::AMQPUri,
     props: ConnectionProperties,
     names: &Names,
+    config: &RabbitConfig,
 ) -> Result<Connection, lapin::Error> {
     let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri.clone(), props))
         .await
         .map_err(|_| lapin::Error::from(std::io::Error::other("connect timed out")))??;
     // Declare the shared topology on every (re)connect: idempotent, and it
     // brings it back if someone deleted it.
-    let ch = conn.create_channel().await?;
-    topology::declare_core(&ch, names).await?;
-    let _ = ch.close(200, "declared".into()).await;
+    topology::declare_core(&conn, names, config).await?;
     Ok(conn)
 }
 

@@ -1,11 +1,11 @@
-//! The node-local index built from the log stream: what sync, history,
-//! get, dedupe and groups read.
+//! The node-local index built from the store's streams: what sync,
+//! history, get, dedupe, groups and device cursors read.
 //!
 //! One redb file per node and prefix (`<data_dir>/rabbit-<prefix>.redb`).
-//! It is a cache of the stream, not a source of truth: every batch of log
+//! It is a cache of the streams, not a source of truth: every batch of
 //! records is applied in one write transaction together with the next
-//! stream offset to read, so after a crash the index and its offset are
-//! consistent and the node resumes from that offset. Commits are not
+//! offset to read of each stream, so after a crash the index and its
+//! offsets are consistent and the node resumes from them. Commits are not
 //! fsynced one by one (`Durability::None`); one in [`DURABLE_EVERY`] is,
 //! so a crash replays at most that much of the stream. Deleting the file
 //! rebuilds the index from the start of the stream.
@@ -38,12 +38,17 @@ use imgate_core::store::{Group, Imported, Recalled, SyncPage};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition};
 
-use super::record::{Origin, Record};
+use super::record::{CursorEntry, Origin, Record, SnapshotPart};
+use super::topology::{CONTROL_KEY, STATE_KEY};
 use crate::index::tables::{self as index_tables, FORMAT, FORMAT_KEY};
 use crate::index::{read, rebuild_dedupe, DedupeMemory, IndexWrite, StoredMessage};
 
 /// provisional id → (final id, is a duplicate of that final id).
 const PROV: TableDefinition<u64, (u64, bool)> = TableDefinition::new("prov");
+
+/// (user, device) → (delivery cursor, last seen ms): every device's
+/// cursor, from the control stream's cursor records.
+const CURSORS: TableDefinition<(&str, &str), (u64, i64)> = TableDefinition::new("device_cursors");
 
 /// One fsynced commit per this many batches (the rest are `None`).
 pub const DURABLE_EVERY: u64 = 64;
@@ -54,11 +59,15 @@ const DEDUPE_CAPACITY: usize = 1_000_000;
 /// redb page cache of the index file.
 const CACHE_BYTES: usize = 64 << 20;
 
-/// Where the indexer stands in the stream.
+/// Where the indexer stands in the streams.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IndexPosition {
-    /// The next stream offset to read.
+    /// The next offset to read of the log (history) stream.
     pub next_offset: u64,
+    /// The next offset to read of the state stream.
+    pub state_offset: u64,
+    /// The next offset to read of the control stream.
+    pub control_offset: u64,
     /// Highest final id assigned.
     pub last_final: u64,
     /// Highest record timestamp seen (the log's clock, for dedupe expiry).
@@ -86,14 +95,53 @@ pub enum Outcome {
     /// An announcement: topic, payload, writer's time (nothing stored).
     Announced(String, String, i64),
     Marker,
+    /// Cursor entries applied (for cursor watchers and the snapshot clock).
+    Cursors(Vec<CursorEntry>, Option<SnapshotPart>),
 }
+
+impl IndexPosition {
+    /// The next offset to read of the stream with routing key `key`.
+    pub fn offset_of(&self, key: &str) -> u64 {
+        match key {
+            STATE_KEY => self.state_offset,
+            CONTROL_KEY => self.control_offset,
+            _ => self.next_offset,
+        }
+    }
+
+    /// Note that the stream with routing key `key` is read up to `next`.
+    pub fn advance(&mut self, key: &str, next: u64) {
+        let at = self.offset_mut(key);
+        *at = (*at).max(next);
+    }
+
+    fn offset_mut(&mut self, key: &str) -> &mut u64 {
+        match key {
+            STATE_KEY => &mut self.state_offset,
+            CONTROL_KEY => &mut self.control_offset,
+            _ => &mut self.next_offset,
+        }
+    }
+}
+
+/// One record read from a stream: its stream's key, its offset, and the
+/// record (`None` when it did not decode).
+pub type Read = (&'static str, u64, Option<Record>);
+
+/// A device: (user, device).
+pub type DeviceKey = (String, String);
+
+/// A new message, its recipients and the device that sent it.
+pub type FanOut = (Arc<Message>, Vec<String>, Option<String>);
 
 #[derive(Debug)]
 pub struct Applied {
     pub origin: Origin,
     pub outcome: Outcome,
-    /// A new message and its recipients, to fan out to live listeners.
-    pub fan_out: Option<(Arc<Message>, Vec<String>)>,
+    /// A new message to fan out to attached devices and live listeners.
+    pub fan_out: Option<FanOut>,
+    /// The record's own time, where it has one (cursor records).
+    pub at_ms: i64,
 }
 
 fn io(e: impl std::fmt::Display) -> StoreError {
@@ -131,6 +179,7 @@ impl<T> std::ops::Deref for Txn<'_, T> {
 struct Tables<'t> {
     index: IndexWrite<'t>,
     prov: Table<'t, u64, (u64, bool)>,
+    cursors: Table<'t, (&'static str, &'static str), (u64, i64)>,
 }
 
 fn open_file(path: &std::path::Path) -> Result<Database, StoreError> {
@@ -171,6 +220,7 @@ impl Index {
         let txn = db.begin_write().map_err(io)?;
         index_tables::create_all(&txn)?;
         txn.open_table(PROV).map_err(io)?;
+        txn.open_table(CURSORS).map_err(io)?;
         let pos = {
             let mut meta = txn.open_table(index_tables::META).map_err(io)?;
             meta.insert(FORMAT_KEY, FORMAT).map_err(io)?;
@@ -179,6 +229,8 @@ impl Index {
             };
             IndexPosition {
                 next_offset: get("next_offset")?,
+                state_offset: get("state_offset")?,
+                control_offset: get("control_offset")?,
                 last_final: get("last_final")?,
                 log_time: get("log_time")? as i64,
                 commits: 0,
@@ -213,13 +265,13 @@ impl Index {
         )
     }
 
-    /// Apply a batch of `(offset, record)` in one transaction and move the
-    /// position past the last offset. Undecodable records were already
+    /// Apply a batch of records in one transaction and move each stream's
+    /// position past its last offset. Undecodable records were already
     /// skipped by the caller (passed as `None`).
     pub fn apply(
         &self,
         pos: &mut IndexPosition,
-        batch: &[(u64, Option<Record>)],
+        batch: &[Read],
     ) -> Result<Vec<Applied>, StoreError> {
         let result = self.try_apply(pos, batch);
         if result.is_err() {
@@ -236,7 +288,7 @@ impl Index {
     fn try_apply(
         &self,
         pos: &mut IndexPosition,
-        batch: &[(u64, Option<Record>)],
+        batch: &[Read],
     ) -> Result<Vec<Applied>, StoreError> {
         let mut next = *pos;
         let open = self.open_db();
@@ -255,13 +307,15 @@ impl Index {
             let mut t = Tables {
                 index: IndexWrite::open(&txn)?,
                 prov: txn.open_table(PROV).map_err(io)?,
+                cursors: txn.open_table(CURSORS).map_err(io)?,
             };
             let mut memory = self.memory();
-            for (offset, record) in batch {
-                if *offset < next.next_offset {
+            for (stream, offset, record) in batch {
+                let at = next.offset_mut(stream);
+                if *offset < *at {
                     continue; // a chunk re-delivered from before our offset
                 }
-                next.next_offset = offset + 1;
+                *at = offset + 1;
                 if let Some(record) = record {
                     out.push(self.apply_one(&mut t, &mut memory, &mut next, record)?);
                 }
@@ -269,6 +323,9 @@ impl Index {
             drop(memory);
             let meta = &mut t.index.meta;
             meta.insert("next_offset", next.next_offset).map_err(io)?;
+            meta.insert("state_offset", next.state_offset).map_err(io)?;
+            meta.insert("control_offset", next.control_offset)
+                .map_err(io)?;
             meta.insert("last_final", next.last_final).map_err(io)?;
             meta.insert("log_time", next.log_time.max(0) as u64)
                 .map_err(io)?;
@@ -338,15 +395,25 @@ impl Index {
                 None,
             ),
             Record::Marker { .. } => (Outcome::Marker, None),
+            Record::Cursors {
+                entries, snapshot, ..
+            } => {
+                apply_cursors(&mut t.cursors, entries)?;
+                (Outcome::Cursors(entries.clone(), *snapshot), None)
+            }
+        };
+        let at_ms = match record {
+            Record::Cursors { at_ms, .. } => *at_ms,
+            _ => 0,
         };
         Ok(Applied {
             origin,
             outcome,
             fan_out,
+            at_ms,
         })
     }
 
-    #[allow(clippy::type_complexity)]
     fn apply_message(
         &self,
         t: &mut Tables<'_>,
@@ -355,7 +422,7 @@ impl Index {
         message: &Message,
         recipients: &[String],
         sender_device: &Option<String>,
-    ) -> Result<(Outcome, Option<(Arc<Message>, Vec<String>)>), StoreError> {
+    ) -> Result<(Outcome, Option<FanOut>), StoreError> {
         let prov = message.message_id;
         pos.log_time = pos.log_time.max(message.server_ts);
         if let Some((final_id, _)) = t.prov.get(prov).map_err(io)?.map(|v| v.value()) {
@@ -420,7 +487,7 @@ impl Index {
                 message: message.clone(),
                 duplicate: false,
             },
-            Some((message, stored.recipients)),
+            Some((message, stored.recipients, stored.sender_device)),
         ))
     }
 
@@ -455,6 +522,7 @@ impl Index {
 
     /// Where a provisional id ended up: `(final id, duplicate)`, or None if
     /// not indexed (yet).
+    #[cfg(test)]
     pub fn provisional(&self, prov: u64) -> Result<Option<(u64, bool)>, StoreError> {
         let txn = self.begin_read()?;
         let t = txn.open_table(PROV).map_err(io)?;
@@ -518,6 +586,116 @@ impl Index {
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
         read::group(&*self.begin_read()?, id)
     }
+
+    /// The next page of a device's timeline after `after` (its catch-up).
+    pub fn device_page(
+        &self,
+        user: &str,
+        device: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<imgate_core::store::CatchUpPage, StoreError> {
+        read::device_page(&*self.begin_read()?, user, device, after, limit)
+    }
+
+    /// A device's cursor and when it was last seen, if known.
+    pub fn cursor(&self, user: &str, device: &str) -> Result<Option<(u64, i64)>, StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(CURSORS).map_err(io)?;
+        let found = t.get((user, device)).map_err(io)?;
+        Ok(found.map(|v| v.value()))
+    }
+
+    /// The cursors among the next `limit` after `(user, device)`
+    /// (exclusive; `None` starts at the beginning) seen at or after
+    /// `seen_after` (older ones are expired and left out), and where to go
+    /// on from (`None`: that was the end). For snapshots.
+    pub fn cursors_after(
+        &self,
+        after: Option<(&str, &str)>,
+        seen_after: i64,
+        limit: usize,
+    ) -> Result<(Vec<CursorEntry>, Option<DeviceKey>), StoreError> {
+        let txn = self.begin_read()?;
+        let t = txn.open_table(CURSORS).map_err(io)?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some(k) => {
+                t.range::<(&str, &str)>((std::ops::Bound::Excluded(k), std::ops::Bound::Unbounded))
+            }
+            None => t.range::<(&str, &str)>(..),
+        }
+        .map_err(io)?;
+        let mut scanned = 0;
+        for entry in range {
+            let (k, v) = entry.map_err(io)?;
+            let (user, device) = k.value();
+            let (cursor, seen_ms) = v.value();
+            scanned += 1;
+            if seen_ms >= seen_after {
+                out.push(CursorEntry {
+                    user: user.to_string(),
+                    device: device.to_string(),
+                    cursor,
+                    seen_ms,
+                    register: false,
+                });
+            }
+            if scanned >= limit {
+                return Ok((out, Some((user.to_string(), device.to_string()))));
+            }
+        }
+        Ok((out, None))
+    }
+
+    /// Forget devices not seen since `seen_before` (at most `limit` per
+    /// call); how many went.
+    pub fn prune_cursors(&self, seen_before: i64, limit: usize) -> Result<usize, StoreError> {
+        let open = self.open_db();
+        let db = open.as_ref().ok_or_else(closed)?;
+        let txn = db.begin_write().map_err(io)?;
+        let gone = {
+            let mut t = txn.open_table(CURSORS).map_err(io)?;
+            let mut old: Vec<(String, String)> = Vec::new();
+            for entry in t.iter().map_err(io)? {
+                let (k, v) = entry.map_err(io)?;
+                if v.value().1 < seen_before {
+                    let (u, d) = k.value();
+                    old.push((u.to_string(), d.to_string()));
+                    if old.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            for (u, d) in &old {
+                t.remove((u.as_str(), d.as_str())).map_err(io)?;
+            }
+            old.len()
+        };
+        txn.commit().map_err(io)?;
+        Ok(gone)
+    }
+}
+
+/// Cursor entries into the cursor table: a registration only when the
+/// device is unknown, a move as a maximum; the last-seen time only grows.
+fn apply_cursors(
+    t: &mut Table<'_, (&'static str, &'static str), (u64, i64)>,
+    entries: &[CursorEntry],
+) -> Result<(), StoreError> {
+    for e in entries {
+        let key = (e.user.as_str(), e.device.as_str());
+        let known = t.get(key).map_err(io)?.map(|v| v.value());
+        let value = match known {
+            Some((c, seen)) if e.register => (c, seen.max(e.seen_ms)),
+            Some((c, seen)) => (c.max(e.cursor), seen.max(e.seen_ms)),
+            None => (e.cursor, e.seen_ms),
+        };
+        if known != Some(value) {
+            t.insert(key, value).map_err(io)?;
+        }
+    }
+    Ok(())
 }
 
 fn with_id(m: &Message, id: u64) -> Message {
@@ -593,10 +771,10 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    (0, Some(msg(200, ts, "k1"))),
-                    (1, Some(msg(100, ts, "k2"))),
-                    (2, None),
-                    (3, Some(msg(300, ts + 1, "k1"))),
+                    ("log", 0, Some(msg(200, ts, "k1"))),
+                    ("log", 1, Some(msg(100, ts, "k2"))),
+                    ("log", 2, None),
+                    ("log", 3, Some(msg(300, ts + 1, "k1"))),
                 ],
             )
             .unwrap();
@@ -616,7 +794,7 @@ mod tests {
         assert_eq!(ids, vec![200, 201]);
         // Re-delivered offsets are ignored; reopening resumes the position.
         assert!(index
-            .apply(&mut pos, &[(3, Some(msg(400, ts, "k9")))])
+            .apply(&mut pos, &[("log", 3, Some(msg(400, ts, "k9")))])
             .unwrap()
             .is_empty());
         drop(index);
@@ -626,7 +804,7 @@ mod tests {
         // Past the window (on the log's clock) the key is free again.
         let (index, mut pos) = Index::open(&dir.path().join("i.redb"), 600_000).unwrap();
         let out = index
-            .apply(&mut pos, &[(4, Some(msg(500, ts + 600_001, "k1")))])
+            .apply(&mut pos, &[("log", 4, Some(msg(500, ts + 600_001, "k1")))])
             .unwrap();
         assert_eq!(final_of(&out[0]), (500, false));
     }
@@ -641,6 +819,81 @@ mod tests {
         }
     }
 
+    fn cursors(entries: &[(&str, u64, i64, bool)]) -> Record {
+        Record::Cursors {
+            origin: Origin { boot: 1, token: 9 },
+            at_ms: 0,
+            entries: entries
+                .iter()
+                .map(|&(device, cursor, seen_ms, register)| CursorEntry {
+                    user: "b".into(),
+                    device: device.into(),
+                    cursor,
+                    seen_ms,
+                    register,
+                })
+                .collect(),
+            snapshot: None,
+        }
+    }
+
+    #[test]
+    fn cursors_register_once_move_up_and_streams_keep_their_own_offsets() {
+        let dir = tempfile::tempdir().unwrap();
+        let (index, mut pos) = Index::open(&dir.path().join("c.redb"), 600_000).unwrap();
+        index
+            .apply(
+                &mut pos,
+                &[
+                    ("control", 0, Some(cursors(&[("p", 10, 1, true)]))),
+                    // A later registration (another node) does not move it.
+                    ("control", 1, Some(cursors(&[("p", 50, 2, true)]))),
+                    (
+                        "control",
+                        2,
+                        Some(cursors(&[("p", 30, 3, false), ("t", 5, 3, false)])),
+                    ),
+                    // A stale move never takes it back.
+                    ("control", 3, Some(cursors(&[("p", 20, 4, false)]))),
+                    ("log", 0, Some(msg(100, 1, "k"))),
+                ],
+            )
+            .unwrap();
+        assert_eq!(index.cursor("b", "p").unwrap(), Some((30, 4)));
+        assert_eq!(index.cursor("b", "t").unwrap(), Some((5, 3)));
+        assert_eq!(index.cursor("b", "x").unwrap(), None);
+        assert_eq!(
+            (pos.control_offset, pos.next_offset, pos.state_offset),
+            (4, 1, 0)
+        );
+        // Control offsets re-delivered are skipped, not re-applied.
+        index
+            .apply(
+                &mut pos,
+                &[("control", 3, Some(cursors(&[("p", 99, 9, false)])))],
+            )
+            .unwrap();
+        assert_eq!(index.cursor("b", "p").unwrap(), Some((30, 4)));
+        let (all, more) = index.cursors_after(None, 0, 10).unwrap();
+        assert!(more.is_none());
+        assert_eq!(all.len(), 2);
+        let (fresh, _) = index.cursors_after(None, 4, 10).unwrap();
+        assert_eq!(fresh.len(), 1, "seen before 4: expired, left out");
+        let (page, more) = index.cursors_after(None, 0, 1).unwrap();
+        assert_eq!(
+            (page.len(), more),
+            (1, Some(("b".to_string(), "p".to_string())))
+        );
+        let (page, more) = index.cursors_after(Some(("b", "p")), 0, 10).unwrap();
+        assert!(more.is_none());
+        assert_eq!(page[0].device, "t");
+        assert_eq!(index.prune_cursors(4, 10).unwrap(), 1);
+        assert_eq!(index.cursor("b", "t").unwrap(), None);
+        drop(index);
+        let (_, again) = Index::open(&dir.path().join("c.redb"), 600_000).unwrap();
+        assert_eq!(again.control_offset, 4);
+    }
+
     #[test]
     fn withdraw_takes_a_message_back_and_frees_its_dedupe_key() {
         let dir = tempfile::tempdir().unwrap();
@@ -650,12 +903,12 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    (0, Some(msg(100, ts, "k1"))),
-                    (1, Some(msg(200, ts, "k2"))),
-                    (2, Some(withdraw_of(200))),
+                    ("log", 0, Some(msg(100, ts, "k1"))),
+                    ("log", 1, Some(msg(200, ts, "k2"))),
+                    ("log", 2, Some(withdraw_of(200))),
                     // A withdraw ahead of its message leaves a tombstone.
-                    (3, Some(withdraw_of(400))),
-                    (4, Some(msg(400, ts, "k4"))),
+                    ("log", 3, Some(withdraw_of(400))),
+                    ("log", 4, Some(msg(400, ts, "k4"))),
                 ],
             )
             .unwrap();
@@ -677,7 +930,7 @@ mod tests {
         // The sender's resend with the same client id is a new message.
         assert!(index.dedupe("a", "k2", ts + 1).unwrap().is_none());
         let out = index
-            .apply(&mut pos, &[(5, Some(msg(300, ts + 1, "k2")))])
+            .apply(&mut pos, &[("log", 5, Some(msg(300, ts + 1, "k2")))])
             .unwrap();
         assert_eq!(final_of(&out[0]), (300, false));
         assert_eq!(ids(&index), vec![100, 300]);
@@ -686,8 +939,8 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    (6, Some(msg(500, ts + 2, "k1"))),
-                    (7, Some(withdraw_of(500))),
+                    ("log", 6, Some(msg(500, ts + 2, "k1"))),
+                    ("log", 7, Some(withdraw_of(500))),
                 ],
             )
             .unwrap();

@@ -1,34 +1,43 @@
-//! The indexer: consumes the log stream from this node's last offset and
-//! applies records to the local index, then answers this node's waiting
-//! writers and feeds live listeners.
+//! The indexer: consumes the store's three streams (log, state, control)
+//! on one channel, each from this node's last offset of it, applies the
+//! records to the local index, then answers this node's waiting writers,
+//! fans new messages out to the devices and listeners attached here, and
+//! passes on settings, announcements and cursor moves.
 //!
-//! It reads from `next_offset` (stored in the index with the data it
-//! covers), so a restarted node, or one whose connection dropped, resumes
-//! exactly where its index stands; records re-delivered from before that
-//! offset (streams deliver whole chunks) are skipped by the index. What is
-//! immediately available is applied as one batch, one index transaction.
+//! Each stream is read from its offset stored in the index with the data
+//! it covers, so a restarted node, or one whose connection dropped,
+//! resumes exactly where its index stands; records re-delivered from
+//! before that offset (streams deliver whole chunks) are skipped by the
+//! index. What is immediately available, from any of the streams, is
+//! applied as one batch, one index transaction; records of one stream
+//! keep their order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::stream::{BoxStream, SelectAll};
 use futures_util::{FutureExt, StreamExt};
 use imgate_core::now_ms;
-use imgate_core::store::Announcement;
+use imgate_core::store::{Announcement, CursorMoved};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, Consumer};
+use lapin::Connection;
 use tokio::sync::watch;
 
 use super::broker::Broker;
-use super::index::{Index, IndexPosition, Outcome};
-use super::live::LiveFeeds;
+use super::cursor_log::CursorLog;
+use super::index::{Index, IndexPosition, Outcome, Read};
 use super::publisher::Waiters;
 use super::record::Record;
 use super::topology::{close_consuming, short, Names};
+use crate::router::Router;
 
-/// Most log records applied in one index transaction.
+/// The deliveries of the three streams, each tagged with its stream's key.
+type Merged = SelectAll<BoxStream<'static, (&'static str, Result<Delivery, lapin::Error>)>>;
+
+/// Most records applied in one index transaction.
 const MAX_BATCH: usize = 1024;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Announcements read later than this after they were made (a node
@@ -42,7 +51,8 @@ pub struct LogConsumer {
     pub position: Arc<Mutex<IndexPosition>>,
     pub last_final: Arc<AtomicU64>,
     pub waiters: Arc<Waiters>,
-    pub feeds: Arc<LiveFeeds>,
+    pub router: Arc<Router>,
+    pub cursors: Arc<CursorLog>,
     pub boot: u64,
     pub node_id: u16,
     pub prefetch: u16,
@@ -90,61 +100,68 @@ impl LogConsumer {
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let ch = conn.create_channel().await.map_err(|e| e.to_string())?;
-        let mut consumer = match self.start(&ch).await {
+        let mut merged = match self.start(&ch).await {
             Ok(c) => c,
             Err(e) => {
                 let _ = ch.close(200, "log consumer restarting".into()).await;
                 return Err(e.to_string());
             }
         };
-        let result = self.read(&ch, &mut consumer, shutdown).await;
-        // Whatever stopped us, release the consumer and its unacked
-        // deliveries (they are read again from our offset).
-        close_consuming(&ch, consumer, "log consumer restarting").await;
+        let result = self.read(&ch, &mut merged, shutdown).await;
+        // Whatever stopped us, release the consumers and their unacked
+        // deliveries (they are read again from our offsets).
+        close_consuming(&ch, merged, "log consumer restarting").await;
         result
     }
 
-    /// Consume the log from our offset on.
-    async fn start(&self, ch: &lapin::Channel) -> Result<Consumer, lapin::Error> {
+    /// Consume each stream from our offset of it (`prefetch` records in
+    /// flight per stream).
+    async fn start(&self, ch: &lapin::Channel) -> Result<Merged, lapin::Error> {
         ch.basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
-        let from = self.position().next_offset;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-stream-offset".into(),
-            AMQPValue::LongLongInt(i64::try_from(from).unwrap_or(i64::MAX)),
-        );
-        let tag = format!("indexer.{}.{:x}", self.node_id, self.boot);
-        let consumer = ch
-            .basic_consume(
-                short(&self.names.log)?,
-                short(&tag)?,
-                BasicConsumeOptions::default(),
-                args,
-            )
-            .await?;
-        tracing::debug!(from, "log consumer started");
-        Ok(consumer)
+        let pos = self.position();
+        let mut merged: Merged = SelectAll::new();
+        for (queue, key) in self.names.streams() {
+            let from = pos.offset_of(key);
+            let mut args = FieldTable::default();
+            args.insert(
+                "x-stream-offset".into(),
+                AMQPValue::LongLongInt(i64::try_from(from).unwrap_or(i64::MAX)),
+            );
+            let tag = format!("indexer.{}.{:x}.{key}", self.node_id, self.boot);
+            let consumer = ch
+                .basic_consume(
+                    short(queue)?,
+                    short(&tag)?,
+                    BasicConsumeOptions::default(),
+                    args,
+                )
+                .await?;
+            merged.push(consumer.map(move |d| (key, d)).boxed());
+            tracing::debug!(stream = key, from, "log consumer started");
+        }
+        Ok(merged)
     }
 
     async fn read(
         &self,
         ch: &lapin::Channel,
-        consumer: &mut Consumer,
+        merged: &mut Merged,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), Failure> {
         let e = |e: lapin::Error| e.to_string();
         loop {
             let first = tokio::select! {
-                d = consumer.next() => d,
+                d = merged.next() => d,
                 _ = shutdown.changed() => return Ok(()),
             };
-            let mut batch = vec![first.ok_or("log consumer cancelled")?.map_err(e)?];
+            let (key, first) = first.ok_or("log consumer cancelled")?;
+            let mut batch = vec![(key, first.map_err(e)?)];
             let mut failed = None;
             while batch.len() < MAX_BATCH {
-                match consumer.next().now_or_never() {
-                    Some(Some(Ok(d))) => batch.push(d),
-                    Some(Some(Err(err))) => {
+                match merged.next().now_or_never() {
+                    Some(Some((key, Ok(d)))) => batch.push((key, d)),
+                    Some(Some((_, Err(err)))) => {
                         failed = Some(err.to_string());
                         break;
                     }
@@ -155,7 +172,7 @@ impl LogConsumer {
                     None => break,
                 }
             }
-            let last_tag = batch.last().map(|d| d.delivery_tag).unwrap_or(0);
+            let last_tag = batch.iter().map(|(_, d)| d.delivery_tag).max().unwrap_or(0);
             self.apply(batch).await?;
             ch.basic_ack(last_tag, BasicAckOptions { multiple: true })
                 .await
@@ -166,22 +183,25 @@ impl LogConsumer {
         }
     }
 
-    async fn apply(&self, deliveries: Vec<Delivery>) -> Result<(), Failure> {
+    async fn apply(&self, deliveries: Vec<(&'static str, Delivery)>) -> Result<(), Failure> {
         let mut pos = self.position();
-        let mut expected = pos.next_offset;
-        let batch: Vec<(u64, Option<Record>)> = deliveries
+        let mut expected = pos;
+        let batch: Vec<Read> = deliveries
             .into_iter()
-            .map(|d| {
-                let offset = stream_offset(&d).unwrap_or(expected);
-                expected = offset + 1;
+            .map(|(key, d)| {
+                let offset = match stream_offset(&d) {
+                    Some(o) => o,
+                    None => expected.offset_of(key),
+                };
+                expected.advance(key, offset + 1);
                 let record = match Record::decode(&d.data) {
                     Ok(r) => Some(r),
                     Err(err) => {
-                        tracing::warn!(offset, error = %err, "skipping an undecodable log record");
+                        tracing::warn!(stream = key, offset, error = %err, "skipping an undecodable record");
                         None
                     }
                 };
-                (offset, record)
+                (key, offset, record)
             })
             .collect();
         let index = self.index.clone();
@@ -197,30 +217,46 @@ impl LogConsumer {
             Err(p) => *p.into_inner() = pos,
         }
         self.last_final.fetch_max(pos.last_final, Ordering::AcqRel);
+        let watching_cursors = self.router.cursors.receiver_count() > 0;
         for a in applied {
-            if let Some((message, recipients)) = &a.fan_out {
-                self.feeds.fan_out(message, recipients);
+            let local = a.origin.boot == self.boot;
+            if let Some((message, recipients, sender_device)) = &a.fan_out {
+                self.router
+                    .fan_out(message, recipients, sender_device.as_deref());
             }
             match &a.outcome {
                 Outcome::SettingPut(key, value) => {
-                    let _ = self.feeds.settings.send((key.clone(), value.clone()));
+                    let _ = self.router.settings.send((key.clone(), value.clone()));
+                }
+                Outcome::Cursors(entries, snapshot) => {
+                    self.cursors.saw(*snapshot, a.at_ms);
+                    // This node's moves were told as its acks came in.
+                    if watching_cursors && !local && snapshot.is_none() {
+                        for e in entries {
+                            let _ = self.router.cursors.send(Arc::new(CursorMoved {
+                                user: e.user.clone(),
+                                device: e.device.clone(),
+                                cursor: e.cursor,
+                                local: false,
+                            }));
+                        }
+                    }
                 }
                 Outcome::Announced(topic, payload, at_ms)
                     if now_ms().saturating_sub(*at_ms) <= ANNOUNCEMENT_TTL_MS =>
                 {
-                    let _ = self.feeds.announcements.send(Arc::new(Announcement {
+                    let _ = self.router.announcements.send(Arc::new(Announcement {
                         topic: topic.clone(),
                         payload: payload.clone(),
-                        local: a.origin.boot == self.boot,
+                        local,
                     }));
                 }
                 _ => {}
             }
-            if a.origin.boot == self.boot {
+            if local {
                 self.waiters.resolve(a.origin.token, a.outcome);
             }
         }
-        self.feeds.advanced();
         Ok(())
     }
 }

@@ -1,65 +1,65 @@
 //! The RabbitMQ store: several gateway nodes share one broker (a cluster
-//! in production) and see the same messages, groups and deliveries.
+//! in production) and see the same messages, groups, cursors and
+//! deliveries.
 //!
 //! Layout (one concern per file):
 //! - [`config`]: settings, read from the `amqp://` URL's query parameters.
-//! - `topology`: names, the log stream, the inbox exchange, device queues.
+//! - `topology`: names and declarations: three streams (log, state,
+//!   control) and the inbox exchange. Nothing per user or device.
 //! - `broker`: a supervised connection that reconnects with backoff.
-//! - `record`: the log records (every change is one).
+//! - `record`: the records (every change is one).
 //! - `publisher`: confirms, the bounded in-flight window, waiting for the
 //!   local indexer.
-//! - `log_consumer`: reads the stream from the node's offset into…
+//! - `log_consumer`: reads the three streams from the node's offsets
+//!   into…
 //! - `index`: the node-local redb index (sync, history, dedupe, groups,
-//!   final ids) — a cache of the stream, rebuilt from it when deleted.
-//! - `delivery`: per-device quorum queues consumed by the session's node.
-//! - `live`: per-user live feeds and the indexer's progress signal.
+//!   final ids, device cursors): a cache of the streams, rebuilt from them
+//!   when deleted.
+//! - `devices`: attached devices: delivery from the indexer, catch-up
+//!   from the device's cursor in the index.
+//! - `cursor_log`: moved cursors to the control stream in batches, and
+//!   periodic cursor snapshots.
 //! - `mqtt_bus`: generic MQTT publishes and retained messages across
 //!   nodes ([`RabbitStore::mqtt_bus`]).
 //!
 //! Data flow of an append: one publish to the inbox exchange with routing
-//! key `log` and the recipients' keys in `CC` → the stream and every
-//! registered device queue of every recipient get it → publisher confirm →
-//! this node's indexer reads it back, assigns the final id (dedupe in log
-//! order) → the sender gets its ack. Every other node indexes the same
-//! record from the stream; the node holding a device's session delivers
-//! that device's queued copy and acks it when the device acks.
+//! key `log` → the log stream → publisher confirm → every node's indexer
+//! reads it, assigns the final id (dedupe in log order) and fans it out to
+//! the recipients' devices attached to that node → this node's sender
+//! gets its ack. A device acks on the node holding its session; the moved
+//! cursor reaches the control stream within `cursor_flush`, and every
+//! node's index. A device that reconnects anywhere reads its timeline
+//! after its cursor, then live messages.
 //!
 //! Guarantees (DESIGN §3) and their limits, stated plainly:
-//! - An ack means the broker confirmed the publish (stream and device
-//!   queues have it). A failed append (nack, timeout, lost connection) may
-//!   still have been stored: the sender's resend with the same
-//!   `client_msg_id` is answered with the original.
+//! - An ack means the broker confirmed the publish to the log stream. A
+//!   failed append (nack, timeout, lost connection) may still have been
+//!   stored: the sender's resend with the same `client_msg_id` is answered
+//!   with the original.
 //! - Dedupe is exact across nodes within the window: duplicates are
-//!   decided in log order by every indexer alike (see `index.rs`). There
-//!   is no window of weakness for storage; the only cost is that a losing
-//!   duplicate's copy reaches device queues and is skipped there.
+//!   decided in log order by every indexer alike (see `index.rs`).
 //! - Sync and history are the same on every node once it has indexed the
 //!   same prefix of the log; a node's own appends are visible to it when
 //!   acked, other nodes' a few milliseconds later (the stream's delivery
 //!   latency), never out of id order: final ids increase in log order.
-//! - Device queues get a message in the order the broker enqueued it;
-//!   copies from two nodes racing within milliseconds can arrive in
-//!   either order (both carry their final id; clients order by id).
-//! - A full device queue (`x-max-length`, `reject-publish`) nacks the
-//!   publish: the writer then logs a `Withdraw` record, every indexer takes
-//!   the message back (out of history, sync and dedupe; queued copies are
-//!   skipped) and the append fails with code 4 "not stored". A live
-//!   listener may have seen it in the milliseconds between the two
-//!   records. If the withdraw cannot be written either (broker gone), the
-//!   error says the message may still show, and a resend is answered as a
-//!   duplicate.
-//! - The log stream is kept whole (no retention): it is the history.
-//!   Each node's index is a cache of it and can be deleted at any time.
-//! - One channel per attached device, spread over `device_connections`
-//!   connections (4 by default): about 2000 devices per connection (the
-//!   broker's `channel_max`), so about 8000 per node by default.
+//! - Delivery is at-least-once from the cursor: a device that moves to
+//!   another node before its last acks were flushed (or whose node died)
+//!   gets those messages again, with the same ids.
+//! - History is kept whole by default (`log_max_age` / `log_max_bytes`
+//!   set a retention); groups and settings live in their own stream and
+//!   survive any history retention. Control records expire
+//!   (`control_max_age`); periodic cursor snapshots keep every cursor
+//!   readable for a node started later.
+//! - The broker holds three streams, one exchange and, per running node, a
+//!   fixed set of connections and channels (publish, consume, MQTT bus),
+//!   whatever the number of users and devices.
 
 pub mod config;
 
 mod broker;
-mod delivery;
+mod cursor_log;
+mod devices;
 mod index;
-mod live;
 mod log_consumer;
 mod mqtt_bus;
 mod publisher;
@@ -72,21 +72,23 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Appended, BoxFuture, DeviceFeed, Group, NewMessage, Recalled, StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, CursorMoved, DeviceFeed, Group, NewMessage, Recalled,
+    StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{now_ms, Store, StoreError};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
-pub use config::{Overflow, RabbitConfig};
+pub use config::RabbitConfig;
 pub use mqtt_bus::{BusEvent, BusSink, MqttBus};
 
+use crate::router::Router;
 use broker::Broker;
-use delivery::Devices;
+use cursor_log::{CursorLog, Flusher};
+use devices::Devices;
 use index::{Index, IndexPosition, Outcome};
-use live::LiveFeeds;
 use log_consumer::LogConsumer;
-use publisher::{Outgoing, Publisher, PublisherParts, Waiters};
+use publisher::{Publisher, PublisherParts, Waiters};
 use record::Record;
 use topology::Names;
 
@@ -101,11 +103,14 @@ struct Inner {
     names: Names,
     index: Arc<Index>,
     position: Arc<Mutex<IndexPosition>>,
-    publisher: Publisher,
-    devices: Arc<Devices>,
-    feeds: Arc<LiveFeeds>,
+    publisher: Arc<Publisher>,
+    devices: Devices,
+    router: Arc<Router>,
     shutdown: watch::Sender<bool>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The cursor flusher stops first (its last flush needs the broker).
+    cursor_stop: watch::Sender<bool>,
+    cursor_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 fn unexpected(what: &str) -> StoreError {
@@ -130,22 +135,18 @@ impl RabbitStore {
                 .await
                 .map_err(|e| StoreError::Unavailable(format!("index open failed: {e}")))??
         };
-        let mut uri: lapin::uri::AMQPUri = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Unavailable(format!("bad RabbitMQ URL: {e}")))?;
-        if uri.query.heartbeat.is_none() {
-            uri.query.heartbeat = Some(config.heartbeat_secs);
-        }
+        let uri = broker_uri(&config)?;
         let names = Names::new(&config.prefix);
         let boot = boot_id();
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let config = Arc::new(config);
         let conn_name =
             |role: &str| format!("imgate {} node {} {role}", config.prefix, config.node_id);
         let (pub_broker, pub_task) = Broker::start(
             uri.clone(),
             conn_name("publish"),
             names.clone(),
+            config.clone(),
             shutdown_rx.clone(),
         )
         .await?;
@@ -153,28 +154,17 @@ impl RabbitStore {
             uri.clone(),
             conn_name("consume"),
             names.clone(),
+            config.clone(),
             shutdown_rx.clone(),
         )
         .await?;
-        let mut device_brokers = Vec::new();
         let mut tasks = vec![pub_task, sub_task];
-        for i in 0..config.device_connections {
-            let (b, t) = Broker::start(
-                uri.clone(),
-                conn_name(&format!("devices {i}")),
-                names.clone(),
-                shutdown_rx.clone(),
-            )
-            .await?;
-            device_brokers.push(b);
-            tasks.push(t);
-        }
-        let config = Arc::new(config);
         let index = Arc::new(index);
         let position = Arc::new(Mutex::new(position));
         let last_final = Arc::new(AtomicU64::new(position_last_final(&position)));
         let waiters = Arc::new(Waiters::default());
-        let feeds = Arc::new(LiveFeeds::default());
+        let router = Arc::new(Router::new(config.device_buffer, config.device_window));
+        let cursors = Arc::new(CursorLog::new());
         let consumer = LogConsumer {
             broker: sub_broker.clone(),
             names: names.clone(),
@@ -182,13 +172,14 @@ impl RabbitStore {
             position: position.clone(),
             last_final: last_final.clone(),
             waiters: waiters.clone(),
-            feeds: feeds.clone(),
+            router: router.clone(),
+            cursors: cursors.clone(),
             boot,
             node_id: config.node_id,
             prefetch: config.log_prefetch,
         };
         tasks.push(tokio::spawn(consumer.run(shutdown_rx)));
-        let publisher = Publisher::new(PublisherParts {
+        let publisher = Arc::new(Publisher::new(PublisherParts {
             broker: pub_broker,
             names: names.clone(),
             boot,
@@ -198,14 +189,27 @@ impl RabbitStore {
             waiters,
             send_timeout: config.send_timeout,
             reconnect_wait: config.reconnect_wait,
-        });
-        let devices = Arc::new(Devices::new(
-            device_brokers,
-            names.clone(),
-            config.clone(),
-            index.clone(),
-            feeds.clone(),
-        ));
+        }));
+        let (cursor_stop, cursor_stop_rx) = watch::channel(false);
+        let flusher = Flusher {
+            log: cursors.clone(),
+            publisher: publisher.clone(),
+            index: index.clone(),
+            router: router.clone(),
+            flush_every: config.cursor_flush,
+            snapshot_every: config.cursor_snapshot,
+            device_expires: config.device_expires,
+            node_id: config.node_id,
+        };
+        let cursor_task = tokio::spawn(flusher.run(cursor_stop_rx));
+        let devices = Devices {
+            router: router.clone(),
+            index: index.clone(),
+            position: position.clone(),
+            cursors,
+            device_expires: config.device_expires,
+            send_timeout: config.send_timeout,
+        };
         let store = RabbitStore {
             inner: Arc::new(Inner {
                 config: config.clone(),
@@ -214,23 +218,33 @@ impl RabbitStore {
                 position,
                 publisher,
                 devices,
-                feeds,
+                router,
                 shutdown,
                 tasks: Mutex::new(tasks),
+                cursor_stop,
+                cursor_task: Mutex::new(Some(cursor_task)),
             }),
         };
-        // Catch up: once our own marker comes back through the stream, the
-        // index holds everything written before it.
+        // Catch up: once our own marker comes back through each stream,
+        // the index holds everything written to it before.
         let started = std::time::Instant::now();
-        store
-            .write(
-                |origin, _| Outgoing {
-                    record: Record::Marker { origin },
-                    recipients: Vec::new(),
+        let marker = |key: &'static str| {
+            store.write(
+                move |origin, _| Record::Marker {
+                    origin,
+                    stream: key.to_string(),
                 },
                 Some(config.catch_up_timeout),
             )
-            .await?;
+        };
+        let (a, b, c) = tokio::join!(
+            marker(topology::LOG_KEY),
+            marker(topology::STATE_KEY),
+            marker(topology::CONTROL_KEY)
+        );
+        a?;
+        b?;
+        c?;
         tracing::info!(
             prefix = %config.prefix,
             node = config.node_id,
@@ -244,7 +258,14 @@ impl RabbitStore {
     /// Stop consumers and connections and release the index file. Other
     /// clones of this store stop working.
     pub async fn close(self) {
-        self.inner.devices.stop_all();
+        let _ = self.inner.cursor_stop.send(true);
+        let cursor_task = match self.inner.cursor_task.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(t) = cursor_task {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
         let _ = self.inner.shutdown.send(true);
         let tasks: Vec<_> = match self.inner.tasks.lock() {
             Ok(mut g) => g.drain(..).collect(),
@@ -253,8 +274,8 @@ impl RabbitStore {
         for t in tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
         }
-        // Aborted device tasks and in-flight reads may still hold the
-        // index: close it explicitly so the file is free when we return.
+        // In-flight reads may still hold the index: close it explicitly so
+        // the file is free when we return.
         let index = self.inner.index.clone();
         let _ = tokio::task::spawn_blocking(move || index.close()).await;
     }
@@ -265,15 +286,10 @@ impl RabbitStore {
     /// handed to `sink`. Stops with the store.
     pub async fn mqtt_bus(&self, sink: BusSink) -> StoreResult<MqttBus> {
         let config = &self.inner.config;
-        let mut uri: lapin::uri::AMQPUri = config
-            .url
-            .parse()
-            .map_err(|e| StoreError::Unavailable(format!("bad RabbitMQ URL: {e}")))?;
-        if uri.query.heartbeat.is_none() {
-            uri.query.heartbeat = Some(config.heartbeat_secs);
-        }
+        let uri = broker_uri(config)?;
         let (bus, tasks) = MqttBus::start(
             uri,
+            config.clone(),
             self.inner.names.clone(),
             config.node_id,
             config.reconnect_wait,
@@ -297,9 +313,9 @@ impl RabbitStore {
         }
     }
 
-    /// The queue name of a device (for operators and test cleanup).
-    pub fn device_queue_name(&self, user: &str, device: &str) -> String {
-        self.inner.names.device_queue(user, device)
+    /// Devices attached to this node now.
+    pub fn attached_devices(&self) -> usize {
+        self.inner.router.attached_count()
     }
 
     pub fn config(&self) -> &RabbitConfig {
@@ -308,7 +324,7 @@ impl RabbitStore {
 
     async fn write(
         &self,
-        build: impl FnOnce(record::Origin, i64) -> Outgoing,
+        build: impl FnOnce(record::Origin, i64) -> Record,
         index_wait: Option<Duration>,
     ) -> StoreResult<Outcome> {
         self.inner.publisher.write(build, index_wait).await
@@ -336,25 +352,21 @@ impl RabbitStore {
                 });
             }
         }
-        let recipients = msg.recipients.clone();
         let outcome = self
             .write(
-                move |origin, now| Outgoing {
-                    record: Record::Message {
-                        origin,
-                        message: Box::new(Message {
-                            message_id: origin.token,
-                            sender: msg.sender,
-                            conversation: msg.conversation,
-                            payload: msg.payload,
-                            server_ts: now,
-                            client_msg_id: msg.client_msg_id,
-                            to_users: msg.to_users,
-                        }),
-                        recipients: msg.recipients,
-                        sender_device: msg.sender_device,
-                    },
-                    recipients,
+                move |origin, now| Record::Message {
+                    origin,
+                    message: Box::new(Message {
+                        message_id: origin.token,
+                        sender: msg.sender,
+                        conversation: msg.conversation,
+                        payload: msg.payload,
+                        server_ts: now,
+                        client_msg_id: msg.client_msg_id,
+                        to_users: msg.to_users,
+                    }),
+                    recipients: msg.recipients,
+                    sender_device: msg.sender_device,
                 },
                 None,
             )
@@ -384,20 +396,34 @@ fn boot_id() -> u64 {
     nanos ^ (u64::from(std::process::id()) << 40)
 }
 
-/// Delete a prefix's log stream and exchange and the given device queues
+/// The broker URI lapin connects to: the URL without the store's own
+/// parameters, with our heartbeat unless the URL sets one.
+fn broker_uri(config: &RabbitConfig) -> StoreResult<lapin::uri::AMQPUri> {
+    let mut uri: lapin::uri::AMQPUri = config
+        .broker_url()
+        .parse()
+        .map_err(|e| StoreError::Unavailable(format!("bad RabbitMQ URL: {e}")))?;
+    if uri.query.heartbeat.is_none() {
+        uri.query.heartbeat = Some(config.heartbeat_secs);
+    }
+    Ok(uri)
+}
+
+/// Delete a prefix's streams and exchange, and the `extra` queues given
 /// (tests and decommissioning). Missing objects are fine.
-pub async fn delete_topology(url: &str, prefix: &str, queues: &[String]) -> StoreResult<()> {
+pub async fn delete_topology(url: &str, prefix: &str, extra: &[String]) -> StoreResult<()> {
     let err = |e: lapin::Error| StoreError::Unavailable(e.to_string());
     let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default())
         .await
         .map_err(err)?;
     let names = Names::new(prefix);
-    let retained = names.mqtt_retained();
-    for q in queues
-        .iter()
-        .chain(std::iter::once(&names.log))
-        .chain(std::iter::once(&retained))
-    {
+    let queues = [
+        names.log.clone(),
+        names.state.clone(),
+        names.control.clone(),
+        names.mqtt_retained(),
+    ];
+    for q in queues.iter().chain(extra) {
         // A failed delete closes the channel: one channel per object.
         let ch = conn.create_channel().await.map_err(err)?;
         let _ = ch
@@ -452,13 +478,7 @@ impl Store for RabbitStore {
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
         Box::pin(async move {
             let outcome = self
-                .write(
-                    |origin, _| Outgoing {
-                        record: Record::Recall { origin, message_id },
-                        recipients: Vec::new(),
-                    },
-                    None,
-                )
+                .write(|origin, _| Record::Recall { origin, message_id }, None)
                 .await?;
             match outcome {
                 Outcome::Recalled(r) => Ok(r),
@@ -486,11 +506,12 @@ impl Store for RabbitStore {
         device: &'a str,
         message_id: u64,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(self.inner.devices.ack(user, device, message_id))
+        self.inner.devices.ack(user, device, message_id);
+        Box::pin(std::future::ready(Ok(())))
     }
 
     fn subscribe_user(&self, user: &str) -> UserFeed {
-        self.inner.feeds.subscribe_user(user)
+        self.inner.router.subscribe_user(user)
     }
 
     fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<Option<Group>>> {
@@ -501,13 +522,7 @@ impl Store for RabbitStore {
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let outcome = self
-                .write(
-                    |origin, _| Outgoing {
-                        record: Record::PutGroup { origin, group },
-                        recipients: Vec::new(),
-                    },
-                    None,
-                )
+                .write(|origin, _| Record::PutGroup { origin, group }, None)
                 .await?;
             match outcome {
                 Outcome::GroupPut => Ok(()),
@@ -520,13 +535,7 @@ impl Store for RabbitStore {
         let group_id = group_id.to_string();
         Box::pin(async move {
             let outcome = self
-                .write(
-                    |origin, _| Outgoing {
-                        record: Record::DeleteGroup { origin, group_id },
-                        recipients: Vec::new(),
-                    },
-                    None,
-                )
+                .write(|origin, _| Record::DeleteGroup { origin, group_id }, None)
                 .await?;
             match outcome {
                 Outcome::GroupDeleted(existed) => Ok(existed),
@@ -543,13 +552,7 @@ impl Store for RabbitStore {
     fn put_setting(&self, key: String, value: String) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let outcome = self
-                .write(
-                    |origin, _| Outgoing {
-                        record: Record::PutSetting { origin, key, value },
-                        recipients: Vec::new(),
-                    },
-                    None,
-                )
+                .write(|origin, _| Record::PutSetting { origin, key, value }, None)
                 .await?;
             match outcome {
                 Outcome::SettingPut(..) => Ok(()),
@@ -561,7 +564,7 @@ impl Store for RabbitStore {
     fn watch_settings(
         &self,
     ) -> tokio::sync::broadcast::Receiver<imgate_core::store::SettingChange> {
-        self.inner.feeds.settings.subscribe()
+        self.inner.router.settings.subscribe()
     }
 
     /// One record in the log: every node passes it on as it reads it
@@ -570,14 +573,11 @@ impl Store for RabbitStore {
         Box::pin(async move {
             let outcome = self
                 .write(
-                    |origin, at_ms| Outgoing {
-                        record: Record::Announce {
-                            origin,
-                            topic,
-                            payload,
-                            at_ms,
-                        },
-                        recipients: Vec::new(),
+                    |origin, at_ms| Record::Announce {
+                        origin,
+                        topic,
+                        payload,
+                        at_ms,
                     },
                     None,
                 )
@@ -589,10 +589,14 @@ impl Store for RabbitStore {
         })
     }
 
-    fn watch_announcements(
-        &self,
-    ) -> tokio::sync::broadcast::Receiver<Arc<imgate_core::store::Announcement>> {
-        self.inner.feeds.announcements.subscribe()
+    fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>> {
+        self.inner.router.announcements.subscribe()
+    }
+
+    /// This node's acks as they come; the other nodes' from the control
+    /// stream, batched (`cursor_flush`).
+    fn watch_cursors(&self) -> broadcast::Receiver<Arc<CursorMoved>> {
+        self.inner.router.cursors.subscribe()
     }
 
     /// One log record for the batch: every node's indexer places the
@@ -604,12 +608,9 @@ impl Store for RabbitStore {
         Box::pin(async move {
             let outcome = self
                 .write(
-                    |origin, _| Outgoing {
-                        record: Record::Import {
-                            origin,
-                            items: batch,
-                        },
-                        recipients: Vec::new(),
+                    |origin, _| Record::Import {
+                        origin,
+                        items: batch,
                     },
                     None,
                 )

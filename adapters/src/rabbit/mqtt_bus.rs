@@ -2,8 +2,8 @@
 //! publish on one node reaches subscribers on every node, and every node's
 //! retained messages converge, when the store is RabbitMQ.
 //!
-//! Topology (on the store's inbox exchange, next to the `log` and `u.*`
-//! keys, so no other exchange is needed):
+//! Topology (on the store's inbox exchange, next to the streams' keys, so
+//! no other exchange is needed):
 //! - key [`LIVE_KEY`]: one exclusive, auto-delete queue per running node
 //!   (`<prefix>.mqtt.node.<node>.<boot>`) is bound with it. Every generic
 //!   publish goes there, each node matches it against its own
@@ -110,8 +110,10 @@ impl Names {
 impl MqttBus {
     /// Start the bus on its own connection and wait until this node's
     /// retained updates have caught up with the stream.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn start(
         uri: lapin::uri::AMQPUri,
+        config: Arc<super::RabbitConfig>,
         names: Names,
         node_id: u16,
         reconnect_wait: Duration,
@@ -121,7 +123,7 @@ impl MqttBus {
     ) -> Result<(MqttBus, Vec<tokio::task::JoinHandle<()>>), StoreError> {
         let name = format!("imgate {} node {node_id} mqtt", names.prefix);
         let (broker, broker_task) =
-            Broker::start(uri, name, names.clone(), shutdown.clone()).await?;
+            Broker::start(uri, name, names.clone(), config, shutdown.clone()).await?;
         let boot = super::boot_id();
         let parts = Arc::new(Parts {
             broker,

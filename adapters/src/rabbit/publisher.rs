@@ -1,9 +1,10 @@
 //! Writing records: one confirm-mode channel, a bounded window of
 //! unconfirmed publishes, and the wait for this node's indexer.
 //!
-//! An append is answered only after (1) the broker confirmed the publish
-//! (the stream and every device queue it was routed to have it: that is
-//! the durability point of DESIGN §3.1) and (2) this node's indexer applied
+//! Each record goes to its stream ([`Record::stream_key`]). An append is
+//! answered only after (1) the broker confirmed the publish (the stream
+//! has it: that is the durability point of DESIGN §3.1) and (2) this
+//! node's indexer applied
 //! the record (so the sender gets the final id, duplicates are detected in
 //! log order, and a sync on this node right after the ack sees it).
 //!
@@ -30,7 +31,6 @@ use imgate_core::id::MessageIdGenerator;
 use imgate_core::now_ms;
 use imgate_core::StoreError;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use lapin::{BasicProperties, Channel, Confirmation};
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio::time::{timeout_at, Instant};
@@ -38,11 +38,8 @@ use tokio::time::{timeout_at, Instant};
 use super::broker::Broker;
 use super::index::Outcome;
 use super::record::{Origin, Record};
-use super::topology::{short, user_key, Names, LOG_KEY};
+use super::topology::{short, Names};
 
-/// Most bytes of `CC` routing keys in one publish: the header frame must
-/// stay well below the negotiated frame size (128 KiB by default).
-const MAX_CC_BYTES: usize = 32 * 1024;
 const PERSISTENT: u8 = 2;
 
 /// Writers waiting for the indexer to apply their own record.
@@ -103,13 +100,6 @@ pub struct Publisher {
     reconnect_wait: Duration,
 }
 
-/// What to publish: the record (built once its origin is known) and the
-/// users whose device queues get a copy.
-pub struct Outgoing {
-    pub record: Record,
-    pub recipients: Vec<String>,
-}
-
 pub struct PublisherParts {
     pub broker: Broker,
     pub names: Names,
@@ -143,13 +133,13 @@ impl Publisher {
     /// by `send_timeout`, or by `index_wait` after the confirm if given
     /// (catching up at start may take longer than one send).
     ///
-    /// A nack (a recipient's device queue is full, or the log refused it)
-    /// is followed by a [`Record::Withdraw`], so the message the stream may
-    /// already hold is taken back on every node and the sender's error is
-    /// true: not stored.
+    /// A nack (the broker could not store it) is followed by a
+    /// [`Record::Withdraw`], so a message the stream may hold anyway is
+    /// taken back on every node and the sender's error is true: not
+    /// stored.
     pub async fn write(
         &self,
-        build: impl FnOnce(Origin, i64) -> Outgoing,
+        build: impl FnOnce(Origin, i64) -> Record,
         index_wait: Option<Duration>,
     ) -> Result<Outcome, StoreError> {
         let deadline = Instant::now() + self.send_timeout;
@@ -171,14 +161,11 @@ impl Publisher {
     /// Take back the nacked record `prov` (see [`Self::write`]); the error
     /// for its sender.
     async fn withdraw(&self, prov: u64) -> StoreError {
-        const REFUSED: &str = "RabbitMQ refused the message (a recipient's device queue is full, or the log is unavailable)";
+        const REFUSED: &str = "RabbitMQ refused the message (the log is unavailable)";
         let deadline = Instant::now() + self.send_timeout;
-        let build = |origin, _| Outgoing {
-            record: Record::Withdraw {
-                origin,
-                provisional: prov,
-            },
-            recipients: Vec::new(),
+        let build = |origin, _| Record::Withdraw {
+            origin,
+            provisional: prov,
         };
         let sent = match self.prepare(deadline, build).await {
             Ok((ch, token, out)) => self.send(&ch, token, out, None, deadline, None).await,
@@ -209,8 +196,8 @@ impl Publisher {
     async fn prepare(
         &self,
         deadline: Instant,
-        build: impl FnOnce(Origin, i64) -> Outgoing,
-    ) -> Result<(Channel, u64, Outgoing), StoreError> {
+        build: impl FnOnce(Origin, i64) -> Record,
+    ) -> Result<(Channel, u64, Record), StoreError> {
         let mut guard = timeout_at(deadline, self.channel.lock())
             .await
             .map_err(|_| unavailable("timed out waiting to publish"))?;
@@ -244,17 +231,16 @@ impl Publisher {
         &self,
         ch: &Channel,
         token: u64,
-        out: Outgoing,
+        record: Record,
         slot: Option<SemaphorePermit<'_>>,
         deadline: Instant,
         index_wait: Option<Duration>,
     ) -> Result<Outcome, Failed> {
-        let body = out
-            .record
+        let body = record
             .encode()
             .map_err(|e| StoreError::Corrupt(format!("cannot encode record: {e}")))?;
         let mut waiting = self.waiters.register(token);
-        let confirms = match self.publish_all(ch, &body, &out.recipients).await {
+        let confirm = match self.publish(ch, &body, record.stream_key()).await {
             Ok(c) => c,
             Err(e) => {
                 let mut guard = self.channel.lock().await;
@@ -264,17 +250,11 @@ impl Publisher {
                 return Err(unavailable(format!("publish failed: {e}")).into());
             }
         };
-        for confirm in confirms {
-            match timeout_at(deadline, confirm).await {
-                Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => {}
-                Ok(Ok(Confirmation::Nack(_))) => return Err(Failed::Nacked),
-                Ok(Err(e)) => {
-                    return Err(unavailable(format!("no confirm from RabbitMQ: {e}")).into())
-                }
-                Err(_) => {
-                    return Err(unavailable("timed out waiting for the RabbitMQ confirm").into())
-                }
-            }
+        match timeout_at(deadline, confirm).await {
+            Ok(Ok(Confirmation::Ack(_))) | Ok(Ok(Confirmation::NotRequested)) => {}
+            Ok(Ok(Confirmation::Nack(_))) => return Err(Failed::Nacked),
+            Ok(Err(e)) => return Err(unavailable(format!("no confirm from RabbitMQ: {e}")).into()),
+            Err(_) => return Err(unavailable("timed out waiting for the RabbitMQ confirm").into()),
         }
         drop(slot);
         let index_deadline = match index_wait {
@@ -305,62 +285,21 @@ impl Publisher {
         Ok(ch)
     }
 
-    /// One publish to the log with the first recipients in `CC`; if the
-    /// recipients' keys do not fit in one header, more publishes to the
-    /// device queues only. All of them must be confirmed.
-    async fn publish_all(
+    /// One persistent publish to the stream bound with `key`.
+    async fn publish(
         &self,
         ch: &Channel,
         body: &[u8],
-        recipients: &[String],
-    ) -> Result<Vec<lapin::PublisherConfirm>, lapin::Error> {
-        let mut keys: Vec<String> = recipients.iter().map(|u| user_key(u)).collect();
-        keys.sort();
-        keys.dedup();
-        let mut chunks: Vec<Vec<String>> = vec![Vec::new()];
-        let mut size = 0;
-        for k in keys {
-            if size + k.len() > MAX_CC_BYTES {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += k.len() + 8;
-            if let Some(last) = chunks.last_mut() {
-                last.push(k);
-            }
-        }
-        let mut confirms = Vec::with_capacity(chunks.len());
-        for (i, cc) in chunks.into_iter().enumerate() {
-            let (routing_key, cc) = if i == 0 {
-                (LOG_KEY.to_string(), cc)
-            } else {
-                let mut it = cc.into_iter();
-                let Some(first) = it.next() else { continue };
-                (first, it.collect())
-            };
-            let mut headers = FieldTable::default();
-            if !cc.is_empty() {
-                let list: Vec<AMQPValue> = cc
-                    .into_iter()
-                    .map(|k| AMQPValue::LongString(LongString::from(k)))
-                    .collect();
-                headers.insert("CC".into(), AMQPValue::FieldArray(FieldArray::from(list)));
-            }
-            let props = BasicProperties::default()
-                .with_delivery_mode(PERSISTENT)
-                .with_headers(headers);
-            let confirm = ch
-                .basic_publish(
-                    short(&self.names.inbox)?,
-                    short(&routing_key)?,
-                    BasicPublishOptions::default(),
-                    body,
-                    props,
-                )
-                .await?;
-            confirms.push(confirm);
-        }
-        Ok(confirms)
+        key: &str,
+    ) -> Result<lapin::PublisherConfirm, lapin::Error> {
+        ch.basic_publish(
+            short(&self.names.inbox)?,
+            short(key)?,
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default().with_delivery_mode(PERSISTENT),
+        )
+        .await
     }
 }
 

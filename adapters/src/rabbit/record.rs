@@ -1,9 +1,12 @@
-//! The records of the log stream (JSON, one per AMQP message).
+//! The records of the store's streams (JSON, one per AMQP message).
 //!
 //! Every change to the store is a record, so any node can rebuild the
-//! whole state (messages, recalls, groups, settings, dedupe keys) by reading the
-//! stream from the start, and all nodes reach the same state because they
-//! apply the same records in the same (stream) order.
+//! whole state (messages, recalls, groups, settings, dedupe keys, device
+//! cursors) by reading the streams, and all nodes reach the same state
+//! because they apply the same records in the same (per-stream) order.
+//! [`Record::stream_key`] says which stream a record goes to: history to
+//! the log, groups and settings to the state stream, cursors and
+//! announcements to the control stream (which expires).
 
 use imgate_core::model::Message;
 use imgate_core::store::{Group, ImportMessage};
@@ -35,7 +38,7 @@ pub enum Record {
         message_id: u64,
     },
     /// The writer of the message with provisional id `provisional` got a
-    /// nack (a recipient's device queue was full): the message is taken
+    /// nack (the broker could not store it): the message is taken
     /// back everywhere, as if never stored, and its sender is told so.
     Withdraw {
         origin: Origin,
@@ -71,11 +74,58 @@ pub enum Record {
         /// a restart) ignores it.
         at_ms: i64,
     },
-    /// Written by a node when it starts: once its indexer reads it back,
-    /// the node has seen everything written before its start.
+    /// Written by a node when it starts, to each stream: once its
+    /// indexer reads it back, the node has seen everything written to
+    /// that stream before its start.
     Marker {
         origin: Origin,
+        /// The stream's routing key (a marker goes where it says).
+        #[serde(default = "log_key")]
+        stream: String,
     },
+    /// Device cursors, batched (control stream). `snapshot` marks a full
+    /// copy of a node's cursor table, written now and then so that a node
+    /// reading the control stream after older records expired still
+    /// learns every cursor (see `cursor_log`).
+    Cursors {
+        origin: Origin,
+        at_ms: i64,
+        entries: Vec<CursorEntry>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        snapshot: Option<SnapshotPart>,
+    },
+}
+
+/// One device's cursor in a [`Record::Cursors`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CursorEntry {
+    #[serde(rename = "u")]
+    pub user: String,
+    #[serde(rename = "d")]
+    pub device: String,
+    /// Every message for this device up to this id is acked.
+    #[serde(rename = "c")]
+    pub cursor: u64,
+    /// When the device was last seen (writer's clock, ms).
+    #[serde(rename = "s")]
+    pub seen_ms: i64,
+    /// A new device's first cursor: applied only if none is known (a
+    /// move is applied as a maximum).
+    #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
+    pub register: bool,
+}
+
+/// Where a record stands in a snapshot: part `part`, `last` on the final
+/// one (a snapshot is complete once its last part is in the stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub id: u64,
+    pub part: u32,
+    pub last: bool,
+}
+
+fn log_key() -> String {
+    super::topology::LOG_KEY.to_string()
 }
 
 impl Record {
@@ -89,7 +139,28 @@ impl Record {
             | Record::PutSetting { origin, .. }
             | Record::Announce { origin, .. }
             | Record::Import { origin, .. }
-            | Record::Marker { origin } => *origin,
+            | Record::Cursors { origin, .. }
+            | Record::Marker { origin, .. } => *origin,
+        }
+    }
+
+    /// The routing key of the stream this record belongs to.
+    pub fn stream_key(&self) -> &str {
+        use super::topology::{CONTROL_KEY, LOG_KEY, STATE_KEY};
+        match self {
+            Record::Message { .. }
+            | Record::Recall { .. }
+            | Record::Withdraw { .. }
+            | Record::Import { .. } => LOG_KEY,
+            Record::PutGroup { .. } | Record::DeleteGroup { .. } | Record::PutSetting { .. } => {
+                STATE_KEY
+            }
+            Record::Announce { .. } | Record::Cursors { .. } => CONTROL_KEY,
+            Record::Marker { stream, .. } => match stream.as_str() {
+                STATE_KEY => STATE_KEY,
+                CONTROL_KEY => CONTROL_KEY,
+                _ => LOG_KEY,
+            },
         }
     }
 
@@ -125,6 +196,28 @@ mod tests {
         };
         let back = Record::decode(&r.encode().unwrap()).unwrap();
         assert_eq!(back.origin(), Origin { boot: 1, token: 2 });
+        assert_eq!(back.stream_key(), "log");
+        let c = Record::Cursors {
+            origin: Origin { boot: 1, token: 3 },
+            at_ms: 9,
+            entries: vec![CursorEntry {
+                user: "b".into(),
+                device: "p".into(),
+                cursor: 7,
+                seen_ms: 9,
+                register: false,
+            }],
+            snapshot: None,
+        };
+        let text = String::from_utf8(c.encode().unwrap()).unwrap();
+        assert!(text.contains(r#"{"u":"b","d":"p","c":7,"s":9}"#), "{text}");
+        assert_eq!(
+            Record::decode(text.as_bytes()).unwrap().stream_key(),
+            "control"
+        );
+        // A marker of the first format (no stream) is a log marker.
+        let old = br#"{"kind":"marker","origin":{"boot":1,"token":4}}"#;
+        assert_eq!(Record::decode(old).unwrap().stream_key(), "log");
         assert!(Record::decode(b"{\"kind\":\"nope\"}").is_err());
     }
 }

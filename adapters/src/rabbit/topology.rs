@@ -1,35 +1,38 @@
 //! Names and idempotent declarations of the broker objects (DESIGN §7).
+//! Their number is fixed: it does not depend on users or devices.
 //!
-//! - `<prefix>.log`: a durable **stream**, every record of the store (messages,
-//!   recalls, group changes, node markers): the source of truth that every
-//!   node indexes.
-//! - `<prefix>.inbox`: a durable **direct exchange**. The log is bound to it
-//!   with the key [`LOG_KEY`]; each device queue with its user's key
-//!   `u.<user>`. A message is published once with routing key `log` and a `CC`
-//!   header listing its recipients' keys, so the log and every registered
-//!   device of every recipient receive it in one publish with one confirm.
-//! - `<prefix>.dev.<user>.<device>`: one durable **quorum queue** per device,
-//!   with `x-expires` (idle devices disappear) and `x-max-length` +
-//!   `x-overflow` (bounded, explicit overflow policy).
+//! - `<prefix>.log`: a durable **stream**, the history: messages, recalls,
+//!   withdrawals, imports, node markers. Kept whole by default; optional
+//!   retention (`log_max_age`, `log_max_bytes`).
+//! - `<prefix>.state`: a durable **stream** of cluster state that must
+//!   outlive any history retention: groups and settings. Small, kept whole.
+//! - `<prefix>.control`: a durable **stream** of control traffic that may
+//!   expire (`control_max_age`, `control_max_bytes`, small segments so
+//!   retention bites): delivery cursors in batches (with periodic full
+//!   snapshots, so a node started later still learns every cursor),
+//!   login announcements, receipts.
+//! - `<prefix>.inbox`: a durable **direct exchange**; each stream is bound
+//!   with its own key ([`LOG_KEY`], [`STATE_KEY`], [`CONTROL_KEY`]).
 //! - MQTT cluster bus (see `mqtt_bus`): the inbox keys `mqtt` (one
 //!   exclusive queue per running node, `<prefix>.mqtt.node.<node>.<boot>`)
 //!   and `mqtt-retained` (the durable stream `<prefix>.mqtt-retained`).
 //!
-//! Names and keys are AMQP short strings (at most 255 bytes): long or
-//! unusual ids are escaped and, when too long, shortened with a hash.
-//! Deliveries are checked against their recipients, so a hash collision
-//! can never hand a message to the wrong user.
+//! A node holds a fixed number of connections and channels whatever the
+//! number of devices attached to it (see `mod.rs`).
 
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Channel, Consumer, ExchangeKind};
+use lapin::{Channel, Connection, ExchangeKind};
 
 use super::config::RabbitConfig;
 
-/// Routing key binding the log stream to the inbox exchange. User keys all
-/// start with `u.`, so no user can collide with it.
+/// Routing key of the history stream.
 pub const LOG_KEY: &str = "log";
-const MAX_SHORT: usize = 255;
+/// Routing key of the state stream.
+pub const STATE_KEY: &str = "state";
+/// Routing key of the control stream.
+pub const CONTROL_KEY: &str = "control";
 
 /// Close a consuming channel, and only then drop its consumer.
 ///
@@ -39,9 +42,9 @@ const MAX_SHORT: usize = 255;
 /// (`CHANNEL_ERROR - expected 'channel.open'`) and every other channel on
 /// it fails. Once the close is done, lapin knows the channel is gone and
 /// sends nothing more on it.
-pub async fn close_consuming(ch: &Channel, consumer: Consumer, reason: &str) {
+pub async fn close_consuming<C>(ch: &Channel, consumers: C, reason: &str) {
     let _ = ch.close(200, ShortString::from(reason.to_string())).await;
-    drop(consumer);
+    drop(consumers);
 }
 
 /// The names of one store's broker objects.
@@ -49,6 +52,8 @@ pub async fn close_consuming(ch: &Channel, consumer: Consumer, reason: &str) {
 pub struct Names {
     pub prefix: String,
     pub log: String,
+    pub state: String,
+    pub control: String,
     pub inbox: String,
 }
 
@@ -57,67 +62,79 @@ impl Names {
         Names {
             prefix: prefix.to_string(),
             log: format!("{prefix}.log"),
+            state: format!("{prefix}.state"),
+            control: format!("{prefix}.control"),
             inbox: format!("{prefix}.inbox"),
         }
     }
 
-    /// The queue of one device.
-    pub fn device_queue(&self, user: &str, device: &str) -> String {
-        let full = format!("{}.dev.{}.{}", self.prefix, escape(user), escape(device));
-        shorten(full, &format!("{user}\u{0}{device}"))
+    /// The streams this store indexes, with their routing keys.
+    pub fn streams(&self) -> [(&str, &'static str); 3] {
+        [
+            (self.log.as_str(), LOG_KEY),
+            (self.state.as_str(), STATE_KEY),
+            (self.control.as_str(), CONTROL_KEY),
+        ]
     }
 }
 
-/// The routing key of a user's devices.
-pub fn user_key(user: &str) -> String {
-    shorten(format!("u.{user}"), user)
-}
-
-/// `.` and `%` escaped so that `user.device` boundaries stay unambiguous.
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '.' => out.push_str("%2E"),
-            '%' => out.push_str("%25"),
-            c if c.is_control() => out.push_str(&format!("%{:02X}", c as u32 & 0xff)),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Fit a name into a short string: keep a prefix of it and append a hash
-/// of `key` (FNV-1a, stable across builds) when it is too long.
-fn shorten(full: String, key: &str) -> String {
-    if full.len() <= MAX_SHORT {
-        return full;
-    }
-    let mut cut = 200;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}#{:016x}", &full[..cut], fnv1a(key.as_bytes()))
-}
-
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-/// A short string from a name built by this module (always ≤ 255 bytes);
-/// anything else is an error, never a panic.
+/// A short string from a name built by this module (always ≤ 255 bytes
+/// for a valid prefix); anything else is an error, never a panic.
 pub fn short(s: &str) -> Result<ShortString, lapin::Error> {
     ShortString::try_new(s).map_err(|e| lapin::Error::from(std::io::Error::other(e.to_string())))
 }
 
-/// Declare the exchange and the log stream and bind them. Safe to repeat
-/// (on every connect): same names, same arguments.
-pub async fn declare_core(ch: &Channel, names: &Names) -> Result<(), lapin::Error> {
+/// Retention of one stream: `x-max-age` (RabbitMQ's units, e.g. `7D`,
+/// `12h`) and `x-max-length-bytes`; `None` keeps everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Retention {
+    pub max_age: Option<String>,
+    pub max_bytes: Option<u64>,
+    pub segment_bytes: Option<u64>,
+}
+
+fn stream_args(r: &Retention) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    if let Some(age) = &r.max_age {
+        args.insert(
+            "x-max-age".into(),
+            AMQPValue::LongString(age.as_str().into()),
+        );
+    }
+    if let Some(b) = r.max_bytes {
+        args.insert(
+            "x-max-length-bytes".into(),
+            AMQPValue::LongLongInt(i64::try_from(b).unwrap_or(i64::MAX)),
+        );
+    }
+    if let Some(b) = r.segment_bytes {
+        args.insert(
+            "x-stream-max-segment-size-bytes".into(),
+            AMQPValue::LongLongInt(i64::try_from(b).unwrap_or(i64::MAX)),
+        );
+    }
+    args
+}
+
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(err)
+        if matches!(err.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+}
+
+/// Declare the exchange and the three streams and bind them. Safe to
+/// repeat (on every connect). A stream that exists with other arguments
+/// (retention changed since it was made) is used as it is, with a
+/// warning: stream arguments cannot change, a RabbitMQ policy can.
+pub async fn declare_core(
+    conn: &Connection,
+    names: &Names,
+    config: &RabbitConfig,
+) -> Result<(), lapin::Error> {
+    let mut ch = conn.create_channel().await?;
     ch.exchange_declare(
         short(&names.inbox)?,
         ExchangeKind::Direct,
@@ -128,76 +145,49 @@ pub async fn declare_core(ch: &Channel, names: &Names) -> Result<(), lapin::Erro
         FieldTable::default(),
     )
     .await?;
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("stream".into()),
-    );
-    ch.queue_declare(
-        short(&names.log)?,
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await?;
-    ch.queue_bind(
-        short(&names.log)?,
-        short(&names.inbox)?,
-        short(LOG_KEY)?,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
+    let streams = [
+        (&names.log, LOG_KEY, config.log_retention()),
+        (&names.state, STATE_KEY, Retention::default()),
+        (&names.control, CONTROL_KEY, config.control_retention()),
+    ];
+    for (queue, key, retention) in streams {
+        let declared = ch
+            .queue_declare(
+                short(queue)?,
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                stream_args(&retention),
+            )
+            .await;
+        if let Err(e) = declared {
+            if !is_precondition_failed(&e) {
+                return Err(e);
+            }
+            tracing::warn!(%queue, error = %e, "stream exists with other arguments (retention changed?): using it as it is; change retention with a RabbitMQ policy");
+            ch = conn.create_channel().await?;
+            ch.queue_declare(
+                short(queue)?,
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        ch.queue_bind(
+            short(queue)?,
+            short(&names.inbox)?,
+            short(key)?,
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let _ = ch.close(200, "declared".into()).await;
     Ok(())
-}
-
-/// The arguments of a device queue.
-pub fn device_queue_args(config: &RabbitConfig) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString("quorum".into()),
-    );
-    let expires = i64::try_from(config.device_expires.as_millis()).unwrap_or(i64::MAX);
-    args.insert("x-expires".into(), AMQPValue::LongLongInt(expires));
-    args.insert(
-        "x-max-length".into(),
-        AMQPValue::LongLongInt(i64::from(config.device_max_length)),
-    );
-    args.insert(
-        "x-overflow".into(),
-        AMQPValue::LongString(config.overflow.as_arg().into()),
-    );
-    args
-}
-
-/// Declare (idempotently) and bind the queue of one device.
-pub async fn declare_device(
-    ch: &Channel,
-    names: &Names,
-    config: &RabbitConfig,
-    queue: &str,
-    user: &str,
-) -> Result<(), lapin::Error> {
-    ch.queue_declare(
-        short(queue)?,
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        device_queue_args(config),
-    )
-    .await?;
-    ch.queue_bind(
-        short(queue)?,
-        short(&names.inbox)?,
-        short(&user_key(user))?,
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
 }
 
 #[cfg(test)]
@@ -205,16 +195,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn names_are_unambiguous_and_short() {
+    fn names_are_fixed_per_prefix() {
         let n = Names::new("imgate");
-        assert_eq!(n.device_queue("bob", "phone"), "imgate.dev.bob.phone");
-        assert_ne!(n.device_queue("a.b", "c"), n.device_queue("a", "b.c"));
-        let long = "x".repeat(400);
-        let q = n.device_queue(&long, "d");
-        assert!(q.len() <= MAX_SHORT);
-        assert_ne!(q, n.device_queue(&long, "e"));
-        assert!(user_key(&long).len() <= MAX_SHORT);
-        assert!(user_key(&"é".repeat(300)).len() <= MAX_SHORT);
-        assert_ne!(user_key("log"), LOG_KEY);
+        let all: Vec<&str> = n.streams().iter().map(|s| s.0).collect();
+        assert_eq!(all, ["imgate.log", "imgate.state", "imgate.control"]);
+        let keys: Vec<&str> = n.streams().iter().map(|s| s.1).collect();
+        assert_eq!(keys, [LOG_KEY, STATE_KEY, CONTROL_KEY]);
+        let args = stream_args(&Retention {
+            max_age: Some("7D".into()),
+            max_bytes: Some(10),
+            segment_bytes: None,
+        });
+        assert!(args.inner().contains_key("x-max-age"));
+        assert!(args.inner().contains_key("x-max-length-bytes"));
+        assert!(!stream_args(&Retention::default())
+            .inner()
+            .contains_key("x-max-age"));
     }
 }

@@ -148,6 +148,14 @@ pub trait Store: Send + Sync + 'static {
     /// Announcements as this node applies them, from any node.
     fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>>;
 
+    /// Delivery cursors as they move: once a [`CursorMoved`] arrives,
+    /// every message for that device with an id up to its `cursor` is
+    /// acked (or was never for it). This node's moves come as its acks
+    /// arrive (`local`); on a shared store the other nodes' moves follow a
+    /// moment later, batched. Best effort for watchers (a lagging
+    /// receiver misses moves); the cursors themselves are durable.
+    fn watch_cursors(&self) -> broadcast::Receiver<Arc<CursorMoved>>;
+
     /// Migration: store messages from another system, with their original
     /// times, as history (sync and history show them; no device gets them
     /// as pending deliveries). Each gets an id in its own millisecond
@@ -171,6 +179,19 @@ pub trait Store: Send + Sync + 'static {
 
 /// A changed setting: its key and new value.
 pub type SettingChange = (String, Arc<String>);
+
+/// A device's delivery cursor moved (see [`Store::watch_cursors`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CursorMoved {
+    pub user: String,
+    pub device: String,
+    pub cursor: u64,
+    /// Moved by an ack on this node.
+    pub local: bool,
+}
+
+/// Buffer of a store's cursor watchers.
+pub const CURSOR_WATCH_BUFFER: usize = 4096;
 
 /// A transient cluster event (see [`Store::announce`]).
 #[derive(Debug, Clone, PartialEq, Eq)]

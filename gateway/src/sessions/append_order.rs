@@ -32,8 +32,8 @@ use std::sync::{Arc, Mutex};
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Announcement, Appended, BoxFuture, DeviceFeed, Group, ImportMessage, Imported, NewMessage,
-    Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, CursorMoved, DeviceFeed, Group, ImportMessage, Imported,
+    NewMessage, Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::Store;
 use tokio::sync::{broadcast, oneshot};
@@ -254,6 +254,10 @@ impl Store for OrderedAppends {
 
     fn watch_announcements(&self) -> broadcast::Receiver<Arc<Announcement>> {
         self.inner.watch_announcements()
+    }
+
+    fn watch_cursors(&self) -> broadcast::Receiver<Arc<CursorMoved>> {
+        self.inner.watch_cursors()
     }
 
     fn import(&self, batch: Vec<ImportMessage>) -> BoxFuture<'_, StoreResult<Vec<Imported>>> {

@@ -1,12 +1,15 @@
-//! In-process fan-out: which devices are attached here, and who listens to
-//! a user's live messages.
+//! In-process fan-out, shared by both stores: which devices are attached
+//! to this process, who listens to a user's live messages, and the
+//! watchers of settings, announcements and cursor moves.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::{Announcement, InFlight, Lag, SettingChange, UserFeed};
+use imgate_core::store::{
+    Announcement, CursorMoved, InFlight, Lag, SettingChange, UserFeed, CURSOR_WATCH_BUFFER,
+};
 use tokio::sync::{broadcast, mpsc};
 
 /// One attached device.
@@ -39,6 +42,8 @@ pub struct Router {
     /// Announcements, for `Store::watch_announcements` (one node: every
     /// announcement is local).
     pub announcements: broadcast::Sender<Arc<Announcement>>,
+    /// Cursor moves of this node's acks, for `Store::watch_cursors`.
+    pub cursors: broadcast::Sender<Arc<CursorMoved>>,
     routes: Arc<Mutex<Routes>>,
     generation: AtomicU64,
     device_buffer: usize,
@@ -57,6 +62,7 @@ impl Router {
         Router {
             settings: broadcast::channel(64).0,
             announcements: broadcast::channel(1024).0,
+            cursors: broadcast::channel(CURSOR_WATCH_BUFFER).0,
             routes: Arc::default(),
             generation: AtomicU64::new(1),
             device_buffer: device_buffer.max(1),
@@ -117,7 +123,37 @@ impl Router {
             let r = lock(&self.routes);
             r.devices.get(user)?.get(device)?.in_flight.clone()
         };
-        in_flight.ack(message_id).then(|| in_flight.cursor())
+        if !in_flight.ack(message_id) {
+            return None;
+        }
+        let cursor = in_flight.cursor();
+        if self.cursors.receiver_count() > 0 {
+            let _ = self.cursors.send(Arc::new(CursorMoved {
+                user: user.to_string(),
+                device: device.to_string(),
+                cursor,
+                local: true,
+            }));
+        }
+        Some(cursor)
+    }
+
+    /// Every device attached here, with its cursor now.
+    pub fn attached(&self) -> Vec<(String, String, u64)> {
+        let r = lock(&self.routes);
+        r.devices
+            .iter()
+            .flat_map(|(user, devs)| {
+                devs.iter().map(move |(device, route)| {
+                    (user.clone(), device.clone(), route.in_flight.cursor())
+                })
+            })
+            .collect()
+    }
+
+    /// How many devices are attached here.
+    pub fn attached_count(&self) -> usize {
+        lock(&self.routes).devices.values().map(HashMap::len).sum()
     }
 
     pub fn subscribe_user(&self, user: &str) -> UserFeed {
