@@ -143,7 +143,25 @@ async fn connect(
     names: &Names,
     config: &RabbitConfig,
 ) -> Result<Connection, lapin::Error> {
-    let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect_uri(uri.clone(), props))
+    let tls = lapin::tcp::OwnedTLSConfig {
+        identity: None,
+        cert_chain: match &config.tls_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                lapin::Error::from(std::io::Error::other(format!(
+                    "cannot read tls_ca_file {}: {e}",
+                    path.display()
+                )))
+            })?),
+            None => None,
+        },
+    };
+    let connect = Connection::connect_uri_with_config(
+        uri.clone(),
+        props,
+        tls,
+        lapin::runtime::default_runtime()?,
+    );
+    let conn = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| lapin::Error::from(std::io::Error::other("connect timed out")))??;
     // Declare the shared topology on every (re)connect: idempotent, and it
