@@ -124,9 +124,9 @@ impl IndexPosition {
     }
 }
 
-/// One record read from a stream: its stream's key, its offset, and the
-/// record (`None` when it did not decode).
-pub type Read = (&'static str, u64, Option<Record>);
+/// One message read from a stream: its stream's key, its offset, and its
+/// records (a batch; none when it did not decode).
+pub type Read = (&'static str, u64, Vec<Record>);
 
 /// A device: (user, device).
 pub type DeviceKey = (String, String);
@@ -310,13 +310,13 @@ impl Index {
                 cursors: txn.open_table(CURSORS).map_err(io)?,
             };
             let mut memory = self.memory();
-            for (stream, offset, record) in batch {
+            for (stream, offset, records) in batch {
                 let at = next.offset_mut(stream);
                 if *offset < *at {
                     continue; // a chunk re-delivered from before our offset
                 }
                 *at = offset + 1;
-                if let Some(record) = record {
+                for record in records {
                     out.push(self.apply_one(&mut t, &mut memory, &mut next, record)?);
                 }
             }
@@ -528,6 +528,12 @@ impl Index {
         let t = txn.open_table(PROV).map_err(io)?;
         let found = t.get(prov).map_err(io)?;
         Ok(found.map(|v| v.value()))
+    }
+
+    /// Whether `(sender, cmid)` may be a resend (memory only, no read: a
+    /// candidate is then checked with [`Self::dedupe`]).
+    pub fn resend_candidate(&self, sender: &str, cmid: &str) -> bool {
+        !cmid.is_empty() && self.memory().candidate(sender, cmid).is_some()
     }
 
     /// The original of a resend still within the window at `now`, if any.
@@ -771,10 +777,10 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    ("log", 0, Some(msg(200, ts, "k1"))),
-                    ("log", 1, Some(msg(100, ts, "k2"))),
-                    ("log", 2, None),
-                    ("log", 3, Some(msg(300, ts + 1, "k1"))),
+                    ("log", 0, vec![msg(200, ts, "k1")]),
+                    ("log", 1, vec![msg(100, ts, "k2")]),
+                    ("log", 2, vec![]),
+                    ("log", 3, vec![msg(300, ts + 1, "k1")]),
                 ],
             )
             .unwrap();
@@ -794,7 +800,7 @@ mod tests {
         assert_eq!(ids, vec![200, 201]);
         // Re-delivered offsets are ignored; reopening resumes the position.
         assert!(index
-            .apply(&mut pos, &[("log", 3, Some(msg(400, ts, "k9")))])
+            .apply(&mut pos, &[("log", 3, vec![msg(400, ts, "k9")])])
             .unwrap()
             .is_empty());
         drop(index);
@@ -804,7 +810,7 @@ mod tests {
         // Past the window (on the log's clock) the key is free again.
         let (index, mut pos) = Index::open(&dir.path().join("i.redb"), 600_000).unwrap();
         let out = index
-            .apply(&mut pos, &[("log", 4, Some(msg(500, ts + 600_001, "k1")))])
+            .apply(&mut pos, &[("log", 4, vec![msg(500, ts + 600_001, "k1")])])
             .unwrap();
         assert_eq!(final_of(&out[0]), (500, false));
     }
@@ -845,17 +851,17 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    ("control", 0, Some(cursors(&[("p", 10, 1, true)]))),
+                    ("control", 0, vec![cursors(&[("p", 10, 1, true)])]),
                     // A later registration (another node) does not move it.
-                    ("control", 1, Some(cursors(&[("p", 50, 2, true)]))),
+                    ("control", 1, vec![cursors(&[("p", 50, 2, true)])]),
                     (
                         "control",
                         2,
-                        Some(cursors(&[("p", 30, 3, false), ("t", 5, 3, false)])),
+                        vec![cursors(&[("p", 30, 3, false), ("t", 5, 3, false)])],
                     ),
                     // A stale move never takes it back.
-                    ("control", 3, Some(cursors(&[("p", 20, 4, false)]))),
-                    ("log", 0, Some(msg(100, 1, "k"))),
+                    ("control", 3, vec![cursors(&[("p", 20, 4, false)])]),
+                    ("log", 0, vec![msg(100, 1, "k")]),
                 ],
             )
             .unwrap();
@@ -870,7 +876,7 @@ mod tests {
         index
             .apply(
                 &mut pos,
-                &[("control", 3, Some(cursors(&[("p", 99, 9, false)])))],
+                &[("control", 3, vec![cursors(&[("p", 99, 9, false)])])],
             )
             .unwrap();
         assert_eq!(index.cursor("b", "p").unwrap(), Some((30, 4)));
@@ -903,12 +909,12 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    ("log", 0, Some(msg(100, ts, "k1"))),
-                    ("log", 1, Some(msg(200, ts, "k2"))),
-                    ("log", 2, Some(withdraw_of(200))),
+                    ("log", 0, vec![msg(100, ts, "k1")]),
+                    ("log", 1, vec![msg(200, ts, "k2")]),
+                    ("log", 2, vec![withdraw_of(200)]),
                     // A withdraw ahead of its message leaves a tombstone.
-                    ("log", 3, Some(withdraw_of(400))),
-                    ("log", 4, Some(msg(400, ts, "k4"))),
+                    ("log", 3, vec![withdraw_of(400)]),
+                    ("log", 4, vec![msg(400, ts, "k4")]),
                 ],
             )
             .unwrap();
@@ -930,7 +936,7 @@ mod tests {
         // The sender's resend with the same client id is a new message.
         assert!(index.dedupe("a", "k2", ts + 1).unwrap().is_none());
         let out = index
-            .apply(&mut pos, &[("log", 5, Some(msg(300, ts + 1, "k2")))])
+            .apply(&mut pos, &[("log", 5, vec![msg(300, ts + 1, "k2")])])
             .unwrap();
         assert_eq!(final_of(&out[0]), (300, false));
         assert_eq!(ids(&index), vec![100, 300]);
@@ -939,8 +945,8 @@ mod tests {
             .apply(
                 &mut pos,
                 &[
-                    ("log", 6, Some(msg(500, ts + 2, "k1"))),
-                    ("log", 7, Some(withdraw_of(500))),
+                    ("log", 6, vec![msg(500, ts + 2, "k1")]),
+                    ("log", 7, vec![withdraw_of(500)]),
                 ],
             )
             .unwrap();

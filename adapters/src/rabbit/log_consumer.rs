@@ -194,14 +194,14 @@ impl LogConsumer {
                     None => expected.offset_of(key),
                 };
                 expected.advance(key, offset + 1);
-                let record = match Record::decode(&d.data) {
-                    Ok(r) => Some(r),
+                let records = match Record::decode_all(&d.data) {
+                    Ok(r) => r,
                     Err(err) => {
                         tracing::warn!(stream = key, offset, error = %err, "skipping an undecodable record");
-                        None
+                        Vec::new()
                     }
                 };
-                (key, offset, record)
+                (key, offset, records)
             })
             .collect();
         let index = self.index.clone();

@@ -179,7 +179,7 @@ impl RabbitStore {
             prefetch: config.log_prefetch,
         };
         tasks.push(tokio::spawn(consumer.run(shutdown_rx)));
-        let publisher = Arc::new(Publisher::new(PublisherParts {
+        let (publisher, publisher_task) = Publisher::new(PublisherParts {
             broker: pub_broker,
             names: names.clone(),
             boot,
@@ -189,7 +189,10 @@ impl RabbitStore {
             waiters,
             send_timeout: config.send_timeout,
             reconnect_wait: config.reconnect_wait,
-        }));
+            shutdown: shutdown.subscribe(),
+        });
+        let publisher = Arc::new(publisher);
+        tasks.push(publisher_task);
         let (cursor_stop, cursor_stop_rx) = watch::channel(false);
         let flusher = Flusher {
             log: cursors.clone(),
@@ -340,20 +343,37 @@ impl RabbitStore {
             .map_err(|e| StoreError::Unavailable(format!("read task failed: {e}")))?
     }
 
-    async fn append_new(&self, msg: NewMessage) -> StoreResult<Appended> {
-        if !msg.client_msg_id.is_empty() {
-            // Fast path: a resend this node already indexed.
-            let (sender, cmid) = (msg.sender.clone(), msg.client_msg_id.clone());
-            let now = now_ms();
-            if let Some(original) = self.read(move |i| i.dedupe(&sender, &cmid, now)).await? {
-                return Ok(Appended {
-                    message: original,
-                    duplicate: true,
-                });
-            }
+    /// A resend this node already indexed, answered without the broker.
+    async fn known_resend(&self, msg: &NewMessage) -> StoreResult<Option<Appended>> {
+        if !self
+            .inner
+            .index
+            .resend_candidate(&msg.sender, &msg.client_msg_id)
+        {
+            return Ok(None);
         }
-        let outcome = self
-            .write(
+        let (sender, cmid) = (msg.sender.clone(), msg.client_msg_id.clone());
+        let now = now_ms();
+        let original = self.read(move |i| i.dedupe(&sender, &cmid, now)).await?;
+        Ok(original.map(|message| Appended {
+            message,
+            duplicate: true,
+        }))
+    }
+
+    /// Queue the message's record (its place in the log is fixed when
+    /// this returns); the inner future resolves with the append.
+    async fn append_in_order(
+        &self,
+        msg: NewMessage,
+    ) -> StoreResult<BoxFuture<'_, StoreResult<Appended>>> {
+        if let Some(done) = self.known_resend(&msg).await? {
+            return Ok(Box::pin(std::future::ready(Ok(done))));
+        }
+        let queued = self
+            .inner
+            .publisher
+            .queue(
                 move |origin, now| Record::Message {
                     origin,
                     message: Box::new(Message {
@@ -371,10 +391,12 @@ impl RabbitStore {
                 None,
             )
             .await?;
-        match outcome {
-            Outcome::Message { message, duplicate } => Ok(Appended { message, duplicate }),
-            _ => Err(unexpected("append")),
-        }
+        Ok(Box::pin(async move {
+            match queued.done().await? {
+                Outcome::Message { message, duplicate } => Ok(Appended { message, duplicate }),
+                _ => Err(unexpected("append")),
+            }
+        }))
     }
 }
 
@@ -446,7 +468,16 @@ pub async fn delete_topology(url: &str, prefix: &str, extra: &[String]) -> Store
 
 impl Store for RabbitStore {
     fn append(&self, msg: NewMessage) -> BoxFuture<'_, StoreResult<Appended>> {
-        Box::pin(self.append_new(msg))
+        Box::pin(async move { self.append_in_order(msg).await?.await })
+    }
+
+    /// Resolves once the record is queued for the log: records leave in
+    /// queue order, so a session's pipelined sends keep their order.
+    fn append_queued(
+        &self,
+        msg: NewMessage,
+    ) -> BoxFuture<'_, StoreResult<BoxFuture<'_, StoreResult<Appended>>>> {
+        Box::pin(self.append_in_order(msg))
     }
 
     fn sync<'a>(

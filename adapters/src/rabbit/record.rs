@@ -168,8 +168,18 @@ impl Record {
         serde_json::to_vec(self)
     }
 
+    #[cfg(test)]
     pub fn decode(bytes: &[u8]) -> Result<Record, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// The records of one stream message: one record, or a JSON array of
+    /// them (the publisher batches; see `publisher.rs`).
+    pub fn decode_all(bytes: &[u8]) -> Result<Vec<Record>, serde_json::Error> {
+        match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'[') => serde_json::from_slice(bytes),
+            _ => Ok(vec![serde_json::from_slice(bytes)?]),
+        }
     }
 }
 
@@ -219,5 +229,14 @@ mod tests {
         let old = br#"{"kind":"marker","origin":{"boot":1,"token":4}}"#;
         assert_eq!(Record::decode(old).unwrap().stream_key(), "log");
         assert!(Record::decode(b"{\"kind\":\"nope\"}").is_err());
+        let one = r.encode().unwrap();
+        let mut two = b"[".to_vec();
+        two.extend_from_slice(&one);
+        two.push(b',');
+        two.extend_from_slice(&one);
+        two.push(b']');
+        assert_eq!(Record::decode_all(&one).unwrap().len(), 1);
+        assert_eq!(Record::decode_all(&two).unwrap().len(), 2);
+        assert!(Record::decode_all(b"[{\"kind\":\"nope\"}]").is_err());
     }
 }
