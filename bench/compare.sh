@@ -46,82 +46,7 @@ MESSAGES=$((SENDERS * PER_SENDER))
 XMPP_MESSAGES=$((XMPP_SENDERS * XMPP_PER_SENDER))
 (( RSS_RUNS < RUNS )) && RSS_RUNS=$RUNS
 
-mkdir -p bench/results
-RESULTS=${RESULTS:-$root/bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ).jsonl}
-: >"$RESULTS"
-work=$(mktemp -d)
-log() { echo "[compare $(date -u +%H:%M:%S)] $*" >&2; }
-
-# ---------------------------------------------------------------- build
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-log "building imgate and imgate-bench (release)"
-cargo build --release -q -p imgate -p imgate-bench || { log "build failed"; exit 1; }
-imgate_bin=$CARGO_TARGET_DIR/release/imgate
-bench_bin=$CARGO_TARGET_DIR/release/imgate-bench
-
-# This process opens thousands of idle connections: the soft limit up to
-# the hard one (peers started from here inherit it).
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-
-# ---------------------------------------------------------------- cleanup
-pids=()
-rabbit_enabled_here=
-plugins_file_existed=
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null; done
-  [[ -n ${prosody_stop:-} ]] && eval "$prosody_stop" >/dev/null 2>&1
-  if [[ -n $rabbit_enabled_here ]]; then
-    log "disabling rabbitmq_mqtt again (it was off before this run)"
-    rabbitmq-plugins disable rabbitmq_mqtt >/dev/null 2>&1
-    [[ -z $plugins_file_existed ]] && rm -f /etc/rabbitmq/enabled_plugins
-    rabbitmqctl status >/dev/null 2>&1 && log "RabbitMQ status: ok" || log "WARNING: rabbitmqctl status failed"
-  fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Spare loopback ports, asked of the kernel.
-free_ports() {
-  python3 - "$1" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-
-# One result line: {"workload","server","run","report"} or an error.
-record() { # workload server run report-or-empty error-text
-  local workload=$1 server=$2 run=$3 report=$4 err=$5
-  if [[ -n $report ]] && python3 -c 'import json,sys; json.loads(sys.argv[1])' "$report" 2>/dev/null; then
-    printf '{"workload":"%s","server":"%s","run":%s,"report":%s}\n' "$workload" "$server" "$run" "$report" >>"$RESULTS"
-  else
-    python3 -c 'import json,sys; print(json.dumps({"workload":sys.argv[1],"server":sys.argv[2],"run":int(sys.argv[3]),"error":sys.argv[4][-400:]}))' \
-      "$workload" "$server" "$run" "${err:-no report}" >>"$RESULTS"
-  fi
-}
-
-# Run a load tool (at most RUN_TIMEOUT seconds, default 600); record its
-# report (last JSON line) or its error.
-measure() { # workload server run -- command...
-  local workload=$1 server=$2 run=$3; shift 4
-  log "$workload / $server (run $run)"
-  local out err
-  out=$(timeout "${RUN_TIMEOUT:-600}" "$@" 2>"$work/stderr") ; local rc=$?
-  [[ $rc -eq 124 ]] && echo "timed out after ${RUN_TIMEOUT:-600} s" >>"$work/stderr"
-  err=$(tail -c 400 "$work/stderr")
-  [[ $rc -ne 0 ]] && { record "$workload" "$server" "$run" "" "exit $rc: $err"; return; }
-  record "$workload" "$server" "$run" "$(tail -n 1 <<<"$out")" "$err"
-}
-
-# A server that did not start: one error line per workload it was meant for.
-unavailable() { # server reason
-  python3 -c 'import json,sys; print(json.dumps({"server":sys.argv[1],"unavailable":sys.argv[2]}))' "$1" "$2" >>"$RESULTS"
-  log "$1 not available: $2"
-}
+source "$root/bench/lib.sh"
 
 # ---------------------------------------------------------------- imgate
 read -r im_http im_admin im_pb im_mqtt im_xmpp <<<"0 0 0 0 0"
@@ -183,38 +108,7 @@ else
 fi
 log "mosquitto: ${mosq:-none} (default), ${mosq_ll:-none} (max_queued_messages 0)"
 
-# ---------------------------------------------------------------- rabbitmq
-# The plugin's listener must be set before it starts (1883 is taken):
-# load the application, set tcp_listeners, then enable it.
-rabbit= ; rabbit_pid=
-if [[ -n ${SKIP_RABBIT:-} ]]; then
-  unavailable rabbitmq-mqtt "SKIP_RABBIT set"
-elif ! command -v rabbitmqctl >/dev/null || ! rabbitmqctl status >/dev/null 2>&1; then
-  unavailable rabbitmq-mqtt "no running RabbitMQ (rabbitmqctl status failed)"
-else
-  if rabbitmq-plugins list -e -m 2>/dev/null | grep -qx rabbitmq_mqtt; then
-    existing=$(rabbitmqctl eval 'application:get_env(rabbitmq_mqtt, tcp_listeners).' 2>/dev/null)
-    port=$(grep -o '[0-9]\{2,5\}' <<<"$existing" | tail -n 1)
-    [[ -n $port ]] && rabbit=127.0.0.1:$port
-    log "rabbitmq_mqtt was already enabled (listeners $existing): using it, leaving it enabled"
-  else
-    [[ -e /etc/rabbitmq/enabled_plugins ]] && plugins_file_existed=1
-    rabbitmqctl eval 'application:load(rabbitmq_mqtt).' >/dev/null 2>&1
-    rabbitmqctl eval "application:set_env(rabbitmq_mqtt, tcp_listeners, [{\"127.0.0.1\", $rabbit_port}])." >/dev/null 2>&1
-    if rabbitmq-plugins enable rabbitmq_mqtt >"$work/rabbit-enable.log" 2>&1; then
-      rabbit_enabled_here=1
-      rabbit=127.0.0.1:$rabbit_port
-    else
-      rabbit_enabled_here=1 # whatever half happened is undone at exit
-      unavailable rabbitmq-mqtt "plugin did not start: $(tail -c 200 "$work/rabbit-enable.log")"
-    fi
-  fi
-  if [[ -n $rabbit ]]; then
-    for _ in $(seq 1 50); do (exec 3<>"/dev/tcp/${rabbit/://}") 2>/dev/null && break; sleep 0.1; done
-    rabbit_pid=$(rabbitmqctl eval 'os:getpid().' 2>/dev/null | tr -dc 0-9)
-    log "rabbitmq-mqtt: $rabbit (beam pid $rabbit_pid)"
-  fi
-fi
+source "$root/bench/peers/rabbitmq_mqtt.sh"
 
 # ---------------------------------------------------------------- workloads
 mqtt_load() { # workload server addr pid run qos messages [extra...]

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""The table of bench/compare.sh, from its raw JSON lines.
+"""The table of bench/compare.sh (or, with `--rows rabbit`, of
+bench/compare_rabbit.sh), from its raw JSON lines.
 
-Usage: compare_table.py RESULTS.jsonl
+Usage: compare_table.py [--rows rabbit] RESULTS.jsonl
 
 Each line is {"workload", "server", "run", "report"} (a report of one
 imgate-bench run), {"workload", "server", "run", "error"} (the run failed)
@@ -44,7 +45,26 @@ ROWS = [
     ("CPU per delivered msg, XMPP flood", "xmpp-flood", "xmpp-flood", "cpu", ["prosody"]),
 ]
 
-UNITS = {"rate": "msg/s", "p99": "ms p99", "kb": "KB/conn", "cpu": "us/msg"}
+# bench/compare_rabbit.sh: imgate on the RabbitMQ store against the
+# broker's own MQTT plugin, and imgate-only figures of the store.
+RABBIT_ROWS = [
+    ("IM path on RabbitMQ, 1 node, vs plugin QoS 1 flood", "im-flood-1node",
+     "mqtt-qos1-flood", "rate", ["rabbitmq-mqtt"]),
+    ("IM path, senders node A -> receivers node B, vs 1 node", "im-flood-2nodes",
+     "im-flood-1node", "rate", ["imgate"]),
+    ("IM path p99 latency (flood), 1 node vs plugin", "im-flood-1node", "mqtt-qos1-flood",
+     "p99", ["rabbitmq-mqtt"]),
+    ("CPU per delivered msg (imgate node / beam)", "im-flood-1node", "mqtt-qos1-flood",
+     "cpu", ["rabbitmq-mqtt"]),
+    ("devices attached to one node: attach rate", "devices", None, "attach", []),
+    ("devices attached to one node: RSS each", "devices", None, "rss_dev", []),
+    ("devices: broker queues+channels, 10 -> N", "devices", None, "objects", []),
+    ("fresh node indexing the log", "index-build", None, "index", []),
+]
+
+UNITS = {"rate": "msg/s", "p99": "ms p99", "kb": "KB/conn", "cpu": "us/msg",
+         "attach": "devices/s", "rss_dev": "KB/device", "objects": "objects",
+         "index": "msg/s of log"}
 
 
 def load(path):
@@ -81,6 +101,14 @@ def value(report, metric):
         if metric == "cpu":
             v = (report.get("server") or {}).get("cpu_us_per_delivered")
             return None if v is None else float(v)
+        if metric == "attach":
+            return float(report["attaches_per_sec"])
+        if metric == "rss_dev":
+            return float(report["rss_kb_per_device"])
+        if metric == "index":
+            return float(report["index_build_msgs_per_sec"])
+        if metric == "objects":
+            return float(report["queues_n"] + report["channels_n"])
     except (KeyError, TypeError, ValueError):
         return None
     return None
@@ -100,6 +128,13 @@ def notes(report, metric):
         out.append(f"only {report.get('alive_at_measurement')} connected")
     if report.get("errors"):
         out.append(f"{report['errors']} errors")
+    if metric == "objects":
+        out.append(f"{report.get('queues_10')}+{report.get('channels_10')} with 10 devices, "
+                   f"{report.get('queues_n')}+{report.get('channels_n')} with {report.get('devices')}")
+    if metric == "index":
+        out.append(f"{report.get('messages')} msgs in {report.get('index_build_seconds')} s")
+    if metric == "attach":
+        out.append(f"{report.get('devices')} devices")
     return out
 
 
@@ -121,7 +156,7 @@ def fmt_ratio(r):
 
 
 def fmt(v, metric):
-    if metric == "rate":
+    if metric in ("rate", "attach", "index"):
         return fmt_rate(v)
     if metric == "kb":
         return f"{v:.2f}"
@@ -164,10 +199,14 @@ def rss_row(runs):
 
 
 def main():
-    path = sys.argv[1]
+    args = sys.argv[1:]
+    rows = ROWS
+    if args[:2] == ["--rows", "rabbit"]:
+        rows, args = RABBIT_ROWS, args[2:]
+    path = args[0]
     runs, errors, unavailable = load(path)
     table = []
-    for title, im_workload, peer_workload, metric, peers in ROWS:
+    for title, im_workload, peer_workload, metric, peers in rows:
         im_text, im_v = figure(runs, errors, unavailable, im_workload, "imgate", metric)
         if not peers:  # imgate only: no peer speaks this protocol
             table.append((title, "-", "no peer", im_text, "-"))
@@ -176,7 +215,7 @@ def main():
             label = peer if peer != "imgate" else "imgate MQTT->MQTT"
             ratio = fmt_ratio(im_v / peer_v) if im_v is not None and peer_v else "-"
             table.append((title, label, peer_text, im_text, ratio))
-    rss = rss_row(runs)
+    rss = rss_row(runs) if rows is ROWS else None
     if rss:
         table.append(rss)
     header = ("workload", "peer", "peer figure", "imgate figure", "imgate/peer")

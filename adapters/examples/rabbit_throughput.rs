@@ -14,6 +14,18 @@
 //!   goes to the log stream (one publish, one confirm) and is acked once
 //!   indexed on this node.
 //!
+//! With `-- --index-build N C` it fills a fresh log with `N` messages
+//! (`C` concurrent appends), then opens a second node with an empty index
+//! and reports how fast it indexed the log (`index_build_msgs_per_sec`:
+//! `N` over the time `RabbitStore::open` took to catch up).
+//!
+//! With `-- --devices N` it attaches `N` devices to one node through the
+//! store API (this machine allows 20,000 open files per process, so 50,000
+//! sockets cannot reach one node here; the store's cost per device is what
+//! is measured): attach rate, RSS per attached device, the broker's queue
+//! and channel counts with 10 devices and with `N`, and one message
+//! delivered to every device.
+//!
 //! With `-- --raw-only N C` it measures only the raw rates and prints
 //! them as `key=value` lines (scripts/bench-rabbit.sh compares them with a
 //! real gateway driven by `imgate load`).
@@ -175,6 +187,157 @@ fn sample_record() -> Vec<u8> {
     .expect("json")
 }
 
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Queues of `prefix` and the channels of its connections (rabbitmqctl).
+fn broker_objects(prefix: &str) -> (usize, u64) {
+    let run = |args: &[&str]| {
+        std::process::Command::new("rabbitmqctl")
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let queues = run(&["-q", "list_queues", "name"])
+        .lines()
+        .filter(|q| q.trim().starts_with(&format!("{prefix}.")))
+        .count();
+    let channels = run(&["-q", "list_connections", "client_properties", "channels"])
+        .lines()
+        .filter(|l| l.contains(&format!("imgate {prefix} ")))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<u64>().ok())
+        .sum();
+    (queues, channels)
+}
+
+/// `--devices N`: N attached devices on one node.
+async fn devices(url: &str, prefix: &str, n: usize) {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{sep}prefix={prefix}");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let s = RabbitStore::open(RabbitConfig::from_url(&store_url, dir.path(), 1).expect("config"))
+        .await
+        .expect("open store");
+    let mut feeds = Vec::with_capacity(n);
+    for i in 0..10.min(n) {
+        feeds.push(
+            s.attach_device(&format!("dev-user-{i}"), "phone")
+                .await
+                .expect("attach"),
+        );
+    }
+    let with_10 = broker_objects(prefix);
+    let rss_before = rss_kb();
+    let started = Instant::now();
+    // Attach in waves of 256 concurrent first logins (each registers its
+    // cursor in the control stream, batched).
+    let mut i = feeds.len();
+    while i < n {
+        let wave: Vec<_> = (i..(i + 256).min(n))
+            .map(|k| {
+                let s = s.clone();
+                tokio::spawn(
+                    async move { s.attach_device(&format!("dev-user-{k}"), "phone").await },
+                )
+            })
+            .collect();
+        for w in wave {
+            feeds.push(w.await.expect("task").expect("attach"));
+        }
+        i = (i + 256).min(n);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let rss_after = rss_kb();
+    let with_n = broker_objects(prefix);
+    println!(
+        "devices={n} attach_seconds={secs:.2} attaches_per_sec={:.0} rss_kb_before={rss_before} rss_kb_after={rss_after} rss_kb_per_device={:.2}",
+        (n - 10.min(n)) as f64 / secs,
+        (rss_after.saturating_sub(rss_before)) as f64 / (n - 10.min(n)).max(1) as f64
+    );
+    println!(
+        "broker with 10 devices: queues={} channels={}; with {n}: queues={} channels={}",
+        with_10.0, with_10.1, with_n.0, with_n.1
+    );
+    assert_eq!(with_10, with_n, "broker objects must not grow with devices");
+    // One message to every device (a 'group' of all users), then each feed
+    // yields it.
+    let everyone: Vec<String> = (0..n).map(|k| format!("dev-user-{k}")).collect();
+    let started = Instant::now();
+    let m = s
+        .append(NewMessage {
+            recipients: everyone,
+            ..message(0)
+        })
+        .await
+        .expect("append")
+        .message;
+    for f in &mut feeds {
+        let got = tokio::time::timeout(std::time::Duration::from_secs(60), f.next())
+            .await
+            .expect("delivery in time")
+            .expect("feed open");
+        assert_eq!(got.message_id, m.message_id);
+    }
+    println!(
+        "one message to all {n} devices delivered in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    drop(feeds);
+    s.close().await;
+    delete_topology(url, prefix, &[]).await.expect("cleanup");
+}
+
+/// `--index-build N C`: a log of `N` messages, then a fresh node's
+/// catch-up time.
+async fn index_build(url: &str, prefix: &str, n: usize, c: usize) {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let store_url = format!("{url}{sep}prefix={prefix}");
+    let (da, db) = (
+        tempfile::tempdir().expect("temp dir"),
+        tempfile::tempdir().expect("temp dir"),
+    );
+    let a = Arc::new(
+        RabbitStore::open(RabbitConfig::from_url(&store_url, da.path(), 1).expect("config"))
+            .await
+            .expect("open store"),
+    );
+    let fill = store(a.clone(), n, c).await;
+    println!("messages={n} concurrency={c} fill_msgs_per_sec={fill:.0}");
+    if let Ok(a) = Arc::try_unwrap(a) {
+        a.close().await;
+    }
+    let started = Instant::now();
+    let b = RabbitStore::open(RabbitConfig::from_url(&store_url, db.path(), 2).expect("config"))
+        .await
+        .expect("open the fresh node");
+    let secs = started.elapsed().as_secs_f64();
+    let synced = b.sync("bench-bob", 0, 1).await.expect("sync");
+    assert!(
+        !synced.messages.is_empty(),
+        "the fresh node indexed the log"
+    );
+    let index_bytes = std::fs::metadata(db.path().join(format!("rabbit-{prefix}.redb")))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "index_build_seconds={secs:.2} index_build_msgs_per_sec={:.0} index_bytes_per_msg={}",
+        n as f64 / secs,
+        index_bytes / n.max(1) as u64
+    );
+    b.close().await;
+    delete_topology(url, prefix, &[]).await.expect("cleanup");
+}
+
 /// `--raw-only N C`: only the raw confirm rates (for scripts/bench-rabbit.sh,
 /// which measures the gateway end to end), as `key=value` lines.
 async fn raw_only_run(url: &str, prefix: &str, n: usize, c: usize) {
@@ -206,6 +369,22 @@ async fn main() {
                 .await
                 .expect("cleanup");
         }
+        return;
+    }
+    if args.peek().map(String::as_str) == Some("--devices") {
+        args.next();
+        let n: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(50_000);
+        devices(&url, &format!("bench-dev-{}", std::process::id()), n).await;
+        return;
+    }
+    if args.peek().map(String::as_str) == Some("--index-build") {
+        args.next();
+        let n: usize = args
+            .next()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(1_000_000);
+        let c: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(256);
+        index_build(&url, &format!("bench-ib-{}", std::process::id()), n, c).await;
         return;
     }
     let raw_only = args.peek().map(String::as_str) == Some("--raw-only");

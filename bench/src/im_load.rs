@@ -35,6 +35,10 @@ pub struct ImArgs {
     pub host: String,
     #[arg(long, default_value_t = 1883)]
     pub port: u16,
+    /// The receivers' MQTT port, when they connect to another node of the
+    /// cluster than the senders (default: `--port`).
+    #[arg(long)]
+    pub receiver_port: Option<u16>,
     #[command(flatten)]
     pub admin: AdminConn,
     /// Sending users, one MQTT connection each.
@@ -56,8 +60,9 @@ pub fn run(args: ImArgs) -> anyhow::Result<()> {
 async fn run_async(args: ImArgs, users: Issued) -> anyhow::Result<()> {
     let load = &args.load;
     let addr = format!("{}:{}", args.host, args.port);
+    let receiver_addr = format!("{}:{}", args.host, args.receiver_port.unwrap_or(args.port));
     let base = Instant::now();
-    let inboxes = im_run::open_inboxes(&addr, &users.receivers, load).await?;
+    let inboxes = im_run::open_inboxes(&receiver_addr, &users.receivers, load).await?;
     let version = mqtt_client::version_of(args.mqtt_version);
     let mut publishers = Vec::with_capacity(users.senders.len());
     for cred in &users.senders {
@@ -76,6 +81,7 @@ async fn run_async(args: ImArgs, users: Issued) -> anyhow::Result<()> {
     let own = json!({
         "tool": "im",
         "target": addr,
+        "receiver_target": receiver_addr,
         "sender_protocol": "mqtt",
         "mqtt_version": args.mqtt_version,
         "senders": args.senders,

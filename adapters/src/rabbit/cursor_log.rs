@@ -27,7 +27,7 @@
 //! refreshed (re-recorded as seen) periodically, snapshots leave expired
 //! ones out, and each node prunes them from its index.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -55,6 +55,8 @@ type Waiter = oneshot::Sender<Result<(), StoreError>>;
 struct Pending {
     entries: HashMap<(String, String), CursorEntry>,
     waiters: Vec<Waiter>,
+    /// Devices whose moves the flusher is writing now.
+    writing: HashSet<(String, String)>,
 }
 
 pub struct CursorLog {
@@ -112,10 +114,12 @@ impl CursorLog {
                 cursor,
                 seen_ms: 0,
                 register: false,
+                reset: false,
             });
         e.cursor = e.cursor.max(cursor);
         e.seen_ms = now_ms();
         e.register = false;
+        e.reset = false;
     }
 
     /// Record `entry` (a registration, or a move of an expired device) and
@@ -150,6 +154,30 @@ impl CursorLog {
         }
     }
 
+    /// Whether this node has moves of the device not yet in its index
+    /// (waiting for the flusher, or being written).
+    pub fn unflushed(&self, user: &str, device: &str) -> bool {
+        let p = self.lock();
+        let key = (user.to_string(), device.to_string());
+        p.entries.contains_key(&key) || p.writing.contains(&key)
+    }
+
+    /// Wait until everything recorded so far is in the control stream
+    /// and this node's index (a device re-attaching here must start from
+    /// its latest cursor, not the one before its last acks).
+    pub async fn flushed(&self, wait: Duration) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().waiters.push(tx);
+        self.wake.notify_one();
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(StoreError::Unavailable("RabbitMQ store closed".into())),
+            Err(_) => Err(StoreError::Unavailable(
+                "timed out writing device cursors to RabbitMQ".into(),
+            )),
+        }
+    }
+
     /// A cursor record was read from the stream (any node's).
     pub fn saw(&self, snapshot: Option<SnapshotPart>, at_ms: i64) {
         if snapshot.is_some_and(|s| s.last) {
@@ -159,8 +187,17 @@ impl CursorLog {
 
     fn take(&self) -> (Vec<CursorEntry>, Vec<Waiter>) {
         let mut p = self.lock();
-        let entries = p.entries.drain().map(|(_, e)| e).collect();
+        let drained: Vec<((String, String), CursorEntry)> = p.entries.drain().collect();
+        let mut entries = Vec::with_capacity(drained.len());
+        for (key, e) in drained {
+            p.writing.insert(key);
+            entries.push(e);
+        }
         (entries, std::mem::take(&mut p.waiters))
+    }
+
+    fn written(&self) {
+        self.lock().writing.clear();
     }
 
     fn put_back(&self, entries: Vec<CursorEntry>) {
@@ -172,6 +209,7 @@ impl CursorLog {
                     have.cursor = have.cursor.max(e.cursor);
                     have.seen_ms = have.seen_ms.max(e.seen_ms);
                     have.register &= e.register;
+                    have.reset &= e.reset;
                 }
                 None => {
                     p.entries.insert(key, e);
@@ -260,6 +298,7 @@ impl Flusher {
         if !ok {
             self.log.put_back(unsent);
         }
+        self.log.written();
         for w in waiters {
             let _ = w.send(match &result {
                 Ok(()) => Ok(()),

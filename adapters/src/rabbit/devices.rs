@@ -2,7 +2,9 @@
 //! and catch-up from the device's cursor in the index. No broker object
 //! and no channel per device.
 //!
-//! Attaching reads the device's cursor (a device seen for the first time,
+//! Attaching reads the device's cursor (after this node's own unflushed
+//! moves of it are written, so a quick reconnect here starts after its
+//! last acks; a device seen for the first time,
 //! or not for `device_expires`, starts at the newest message this node has
 //! indexed, registered in the control stream before the feed starts),
 //! routes the user's live messages to the device (the indexer fans every
@@ -43,6 +45,10 @@ impl Devices {
     }
 
     pub async fn attach(&self, user: &str, device: &str) -> StoreResult<DeviceFeed> {
+        if self.cursors.unflushed(user, device) {
+            // It acked here a moment ago: start from those acks.
+            self.cursors.flushed(self.send_timeout).await?;
+        }
         let known = {
             let index = self.index.clone();
             let (u, d) = (user.to_string(), device.to_string());
@@ -64,6 +70,7 @@ impl Devices {
                     cursor,
                     seen_ms: now,
                     register: stale.is_none(),
+                    reset: stale.is_some(),
                 };
                 self.cursors
                     .record_and_wait(entry, self.send_timeout)

@@ -645,6 +645,7 @@ impl Index {
                     cursor,
                     seen_ms,
                     register: false,
+                    reset: false,
                 });
             }
             if scanned >= limit {
@@ -837,6 +838,7 @@ mod tests {
                     cursor,
                     seen_ms,
                     register,
+                    reset: false,
                 })
                 .collect(),
             snapshot: None,

@@ -37,8 +37,10 @@ use crate::router::Router;
 /// The deliveries of the three streams, each tagged with its stream's key.
 type Merged = SelectAll<BoxStream<'static, (&'static str, Result<Delivery, lapin::Error>)>>;
 
-/// Most records applied in one index transaction.
+/// Most stream messages applied in one index transaction…
 const MAX_BATCH: usize = 1024;
+/// …and most bytes of them (a message may carry a batch of records).
+const MAX_BATCH_BYTES: usize = 8 << 20;
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 /// Announcements read later than this after they were made (a node
 /// replaying the stream after a restart) are not passed on.
@@ -156,11 +158,16 @@ impl LogConsumer {
                 _ = shutdown.changed() => return Ok(()),
             };
             let (key, first) = first.ok_or("log consumer cancelled")?;
-            let mut batch = vec![(key, first.map_err(e)?)];
+            let first = first.map_err(e)?;
+            let mut bytes = first.data.len();
+            let mut batch = vec![(key, first)];
             let mut failed = None;
-            while batch.len() < MAX_BATCH {
+            while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
                 match merged.next().now_or_never() {
-                    Some(Some((key, Ok(d)))) => batch.push((key, d)),
+                    Some(Some((key, Ok(d)))) => {
+                        bytes += d.data.len();
+                        batch.push((key, d));
+                    }
                     Some(Some((_, Err(err)))) => {
                         failed = Some(err.to_string());
                         break;
@@ -230,9 +237,10 @@ impl LogConsumer {
                 }
                 Outcome::Cursors(entries, snapshot) => {
                     self.cursors.saw(*snapshot, a.at_ms);
-                    // This node's moves were told as its acks came in.
+                    // This node's moves were told as its acks came in;
+                    // registrations and resets ack nothing.
                     if watching_cursors && !local && snapshot.is_none() {
-                        for e in entries {
+                        for e in entries.iter().filter(|e| e.is_ack()) {
                             let _ = self.router.cursors.send(Arc::new(CursorMoved {
                                 user: e.user.clone(),
                                 device: e.device.clone(),

@@ -113,6 +113,18 @@ pub struct CursorEntry {
     /// move is applied as a maximum).
     #[serde(rename = "r", default, skip_serializing_if = "std::ops::Not::not")]
     pub register: bool,
+    /// A forgotten (expired) device starting over: applied as a move, but
+    /// like a registration it acks nothing.
+    #[serde(rename = "x", default, skip_serializing_if = "std::ops::Not::not")]
+    pub reset: bool,
+}
+
+impl CursorEntry {
+    /// Whether this entry comes from acks (a registration or a reset
+    /// moves the cursor without the device having acked anything).
+    pub fn is_ack(&self) -> bool {
+        !(self.register || self.reset)
+    }
 }
 
 /// Where a record stands in a snapshot: part `part`, `last` on the final
@@ -216,6 +228,7 @@ mod tests {
                 cursor: 7,
                 seen_ms: 9,
                 register: false,
+                reset: false,
             }],
             snapshot: None,
         };
