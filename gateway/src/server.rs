@@ -148,6 +148,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .await
             .context("starting the MQTT cluster bus on RabbitMQ")?;
         mqtt_broker.set_bus(Arc::new(mqtt::cluster::RabbitBus(bus)));
+        // Shared subscriptions: one copy per message across the nodes.
+        mqtt::cluster::share_groups(&mqtt_broker, state.store.clone(), config.node_id);
     }
     let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
     let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;

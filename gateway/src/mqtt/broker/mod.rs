@@ -19,9 +19,30 @@
 //!
 //! Shared subscriptions (`$share/{name}/{filter}`, MQTT 5 §4.8.2, also
 //! accepted from 3.1.1 clients): each matching message goes to one member
-//! of the group, round robin over the connected members; no retained
-//! messages on subscribe. With several nodes each node picks among its own
-//! members, so a group with members on two nodes gets one copy per node.
+//! of the group, round robin over the connected members (offline
+//! persistent members queue it when none is connected); no retained
+//! messages on subscribe.
+//!
+//! With several nodes (a [`ClusterBus`]) a group gets one copy per message
+//! across the cluster: every node announces its groups and their member
+//! counts through the store, and keeps the other nodes' (see
+//! [`share_registry`]: on a change, at most once a second, and every 30 s;
+//! a node silent for 90 s is forgotten). The publishing node picks the
+//! node that delivers, round robin over the members of all nodes
+//! (connected ones first), for each group it knows that matches (its own
+//! and the other nodes'), and puts its choices in the forwarded message;
+//! the other nodes deliver a group's copy only when it is theirs. A group
+//! the publisher did not know (its announcement not yet seen there) is
+//! delivered by every node that has it: a duplicate rather than a loss.
+//! Windows, stated plainly: a copy assigned to a node whose members just
+//! left (or whose last connected member just went offline without a
+//! persistent session) is dropped there, until the publisher applies that
+//! node's next announcement (normally within a second); a copy assigned to
+//! a node that crashed is lost until the others forget it (90 s, or
+//! sooner when it restarts: its new instance replaces it); and a
+//! node over its announcement limit (10,000 groups) delivers the groups
+//! beyond it as a single node does (one copy per node). Without a bus
+//! none of this runs.
 //!
 //! Several nodes: with a [`ClusterBus`] (RabbitMQ store), every generic
 //! publish is also forwarded to the other nodes, which deliver it to their
@@ -32,6 +53,7 @@ pub mod cluster;
 mod message;
 mod persist;
 mod session_state;
+mod share_registry;
 mod trie;
 
 pub use cluster::ClusterBus;
@@ -52,6 +74,7 @@ use tokio::sync::Notify;
 use message::StoredDelivery;
 use persist::{BrokerDb, PersistOp};
 use session_state::{ConnLink, SessionState, Subscription};
+use share_registry::{Assignments, ClusterShares, Counts};
 use trie::SubscriptionTrie;
 
 /// Session key: user and device (the MQTT client id) together.
@@ -74,6 +97,18 @@ struct Inner {
     retained: BTreeMap<String, Arc<AppMessage>>,
     next_generation: u64,
     wills: Vec<PendingWill>,
+    /// Shared groups across nodes: only with a cluster bus.
+    cluster: Option<ClusterShares>,
+}
+
+/// Where a message being routed was published.
+#[derive(Clone, Copy)]
+enum Origin<'a> {
+    /// Here: the retained table is updated and, with a cluster, each
+    /// shared group is assigned to the node that delivers it.
+    Local,
+    /// On another node, which assigned the shared groups it knew.
+    Remote(&'a Assignments),
 }
 
 pub struct Broker {
@@ -174,13 +209,43 @@ impl Broker {
     /// with the state lock held; it is released before the wait, so
     /// concurrent changes share one commit (see [`persist::Writer`]).
     fn persist(&self, guard: MutexGuard<'_, Inner>, ops: Vec<PersistOp>) {
-        if ops.is_empty() {
-            return;
-        }
-        let pending = self.db.submit(ops);
+        let pending = self.submit(ops);
         drop(guard);
+        Self::wait(pending);
+    }
+
+    /// The first half of [`Self::persist`]: submit under the lock.
+    fn submit(&self, ops: Vec<PersistOp>) -> Option<persist::Pending> {
+        (!ops.is_empty()).then(|| self.db.submit(ops))
+    }
+
+    /// The second half of [`Self::persist`]: wait, without the lock.
+    fn wait(pending: Option<persist::Pending>) {
+        let Some(pending) = pending else { return };
         if let Err(e) = tokio::task::block_in_place(|| pending.wait()) {
             tracing::warn!(error = %e, "mqtt: persisting broker state failed");
+        }
+    }
+
+    /// Count the shared subscriptions of session `key` in the cluster's
+    /// view of this node's groups in (`add`) or out, as the session is now
+    /// (connected or not). Call with `false` before a change and `true`
+    /// after it. Nothing without a cluster.
+    fn share_track(g: &mut Inner, key: &str, add: bool) {
+        let Inner {
+            sessions,
+            cluster: Some(c),
+            ..
+        } = g
+        else {
+            return;
+        };
+        let Some(s) = sessions.get(key) else { return };
+        let online = s.conn.is_some();
+        for f in s.subs.keys() {
+            if imgate_codecs::mqtt::topic::shared(f).is_some() {
+                c.local.adjust(f, online, add);
+            }
         }
     }
 
@@ -207,6 +272,7 @@ impl Broker {
             Self::remove_session(&mut g, &key);
             ops.push(PersistOp::DeleteSession(key.clone()));
         }
+        Self::share_track(&mut g, &key, false);
         let session_present = existing && !clean_start;
         let notify = Arc::new(Notify::new());
         let s = g
@@ -228,6 +294,7 @@ impl Broker {
         } else if let Some(op) = Self::snapshot(&key, s) {
             ops.push(op);
         }
+        Self::share_track(&mut g, &key, true);
         self.persist(g, ops);
         Attached {
             generation,
@@ -247,6 +314,7 @@ impl Broker {
     }
 
     fn remove_session(g: &mut Inner, key: &str) {
+        Self::share_track(g, key, false);
         if let Some(s) = g.sessions.remove(key) {
             for f in s.subs.keys() {
                 trie_remove(&mut g.trie, f, key);
@@ -258,20 +326,26 @@ impl Broker {
     /// it (after `will_delay`, capped by the session expiry).
     pub fn disconnect(&self, key: &str, generation: u64, will: Option<(AppMessage, u32)>) {
         let mut g = lock(&self.inner);
-        let Some(s) = g.sessions.get_mut(key) else {
+        let Some(s) = g.sessions.get(key) else {
             return;
         };
         if s.conn.as_ref().map(|c| c.generation) != Some(generation) {
             return; // taken over: the newer connection owns the session
         }
+        Self::share_track(&mut g, key, false);
+        let Some(s) = g.sessions.get_mut(key) else {
+            return;
+        };
         s.conn = None;
         s.offline_since = Some(Instant::now());
         s.inflight.retain(|_, f| !matches!(f, Inflight::Im { .. }));
         let expiry = s.expiry_secs;
+        let snapshot = Self::snapshot(key, s);
+        Self::share_track(&mut g, key, true);
         let mut ops = Vec::new();
         if expiry == 0 {
             Self::remove_session(&mut g, key);
-        } else if let Some(op) = Self::snapshot(key, s) {
+        } else if let Some(op) = snapshot {
             ops.push(op);
         }
         if let Some((will, delay)) = will {
@@ -325,8 +399,20 @@ impl Broker {
     /// Connect this broker to the other nodes (once; later calls are
     /// ignored).
     pub fn set_bus(&self, bus: Arc<dyn ClusterBus>) {
+        self.set_bus_as(bus, share_registry::new_instance_id());
+    }
+
+    /// [`Self::set_bus`] with a given instance id (tests).
+    fn set_bus_as(&self, bus: Arc<dyn ClusterBus>, me: u64) {
         if self.bus.set(bus).is_err() {
             tracing::warn!("mqtt: cluster bus already set");
+            return;
+        }
+        let mut g = lock(&self.inner);
+        g.cluster = Some(ClusterShares::new(me));
+        let keys: Vec<String> = g.sessions.keys().cloned().collect();
+        for k in keys {
+            Self::share_track(&mut g, &k, true);
         }
     }
 
@@ -356,14 +442,28 @@ impl Broker {
         usize,
         Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
     ) {
-        let forwarded = self.bus.get().map(|bus| bus.forward(&msg));
-        (self.route(from, Arc::new(msg), true), forwarded)
+        let msg = Arc::new(msg);
+        let mut assigned = Assignments::new();
+        let mut g = lock(&self.inner);
+        let (matched, ops) = self.route(&mut g, from, &msg, Origin::Local, &mut assigned);
+        let pending = self.submit(ops);
+        drop(g);
+        // Forwarded before the wait for the disk: both proceed at once.
+        let forwarded = self.bus.get().map(|bus| bus.forward(&msg, &assigned));
+        Self::wait(pending);
+        (matched, forwarded)
     }
 
     /// A publish made on another node: to local subscribers only (the
-    /// retained table is updated through [`Self::apply_retained`]).
-    pub fn inject_remote(&self, msg: AppMessage) -> usize {
-        self.route(None, Arc::new(msg), false)
+    /// retained table is updated through [`Self::apply_retained`]), its
+    /// shared groups as the publishing node `assigned` them.
+    pub fn inject_remote(&self, msg: AppMessage, assigned: &Assignments) -> usize {
+        let msg = Arc::new(msg);
+        let mut g = lock(&self.inner);
+        let origin = Origin::Remote(assigned);
+        let (matched, ops) = self.route(&mut g, None, &msg, origin, &mut Assignments::new());
+        self.persist(g, ops);
+        matched
     }
 
     /// A retained update in the cluster's order (from any node, this one
@@ -400,11 +500,20 @@ impl Broker {
         )]
     }
 
-    fn route(&self, from: Option<&str>, msg: Arc<AppMessage>, update_retained: bool) -> usize {
-        let mut g = lock(&self.inner);
+    /// Queue `msg` for every matching local session; the matched count
+    /// and what to persist. From a local publish with a cluster, the
+    /// shared groups' nodes go into `assigned`.
+    fn route(
+        &self,
+        g: &mut Inner,
+        from: Option<&str>,
+        msg: &Arc<AppMessage>,
+        origin: Origin<'_>,
+        assigned: &mut Assignments,
+    ) -> (usize, Vec<PersistOp>) {
         let mut ops = Vec::new();
-        if msg.retain && update_retained {
-            ops = Self::update_retained(&mut g, &msg);
+        if msg.retain && matches!(origin, Origin::Local) {
+            ops = Self::update_retained(g, msg);
         }
         // Overlapping subscriptions of one session: one delivery with the
         // highest QoS and every subscription identifier (MQTT 5 §3.3.4).
@@ -424,8 +533,17 @@ impl Broker {
                 None => targets.push((member, filter)),
             }
         }
+        if let (Origin::Local, Some(c)) = (origin, &g.cluster) {
+            // Groups with members on other nodes only.
+            for full in c.remote.matching(&msg.topic) {
+                shares.entry(full).or_default();
+            }
+        }
         for (full, members) in shares {
-            if let Some(key) = Self::pick_member(&mut g, &full, members) {
+            if !Self::share_here(g, &full, &members, origin, assigned) {
+                continue;
+            }
+            if let Some(key) = Self::pick_member(g, &full, members) {
                 targets.push((key, full));
             }
         }
@@ -452,12 +570,55 @@ impl Broker {
         }
         let matched = per_session.len();
         for (key, d) in per_session {
-            if let Some(op) = self.enqueue(&mut g, &key, d) {
+            if let Some(op) = self.enqueue(g, &key, d) {
                 ops.push(op);
             }
         }
-        self.persist(g, ops);
-        matched
+        (matched, ops)
+    }
+
+    /// Whether this node delivers the message to shared group `full` (its
+    /// local `members`, maybe none): always without a cluster, and for a
+    /// group over the announced limit. A local publish assigns the group
+    /// to one node (recorded in `assigned`); a remote one is delivered as
+    /// its publisher assigned it, or here when the publisher did not know
+    /// the group (a duplicate rather than a loss).
+    fn share_here(
+        g: &mut Inner,
+        full: &str,
+        members: &[String],
+        origin: Origin<'_>,
+        assigned: &mut Assignments,
+    ) -> bool {
+        let Inner {
+            sessions,
+            cluster: Some(c),
+            ..
+        } = g
+        else {
+            return true;
+        };
+        if !members.is_empty() && !c.local.managed(full) {
+            return true;
+        }
+        match origin {
+            Origin::Remote(by) => by.get(full).is_none_or(|node| *node == c.me),
+            Origin::Local => {
+                let mut local = Counts::default();
+                for s in members.iter().filter_map(|k| sessions.get(k)) {
+                    if s.conn.is_some() {
+                        local.online += 1;
+                    } else {
+                        local.offline += 1;
+                    }
+                }
+                let Some(node) = c.remote.choose(full, c.me, local) else {
+                    return false;
+                };
+                assigned.insert(full.to_owned(), node);
+                node == c.me
+            }
+        }
     }
 
     /// The member of shared subscription `full` that gets the next
@@ -541,8 +702,14 @@ impl Broker {
                 },
             )
             .is_none();
+        let online = s.conn.is_some();
         let mut ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
         trie_insert(&mut g.trie, filter, key);
+        if let Some(c) = g.cluster.as_mut().filter(|_| is_new) {
+            if imgate_codecs::mqtt::topic::shared(filter).is_some() {
+                c.local.adjust(filter, online, true);
+            }
+        }
         // Shared subscriptions get no retained messages (MQTT 5 §4.8.2).
         let send_retained = imgate_codecs::mqtt::topic::shared(filter).is_none()
             && match options.retain_handling {
@@ -580,8 +747,14 @@ impl Broker {
             return false;
         };
         let existed = s.subs.remove(filter).is_some();
+        let online = s.conn.is_some();
         let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
         trie_remove(&mut g.trie, filter, key);
+        if let Some(c) = g.cluster.as_mut().filter(|_| existed) {
+            if imgate_codecs::mqtt::topic::shared(filter).is_some() {
+                c.local.adjust(filter, online, false);
+            }
+        }
         self.persist(g, ops);
         existed
     }
@@ -842,5 +1015,164 @@ mod tests {
         assert_eq!(b.discarded_sessions.load(Ordering::Relaxed), 1);
         let a = b.connect("u", "d", false, 3600);
         assert!(!a.session_present);
+    }
+
+    /// A bus that keeps what it was asked to forward.
+    #[derive(Default)]
+    struct FakeBus(Mutex<Vec<Assignments>>);
+
+    impl ClusterBus for FakeBus {
+        fn forward(
+            &self,
+            _msg: &Arc<AppMessage>,
+            assigned: &Assignments,
+        ) -> futures_util::future::BoxFuture<'static, Result<(), String>> {
+            lock(&self.0).push(assigned.clone());
+            Box::pin(std::future::ready(Ok(())))
+        }
+    }
+
+    const ME: u64 = 0xa;
+    const OTHER: u64 = 0xb;
+    const GROUP: &str = "$share/g/t/#";
+
+    /// A clustered broker (instance [`ME`]) with one connected member of
+    /// [`GROUP`].
+    fn clustered(dir: &Path) -> (Arc<Broker>, Arc<FakeBus>, String) {
+        let b = Broker::open(dir, 100, RateLimitConfig::default()).unwrap();
+        let bus = Arc::new(FakeBus::default());
+        b.set_bus_as(bus.clone(), ME);
+        b.connect("u", "m", true, 0);
+        let key = session_key("u", "m");
+        b.subscribe(&key, GROUP, opts(QoS::AtLeastOnce), None);
+        (b, bus, key)
+    }
+
+    fn other_node(members: u32) -> share_registry::ShareNotice {
+        share_registry::ShareNotice {
+            node: share_registry::node_hex(OTHER),
+            node_id: None,
+            groups: vec![share_registry::GroupNotice {
+                share: GROUP.into(),
+                members,
+                offline: 0,
+            }],
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn remote_publishes_obey_the_publishers_assignment() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _bus, key) = clustered(dir.path());
+        let to = |node: u64| Assignments::from([(GROUP.to_owned(), node)]);
+        assert_eq!(
+            b.inject_remote(msg("t/1", QoS::AtLeastOnce, false), &to(OTHER)),
+            0
+        );
+        assert_eq!(b.queued(&key), 0, "assigned to another node");
+        assert_eq!(
+            b.inject_remote(msg("t/2", QoS::AtLeastOnce, false), &to(ME)),
+            1
+        );
+        assert_eq!(b.queued(&key), 1, "assigned here");
+        // A group the publisher did not know (or an older node): here.
+        let other_group = Assignments::from([("$share/x/t/#".to_owned(), OTHER)]);
+        assert_eq!(
+            b.inject_remote(msg("t/3", QoS::AtLeastOnce, false), &other_group),
+            1
+        );
+        assert_eq!(
+            b.inject_remote(msg("t/4", QoS::AtLeastOnce, false), &Assignments::new()),
+            1
+        );
+        assert_eq!(b.queued(&key), 3);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn local_publishes_spread_over_the_nodes_until_a_node_goes_silent() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, bus, key) = clustered(dir.path());
+        // Alone in the cluster: delivered here, and the others are told so.
+        b.publish(None, msg("t/0", QoS::AtLeastOnce, false));
+        assert_eq!(b.queued(&key), 1);
+        assert_eq!(
+            lock(&bus.0).pop(),
+            Some(Assignments::from([(GROUP.to_owned(), ME)]))
+        );
+        // Another node with one member: every second message goes there.
+        let t0 = Instant::now();
+        b.share_heard(&other_node(1), t0);
+        let mut here = 0;
+        for i in 0..10 {
+            let before = b.queued(&key);
+            b.publish(None, msg(&format!("t/{i}"), QoS::AtLeastOnce, false));
+            let sent = lock(&bus.0).pop().unwrap();
+            let node = sent[GROUP];
+            assert_eq!(
+                b.queued(&key) > before,
+                node == ME,
+                "delivered here iff assigned here"
+            );
+            here += usize::from(node == ME);
+        }
+        assert_eq!(here, 5);
+        // Groups only on the other node are assigned there.
+        let mut only_there = other_node(2);
+        only_there.groups[0].share = "$share/r/t/#".into();
+        only_there.groups.push(other_node(1).groups[0].clone());
+        b.share_heard(&only_there, t0);
+        b.publish(None, msg("t/x", QoS::AtLeastOnce, false));
+        assert_eq!(lock(&bus.0).pop().unwrap()["$share/r/t/#"], OTHER);
+        // The other node falls silent: forgotten, everything stays here.
+        assert!(b.share_due(t0 + share_registry::EXPIRE_AFTER).is_some());
+        let before = b.queued(&key);
+        for i in 0..4 {
+            b.publish(None, msg(&format!("t/{i}"), QoS::AtLeastOnce, false));
+            assert_eq!(
+                lock(&bus.0).pop().unwrap(),
+                Assignments::from([(GROUP.to_owned(), ME)])
+            );
+        }
+        assert_eq!(b.queued(&key), before + 4);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn membership_changes_are_announced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (b, _bus, key) = clustered(dir.path());
+        let t0 = Instant::now();
+        let n = b.share_due(t0).expect("the first member joined");
+        assert_eq!(n.node, share_registry::node_hex(ME));
+        assert_eq!((n.groups.len(), n.groups[0].members), (1, 1));
+        assert!(b.share_due(t0).is_none(), "nothing changed");
+        b.unsubscribe(&key, GROUP);
+        assert!(b.share_due(t0).is_none(), "at most one a second");
+        let n = b
+            .share_due(t0 + share_registry::MIN_GAP)
+            .expect("the last one left");
+        assert!(n.groups.is_empty());
+        assert!(
+            b.share_due(t0 + share_registry::REFRESH_EVERY * 3)
+                .is_none(),
+            "no refresh of nothing"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_bus_nothing_is_assigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Broker::open(dir.path(), 100, RateLimitConfig::default()).unwrap();
+        for d in ["m1", "m2"] {
+            b.connect("u", d, true, 0);
+            b.subscribe(&session_key("u", d), GROUP, opts(QoS::AtLeastOnce), None);
+        }
+        for i in 0..4 {
+            assert_eq!(
+                b.publish(None, msg(&format!("t/{i}"), QoS::AtLeastOnce, false)),
+                1
+            );
+        }
+        assert_eq!(b.queued(&session_key("u", "m1")), 2);
+        assert!(lock(&b.inner).cluster.is_none());
     }
 }
