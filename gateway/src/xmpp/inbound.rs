@@ -5,8 +5,9 @@
 //! the `client_msg_id`, so a resend is idempotent); a rejection comes back
 //! as a `type='error'` message with the DESIGN §4 code in its text. A
 //! XEP-0184 `<received id='messageUid'/>` is the recipient's delivery ack
-//! (`Store::ack`) and is forwarded to the sender's XMPP sessions on this
-//! node with the id the sender used. Presence goes to the user's own other
+//! (`Store::ack`); the ack, like any other, becomes the sender's receipt
+//! with the id the sender used, on whatever node the sender's message is
+//! waiting (see `receipts`). Presence goes to the user's own other
 //! resources; a MUC-style join of a group is answered with the self
 //! presence so MUC clients consider themselves joined.
 
@@ -35,8 +36,9 @@ impl Session {
         {
             Ok(Some(draft)) => {
                 // A private message's receipt goes back to its sender:
-                // remember what it needs (`receipts::RecentSends`).
-                let private = draft.conversation.kind == 0;
+                // remember what it needs (`receipts::PendingReceipts`).
+                let recipient =
+                    (draft.conversation.kind == 0).then(|| draft.conversation.target.clone());
                 let sender = draft.sender.clone();
                 let pipelined = self.state.send_owned(SendCommand {
                     principal: self.principal.clone(),
@@ -47,10 +49,11 @@ impl Session {
                 self.window.push(async move {
                     match pipelined.await {
                         Ok(ack) => {
-                            if private {
-                                ctx.recent_sends.record(
+                            if let Some(recipient) = recipient {
+                                ctx.receipts.record(
                                     ack.message_id,
                                     &sender,
+                                    &recipient,
                                     &ack.client_msg_id,
                                 );
                             }
@@ -69,28 +72,14 @@ impl Session {
         }
     }
 
-    /// The recipient's receipt: ack it (the sender's sessions here get a
-    /// receipt from the ack, see `receipts`), then tell the other nodes.
+    /// The recipient's receipt: ack it. The sender's receipt comes from
+    /// the ack, on this node or, through the delivery cursor, on the node
+    /// that sent the message (see `receipts`).
     async fn handle_receipt(&mut self, received: &Element) {
         let Some(id) = received.get_attr("id").and_then(|v| v.parse::<u64>().ok()) else {
             return;
         };
         self.ack_in_store(&[id]).await;
-        let Ok(Some(original)) = self.state.store.get(id).await else {
-            return;
-        };
-        if original.sender == self.principal.user_id || original.conversation.kind != 0 {
-            return;
-        }
-        super::receipts::announce(
-            &self.state.store,
-            super::receipts::Receipt {
-                sender: original.sender.clone(),
-                from: self.jid.clone(),
-                message_id: id,
-                receipt_id: super::receipts::receipt_id(&original),
-            },
-        );
     }
 
     pub(super) async fn handle_presence(&mut self, el: &Element) -> bool {

@@ -9,9 +9,10 @@
 //!   idle pings) and XEP-0198 counting.
 //! - [`inbound`]: client messages (pipeline, receipts) and presence.
 //! - [`iq`]: ping, disco, roster, session; [`mam`]: XEP-0313 archive.
-//! - [`stream_management`]: resumable XEP-0198 state.
+//! - [`stream_management`]: resumable XEP-0198 state; [`sm_cluster`]:
+//!   resumption on another node.
 //! - [`router`]: node-local routing of presence and receipts;
-//!   [`receipts`]: receipts to senders on other nodes too.
+//!   [`receipts`]: receipts from acks on any node.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //!
 //! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
@@ -28,6 +29,7 @@ mod negotiation;
 mod receipts;
 mod router;
 mod session;
+mod sm_cluster;
 mod stream_management;
 
 use std::future::Future;
@@ -48,8 +50,8 @@ pub struct XmppContext {
     pub normalizer: XmppNormalizer,
     pub router: XmppRouter,
     pub sm: SmRegistry,
-    /// This node's XMPP senders' recent private messages, for receipts.
-    pub recent_sends: receipts::RecentSends,
+    /// This node's XMPP senders' private messages awaiting a receipt.
+    pub receipts: receipts::PendingReceipts,
 }
 
 /// The per-connection handler for `run_listener`, sharing one
@@ -60,14 +62,22 @@ pub fn connection_handler(
        + Send
        + Sync
        + 'static {
+    // Other nodes exist only on a shared store: only then are there
+    // remote cursor moves to follow and SM states to tell.
+    let clustered = state.config.store != "embedded";
     let ctx = Arc::new(XmppContext {
         normalizer: XmppNormalizer::new(&state.config.xmpp_domain),
         router: XmppRouter::default(),
-        sm: SmRegistry::default(),
-        recent_sends: receipts::RecentSends::default(),
+        sm: SmRegistry::new(clustered),
+        receipts: receipts::PendingReceipts::default(),
     });
-    tokio::spawn(receipts::follow(state.store.clone(), ctx.clone()));
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
+    if clustered {
+        let cursors = state.store.watch_cursors();
+        tokio::spawn(receipts::follow_cursors(cursors, ctx.clone()));
+        tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
+    }
     move |stream, peer, state| Box::pin(handle_connection(stream, peer, state, ctx.clone()))
 }
 

@@ -1,6 +1,7 @@
 //! Stream negotiation (RFC 6120 §4–§7): stream header and features, SASL
 //! PLAIN with the imgate token, then resource binding — or, instead of
-//! binding, XEP-0198 resumption of an earlier session.
+//! binding, XEP-0198 resumption of an earlier session (of any node: see
+//! `sm_cluster`).
 //!
 //! With a certificate configured (`tls_cert`/`tls_key`), the first features
 //! offer only STARTTLS, marked `<required/>` (RFC 6120 §5.3.1): `<starttls/>`
@@ -352,13 +353,14 @@ async fn bind_or_resume(
             let previd = el.get_attr("previd").unwrap_or_default().to_string();
             let h = el.get_attr("h").and_then(|h| h.parse::<u32>().ok());
             if let Some(h) = h {
-                // Kick a still-open old connection first: it lets go of
-                // the state when it ends.
+                // Kick a still-open old connection first, on this node or
+                // (the login announcement) another: it lets go of the
+                // state when it ends.
                 let handle = state.sessions.register(&principal);
                 let feed = attach(conn, state, &domain, &principal).await?;
                 if let Some(guard) = ctx
                     .sm
-                    .resume(&previd, &principal.user_id, &principal.device_id)
+                    .resume(&previd, &principal.user_id, &principal.device_id, h)
                     .await
                 {
                     return Ok(Negotiated {

@@ -1,73 +1,100 @@
 //! XEP-0184 receipts for XMPP senders, whatever protocol the recipient
-//! acks in: every delivery ack of this node (PB DeliverAck, MQTT PUBACK on
-//! the inbox, an XMPP receipt or `<a h>`; [`AppState::delivery_acks`])
-//! of a private message becomes a `<received/>` for the sender's XMPP
-//! sessions on this node. An XMPP recipient's own receipt is also
-//! announced through the store (`Store::announce`), so the sender's
-//! sessions on the other nodes get it too. Best effort, like the router:
-//! the delivery ack itself is already in the store.
+//! acks in and whatever node it is on.
+//!
+//! The sending node remembers its XMPP senders' private messages awaiting
+//! a receipt ([`PendingReceipts`]: sender and receipt id by recipient and
+//! message id; bounded, oldest forgotten first). Two things answer them,
+//! one `<received/>` per message to the sender's XMPP sessions on this
+//! node, `from` the recipient's JID with the acking device as resource:
+//!
+//! - **This node's acks** ([`AppState::delivery_acks`]: PB DeliverAck, MQTT
+//!   PUBACK on the inbox, an XMPP receipt or `<a h>`), at once. A message
+//!   not remembered here (older, or sent through another node) is looked
+//!   up in the store, as its sender may be connected here now.
+//! - **The other nodes' acks**, through the delivery cursors
+//!   ([`Store::watch_cursors`]): a remote move of recipient R's device D to
+//!   cursor C means D has every message for it with id ≤ C, so every
+//!   pending message to R with an id ≤ C (ids are time-ordered) is
+//!   answered. Cursors travel batched with the store's own bookkeeping
+//!   (about every 100 ms on RabbitMQ), so receipts cost no control traffic
+//!   of their own. Only a shared store reports remote moves; on the
+//!   embedded store the first path is all there is.
+//!
+//! An answered message is forgotten, and remembered as answered (bounded)
+//! so that a second device's ack, on this node or as a cursor, gives no
+//! second receipt here. Best effort, like the router: the delivery ack
+//! itself is already in the store. Limits: a receipt is lost if the
+//! sender's node restarts or forgets the message before the ack; a
+//! sender connected to several nodes may hear once per node; and a
+//! cursor a device gets without acking (a device the store sees for the
+//! first time, or again after it expired, starts at "now") reads as an
+//! ack of what was still waiting for its user.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_codecs::xmpp::{ns, Element};
-use imgate_core::{Message, Store};
-use serde::{Deserialize, Serialize};
+use imgate_core::store::CursorMoved;
+use imgate_core::Message;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::Receiver;
 
 use super::XmppContext;
-use crate::sessions::cluster::follow_topic;
 use crate::state::{AppState, DeliveryAck};
 
-/// The announcement topic of receipts.
-const RECEIPT_TOPIC: &str = "xmpp-receipt";
-/// Private messages of this node's XMPP senders remembered for receipts.
-const RECENT_SENDS: usize = 16_384;
+/// Private messages of this node's XMPP senders awaiting a receipt.
+const PENDING_MAX: usize = 16_384;
+/// Answered message ids remembered against a second receipt.
+const ANSWERED_MAX: usize = 16_384;
 
-/// What a receipt needs of the private messages that this node's XMPP
-/// sessions sent lately (sender, receipt id by message id, bounded, oldest
-/// forgotten first), so that [`follow_acks`] answers their acks without a
-/// store lookup per ack. A message not here (older, or sent elsewhere) is
-/// looked up in the store as before.
+/// What a receipt needs of a message awaiting one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Waiting {
+    sender: String,
+    /// The id the sender knows the message by.
+    receipt_id: String,
+}
+
+/// What [`PendingReceipts::take`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    /// Waiting here: answer it.
+    Waiting(Waiting),
+    /// Answered already.
+    Answered,
+    /// Not waiting here (sent elsewhere, forgotten, or not a receipt's).
+    Unknown,
+}
+
+/// This node's XMPP senders' private messages awaiting a receipt, by
+/// recipient (see the module doc). Every operation is a few map
+/// operations under one lock.
 #[derive(Default)]
-pub struct RecentSends {
-    inner: Mutex<RecentInner>,
+pub struct PendingReceipts {
+    inner: Mutex<Pending>,
 }
 
 #[derive(Default)]
-struct RecentInner {
-    by_id: HashMap<u64, (String, String)>,
-    order: VecDeque<u64>,
+struct Pending {
+    /// Recipient → message id → what its receipt needs.
+    by_recipient: HashMap<String, BTreeMap<u64, Waiting>>,
+    /// Message id → recipient: the age order (ids are time-ordered).
+    recipient_of: BTreeMap<u64, String>,
+    answered: HashSet<u64>,
+    answered_order: VecDeque<u64>,
 }
 
-impl RecentSends {
-    /// `sender`'s private message `message_id` was stored; its sender
-    /// knows it by `client_msg_id` (empty: by the message id).
-    pub fn record(&self, message_id: u64, sender: &str, client_msg_id: &str) {
-        let receipt_id = if client_msg_id.is_empty() {
-            message_id.to_string()
-        } else {
-            client_msg_id.to_string()
-        };
-        let mut inner = lock(&self.inner);
-        if inner
-            .by_id
-            .insert(message_id, (sender.to_string(), receipt_id))
-            .is_some()
-        {
+impl Pending {
+    fn mark_answered(&mut self, message_id: u64) {
+        if !self.answered.insert(message_id) {
             return;
         }
-        inner.order.push_back(message_id);
-        if inner.order.len() > RECENT_SENDS {
-            if let Some(old) = inner.order.pop_front() {
-                inner.by_id.remove(&old);
+        self.answered_order.push_back(message_id);
+        if self.answered_order.len() > ANSWERED_MAX {
+            if let Some(old) = self.answered_order.pop_front() {
+                self.answered.remove(&old);
             }
         }
-    }
-
-    /// The sender and receipt id of `message_id`, if it is remembered.
-    fn get(&self, message_id: u64) -> Option<(String, String)> {
-        lock(&self.inner).by_id.get(&message_id).cloned()
     }
 }
 
@@ -78,80 +105,162 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// A receipt for the sender of a message.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Receipt {
-    /// The user who sent the message and gets the receipt.
-    pub sender: String,
-    /// The full JID of the recipient's resource that acked it.
-    pub from: String,
-    /// The message's id.
-    pub message_id: u64,
-    /// The id the sender knows the message by (its stanza id, or the
-    /// message id).
-    pub receipt_id: String,
-}
-
-/// Hand `r` to the sender's sessions on this node.
-fn deliver(ctx: &XmppContext, r: &Receipt) {
-    let domain = ctx.normalizer.domain();
-    ctx.router.send_to_user(&r.sender, None, |resource| {
-        Element::new("message", ns::CLIENT)
-            .attr("from", r.from.clone())
-            .attr("to", format!("{}@{domain}/{resource}", r.sender))
-            .attr("id", format!("rcpt-{}", r.message_id))
-            .child(Element::new("received", ns::RECEIPTS).attr("id", r.receipt_id.clone()))
-    });
-}
-
-/// Tell the other nodes about an XMPP recipient's receipt (this node's
-/// sessions get it from the ack, see [`follow_acks`]).
-pub fn announce(store: &Arc<dyn Store>, r: Receipt) {
-    let Ok(payload) = serde_json::to_string(&r) else {
-        return;
-    };
-    let store = store.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.announce(RECEIPT_TOPIC.to_string(), payload).await {
-            tracing::debug!(error = %e, "receipt not announced to the other nodes");
+impl PendingReceipts {
+    /// `sender`'s private message `message_id` to `recipient` was stored;
+    /// its sender knows it by `client_msg_id` (empty: by the message id).
+    /// Nothing to wait for if it was answered already (a resend).
+    pub fn record(&self, message_id: u64, sender: &str, recipient: &str, client_msg_id: &str) {
+        if sender == recipient {
+            return;
         }
-    });
+        let receipt_id = if client_msg_id.is_empty() {
+            message_id.to_string()
+        } else {
+            client_msg_id.to_string()
+        };
+        let mut p = lock(&self.inner);
+        if p.answered.contains(&message_id) || p.recipient_of.contains_key(&message_id) {
+            return;
+        }
+        p.recipient_of.insert(message_id, recipient.to_string());
+        p.by_recipient
+            .entry(recipient.to_string())
+            .or_default()
+            .insert(
+                message_id,
+                Waiting {
+                    sender: sender.to_string(),
+                    receipt_id,
+                },
+            );
+        if p.recipient_of.len() > PENDING_MAX {
+            if let Some((old, who)) = p.recipient_of.pop_first() {
+                remove_waiting(&mut p.by_recipient, &who, old);
+            }
+        }
+    }
+
+    /// `recipient` acked `message_id` on this node (answered now if it
+    /// was waiting here).
+    fn take(&self, recipient: &str, message_id: u64) -> Taken {
+        let mut p = lock(&self.inner);
+        if p.answered.contains(&message_id) {
+            return Taken::Answered;
+        }
+        match remove_waiting(&mut p.by_recipient, recipient, message_id) {
+            Some(w) => {
+                p.recipient_of.remove(&message_id);
+                p.mark_answered(message_id);
+                Taken::Waiting(w)
+            }
+            None => Taken::Unknown,
+        }
+    }
+
+    /// Note a receipt made without waiting here (a store lookup); false if
+    /// the message was answered already.
+    fn answer(&self, message_id: u64) -> bool {
+        let mut p = lock(&self.inner);
+        if p.answered.contains(&message_id) {
+            return false;
+        }
+        p.mark_answered(message_id);
+        true
+    }
+
+    /// A device of `recipient` has everything up to `cursor`: the messages
+    /// to it waiting here with ids ≤ `cursor`, oldest first (answered now).
+    fn up_to(&self, recipient: &str, cursor: u64) -> Vec<(u64, Waiting)> {
+        let mut p = lock(&self.inner);
+        let Some(waiting) = p.by_recipient.get_mut(recipient) else {
+            return Vec::new();
+        };
+        let done = match cursor.checked_add(1) {
+            Some(after) => {
+                let rest = waiting.split_off(&after);
+                std::mem::replace(waiting, rest)
+            }
+            None => std::mem::take(waiting),
+        };
+        if waiting.is_empty() {
+            p.by_recipient.remove(recipient);
+        }
+        for id in done.keys() {
+            p.recipient_of.remove(id);
+            p.mark_answered(*id);
+        }
+        done.into_iter().collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        let p = lock(&self.inner);
+        debug_assert_eq!(
+            p.recipient_of.len(),
+            p.by_recipient.values().map(BTreeMap::len).sum::<usize>()
+        );
+        p.recipient_of.len()
+    }
 }
 
-/// The receipt for `ack`, if it acks someone else's private message.
-async fn receipt_for(
-    state: &AppState,
-    ctx: &XmppContext,
-    domain: &str,
-    ack: &DeliveryAck,
-) -> Option<Receipt> {
-    if let Some((sender, receipt_id)) = ctx.recent_sends.get(ack.message_id) {
-        return (sender != ack.user).then(|| Receipt {
-            sender,
-            from: format!("{}@{domain}/{}", ack.user, ack.device),
-            message_id: ack.message_id,
-            receipt_id,
-        });
+fn remove_waiting(
+    by_recipient: &mut HashMap<String, BTreeMap<u64, Waiting>>,
+    recipient: &str,
+    message_id: u64,
+) -> Option<Waiting> {
+    let waiting = by_recipient.get_mut(recipient)?;
+    let w = waiting.remove(&message_id);
+    if waiting.is_empty() {
+        by_recipient.remove(recipient);
     }
-    let original = state.store.get(ack.message_id).await.ok()??;
-    if original.sender == ack.user || original.conversation.kind != 0 {
-        return None;
-    }
-    Some(Receipt {
-        receipt_id: receipt_id(&original),
-        sender: original.sender.clone(),
-        from: format!("{}@{domain}/{}", ack.user, ack.device),
-        message_id: ack.message_id,
-    })
+    w
+}
+
+/// Hand a `<received/>` for `message_id` (known to its sender as
+/// `receipt_id`) from `from` to the sender's sessions on this node.
+fn deliver(ctx: &XmppContext, sender: &str, from: &str, message_id: u64, receipt_id: &str) {
+    let domain = ctx.normalizer.domain();
+    ctx.router.send_to_user(sender, None, |resource| {
+        Element::new("message", ns::CLIENT)
+            .attr("from", from.to_string())
+            .attr("to", format!("{sender}@{domain}/{resource}"))
+            .attr("id", format!("rcpt-{message_id}"))
+            .child(Element::new("received", ns::RECEIPTS).attr("id", receipt_id.to_string()))
+    });
 }
 
 /// The id the sender knows its message by: its stanza id (the client
 /// message id), else the message id.
-pub fn receipt_id(m: &Message) -> String {
+fn receipt_id(m: &Message) -> String {
     if m.client_msg_id.is_empty() {
         m.message_id.to_string()
     } else {
         m.client_msg_id.clone()
+    }
+}
+
+/// One ack of this node: the receipt, if it acks someone else's private
+/// message that is waiting here, or (with XMPP sessions here) one the
+/// store knows and that was not answered yet.
+async fn answer_ack(state: &AppState, ctx: &XmppContext, domain: &str, ack: &DeliveryAck) {
+    let from = || format!("{}@{domain}/{}", ack.user, ack.device);
+    match ctx.receipts.take(&ack.user, ack.message_id) {
+        Taken::Answered => {}
+        Taken::Waiting(w) => deliver(ctx, &w.sender, &from(), ack.message_id, &w.receipt_id),
+        // Most acks have no XMPP sender here: skip the lookup.
+        Taken::Unknown if ctx.router.is_empty() => {}
+        Taken::Unknown => {
+            let Ok(Some(original)) = state.store.get(ack.message_id).await else {
+                return;
+            };
+            if original.sender == ack.user || original.conversation.kind != 0 {
+                return;
+            }
+            if ctx.receipts.answer(ack.message_id) {
+                let id = receipt_id(&original);
+                deliver(ctx, &original.sender, &from(), ack.message_id, &id);
+            }
+        }
     }
 }
 
@@ -172,44 +281,108 @@ pub async fn follow_acks(state: AppState, ctx: Arc<XmppContext>) {
             }
             Err(RecvError::Closed) => return,
         };
-        // Most nodes' acks have no XMPP sender here: skip the lookup.
-        if ctx.router.is_empty() {
-            continue;
-        }
-        if let Some(r) = receipt_for(&state, &ctx, &domain, &ack).await {
-            deliver(&ctx, &r);
-        }
+        answer_ack(&state, &ctx, &domain, &ack).await;
     }
 }
 
-/// Deliver the other nodes' receipts here until the store closes (our
-/// own were delivered when they were made).
-pub async fn follow(store: Arc<dyn Store>, ctx: Arc<XmppContext>) {
-    follow_topic(store, RECEIPT_TOPIC, |r: Receipt, local| {
-        if !local {
-            deliver(&ctx, &r);
+/// Turn the other nodes' cursor moves (`rx`, from
+/// [`imgate_core::Store::watch_cursors`]) into receipts for the messages
+/// waiting here, until the store closes. This node's own moves were
+/// answered as acks ([`follow_acks`]).
+pub async fn follow_cursors(mut rx: Receiver<Arc<CursorMoved>>, ctx: Arc<XmppContext>) {
+    let domain = ctx.normalizer.domain().to_string();
+    loop {
+        let moved = match rx.recv().await {
+            Ok(m) => m,
+            Err(RecvError::Lagged(n)) => {
+                // The next move of the same user's devices covers them.
+                tracing::debug!(missed = n, "cursor moves lagged; some receipts come later");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        if moved.local {
+            continue;
         }
-    })
-    .await;
+        let done = ctx.receipts.up_to(&moved.user, moved.cursor);
+        if done.is_empty() {
+            continue;
+        }
+        let from = format!("{}@{domain}/{}", moved.user, moved.device);
+        for (message_id, w) in done {
+            deliver(&ctx, &w.sender, &from, message_id, &w.receipt_id);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn recent_sends_answer_with_the_senders_id_and_forget_the_oldest() {
-        let r = RecentSends::default();
-        r.record(1, "alice", "c1");
-        r.record(2, "alice", "");
-        assert_eq!(r.get(1), Some(("alice".into(), "c1".into())));
-        assert_eq!(r.get(2), Some(("alice".into(), "2".into())));
-        for id in 3..(RECENT_SENDS as u64 + 3) {
-            r.record(id, "bob", "x");
+    fn w(sender: &str, id: &str) -> Waiting {
+        Waiting {
+            sender: sender.into(),
+            receipt_id: id.into(),
         }
-        assert_eq!(r.get(1), None, "the oldest is forgotten");
-        assert_eq!(r.get(2), None);
-        assert!(r.get(3).is_some());
-        assert_eq!(lock(&r.inner).by_id.len(), RECENT_SENDS);
+    }
+
+    #[test]
+    fn a_local_ack_answers_once_with_the_senders_id() {
+        let r = PendingReceipts::default();
+        r.record(1, "alice", "bob", "c1");
+        r.record(2, "alice", "bob", "");
+        r.record(3, "alice", "alice", "self");
+        assert_eq!(r.len(), 2, "no receipt for a message to oneself");
+        assert_eq!(r.take("carol", 1), Taken::Unknown, "someone else's ack");
+        assert_eq!(r.take("bob", 1), Taken::Waiting(w("alice", "c1")));
+        assert_eq!(r.take("bob", 1), Taken::Answered, "a second device's ack");
+        assert_eq!(r.up_to("bob", 5), vec![(2, w("alice", "2"))]);
+        assert_eq!(r.len(), 0);
+        r.record(1, "alice", "bob", "c1");
+        assert_eq!(
+            r.len(),
+            0,
+            "a resend of an answered message waits for nothing"
+        );
+        assert!(r.answer(9));
+        assert!(!r.answer(9));
+    }
+
+    #[test]
+    fn a_cursor_answers_exactly_the_messages_up_to_it() {
+        let r = PendingReceipts::default();
+        for id in [10, 20, 30] {
+            r.record(id, "alice", "bob", &format!("c{id}"));
+        }
+        r.record(15, "dave", "carol", "d");
+        assert_eq!(r.up_to("bob", 5), vec![]);
+        assert_eq!(
+            r.up_to("bob", 20),
+            vec![(10, w("alice", "c10")), (20, w("alice", "c20"))]
+        );
+        assert_eq!(r.up_to("bob", 20), vec![], "one receipt per message");
+        assert_eq!(r.take("bob", 20), Taken::Answered);
+        assert_eq!(r.up_to("bob", u64::MAX), vec![(30, w("alice", "c30"))]);
+        assert_eq!(r.up_to("carol", 15), vec![(15, w("dave", "d"))]);
+        assert_eq!(r.len(), 0);
+        assert!(lock(&r.inner).by_recipient.is_empty());
+    }
+
+    #[test]
+    fn bounded_oldest_forgotten_first() {
+        let r = PendingReceipts::default();
+        for id in 1..=(PENDING_MAX as u64 + 2) {
+            r.record(id, "alice", &format!("u{}", id % 7), "x");
+        }
+        assert_eq!(r.len(), PENDING_MAX);
+        assert_eq!(r.take("u1", 1), Taken::Unknown, "the oldest is forgotten");
+        assert_eq!(r.take("u2", 2), Taken::Unknown);
+        assert_eq!(r.take("u3", 3), Taken::Waiting(w("alice", "x")));
+        for id in 0..(ANSWERED_MAX as u64 + 10) {
+            r.answer(1_000_000 + id);
+        }
+        let p = lock(&r.inner);
+        assert_eq!(p.answered.len(), ANSWERED_MAX);
+        assert_eq!(p.answered_order.len(), ANSWERED_MAX);
     }
 }

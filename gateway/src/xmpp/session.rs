@@ -318,6 +318,8 @@ impl Session {
     fn count_handled(&mut self) {
         if let Some(sm) = self.sm.as_mut() {
             sm.h_in = sm.h_in.wrapping_add(1);
+            // Resumable: the other nodes learn the count (batched).
+            self.ctx.sm.handled(sm);
         }
     }
 
@@ -526,8 +528,9 @@ impl Session {
         }
     }
 
-    /// Take over a detached SM session: ack what the client confirmed with
-    /// `h`, answer `<resumed>`; the feed then resends the rest (it is still
+    /// Take over a detached SM session (this node's or, see
+    /// `sm_cluster`, another's): ack what the client confirmed with `h`,
+    /// answer `<resumed>`; the feed then resends the rest (it is still
     /// pending in the store).
     async fn resume(&mut self, mut guard: SmGuard, h: u32) -> bool {
         let ids = match guard.acked(h) {

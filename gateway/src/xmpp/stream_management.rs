@@ -15,12 +15,35 @@
 //! async mutex. The live session holds the lock for its whole life, so a
 //! resuming session (after kicking the old one through the session
 //! registry) simply waits for the lock.
+//!
+//! Across nodes (see [`super::sm_cluster`]): a resumable session's
+//! counters are announced to the other nodes as they change (batched,
+//! about every 200 ms, and at detach), so a `<resume previd h>` reaching
+//! another node still finds its id. That node checks the id's user and
+//! device against the authenticated principal, as here, waits briefly for
+//! the old node to report the session detached (its login announcement
+//! has just told that node to end it), and resumes with `h_in` as last
+//! announced and `h_out` as the client's `h`. The number → id map stays
+//! behind: what the old node delivered and the client did not ack in the
+//! store comes again from the device's cursor, with the same ids. A stale
+//! `h_in` (the old node died before announcing its last stanzas) makes
+//! the client resend those; the store deduplicates them by stanza id.
+//! Each cross-node resumption starts a new epoch of the id: the old node
+//! then drops its copy, so the id lives on one node at a time (two racing
+//! resumptions aside, which the login rule settles: one is kicked).
+//!
+//! SM ids are 96 bits of OS randomness ([`super::random_id`]; only if the
+//! OS has none, a clock reading). Either way a resumption, of this node's
+//! id or another's, is accepted only for the user and device that enabled
+//! it, so knowing an id gives nobody else the session.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+
+use super::sm_cluster::{Phase, SmCluster, SmNotice};
 
 /// How long a detached session can be resumed.
 pub const RESUME_TIMEOUT: Duration = Duration::from_secs(300);
@@ -40,6 +63,8 @@ pub struct SmState {
     /// Set when the connection went away; resumable until the timeout.
     pub detached_at: Option<Instant>,
     pub resumable: bool,
+    /// Resumptions on another node so far (see [`super::sm_cluster`]).
+    pub epoch: u32,
 }
 
 impl SmState {
@@ -67,14 +92,46 @@ impl SmState {
         }
         Some(ids)
     }
+
+    fn notice(&self, phase: Phase) -> SmNotice {
+        SmNotice {
+            id: self.id.clone(),
+            user: self.user.clone(),
+            device: self.device.clone(),
+            h_in: self.h_in,
+            epoch: self.epoch,
+            phase,
+        }
+    }
 }
 
 pub type SmGuard = OwnedMutexGuard<SmState>;
 
-/// Resumable sessions of this node, by stream-management id.
-#[derive(Default)]
+/// Resumable sessions of this node, by stream-management id, and the
+/// cluster's view of the other nodes' ones.
 pub struct SmRegistry {
-    sessions: Mutex<HashMap<String, Arc<AsyncMutex<SmState>>>>,
+    sessions: Mutex<HashMap<String, Slot>>,
+    cluster: Arc<SmCluster>,
+}
+
+struct Slot {
+    epoch: u32,
+    state: Arc<AsyncMutex<SmState>>,
+}
+
+/// How a resumption of this node's copy of an id went.
+enum Local {
+    Resumed(SmGuard),
+    Refused,
+    /// Another node took the session over meanwhile.
+    Moved,
+}
+
+impl Default for SmRegistry {
+    /// A registry for one node (no cluster).
+    fn default() -> Self {
+        SmRegistry::new(false)
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -85,6 +142,20 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SmRegistry {
+    /// `clustered`: the store is shared with other nodes, so resumable
+    /// sessions are announced to them and theirs resumed here.
+    pub fn new(clustered: bool) -> Self {
+        SmRegistry {
+            sessions: Mutex::default(),
+            cluster: Arc::new(SmCluster::new(clustered)),
+        }
+    }
+
+    /// What announces this node's sessions (its flusher must be started).
+    pub fn cluster(&self) -> &Arc<SmCluster> {
+        &self.cluster
+    }
+
     /// A new SM session, locked by its (live) owner.
     pub async fn enable(&self, user: &str, device: &str, resumable: bool) -> SmGuard {
         let id = super::random_id();
@@ -97,56 +168,164 @@ impl SmRegistry {
             unacked: VecDeque::new(),
             detached_at: None,
             resumable,
+            epoch: 0,
         }));
         // A fresh mutex: this never waits.
         let guard = state.clone().lock_owned().await;
         if resumable {
-            let mut sessions = lock(&self.sessions);
-            prune(&mut sessions);
-            sessions.insert(id, state);
+            {
+                let mut sessions = lock(&self.sessions);
+                prune(&mut sessions);
+                sessions.insert(id, Slot { epoch: 0, state });
+            }
+            self.cluster.publish(guard.notice(Phase::Live));
         }
         guard
     }
 
-    /// The session `id` of `user`/`device`, waiting (bounded) for its
-    /// previous owner to let go. None if unknown, expired or someone else's.
-    pub async fn resume(&self, id: &str, user: &str, device: &str) -> Option<SmGuard> {
-        let state = {
+    /// The owner handled a client stanza (`sm.h_in` counts it).
+    pub fn handled(&self, sm: &SmState) {
+        if sm.resumable {
+            self.cluster.handled(&sm.id, sm.h_in);
+        }
+    }
+
+    /// The session `id` of `user`/`device`, whose client has `h` of its
+    /// stanzas: this node's (waiting, bounded, for its previous owner to
+    /// let go), else another node's (see [`super::sm_cluster`]). None if
+    /// unknown, expired or someone else's.
+    pub async fn resume(&self, id: &str, user: &str, device: &str, h: u32) -> Option<SmGuard> {
+        let local = {
             let mut sessions = lock(&self.sessions);
             prune(&mut sessions);
-            sessions.get(id).cloned()?
+            sessions.get(id).map(|s| s.state.clone())
         };
-        let mut guard = tokio::time::timeout(Duration::from_secs(10), state.lock_owned())
-            .await
-            .ok()?;
+        match local {
+            Some(state) => match self.resume_local(state, user, device).await {
+                Local::Resumed(guard) => Some(guard),
+                Local::Refused => None,
+                Local::Moved => self.resume_remote(id, user, device, h).await,
+            },
+            None => self.resume_remote(id, user, device, h).await,
+        }
+    }
+
+    async fn resume_local(
+        &self,
+        state: Arc<AsyncMutex<SmState>>,
+        user: &str,
+        device: &str,
+    ) -> Local {
+        let Ok(mut guard) = tokio::time::timeout(Duration::from_secs(10), state.lock_owned()).await
+        else {
+            return Local::Refused;
+        };
         if guard.user != user || guard.device != device {
-            return None;
+            return Local::Refused;
         }
         if guard
             .detached_at
             .is_some_and(|t| t.elapsed() > RESUME_TIMEOUT)
         {
-            lock(&self.sessions).remove(id);
-            return None;
+            self.remove_if_ours(&guard);
+            return Local::Refused;
+        }
+        if !self.holds(&guard) {
+            // Resumed on another node while we waited.
+            return Local::Moved;
         }
         guard.detached_at = None;
+        self.cluster.publish(guard.notice(Phase::Live));
+        Local::Resumed(guard)
+    }
+
+    /// Take over another node's session: `h_in` as it last told, `h_out`
+    /// the client's `h` (what it delivered is pending in the store).
+    async fn resume_remote(&self, id: &str, user: &str, device: &str, h: u32) -> Option<SmGuard> {
+        let notice = self.cluster.take_remote(id, user, device).await?;
+        let epoch = notice.epoch.wrapping_add(1);
+        let state = Arc::new(AsyncMutex::new(SmState {
+            id: notice.id,
+            user: notice.user,
+            device: notice.device,
+            h_in: notice.h_in,
+            h_out: h,
+            unacked: VecDeque::new(),
+            detached_at: None,
+            resumable: true,
+            epoch,
+        }));
+        // A fresh mutex: this never waits.
+        let guard = state.clone().lock_owned().await;
+        {
+            let mut sessions = lock(&self.sessions);
+            if sessions.contains_key(id) {
+                // A concurrent resumption got here first.
+                return None;
+            }
+            sessions.insert(id.to_string(), Slot { epoch, state });
+        }
+        self.cluster.publish(guard.notice(Phase::Live));
         Some(guard)
     }
 
     /// The owner's connection ended: keep it resumable, or forget it.
+    /// A session resumed on another node meanwhile is just dropped.
     pub fn detach(&self, mut guard: SmGuard, keep: bool) {
+        if !self.holds(&guard) {
+            return;
+        }
         if keep && guard.resumable {
             guard.detached_at = Some(Instant::now());
+            self.cluster.publish(guard.notice(Phase::Detached));
         } else {
-            lock(&self.sessions).remove(&guard.id);
+            self.remove_if_ours(&guard);
+            if guard.resumable {
+                self.cluster.publish(guard.notice(Phase::Ended));
+            }
+        }
+    }
+
+    /// Another node's notice: remember it for resumption there, and drop
+    /// this node's copy of the id if the session moved on (a later epoch).
+    pub fn remote_notice(&self, notice: SmNotice) {
+        {
+            let mut sessions = lock(&self.sessions);
+            if let Some(slot) = sessions.get(&notice.id) {
+                if slot.epoch >= notice.epoch {
+                    // Ours is as new: a late word of an older epoch.
+                    return;
+                }
+                sessions.remove(&notice.id);
+                self.cluster.forget(&notice.id);
+            }
+        }
+        self.cluster.remote_seen(notice);
+    }
+
+    /// Whether `guard`'s state is the one registered under its id.
+    fn holds(&self, guard: &SmGuard) -> bool {
+        let sessions = lock(&self.sessions);
+        sessions
+            .get(&guard.id)
+            .is_some_and(|s| Arc::ptr_eq(&s.state, OwnedMutexGuard::mutex(guard)))
+    }
+
+    fn remove_if_ours(&self, guard: &SmGuard) {
+        let mut sessions = lock(&self.sessions);
+        if sessions
+            .get(&guard.id)
+            .is_some_and(|s| Arc::ptr_eq(&s.state, OwnedMutexGuard::mutex(guard)))
+        {
+            sessions.remove(&guard.id);
         }
     }
 }
 
 /// Drop detached sessions past the resume timeout (those whose lock is
 /// free; a locked one has a live owner).
-fn prune(sessions: &mut HashMap<String, Arc<AsyncMutex<SmState>>>) {
-    sessions.retain(|_, s| match s.try_lock() {
+fn prune(sessions: &mut HashMap<String, Slot>) {
+    sessions.retain(|_, s| match s.state.try_lock() {
         Ok(st) => st.detached_at.is_none_or(|t| t.elapsed() <= RESUME_TIMEOUT),
         Err(_) => true,
     });
@@ -178,10 +357,60 @@ mod tests {
         let r2 = r.clone();
         let id2 = id.clone();
         let waiter =
-            tokio::spawn(async move { r2.resume(&id2, "alice", "phone").await.map(|g| g.h_in) });
+            tokio::spawn(async move { r2.resume(&id2, "alice", "phone", 0).await.map(|g| g.h_in) });
         r.detach(old, true);
         assert_eq!(waiter.await.unwrap(), Some(5));
-        assert!(r.resume(&id, "alice", "laptop").await.is_none());
-        assert!(r.resume("nope", "alice", "phone").await.is_none());
+        assert!(r.resume(&id, "alice", "laptop", 0).await.is_none());
+        assert!(r.resume("nope", "alice", "phone", 0).await.is_none());
+    }
+
+    fn remote(id: &str, h_in: u32, epoch: u32, phase: Phase) -> SmNotice {
+        SmNotice {
+            id: id.into(),
+            user: "alice".into(),
+            device: "phone".into(),
+            h_in,
+            epoch,
+            phase,
+        }
+    }
+
+    #[tokio::test]
+    async fn another_nodes_session_resumes_here_in_the_next_epoch() {
+        let r = SmRegistry::new(true);
+        r.remote_notice(remote("far", 7, 0, Phase::Detached));
+        assert!(r.resume("far", "alice", "laptop", 2).await.is_none());
+        let mut g = r.resume("far", "alice", "phone", 2).await.expect("resumed");
+        assert_eq!((g.h_in, g.h_out, g.epoch), (7, 2, 1));
+        assert_eq!(g.acked(2), Some(vec![]), "the client's h is in range");
+        // A late notice of the old epoch changes nothing here.
+        r.remote_notice(remote("far", 9, 0, Phase::Detached));
+        r.detach(g, true);
+        let g = r
+            .resume("far", "alice", "phone", 2)
+            .await
+            .expect("now local");
+        assert_eq!((g.h_in, g.epoch), (7, 1));
+    }
+
+    #[tokio::test]
+    async fn a_session_resumed_elsewhere_is_dropped_here() {
+        let r = SmRegistry::new(true);
+        let mut old = r.enable("alice", "phone", true).await;
+        old.h_in = 3;
+        let id = old.id.clone();
+        // Another node resumed it (epoch 1) and is live with it.
+        r.remote_notice(remote(&id, 3, 1, Phase::Live));
+        r.handled(&old);
+        r.detach(old, true);
+        assert!(lock(&r.sessions).is_empty(), "the old copy is gone");
+        // Resuming here again takes the other node's state once detached.
+        r.remote_notice(remote(&id, 4, 1, Phase::Detached));
+        let g = r.resume(&id, "alice", "phone", 0).await.expect("resumed");
+        assert_eq!((g.h_in, g.epoch), (4, 2));
+        // Not clustered: other nodes' notices are ignored.
+        let single = SmRegistry::default();
+        single.remote_notice(remote("x", 0, 0, Phase::Detached));
+        assert!(single.resume("x", "alice", "phone", 0).await.is_none());
     }
 }
