@@ -7,8 +7,16 @@
 # acked is in sync, and reached the device; the gateway recovered without
 # a restart.
 #
-# Not part of the test suite on purpose: it restarts the machine's shared
-# broker, which would break every other test running at the same time.
+# The same check runs in the test suite, safely, as
+# conformance/tests/rabbit_broker_restart.rs: it starts a private RabbitMQ
+# node (conformance/src/private_rabbit.rs) and restarts that one:
+#   IMGATE_TEST_AMQP=amqp://guest:guest@127.0.0.1:5672/%2f \
+#     cargo test -p imgate-conformance --test rabbit_broker_restart
+#
+# This script is the by-hand variant, with mosquitto_sub as the device and
+# `stop_app`/`start_app` on the broker `rabbitmqctl` reaches by default:
+# the machine's shared broker, so it breaks every other test running at
+# the same time. Never run it while tests run.
 #
 # Usage: IMGATE_TEST_AMQP=amqp://guest:guest@127.0.0.1:5672/%2f \
 #          scripts/check-broker-restart.sh [messages] [outage-seconds]

@@ -12,6 +12,8 @@ pub mod gateway;
 pub mod http;
 pub mod mqtt;
 pub mod pb;
+pub mod private_rabbit;
+pub mod rabbit_support;
 pub mod sse;
 pub mod tls;
 pub mod xmpp;
