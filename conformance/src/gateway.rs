@@ -75,7 +75,7 @@ pub fn amqp_with_prefix(url: &str, prefix: &str) -> String {
     format!("{url}{sep}prefix={prefix}")
 }
 
-/// Delete the RabbitMQ queues (log stream, device queues) whose names
+/// Delete the RabbitMQ queues (streams, MQTT bus queues) whose names
 /// start with `prefix.`, through `rabbitmqctl` (best effort: the empty
 /// exchange stays).
 pub fn delete_rabbit_queues(prefix: &str) {

@@ -46,7 +46,7 @@ async fn open_store(
         return Ok((Arc::new(store), None));
     }
     if config.store.starts_with("amqp://") || config.store.starts_with("amqps://") {
-        // Store knobs (name prefix, device queue limits, ...) are query
+        // Store knobs (name prefix, retention, ...) are query
         // parameters of the URL: see imgate_adapters::rabbit::config.
         let mut rc = imgate_adapters::RabbitConfig::from_url(
             &config.store,

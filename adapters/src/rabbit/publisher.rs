@@ -366,7 +366,13 @@ impl Task {
             while let Ok(q) = rx.try_recv() {
                 pending.push(q);
             }
+            // A writer that gave up (timed out while the broker was away)
+            // was told "not stored": keep it true.
+            pending.retain(|q| !q.confirmed.is_closed());
             let batch = take_batch(&mut pending);
+            if batch.is_empty() {
+                continue;
+            }
             self.publish(batch, slot).await;
         }
     }

@@ -304,7 +304,7 @@ impl Conn {
         }
         // Register the device with the store before the SUBACK: once the
         // client sees it, every message sent to it must reach this inbox
-        // (on RabbitMQ, registering declares the device queue).
+        // (a new device's cursor is durable before its first delivery).
         if attach && self.feed.is_none() && !self.attach_inbox().await {
             return Err(End::Abnormal);
         }

@@ -25,10 +25,10 @@
 //! second receipt here. Best effort, like the router: the delivery ack
 //! itself is already in the store. Limits: a receipt is lost if the
 //! sender's node restarts or forgets the message before the ack; a
-//! sender connected to several nodes may hear once per node; and a
-//! cursor a device gets without acking (a device the store sees for the
-//! first time, or again after it expired, starts at "now") reads as an
-//! ack of what was still waiting for its user.
+//! sender connected to several nodes may hear once per node. A cursor a
+//! device gets without acking (a device the store sees for the first
+//! time, or again after it expired, starts at "now") is not reported by
+//! the store as a move, so it answers nothing.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
