@@ -23,7 +23,7 @@ use crate::pb;
 use crate::policy::PolicyState;
 use crate::secrets;
 use crate::sessions::{
-    run_listener, AdmittingListener, AppendOrder, ConnLimiter, OrderedAppends, SessionRegistry,
+    run_listener, AdmittingListener, ConnLimiter, OrderedAppends, SessionRegistry,
 };
 use crate::state::{AppState, Shared};
 use crate::token::TokenIssuer;
@@ -97,13 +97,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         review: review.clone().map(|(h, rc)| (h as Arc<dyn ReviewHook>, rc)),
     };
     // Sessions pipeline their sends; the pipeline's appends keep each
-    // session's order (see sessions::append_order).
-    let append_order = if rabbit.is_some() {
-        AppendOrder::Completion
-    } else {
-        AppendOrder::Issue
-    };
-    let ordered: Arc<dyn Store> = Arc::new(OrderedAppends::new(store.clone(), append_order));
+    // session's order (see sessions::append_order). Both stores fix an
+    // append's place when it is queued (`Store::append_queued`).
+    let ordered: Arc<dyn Store> = Arc::new(OrderedAppends::new(store.clone()));
     let pipeline = build_pipeline(&config.pipeline(), ordered, &parts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = AppState::new(Shared {

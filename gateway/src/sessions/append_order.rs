@@ -12,20 +12,18 @@
 //! ([`in_turn`]): the `Store` trait and the pipeline stay as they are,
 //! and sends without a turn (HTTP, admin, imports) are not affected.
 //!
-//! What "issued" means depends on the store ([`AppendOrder`]):
-//! - [`AppendOrder::Issue`]: the store assigns ids in queue order and says
-//!   when an append is queued ([`Store::append_queued`]; the embedded
-//!   store: in the single writer's FIFO queue). The next append may go as
-//!   soon as this one is queued: appends of one session share a group
-//!   commit. (Not "as soon as it was polled once": a bounded queue's
-//!   permit can be taken on a poll that then yields for the task's
-//!   cooperative budget, before the message is pushed; the next send's
-//!   append then overtook it, seen as ids out of send order after a
-//!   crash-flood test.)
-//! - [`AppendOrder::Completion`]: the store gives no such order (the
-//!   RabbitMQ publisher runs concurrent publishes on one channel, so they
-//!   can reach the log out of call order). The next append waits until
-//!   this one returned: only the stages before the store overlap.
+//! "Issued" means the store fixed the append's place in its order
+//! ([`Store::append_queued`]): the embedded store once the append is in
+//! its single writer's FIFO queue, the RabbitMQ store once it is in its
+//! publisher's queue (which leaves for the log in order). The next append
+//! may go as soon as this one is queued, so appends of one session share
+//! a group commit (a batch publish on RabbitMQ). A store without its own
+//! `append_queued` resolves it only when the append is complete: its
+//! sends are then issued one after the other. (Not "as soon as it was
+//! polled once": a bounded queue's permit can be taken on a poll that
+//! then yields for the task's cooperative budget, before the message is
+//! pushed; the next send's append then overtook it, seen as ids out of
+//! send order after a crash-flood test.)
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
@@ -37,15 +35,6 @@ use imgate_core::store::{
 };
 use imgate_core::Store;
 use tokio::sync::{broadcast, oneshot};
-
-/// How the wrapped store orders concurrent appends (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AppendOrder {
-    /// Ids follow the order of the appends' first polls.
-    Issue,
-    /// No order between concurrent appends: issue one after the other.
-    Completion,
-}
 
 /// What a turn tells the next one.
 #[derive(Debug)]
@@ -140,12 +129,11 @@ fn take_turn() -> Option<SendTurn> {
 /// The pipeline's store, with appends in session order (module doc).
 pub struct OrderedAppends {
     inner: Arc<dyn Store>,
-    order: AppendOrder,
 }
 
 impl OrderedAppends {
-    pub fn new(inner: Arc<dyn Store>, order: AppendOrder) -> Self {
-        OrderedAppends { inner, order }
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        OrderedAppends { inner }
     }
 }
 
@@ -157,18 +145,9 @@ impl Store for OrderedAppends {
                 return self.inner.append(msg).await;
             };
             turn.predecessors_done().await;
-            match self.order {
-                AppendOrder::Issue => {
-                    let queued = self.inner.append_queued(msg).await;
-                    turn.issued();
-                    queued?.await
-                }
-                AppendOrder::Completion => {
-                    let result = self.inner.append(msg).await;
-                    turn.issued();
-                    result
-                }
-            }
+            let queued = self.inner.append_queued(msg).await;
+            turn.issued();
+            queued?.await
         })
     }
 
@@ -296,11 +275,11 @@ mod tests {
     /// Sends whose stages before the store take longer the earlier they
     /// came (the first one is the slowest to reach `append`) still get
     /// their ids in push order.
-    async fn ids_in_push_order(order: AppendOrder) {
+    async fn ids_in_push_order() {
         let dir = tempfile::tempdir().unwrap();
         let inner: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
-        let store = Arc::new(OrderedAppends::new(inner, order));
+        let store = Arc::new(OrderedAppends::new(inner));
         let n = 6;
         let mut window = SendWindow::new(n);
         for i in 0..n {
@@ -322,12 +301,7 @@ mod tests {
 
     #[tokio::test]
     async fn issue_order_keeps_the_session_order_on_the_embedded_store() {
-        ids_in_push_order(AppendOrder::Issue).await;
-    }
-
-    #[tokio::test]
-    async fn completion_order_keeps_the_session_order() {
-        ids_in_push_order(AppendOrder::Completion).await;
+        ids_in_push_order().await;
     }
 
     #[test]
@@ -349,7 +323,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let inner: Arc<dyn Store> =
             Arc::new(EmbeddedStore::open(EmbeddedConfig::new(dir.path())).unwrap());
-        let store = Arc::new(OrderedAppends::new(inner, AppendOrder::Issue));
+        let store = Arc::new(OrderedAppends::new(inner));
         let mut window = SendWindow::new(4);
         // Never reaches the store (a pipeline rejection).
         window.push(async { Ok::<u64, imgate_core::StoreError>(0) });

@@ -13,7 +13,7 @@ pub mod login;
 pub mod registry;
 pub mod send_window;
 
-pub use append_order::{AppendOrder, OrderedAppends};
+pub use append_order::OrderedAppends;
 pub use conn_limit::{AdmittingListener, ConnLimiter};
 pub use listener::run_listener;
 pub use login::login;
