@@ -269,8 +269,22 @@ async fn devices(url: &str, prefix: &str, n: usize) {
         with_10.0, with_10.1, with_n.0, with_n.1
     );
     assert_eq!(with_10, with_n, "broker objects must not grow with devices");
-    // One message to every device (a 'group' of all users), then each feed
-    // yields it.
+    // Every device's session waits on its own feed, as sessions do (their
+    // first timeline read, empty, is done before the message is sent).
+    let waiting: Vec<_> = feeds
+        .into_iter()
+        .map(|mut f| {
+            tokio::spawn(async move {
+                let got = tokio::time::timeout(std::time::Duration::from_secs(300), f.next())
+                    .await
+                    .expect("delivery in time")
+                    .expect("feed open");
+                (got.message_id, f)
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    // One message to every device (a 'group' of all users).
     let everyone: Vec<String> = (0..n).map(|k| format!("dev-user-{k}")).collect();
     let started = Instant::now();
     let m = s
@@ -281,12 +295,11 @@ async fn devices(url: &str, prefix: &str, n: usize) {
         .await
         .expect("append")
         .message;
-    for f in &mut feeds {
-        let got = tokio::time::timeout(std::time::Duration::from_secs(60), f.next())
-            .await
-            .expect("delivery in time")
-            .expect("feed open");
-        assert_eq!(got.message_id, m.message_id);
+    let mut feeds = Vec::with_capacity(n);
+    for w in waiting {
+        let (id, f) = w.await.expect("task");
+        assert_eq!(id, m.message_id);
+        feeds.push(f);
     }
     println!(
         "one message to all {n} devices delivered in {:.2} s",
