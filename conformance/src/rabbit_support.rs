@@ -13,7 +13,7 @@ use imgate_codecs::pb::{proto, PbRequest, PbServerMessage};
 
 use crate::gateway::{amqp_with_prefix, delete_rabbit_queues};
 use crate::pb::{Incoming, PbClient};
-use crate::{Gateway, WAIT};
+use crate::{unique, Gateway, WAIT};
 
 /// The broker URL of `IMGATE_TEST_AMQP`; None (after saying `SKIPPED` on
 /// stderr) when it is unset.
@@ -34,6 +34,50 @@ pub struct PrefixCleanup(pub String);
 impl Drop for PrefixCleanup {
     fn drop(&mut self) {
         delete_rabbit_queues(&self.0);
+    }
+}
+
+/// Two gateway nodes on one broker and prefix, with one admin secret (a
+/// token works on either); killed and their queues deleted on drop.
+pub struct Cluster {
+    pub a: Gateway,
+    pub b: Gateway,
+    pub prefix: String,
+    pub url: String,
+    pub secret: String,
+}
+
+impl Cluster {
+    pub fn start(url: &str) -> Cluster {
+        Cluster::start_with(url, &[])
+    }
+
+    /// Both nodes with `env` added to their settings.
+    pub fn start_with(url: &str, env: &[(&str, &str)]) -> Cluster {
+        let prefix = unique("multi");
+        let secret = unique("secret");
+        let a = rabbit_node(url, &prefix, &secret, 1, env);
+        let b = rabbit_node(url, &prefix, &secret, 2, env);
+        Cluster {
+            a,
+            b,
+            prefix,
+            url: url.to_string(),
+            secret,
+        }
+    }
+
+    /// One more node on the same broker, prefix and secret.
+    pub fn add_node(&self, node_id: u16) -> Gateway {
+        rabbit_node(&self.url, &self.prefix, &self.secret, node_id, &[])
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.a.kill9();
+        self.b.kill9();
+        delete_rabbit_queues(&self.prefix);
     }
 }
 

@@ -10,75 +10,10 @@
 
 use std::time::{Duration, Instant};
 
-use imgate_conformance::gateway::{amqp_with_prefix, delete_rabbit_queues};
 use imgate_conformance::mqtt::MqttAgent;
+use imgate_conformance::rabbit_support::{amqp_url, Cluster};
 use imgate_conformance::{unique, Client, Gateway, SseReader, WAIT};
 use serde_json::json;
-
-fn amqp_url(test: &str) -> Option<String> {
-    match std::env::var("IMGATE_TEST_AMQP") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("SKIPPED: IMGATE_TEST_AMQP not set ({test} needs a RabbitMQ broker)");
-            None
-        }
-    }
-}
-
-/// Two nodes on one broker and prefix; queues deleted on drop.
-struct Cluster {
-    a: Gateway,
-    b: Gateway,
-    prefix: String,
-    url: String,
-    secret: String,
-}
-
-impl Cluster {
-    fn start(url: &str) -> Cluster {
-        Cluster::start_with(url, &[])
-    }
-
-    /// Both nodes with `env` added to their settings.
-    fn start_with(url: &str, env: &[(&str, &str)]) -> Cluster {
-        let prefix = unique("multi");
-        let secret = unique("secret");
-        let a = node(url, &prefix, &secret, 1, env);
-        let b = node(url, &prefix, &secret, 2, env);
-        Cluster {
-            a,
-            b,
-            prefix,
-            url: url.to_string(),
-            secret,
-        }
-    }
-
-    /// One more node on the same broker, prefix and secret.
-    fn add_node(&self, node_id: u16) -> Gateway {
-        node(&self.url, &self.prefix, &self.secret, node_id, &[])
-    }
-}
-
-fn node(url: &str, prefix: &str, secret: &str, node_id: u16, env: &[(&str, &str)]) -> Gateway {
-    let store = amqp_with_prefix(url, prefix);
-    let node_id = node_id.to_string();
-    let mut all = vec![
-        ("IMGATE_STORE", store.as_str()),
-        ("IMGATE_NODE_ID", node_id.as_str()),
-        ("IMGATE_ADMIN_SECRET", secret),
-    ];
-    all.extend_from_slice(env);
-    Gateway::start_with(&all)
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.a.kill9();
-        self.b.kill9();
-        delete_rabbit_queues(&self.prefix);
-    }
-}
 
 fn uids(messages: &[serde_json::Value]) -> Vec<u64> {
     messages

@@ -10,57 +10,10 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use imgate_conformance::gateway::{amqp_with_prefix, delete_rabbit_queues};
 use imgate_conformance::mqtt::MqttAgent;
+use imgate_conformance::rabbit_support::{amqp_url, Cluster};
 use imgate_conformance::{unique, Gateway, WAIT};
 use serde_json::{json, Value};
-
-fn amqp_url(test: &str) -> Option<String> {
-    match std::env::var("IMGATE_TEST_AMQP") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("SKIPPED: IMGATE_TEST_AMQP not set ({test} needs a RabbitMQ broker)");
-            None
-        }
-    }
-}
-
-/// Two nodes on one broker and prefix; queues deleted on drop.
-struct Cluster {
-    a: Gateway,
-    b: Gateway,
-    prefix: String,
-}
-
-impl Cluster {
-    fn start(url: &str) -> Cluster {
-        let prefix = unique("share");
-        let secret = unique("secret");
-        let a = node(url, &prefix, &secret, 1);
-        let b = node(url, &prefix, &secret, 2);
-        Cluster { a, b, prefix }
-    }
-}
-
-fn node(url: &str, prefix: &str, secret: &str, node_id: u16) -> Gateway {
-    let store = amqp_with_prefix(url, prefix);
-    let node_id = node_id.to_string();
-    Gateway::start_with(&[
-        ("IMGATE_STORE", store.as_str()),
-        ("IMGATE_NODE_ID", node_id.as_str()),
-        ("IMGATE_ADMIN_SECRET", secret),
-        // 200 publishes from one user, well within the test's time.
-        ("IMGATE_RATE_LIMIT_MESSAGES", "100000"),
-    ])
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.a.kill9();
-        self.b.kill9();
-        delete_rabbit_queues(&self.prefix);
-    }
-}
 
 /// An MQTT client (paho, through the conformance agent) on node `g`.
 fn mqtt(g: &Gateway, user: &str, device: &str, version: u8) -> MqttAgent {
@@ -93,7 +46,8 @@ fn a_shared_group_across_nodes_gets_each_message_once() {
     let Some(url) = amqp_url("a_shared_group_across_nodes_gets_each_message_once") else {
         return;
     };
-    let c = Cluster::start(&url);
+    // 200 publishes from one user, well within the test's time.
+    let c = Cluster::start_with(&url, &[("IMGATE_RATE_LIMIT_MESSAGES", "100000")]);
     let t = unique("jobs");
     let group = format!("$share/g/{t}/#");
     let (probe, data, end) = (

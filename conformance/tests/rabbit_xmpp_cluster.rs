@@ -14,56 +14,11 @@
 use std::time::{Duration, Instant};
 
 use imgate_codecs::xmpp::{ns, Element};
-use imgate_conformance::gateway::{amqp_with_prefix, delete_rabbit_queues};
+use imgate_conformance::rabbit_support::{amqp_url, Cluster};
 use imgate_conformance::xmpp::{auth_plain, stream_header, XmppRaw};
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 
 const DOMAIN: &str = "localhost";
-
-fn amqp_url(test: &str) -> Option<String> {
-    match std::env::var("IMGATE_TEST_AMQP") {
-        Ok(u) if !u.is_empty() => Some(u),
-        _ => {
-            eprintln!("SKIPPED: IMGATE_TEST_AMQP not set ({test} needs a RabbitMQ broker)");
-            None
-        }
-    }
-}
-
-/// Two nodes on one broker and prefix; queues deleted on drop.
-struct Cluster {
-    a: Gateway,
-    b: Gateway,
-    prefix: String,
-}
-
-impl Cluster {
-    fn start(url: &str) -> Cluster {
-        let prefix = unique("xmppc");
-        let secret = unique("secret");
-        let a = node(url, &prefix, &secret, 1);
-        let b = node(url, &prefix, &secret, 2);
-        Cluster { a, b, prefix }
-    }
-}
-
-fn node(url: &str, prefix: &str, secret: &str, node_id: u16) -> Gateway {
-    let store = amqp_with_prefix(url, prefix);
-    let node_id = node_id.to_string();
-    Gateway::start_with(&[
-        ("IMGATE_STORE", store.as_str()),
-        ("IMGATE_NODE_ID", node_id.as_str()),
-        ("IMGATE_ADMIN_SECRET", secret),
-    ])
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.a.kill9();
-        self.b.kill9();
-        delete_rabbit_queues(&self.prefix);
-    }
-}
 
 /// A logged-in, bound XMPP client of `user`/`device` on node `g`.
 fn xmpp(g: &Gateway, user: &str, device: &str, platform: i32) -> XmppRaw {
