@@ -53,7 +53,8 @@ cleanup_rabbit_store() {
     rabbitmqctl -q delete_queue "$prefix.$q" >/dev/null 2>&1 || true
   done
 }
-trap 'cleanup_rabbit_store; cleanup' EXIT
+# The nodes first (they would declare their streams again), then the streams.
+trap 'cleanup; cleanup_rabbit_store' EXIT
 
 # ---------------------------------------------------------------- imgate nodes
 node_up() { # node-id -> sets node_dir, node_pid, node_mqtt, node_admin
