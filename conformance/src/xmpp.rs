@@ -51,6 +51,36 @@ impl XmppRaw {
 
     /// Connect, authenticate with `token` and bind; returns the client and
     /// its bound JID.
+    /// Connect, authenticate and send `<resume previd h>` instead of a
+    /// bind: the client and the server's answer (`<resumed>` or
+    /// `<failed>`).
+    pub fn resume(
+        addr: &str,
+        domain: &str,
+        user: &str,
+        token: &str,
+        previd: &str,
+        h: u32,
+    ) -> (XmppRaw, Element) {
+        let mut r = XmppRaw::connect(addr);
+        r.send(&stream_header(domain));
+        r.expect_features();
+        r.send(&auth_plain(user, token));
+        assert!(r
+            .next_element(WAIT)
+            .is_some_and(|e| e.is("success", ns::SASL)));
+        r.framer.restart();
+        r.send(&stream_header(domain));
+        r.expect_features();
+        r.send(&format!(
+            "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>"
+        ));
+        let answer = r
+            .wait_for(|e| e.is("resumed", ns::SM) || e.is("failed", ns::SM), WAIT)
+            .expect("an answer to <resume>");
+        (r, answer)
+    }
+
     pub fn login(addr: &str, domain: &str, user: &str, token: &str) -> (XmppRaw, String) {
         let mut c = XmppRaw::connect(addr);
         c.send(&stream_header(domain));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use imgate_codecs::xmpp::{ns, Element};
 use imgate_conformance::rabbit_support::{amqp_url, Cluster};
-use imgate_conformance::xmpp::{auth_plain, stream_header, XmppRaw};
+use imgate_conformance::xmpp::XmppRaw;
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 
 const DOMAIN: &str = "localhost";
@@ -87,23 +87,7 @@ fn server_h(c: &mut XmppRaw) -> u32 {
 /// and the answer (`<resumed>` or `<failed>`).
 fn resume(g: &Gateway, user: &str, device: &str, previd: &str, h: u32) -> (XmppRaw, Element) {
     let token = g.admin().token(user, device, 3);
-    let mut r = XmppRaw::connect(g.addr("xmpp"));
-    r.send(&stream_header(DOMAIN));
-    r.expect_features();
-    r.send(&auth_plain(user, &token));
-    assert!(r
-        .next_element(WAIT)
-        .is_some_and(|e| e.is("success", ns::SASL)));
-    r.restart_stream();
-    r.send(&stream_header(DOMAIN));
-    r.expect_features();
-    r.send(&format!(
-        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='{h}'/>"
-    ));
-    let answer = r
-        .wait_for(|e| e.is("resumed", ns::SM) || e.is("failed", ns::SM), WAIT)
-        .expect("an answer to <resume>");
-    (r, answer)
+    XmppRaw::resume(g.addr("xmpp"), DOMAIN, user, &token, previd, h)
 }
 
 fn resumed_h(answer: &Element, previd: &str) -> u32 {

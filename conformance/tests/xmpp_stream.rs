@@ -184,22 +184,7 @@ fn stream_management_acks_and_resumption_resend_only_unacked() {
 
     // Resume: m1 is not sent again, m2..m4 are (m4 arrived while away).
     let token = g.admin().token(&bob, "pc", 3);
-    let mut r = XmppRaw::connect(g.addr("xmpp"));
-    r.send(&stream_header(DOMAIN));
-    r.expect_features();
-    r.send(&auth_plain(&bob, &token));
-    assert!(r
-        .next_element(WAIT)
-        .is_some_and(|e| e.is("success", ns::SASL)));
-    r.restart_stream();
-    r.send(&stream_header(DOMAIN));
-    r.expect_features();
-    r.send(&format!(
-        "<resume xmlns='urn:xmpp:sm:3' previd='{previd}' h='1'/>"
-    ));
-    let resumed = r
-        .wait_for(|e| e.is("resumed", ns::SM) || e.is("failed", ns::SM), WAIT)
-        .expect("resume answer");
+    let (mut r, resumed) = XmppRaw::resume(g.addr("xmpp"), DOMAIN, &bob, &token, &previd, 1);
     assert!(resumed.is("resumed", ns::SM), "{}", resumed.to_xml());
     let mut again = Vec::new();
     while again.len() < 3 {

@@ -379,9 +379,9 @@ impl Task {
 
     /// Publish one batch (all of one stream) and hand its confirm to a
     /// task that answers its records.
-    async fn publish(&mut self, batch: Vec<Queued>, slot: OwnedSemaphorePermit) {
+    async fn publish(&mut self, mut batch: Vec<Queued>, slot: OwnedSemaphorePermit) {
         let key = batch.first().map_or(super::topology::LOG_KEY, |q| q.key);
-        let body = encode_batch(&batch);
+        let body = encode_batch(&mut batch);
         let sent = match self.channel().await {
             Ok(ch) => ch
                 .basic_publish(
@@ -475,9 +475,10 @@ fn take_batch(pending: &mut Vec<Queued>) -> Vec<Queued> {
 }
 
 /// One record as is; several as a JSON array (see `Record::decode_all`).
-fn encode_batch(batch: &[Queued]) -> Vec<u8> {
+/// The bodies are taken (no copy for a lone record).
+fn encode_batch(batch: &mut [Queued]) -> Vec<u8> {
     if let [one] = batch {
-        return one.body.clone();
+        return std::mem::take(&mut one.body);
     }
     let len = batch.iter().map(|q| q.body.len() + 1).sum::<usize>() + 1;
     let mut out = Vec::with_capacity(len);
@@ -515,11 +516,11 @@ mod tests {
             queued("control", "c"),
             queued("log", "2"),
         ];
-        let b = take_batch(&mut pending);
-        assert_eq!(encode_batch(&b), b"[1,2]");
+        let mut b = take_batch(&mut pending);
+        assert_eq!(encode_batch(&mut b), b"[1,2]");
         assert_eq!(pending.len(), 1);
         assert_eq!(
-            encode_batch(&take_batch(&mut pending)),
+            encode_batch(&mut take_batch(&mut pending)),
             b"c",
             "one record as is"
         );
