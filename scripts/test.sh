@@ -16,6 +16,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+echo "== fuzz targets build (one per decoder; running them is by hand, see README)"
+cargo build --manifest-path codecs/fuzz/Cargo.toml --locked
+
 echo "== build the imgate binary for the conformance suite"
 cargo build --workspace --bins --locked
 
