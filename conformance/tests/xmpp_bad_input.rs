@@ -120,5 +120,16 @@ fn stanzas_before_auth_and_bad_namespaces_are_stream_errors() {
     assert!(f.is("failure", ns::TLS));
     assert!(c.wait_closed(WAIT));
 
+    // A pre-auth <auth> with 20,000 attributes (209 KB): once parsed for
+    // seconds of CPU on a runtime worker, now refused at the attribute cap.
+    let mut c = XmppRaw::connect(g.addr("xmpp"));
+    c.send(&stream_header(DOMAIN));
+    c.expect_features();
+    let attrs: String = (0..20_000).map(|i| format!(" a{i}='x'")).collect();
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'{attrs}>AGFsaWNlAHNlY3JldA==</auth>"
+    ));
+    expect_stream_error(&mut c, "policy-violation");
+
     still_alive(&mut bystander, "alive");
 }

@@ -22,6 +22,9 @@ pub enum XmppCodecError {
     /// Elements nested deeper than the limit.
     #[error("elements nested deeper than {max} levels")]
     TooDeep { max: usize },
+    /// An element with more attributes than the limit.
+    #[error("an element has more than {max} attributes")]
+    TooManyAttributes { max: usize },
     /// The bytes of a stanza are not UTF-8.
     #[error("stanza is not valid UTF-8")]
     InvalidUtf8,
@@ -47,9 +50,9 @@ impl XmppCodecError {
         match self {
             XmppCodecError::NotWellFormed(_) | XmppCodecError::InvalidUtf8 => "not-well-formed",
             XmppCodecError::RestrictedXml(_) => "restricted-xml",
-            XmppCodecError::StanzaTooLarge { .. } | XmppCodecError::TooDeep { .. } => {
-                "policy-violation"
-            }
+            XmppCodecError::StanzaTooLarge { .. }
+            | XmppCodecError::TooDeep { .. }
+            | XmppCodecError::TooManyAttributes { .. } => "policy-violation",
             XmppCodecError::BadStreamHeader(_) => "bad-format",
             XmppCodecError::InvalidNamespace(_) => "invalid-namespace",
             XmppCodecError::Io(_) => "internal-server-error",

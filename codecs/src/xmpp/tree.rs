@@ -10,6 +10,8 @@
 //! attribute value, so that whatever is accepted can be written out again
 //! as valid XML.
 
+use std::collections::HashSet;
+
 use quick_xml::events::{BytesStart, Event};
 use quick_xml::Reader;
 
@@ -64,6 +66,10 @@ fn check_chars(s: &str) -> Result<(), XmppCodecError> {
     }
 }
 
+/// Attributes one element may carry. XMPP elements have a handful; the
+/// busiest real ones (stream headers, MUC items) stay far below this.
+pub const MAX_ATTRIBUTES: usize = 64;
+
 fn split_qname(q: &str) -> (Option<&str>, &str) {
     match q.split_once(':') {
         Some((p, l)) => (Some(p), l),
@@ -82,8 +88,23 @@ fn open_element(
         .to_string();
     let mut scope = parent.clone();
     let mut attrs = Vec::new();
-    for attr in start.attributes() {
+    // quick-xml's own duplicate check compares each attribute with every
+    // earlier one (quadratic: 20,000 attributes cost seconds of CPU); the
+    // count is capped and duplicates found through a hash set instead.
+    let mut seen = HashSet::new();
+    for attr in start.attributes().with_checks(false) {
         let attr = attr.map_err(not_well_formed)?;
+        if seen.len() == MAX_ATTRIBUTES {
+            return Err(XmppCodecError::TooManyAttributes {
+                max: MAX_ATTRIBUTES,
+            });
+        }
+        if !seen.insert(attr.key.as_ref().to_vec()) {
+            return Err(not_well_formed(format!(
+                "duplicate attribute {}",
+                String::from_utf8_lossy(attr.key.as_ref())
+            )));
+        }
         let key = std::str::from_utf8(attr.key.as_ref())
             .map_err(|_| XmppCodecError::InvalidUtf8)?
             .to_string();
@@ -284,6 +305,36 @@ pub fn parse_stream_header(text: &str) -> Result<(Element, String), XmppCodecErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn with_attrs(n: usize) -> String {
+        let attrs: String = (0..n).map(|i| format!(" a{i}='x'")).collect();
+        format!("<message to='a@b'{attrs}><body>x</body></message>")
+    }
+
+    #[test]
+    fn attribute_count_is_capped_and_duplicates_refused() {
+        let s = Scope::client_stream("stream");
+        // `to` plus 63 more: exactly at the cap.
+        assert!(parse_stanza(&with_attrs(MAX_ATTRIBUTES - 1), &s, 8).is_ok());
+        for n in [MAX_ATTRIBUTES, 20_000] {
+            let err = parse_stanza(&with_attrs(n), &s, 8).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    XmppCodecError::TooManyAttributes {
+                        max: MAX_ATTRIBUTES
+                    }
+                ),
+                "{n}: {err:?}"
+            );
+            assert_eq!(err.stream_condition(), "policy-violation");
+        }
+        let err = parse_stanza("<message a='1' b='2' a='3'/>", &s, 8).unwrap_err();
+        assert!(
+            matches!(&err, XmppCodecError::NotWellFormed(m) if m.contains("duplicate attribute a")),
+            "{err:?}"
+        );
+    }
 
     #[test]
     fn resolves_namespaces_and_entities() {
