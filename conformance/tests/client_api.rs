@@ -273,3 +273,31 @@ fn sse_delivers_live_and_resumes_with_last_event_id() {
         Some(d.to_string())
     );
 }
+
+#[test]
+fn unknown_paths_wrong_methods_and_bad_queries_are_json_with_a_code() {
+    let g = Gateway::start();
+    let c = g.client(&unique("q-user"), "phone");
+    // Unknown path: 404 with NotExist (253), on both listeners.
+    let r = c.get("/v1/no-such-thing");
+    assert_eq!((r.status, r.code()), (404, 253), "{:?}", r.body);
+    let r = g.admin().post("/admin/no/such/thing", &json!({}));
+    assert_eq!((r.status, r.code()), (404, 253), "{:?}", r.body);
+    // Known path, wrong method: 405 with InvalidParameter (251).
+    let r = c.get("/v1/messages");
+    assert_eq!((r.status, r.code()), (405, 251), "{:?}", r.body);
+    // Query strings that do not parse: 400 with 251 and a message.
+    for path in [
+        "/v1/sync?since=0&limit=lots",
+        "/v1/history?type=x&target=bob",
+        "/v1/history",
+    ] {
+        let r = c.get(path);
+        assert_eq!((r.status, r.code()), (400, 251), "{path}: {:?}", r.body);
+        assert!(
+            r.body["msg"].as_str().is_some_and(|m| m.contains("query")),
+            "{path}: {:?}",
+            r.body
+        );
+    }
+}

@@ -40,6 +40,8 @@ pub fn admin_router(state: AppState) -> Router {
             "/healthz",
             get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
         )
+        .fallback(super::query::not_found)
+        .method_not_allowed_fallback(super::query::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req, next| {
             super::body::read_body_first(req, next, limit)

@@ -2,7 +2,7 @@
 //! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE),
 //! `POST /v1/recall` (own messages, within the recall window).
 
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use imgate_core::model::json::{MessageJson, SendRequestJson};
@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::auth::ClientAuth;
 use super::body::JsonBody;
+use super::query::JsonQuery;
 use super::{events, ok, ApiError};
 use crate::state::AppState;
 
@@ -33,6 +34,8 @@ pub fn client_router(state: AppState) -> Router {
             "/healthz",
             get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
         )
+        .fallback(super::query::not_found)
+        .method_not_allowed_fallback(super::query::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req, next| {
             super::body::read_body_first(req, next, limit)
@@ -122,7 +125,7 @@ fn page_size(limit: Option<usize>) -> usize {
 async fn sync(
     State(state): State<AppState>,
     ClientAuth(principal): ClientAuth,
-    Query(q): Query<SyncQuery>,
+    JsonQuery(q): JsonQuery<SyncQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let since = parse_id(q.since.as_deref(), "since")?;
     let page = state
@@ -156,7 +159,7 @@ struct HistoryQuery {
 async fn history(
     State(state): State<AppState>,
     ClientAuth(principal): ClientAuth,
-    Query(q): Query<HistoryQuery>,
+    JsonQuery(q): JsonQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let conv = Conversation {
         kind: q.kind,

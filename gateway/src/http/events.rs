@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::stream::{self, Stream};
@@ -20,6 +20,7 @@ use imgate_core::store::{UserFeed, UserFeedEnd};
 use serde::Deserialize;
 
 use super::auth::ClientAuth;
+use super::query::JsonQuery;
 use super::ApiError;
 use crate::state::AppState;
 
@@ -45,7 +46,7 @@ struct Cursor {
 pub async fn events(
     State(state): State<AppState>,
     ClientAuth(principal): ClientAuth,
-    Query(q): Query<EventsQuery>,
+    JsonQuery(q): JsonQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let resume = headers

@@ -12,6 +12,7 @@ mod body;
 mod client_api;
 mod error;
 mod events;
+mod query;
 
 pub use admin_api::admin_router;
 pub use client_api::client_router;
