@@ -50,6 +50,14 @@ fn finish(r: Result<ureq::Response, ureq::Error>) -> Reply {
     }
 }
 
+/// A nonce never used before by this process (the gateway refuses a
+/// signature it has seen).
+pub fn fresh_nonce() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("n{}-{}-{n}", std::process::id(), now_ms())
+}
+
 /// sha1_hex(nonce|secret|timestamp), computed here independently of the
 /// gateway's code.
 pub fn sign(nonce: &str, secret: &str, timestamp: &str) -> String {
@@ -94,7 +102,7 @@ impl Admin {
 
     /// POST, correctly signed now.
     pub fn post(&self, path: &str, body: &Value) -> Reply {
-        let nonce = format!("n{}", now_ms());
+        let nonce = fresh_nonce();
         let ts = now_ms().to_string();
         let sig = sign(&nonce, &self.secret, &ts);
         self.post_with(
@@ -110,7 +118,7 @@ impl Admin {
 
     /// POST a raw body, correctly signed.
     pub fn post_raw(&self, path: &str, body: &str) -> Reply {
-        let nonce = "raw".to_string();
+        let nonce = fresh_nonce();
         let ts = now_ms().to_string();
         let sig = sign(&nonce, &self.secret, &ts);
         let req = self

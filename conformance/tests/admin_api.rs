@@ -38,6 +38,37 @@ fn signature_rules_239_243_244() {
     );
     assert_eq!((expired.status, expired.code()), (401, 243));
 
+    // A captured signature works once: replayed (any body) it is refused.
+    let ts = now_ms().to_string();
+    let captured = [
+        ("nonce", Some("once".to_string())),
+        ("timestamp", Some(ts.clone())),
+        ("sign", Some(sign("once", &g.secret, &ts))),
+    ];
+    let first = admin.post_with(path, &body, &captured);
+    assert_eq!(first.code(), 0, "{:?}", first.body);
+    let other_body = json!({"userId": "mallory", "clientId": "x", "platform": 2});
+    let replay = admin.post_with(path, &other_body, &captured);
+    assert_eq!(
+        (replay.status, replay.code()),
+        (401, 244),
+        "{:?}",
+        replay.body
+    );
+    // A stricter window refuses what the seeds' 2 hours would accept.
+    let strict = Gateway::start_with(&[("IMGATE_ADMIN_SIGN_WINDOW_SECS", "60")]);
+    let ten_min = (now_ms() - 600_000).to_string();
+    let r = strict.admin().post_with(
+        path,
+        &body,
+        &[
+            ("nonce", Some("n2".into())),
+            ("timestamp", Some(ten_min.clone())),
+            ("sign", Some(sign("n2", &strict.secret, &ten_min))),
+        ],
+    );
+    assert_eq!((r.status, r.code()), (401, 243), "{:?}", r.body);
+
     let wrong = admin.post_with(
         path,
         &body,

@@ -1,12 +1,13 @@
 //! Admin API request signatures, as the seeds' IM server signs them
 //! (DESIGN §5.1): headers `nonce`, `timestamp` (ms) and
 //! `sign = sha1_hex(nonce + "|" + secret + "|" + timestamp)`.
-//! Missing → 239, older than 2 hours → 243, wrong → 244.
+//! Missing → 239, older than 2 hours (or `admin_sign_window_secs`) → 243,
+//! wrong → 244; a signature used before → 244 (see [`crate::admin_nonces`]).
 
 use imgate_core::{ErrorCode, ImError};
 use sha1::{Digest, Sha1};
 
-/// How far a timestamp may be from now.
+/// How far a timestamp may be from now by default (the seeds' window).
 pub const MAX_SKEW_MS: i64 = 2 * 3600 * 1000;
 
 pub fn sign(nonce: &str, secret: &str, timestamp: &str) -> String {
@@ -19,14 +20,28 @@ pub fn sign(nonce: &str, secret: &str, timestamp: &str) -> String {
     hex::encode(h.finalize())
 }
 
-/// Check one request's signature headers.
+/// Check one request's signature headers with the seeds' 2-hour window.
+#[cfg(test)]
 pub fn verify(
     nonce: Option<&str>,
     timestamp: Option<&str>,
     signature: Option<&str>,
     secret: &str,
     now_ms: i64,
-) -> Result<(), ImError> {
+) -> Result<i64, ImError> {
+    verify_within(nonce, timestamp, signature, secret, now_ms, MAX_SKEW_MS)
+}
+
+/// Check one request's signature headers, the timestamp within `window_ms`
+/// of now; the timestamp (ms) when it holds.
+pub fn verify_within(
+    nonce: Option<&str>,
+    timestamp: Option<&str>,
+    signature: Option<&str>,
+    secret: &str,
+    now_ms: i64,
+    window_ms: i64,
+) -> Result<i64, ImError> {
     let (Some(nonce), Some(ts), Some(sig)) = (nonce, timestamp, signature) else {
         return Err(ImError::new(
             ErrorCode::ApiNotSigned,
@@ -43,7 +58,7 @@ pub fn verify(
         .trim()
         .parse()
         .map_err(|_| ImError::new(ErrorCode::AuthFailure, "timestamp must be milliseconds"))?;
-    if (now_ms - ts_ms).abs() > MAX_SKEW_MS {
+    if (now_ms - ts_ms).abs() > window_ms {
         return Err(ImError::new(
             ErrorCode::SignExpired,
             "sign expired: timestamp too old",
@@ -59,7 +74,7 @@ pub fn verify(
             "auth failure: wrong signature",
         ));
     }
-    Ok(())
+    Ok(ts_ms)
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -89,7 +104,7 @@ mod tests {
             now
         )
         .is_ok());
-        let code = |r: Result<(), ImError>| r.unwrap_err().code;
+        let code = |r: Result<i64, ImError>| r.unwrap_err().code;
         assert_eq!(
             code(verify(None, Some(&ts), Some(&good), "secret", now)),
             ErrorCode::ApiNotSigned

@@ -73,6 +73,12 @@ pub struct Config {
     pub send_window: usize,
     /// Time a new connection has to log in.
     pub login_timeout_secs: u64,
+    /// How far an admin request's `timestamp` may be from now (the seeds
+    /// use 2 hours; lower it for a stricter window).
+    pub admin_sign_window_secs: u64,
+    /// Admin signatures remembered to refuse replays; when full, the
+    /// oldest is forgotten and older timestamps are refused.
+    pub admin_nonce_capacity: usize,
     /// Open client connections per listener.
     pub max_connections: usize,
     /// Stored messages per user per UTC day (0 = unlimited), counted by
@@ -138,6 +144,8 @@ impl Default for Config {
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,
+            admin_sign_window_secs: (crate::admin_sign::MAX_SKEW_MS / 1000) as u64,
+            admin_nonce_capacity: 100_000,
             max_connections: 10_000,
             daily_quota: 0,
             conn_rate_per_ip: 100,

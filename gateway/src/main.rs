@@ -18,6 +18,7 @@
 //!   load generators are the separate `imgate-bench` crate, `bench/`).
 #![forbid(unsafe_code)]
 
+mod admin_nonces;
 mod admin_sign;
 mod cli;
 mod config;

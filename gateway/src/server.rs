@@ -105,6 +105,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let state = AppState::new(Shared {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),
         admin_secret: Arc::from(secret.as_str()),
+        admin_nonces: crate::admin_nonces::NonceCache::new(
+            config.admin_sign_window_secs as i64 * 1000,
+            config.admin_nonce_capacity,
+        ),
         config: Arc::new(config.clone()),
         store,
         pipeline,

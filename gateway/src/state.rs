@@ -44,6 +44,8 @@ pub struct Shared {
     pub pipeline: SendService,
     pub tokens: TokenIssuer,
     pub admin_secret: Arc<str>,
+    /// Admin signatures seen within the window (replays refused).
+    pub admin_nonces: crate::admin_nonces::NonceCache,
     pub metrics: Arc<Metrics>,
     /// Online sessions of this node (login kick rule).
     pub sessions: Arc<SessionRegistry>,

@@ -57,13 +57,18 @@ impl FromRequestParts<AppState> for AdminAuth {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        admin_sign::verify(
+        let now = imgate_core::now_ms();
+        let ts = admin_sign::verify_within(
             h("nonce"),
             h("timestamp"),
             h("sign"),
             &state.admin_secret,
-            imgate_core::now_ms(),
+            now,
+            state.admin_nonces.window_ms(),
         )?;
+        state
+            .admin_nonces
+            .check(h("sign").unwrap_or_default(), ts, now)?;
         Ok(AdminAuth)
     }
 }
