@@ -38,7 +38,7 @@ trap cleanup EXIT
 # imgate on ephemeral ports; rate limits out of the way of the measurement.
 IMGATE_DATA_DIR=$dir IMGATE_HTTP_ADDR=127.0.0.1:0 IMGATE_ADMIN_ADDR=127.0.0.1:0 \
 IMGATE_PB_ADDR=127.0.0.1:0 IMGATE_MQTT_ADDR=127.0.0.1:0 IMGATE_XMPP_ADDR=127.0.0.1:0 \
-IMGATE_RATE_LIMIT_MESSAGES=100000000 IMGATE_CONN_RATE_PER_IP=100000 IMGATE_LOG=warn \
+IMGATE_RATE_LIMIT_MESSAGES=100000000 IMGATE_CONN_RATE_PER_IP=100000 IMGATE_MAX_CONNECTIONS_PER_IP=0 IMGATE_LOG=warn \
   "$bin" serve >"$dir/out" 2>"$dir/err" &
 pid=$!
 for _ in $(seq 1 200); do grep -q '^ready' "$dir/out" 2>/dev/null && break; sleep 0.05; done

@@ -4,7 +4,7 @@
 //! verdicts; fail-closed), user status, rate-limit overrides, the daily
 //! quota, and connection admission.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
@@ -363,7 +363,7 @@ fn refused(addr: &str) -> bool {
 }
 
 #[test]
-fn connection_admission_per_ip_rate_and_global_cap() {
+fn connection_admission_per_ip_rate_per_listener_caps_and_per_ip_open_cap() {
     let g = Gateway::start_with(&[("IMGATE_CONN_RATE_PER_IP", "1")]);
     // One new connection per second from one IP: a burst of 10 is mostly refused.
     let refused_count = (0..10).filter(|_| refused(g.addr("pb"))).count();
@@ -373,10 +373,26 @@ fn connection_admission_per_ip_rate_and_global_cap() {
     let a = pb(&g, "u1", "d");
     let _b = pb(&g, "u2", "d");
     assert!(refused(g.addr("pb")), "third connection refused");
+    // Each listener has its own cap: half-sent HTTP requests fill the HTTP
+    // listener (and only it) — PB is full, yet MQTT and XMPP still admit.
+    let mut half_sent: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(g.addr("http")).expect("http connect");
+            s.write_all(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .expect("half a request");
+            s
+        })
+        .collect();
+    assert!(refused(g.addr("http")), "the HTTP listener is full");
     assert!(
-        refused(g.addr("http")),
-        "the cap is shared by every listener"
+        !refused(g.addr("mqtt")),
+        "MQTT admits while PB and HTTP are full"
     );
+    assert!(
+        !refused(g.addr("xmpp")),
+        "XMPP admits while PB and HTTP are full"
+    );
+    half_sent.clear();
     drop(a);
     // Once the server has seen the close, a new connection is admitted.
     let deadline = std::time::Instant::now() + WAIT;
@@ -397,4 +413,17 @@ fn connection_admission_per_ip_rate_and_global_cap() {
         }
         assert!(std::time::Instant::now() < deadline, "slot never freed");
     }
+
+    // One IP holds at most IMGATE_MAX_CONNECTIONS_PER_IP open, over all
+    // listeners.
+    let g = Gateway::start_with(&[("IMGATE_MAX_CONNECTIONS_PER_IP", "2")]);
+    let _a = pb(&g, "u1", "d");
+    // (A round trip, so the server has admitted it before the next.)
+    let mut x = XmppRaw::connect(g.addr("xmpp"));
+    x.send(&imgate_conformance::xmpp::stream_header("localhost"));
+    x.expect_features();
+    assert!(
+        refused(g.addr("mqtt")),
+        "a third open connection from one IP"
+    );
 }

@@ -79,8 +79,13 @@ pub struct Config {
     /// Admin signatures remembered to refuse replays; when full, the
     /// oldest is forgotten and older timestamps are refused.
     pub admin_nonce_capacity: usize,
-    /// Open client connections per listener.
+    /// Open client connections per listener (each listener has its own:
+    /// a flood on one never refuses the others).
     pub max_connections: usize,
+    /// Connections one IP may hold open at once, over all listeners
+    /// (0 = no cap). Behind a load balancer every client has its IP: raise
+    /// this there.
+    pub max_connections_per_ip: u32,
     /// Stored messages per user per UTC day (0 = unlimited), counted by
     /// the store: a restart keeps the count, and nodes share it.
     pub daily_quota: u32,
@@ -147,6 +152,7 @@ impl Default for Config {
             admin_sign_window_secs: (crate::admin_sign::MAX_SKEW_MS / 1000) as u64,
             admin_nonce_capacity: 100_000,
             max_connections: 10_000,
+            max_connections_per_ip: 1_000,
             daily_quota: 0,
             conn_rate_per_ip: 100,
             sensitive_strategy: "reject".into(),

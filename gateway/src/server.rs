@@ -117,6 +117,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         conn_limiter: Arc::new(ConnLimiter::new(
             config.conn_rate_per_ip,
             config.max_connections,
+            config.max_connections_per_ip,
         )),
         policy,
         review: review.map(|(h, _)| h),

@@ -1,16 +1,19 @@
 //! Connection admission for every listener (DESIGN §6 step 4): a per-IP
-//! rate of new connections (token bucket, default 100/s) and a global cap
-//! on open connections shared by all protocols. Refused connections are
-//! closed at once and counted.
+//! rate of new connections (token bucket, default 100/s), a cap on the
+//! connections one IP holds open at once, and a cap on open connections
+//! per listener — each protocol has its own, so a flood on one listener
+//! never refuses clients of the others. Refused connections are closed at
+//! once and counted.
 //!
 //! [`AdmittingListener`] (client HTTP) also runs the TLS handshake when a
 //! certificate is configured: each in its own task, so a slow handshake
 //! never holds up the accept loop.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,33 +28,80 @@ use crate::tls::{ClientStream, TlsAcceptor};
 
 pub struct ConnLimiter {
     per_ip: RateLimiter,
-    open: Arc<Semaphore>,
+    /// One cap per listener.
+    open: HashMap<Protocol, Arc<Semaphore>>,
+    max_per_ip: u32,
+    /// Open connections per IP; an IP with none has no entry, so the map
+    /// is bounded by the open connections.
+    ip_open: Arc<Mutex<HashMap<IpAddr, u32>>>,
     pub refused_rate: AtomicU64,
     pub refused_full: AtomicU64,
+    pub refused_ip_open: AtomicU64,
 }
 
 /// Why a connection was refused.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Refused {
     IpRate,
+    /// This IP already holds its share of open connections.
+    IpOpen,
+    /// This listener is full.
     Full,
 }
 
+/// A slot of an admitted connection: its listener's permit and its IP's
+/// count, both released on drop.
+#[derive(Debug)]
+pub struct Permit {
+    _listener: OwnedSemaphorePermit,
+    ip: IpAddr,
+    ip_open: Arc<Mutex<HashMap<IpAddr, u32>>>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.ip_open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+const LISTENERS: [Protocol; 5] = [
+    Protocol::Pb,
+    Protocol::Mqtt,
+    Protocol::Xmpp,
+    Protocol::Http,
+    Protocol::Admin,
+];
+
 impl ConnLimiter {
-    pub fn new(per_ip_per_sec: u32, max_connections: usize) -> Self {
+    /// `max_per_listener` open connections on each listener, at most
+    /// `max_per_ip` of all of them from one IP (0 = no per-IP cap).
+    pub fn new(per_ip_per_sec: u32, max_per_listener: usize, max_per_ip: u32) -> Self {
         ConnLimiter {
             per_ip: RateLimiter::new(RateLimitConfig {
                 messages: per_ip_per_sec.max(1),
                 per: Duration::from_secs(1),
             }),
-            open: Arc::new(Semaphore::new(max_connections.max(1))),
+            open: LISTENERS
+                .iter()
+                .map(|p| (*p, Arc::new(Semaphore::new(max_per_listener.max(1)))))
+                .collect(),
+            max_per_ip,
+            ip_open: Arc::default(),
             refused_rate: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            refused_ip_open: AtomicU64::new(0),
         }
     }
 
-    /// Admit a new connection from `ip`: the permit is held while it is open.
-    pub fn admit(&self, ip: IpAddr) -> Result<OwnedSemaphorePermit, Refused> {
+    /// Admit a new connection from `ip` on `listener`: the permit is held
+    /// while it is open.
+    pub fn admit(&self, listener: Protocol, ip: IpAddr) -> Result<Permit, Refused> {
         if self
             .per_ip
             .try_acquire(&[ip.to_string()], Instant::now())
@@ -60,9 +110,29 @@ impl ConnLimiter {
             self.refused_rate.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::IpRate);
         }
-        self.open.clone().try_acquire_owned().map_err(|_| {
+        let Some(slots) = self.open.get(&listener) else {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Full);
+        };
+        let permit = slots.clone().try_acquire_owned().map_err(|_| {
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             Refused::Full
+        })?;
+        let mut open = self.ip_open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if self.max_per_ip > 0 && *n >= self.max_per_ip {
+            if *n == 0 {
+                open.remove(&ip);
+            }
+            self.refused_ip_open.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::IpOpen);
+        }
+        *n += 1;
+        drop(open);
+        Ok(Permit {
+            _listener: permit,
+            ip,
+            ip_open: self.ip_open.clone(),
         })
     }
 }
@@ -71,7 +141,7 @@ impl ConnLimiter {
 /// slot and its connection gauge when dropped.
 pub struct Admitted {
     io: ClientStream,
-    _permit: OwnedSemaphorePermit,
+    _permit: Permit,
     _gauge: ConnectionGuard,
 }
 
@@ -159,7 +229,7 @@ impl axum::serve::Listener for AdmittingListener {
                     continue;
                 }
             };
-            match self.limiter.admit(peer.ip()) {
+            match self.limiter.admit(self.protocol, peer.ip()) {
                 Ok(permit) => {
                     let _ = io.set_nodelay(true);
                     let mut admitted = Admitted {
@@ -195,18 +265,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_ip_rate_and_global_cap() {
-        let l = ConnLimiter::new(2, 3);
+    fn per_ip_rate_per_listener_caps_and_per_ip_open_cap() {
+        let l = ConnLimiter::new(2, 2, 0);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let p1 = l.admit(a).unwrap();
-        let _p2 = l.admit(a).unwrap();
-        assert_eq!(l.admit(a).unwrap_err(), Refused::IpRate);
-        let _p3 = l.admit(b).unwrap();
-        assert_eq!(l.admit(b).unwrap_err(), Refused::Full);
+        let p1 = l.admit(Protocol::Pb, a).unwrap();
+        let _p2 = l.admit(Protocol::Pb, a).unwrap();
+        assert_eq!(l.admit(Protocol::Pb, a).unwrap_err(), Refused::IpRate);
+        assert_eq!(l.admit(Protocol::Pb, b).unwrap_err(), Refused::Full);
+        // Another listener has its own slots.
+        let _m = l.admit(Protocol::Mqtt, b).unwrap();
         drop(p1);
         // (Refused attempts still count against their IP's rate.)
         let c: IpAddr = "10.0.0.3".parse().unwrap();
-        assert!(l.admit(c).is_ok(), "a closed connection frees its slot");
+        assert!(
+            l.admit(Protocol::Pb, c).is_ok(),
+            "a closed connection frees its slot"
+        );
+
+        let l = ConnLimiter::new(100, 100, 2);
+        let x = l.admit(Protocol::Http, a).unwrap();
+        let _y = l.admit(Protocol::Mqtt, a).unwrap();
+        assert_eq!(l.admit(Protocol::Xmpp, a).unwrap_err(), Refused::IpOpen);
+        assert!(l.admit(Protocol::Xmpp, b).is_ok(), "other IPs unaffected");
+        drop(x);
+        assert!(l.admit(Protocol::Xmpp, a).is_ok(), "released on close");
+        assert_eq!(
+            l.ip_open.lock().unwrap().len(),
+            1,
+            "only IPs with open connections (b's closed)"
+        );
     }
 }

@@ -50,7 +50,7 @@ pub async fn run_listener<F, Fut>(
                 continue;
             }
         };
-        let permit = match state.conn_limiter.admit(peer.ip()) {
+        let permit = match state.conn_limiter.admit(protocol, peer.ip()) {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!(protocol = protocol.name(), %peer, ?why, "connection refused");
