@@ -116,9 +116,14 @@ def read_packet(sock):
     return first, read_exact(sock, n)
 
 
+# Bystanders connect from another loopback address than the attacker, as
+# clients on other machines would: per-IP caps apply to the attacker only.
+BYSTANDER = ("127.0.0.2", 0)
+
+
 def can_login_mqtt(mqtt, user, token, client, timeout=5.0):
     try:
-        s = socket.create_connection(addr(mqtt), timeout=timeout)
+        s = socket.create_connection(addr(mqtt), timeout=timeout, source_address=BYSTANDER)
         s.settimeout(timeout)
         first, body = mqtt_connect(s, client, user, token)
         s.close()
@@ -129,7 +134,7 @@ def can_login_mqtt(mqtt, user, token, client, timeout=5.0):
 
 def can_open_xmpp(xmpp, timeout=5.0):
     try:
-        s = socket.create_connection(addr(xmpp), timeout=timeout)
+        s = socket.create_connection(addr(xmpp), timeout=timeout, source_address=BYSTANDER)
         s.settimeout(timeout)
         s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' "
                   b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
@@ -199,7 +204,9 @@ def xmpp_attrs(a):
     s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' "
               b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
               b"version='1.0'>")
-    s.recv(65536)
+    got = b""
+    while b"</stream:features>" not in got:
+        got += s.recv(65536)
     t0 = time.time()
     s.sendall(stanza)
     reply = b""
@@ -210,6 +217,8 @@ def xmpp_attrs(a):
                 break
             reply += d
             if b"</stream:stream>" in reply or b"failure" in reply or b"success" in reply:
+                break
+            if b"stream:error" in reply and b"</stream:error>" in reply:
                 break
     except OSError:
         pass
