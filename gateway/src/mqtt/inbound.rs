@@ -182,7 +182,23 @@ impl Conn {
             properties: p.properties.forwardable(),
             expires_at_ms,
         };
-        let (matched, forwarded) = self.broker.publish_forwarded(Some(&self.key), msg);
+        let (matched, forwarded) = match self.broker.publish_forwarded(Some(&self.key), msg) {
+            Ok(p) => p,
+            Err(e) => {
+                // Not saved for a persistent subscriber: never acked as
+                // accepted (the client keeps it and resends).
+                tracing::warn!(error = %e, topic = %p_topic, "mqtt: publish not saved; refused");
+                if p.qos == QoS::AtMostOnce {
+                    return Ok(());
+                }
+                if !self.v5 {
+                    return Err(End::Abnormal);
+                }
+                return self
+                    .ack_publish(p.qos, p.pkid, reason::UNSPECIFIED_ERROR)
+                    .await;
+            }
+        };
         let code = match forwarded {
             // Other nodes: acknowledged once the bus holds it (subscribers
             // elsewhere are unknown here, so no 0x10).

@@ -93,3 +93,200 @@ impl StoredDelivery {
         })
     }
 }
+
+/// First byte of the binary record form (a JSON record starts with `{`).
+const RECORD_V1: u8 = 0xB1;
+const F_RETAIN: u8 = 1;
+const F_MSG_RETAIN: u8 = 2;
+const F_EXPIRES: u8 = 4;
+
+/// The compact binary record of a delivery, as `mqtt.redb` keeps it: a
+/// version byte, QoS and flags, then length-prefixed topic, properties
+/// (their wire encoding) and subscription ids, and the payload as the
+/// rest (stored once, as bytes).
+pub fn encode_record(d: &Delivery) -> Vec<u8> {
+    let m = &d.msg;
+    let mut props = BytesMut::new();
+    m.properties.encode(&mut props);
+    let mut out = Vec::with_capacity(
+        24 + m.topic.len() + props.len() + 4 * d.subscription_ids.len() + m.payload.len(),
+    );
+    let mut flags = 0;
+    if d.retain {
+        flags |= F_RETAIN;
+    }
+    if m.retain {
+        flags |= F_MSG_RETAIN;
+    }
+    if m.expires_at_ms.is_some() {
+        flags |= F_EXPIRES;
+    }
+    out.extend_from_slice(&[RECORD_V1, m.qos.as_u8(), d.qos.as_u8(), flags]);
+    if let Some(t) = m.expires_at_ms {
+        out.extend_from_slice(&t.to_le_bytes());
+    }
+    put_chunk(&mut out, m.topic.as_bytes());
+    put_chunk(&mut out, &props);
+    out.extend_from_slice(&len_u32(d.subscription_ids.len()).to_le_bytes());
+    for id in &d.subscription_ids {
+        out.extend_from_slice(&id.to_le_bytes());
+    }
+    out.extend_from_slice(&m.payload);
+    out
+}
+
+fn len_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn put_chunk(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&len_u32(b.len()).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// A cursor over a record; every read is bounds-checked.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn chunk(&mut self) -> Option<&'a [u8]> {
+        let n = usize::try_from(self.u32()?).ok()?;
+        self.take(n)
+    }
+}
+
+/// A record written by [`encode_record`]; None if it is not one (a
+/// corrupt entry is skipped, never trusted).
+pub fn decode_record(b: &[u8]) -> Option<Delivery> {
+    let mut c = Cursor(b);
+    if c.u8()? != RECORD_V1 {
+        return None;
+    }
+    let msg_qos = QoS::from_u8(c.u8()?)?;
+    let qos = QoS::from_u8(c.u8()?)?;
+    let flags = c.u8()?;
+    let expires_at_ms = if flags & F_EXPIRES != 0 {
+        Some(i64::from_le_bytes(c.take(8)?.try_into().ok()?))
+    } else {
+        None
+    };
+    let topic = std::str::from_utf8(c.chunk()?).ok()?.to_owned();
+    let properties = Properties::decode(&mut Reader::new(c.chunk()?)).ok()?;
+    let n = usize::try_from(c.u32()?).ok()?;
+    if n > c.0.len() / 4 {
+        return None;
+    }
+    let subscription_ids = (0..n).map(|_| c.u32()).collect::<Option<Vec<u32>>>()?;
+    Some(Delivery {
+        msg: Arc::new(AppMessage {
+            topic,
+            payload: Bytes::copy_from_slice(c.0),
+            qos: msg_qos,
+            retain: flags & F_MSG_RETAIN != 0,
+            properties,
+            expires_at_ms,
+        }),
+        qos,
+        retain: flags & F_RETAIN != 0,
+        subscription_ids,
+    })
+}
+
+/// A stored delivery in either form: the binary record, or the JSON
+/// [`StoredDelivery`] of earlier versions.
+pub fn decode_any(b: &[u8]) -> Option<Delivery> {
+    if b.first() == Some(&RECORD_V1) {
+        return decode_record(b);
+    }
+    serde_json::from_slice::<StoredDelivery>(b)
+        .ok()?
+        .into_delivery()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(expiry: Option<i64>) -> Delivery {
+        let mut properties = Properties::default();
+        properties.push(imgate_codecs::mqtt::Property::ContentType(
+            "text/plain".into(),
+        ));
+        Delivery {
+            msg: Arc::new(AppMessage {
+                topic: "a/b/ü".into(),
+                payload: Bytes::from_static(b"\x00\x01payload\xff"),
+                qos: QoS::ExactlyOnce,
+                retain: true,
+                properties,
+                expires_at_ms: expiry,
+            }),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            subscription_ids: vec![7, 268_435_455],
+        }
+    }
+
+    fn same(a: &Delivery, b: &Delivery) -> bool {
+        a.msg == b.msg
+            && a.qos == b.qos
+            && a.retain == b.retain
+            && a.subscription_ids == b.subscription_ids
+    }
+
+    #[test]
+    fn records_round_trip_and_old_json_still_reads() {
+        for expiry in [None, Some(1_700_000_000_123)] {
+            let d = sample(expiry);
+            let rec = encode_record(&d);
+            assert!(same(&decode_record(&rec).unwrap(), &d));
+            assert!(same(&decode_any(&rec).unwrap(), &d));
+            let json = serde_json::to_vec(&StoredDelivery::from_delivery(&d)).unwrap();
+            assert!(same(&decode_any(&json).unwrap(), &d));
+        }
+    }
+
+    #[test]
+    fn records_store_the_payload_as_bytes() {
+        let mut d = sample(None);
+        Arc::make_mut(&mut d.msg).payload = Bytes::from(vec![200u8; 60_000]);
+        let rec = encode_record(&d);
+        assert!(rec.len() < 60_100, "record is {} bytes", rec.len());
+        let json = serde_json::to_vec(&StoredDelivery::from_delivery(&d)).unwrap();
+        assert!(
+            json.len() > 200_000,
+            "the old JSON form was {} bytes",
+            json.len()
+        );
+    }
+
+    #[test]
+    fn truncated_or_corrupt_records_are_refused() {
+        let rec = encode_record(&sample(Some(5)));
+        let payload_start = rec.len() - b"\x00\x01payload\xff".len();
+        for n in 0..payload_start {
+            assert!(decode_record(&rec[..n]).is_none(), "prefix of {n} bytes");
+        }
+        let mut bad = rec.clone();
+        bad[1] = 3; // QoS 3
+        assert!(decode_record(&bad).is_none());
+        let mut huge = encode_record(&sample(None));
+        let at = 4 + 4 + "a/b/ü".len();
+        // Property length far past the end.
+        huge[at..at + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(decode_record(&huge).is_none());
+    }
+}

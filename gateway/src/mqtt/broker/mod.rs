@@ -11,11 +11,14 @@
 //! `session present = 0` on its next CONNECT.
 //!
 //! Durability: retained messages and persistent sessions are written to
-//! `<data_dir>/mqtt.redb` (see [`persist`]) when they change: a QoS ≥ 1
-//! delivery queued for a persistent session is saved (fsync) before the
-//! publisher gets its PUBACK, whether the subscriber is online or not;
-//! acks are saved with the next change (a crash may redeliver an acked
-//! message, never lose an unacked one).
+//! `<data_dir>/mqtt.redb` (see [`persist`]) when they change, piece by
+//! piece: a QoS ≥ 1 delivery queued for a persistent session is appended
+//! as one record and saved (fsync) before the publisher gets its PUBACK,
+//! whether the subscriber is online or not; if that write fails the
+//! publisher is refused (MQTT 5: 0x80; 3.1.1: the connection closes, the
+//! client resends). Sends and acks mark and delete records without an
+//! fsync of their own (a crash may redeliver an acked message, never lose
+//! an unacked one).
 //!
 //! Shared subscriptions (`$share/{name}/{filter}`, MQTT 5 §4.8.2, also
 //! accepted from 3.1.1 clients): each matching message goes to one member
@@ -50,6 +53,8 @@
 //! every node (see [`cluster`]).
 
 pub mod cluster;
+#[cfg(test)]
+mod durability_tests;
 mod message;
 mod persist;
 mod session_state;
@@ -72,8 +77,9 @@ use imgate_core::pipeline::{RateLimitConfig, RateLimiter};
 use tokio::sync::Notify;
 
 use message::StoredDelivery;
+pub use persist::PersistError;
 use persist::{BrokerDb, PersistOp};
-use session_state::{ConnLink, SessionState, Subscription};
+use session_state::{ConnLink, Queued, SessionState, Subscription};
 use share_registry::{Assignments, ClusterShares, Counts};
 use trie::SubscriptionTrie;
 
@@ -152,6 +158,13 @@ fn trie_remove(trie: &mut SubscriptionTrie, filter: &str, key: &str) {
     trie.remove(&f, &member);
 }
 
+/// What a local publish did: the local sessions it matched, and the
+/// forwarding to the other nodes (see [`Broker::publish_forwarded`]).
+pub type Published = (
+    usize,
+    Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
+);
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -176,10 +189,8 @@ impl Broker {
         let db = BrokerDb::open(data_dir)?;
         let (retained, sessions) = db.load()?;
         let mut inner = Inner::default();
-        for r in retained {
-            if let Some(d) = r.into_delivery() {
-                inner.retained.insert(d.msg.topic.clone(), d.msg);
-            }
+        for d in retained {
+            inner.retained.insert(d.msg.topic.clone(), d.msg);
         }
         for (key, s) in sessions {
             let state = SessionState::from_stored(s);
@@ -211,7 +222,9 @@ impl Broker {
     fn persist(&self, guard: MutexGuard<'_, Inner>, ops: Vec<PersistOp>) {
         let pending = self.submit(ops);
         drop(guard);
-        Self::wait(pending);
+        if let Err(e) = Self::wait(pending) {
+            tracing::warn!(error = %e, "mqtt: persisting broker state failed");
+        }
     }
 
     /// The first half of [`Self::persist`]: submit under the lock.
@@ -220,10 +233,18 @@ impl Broker {
     }
 
     /// The second half of [`Self::persist`]: wait, without the lock.
-    fn wait(pending: Option<persist::Pending>) {
-        let Some(pending) = pending else { return };
-        if let Err(e) = tokio::task::block_in_place(|| pending.wait()) {
-            tracing::warn!(error = %e, "mqtt: persisting broker state failed");
+    fn wait(pending: Option<persist::Pending>) -> Result<(), PersistError> {
+        let Some(pending) = pending else {
+            return Ok(());
+        };
+        tokio::task::block_in_place(|| pending.wait())
+    }
+
+    /// Submit changes whose loss at a crash means a redelivery only (acks,
+    /// in-flight marks): not waited for.
+    fn submit_quiet(&self, ops: Vec<PersistOp>) {
+        if !ops.is_empty() {
+            drop(self.db.submit(ops));
         }
     }
 
@@ -249,10 +270,6 @@ impl Broker {
         }
     }
 
-    fn snapshot(key: &str, s: &SessionState) -> Option<PersistOp> {
-        (s.expiry_secs > 0).then(|| PersistOp::PutSession(key.to_owned(), Box::new(s.to_stored())))
-    }
-
     /// Take over or create the session of `key` for a new connection.
     pub fn connect(
         &self,
@@ -272,6 +289,7 @@ impl Broker {
             Self::remove_session(&mut g, &key);
             ops.push(PersistOp::DeleteSession(key.clone()));
         }
+        let was_stored = g.sessions.get(&key).is_some_and(|s| s.stored);
         Self::share_track(&mut g, &key, false);
         let session_present = existing && !clean_start;
         let notify = Arc::new(Notify::new());
@@ -290,9 +308,12 @@ impl Broker {
         // store redelivers what was not acked.
         s.inflight.retain(|_, f| !matches!(f, Inflight::Im { .. }));
         if expiry_secs == 0 {
-            ops.push(PersistOp::DeleteSession(key.clone()));
-        } else if let Some(op) = Self::snapshot(&key, s) {
-            ops.push(op);
+            if was_stored {
+                ops.push(PersistOp::DeleteSession(key.clone()));
+            }
+            s.forget_stored();
+        } else {
+            ops.extend(s.save(&key));
         }
         Self::share_track(&mut g, &key, true);
         self.persist(g, ops);
@@ -340,13 +361,15 @@ impl Broker {
         s.offline_since = Some(Instant::now());
         s.inflight.retain(|_, f| !matches!(f, Inflight::Im { .. }));
         let expiry = s.expiry_secs;
-        let snapshot = Self::snapshot(key, s);
+        let was_stored = s.stored;
+        let mut ops = s.save(key);
         Self::share_track(&mut g, key, true);
-        let mut ops = Vec::new();
         if expiry == 0 {
             Self::remove_session(&mut g, key);
-        } else if let Some(op) = snapshot {
-            ops.push(op);
+            if was_stored {
+                // Persistent until its DISCONNECT set the expiry to 0.
+                ops.push(PersistOp::DeleteSession(key.to_owned()));
+            }
         }
         if let Some((will, delay)) = will {
             let delay = delay.min(expiry);
@@ -420,7 +443,13 @@ impl Broker {
     /// session's queue) and forward it to the other nodes without waiting.
     /// `from` is the publisher's session key (no local).
     pub fn publish(&self, from: Option<&str>, msg: AppMessage) -> usize {
-        let (matched, forwarded) = self.publish_forwarded(from, msg);
+        let (matched, forwarded) = match self.publish_forwarded(from, msg) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(error = %e, "mqtt: a will or expiry publish could not be saved");
+                return 0;
+            }
+        };
         if let Some(f) = forwarded {
             tokio::spawn(async move {
                 if let Err(e) = f.await {
@@ -434,14 +463,13 @@ impl Broker {
     /// Like [`Self::publish`], but hands back the forwarding to the other
     /// nodes (None without a bus): it resolves once the bus holds the
     /// message durably. Already queued in publish order when this returns.
+    /// An error: the message could not be saved for a persistent session
+    /// (the publisher must not be told it was accepted).
     pub fn publish_forwarded(
         &self,
         from: Option<&str>,
         msg: AppMessage,
-    ) -> (
-        usize,
-        Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
-    ) {
+    ) -> Result<Published, PersistError> {
         let msg = Arc::new(msg);
         let mut assigned = Assignments::new();
         let mut g = lock(&self.inner);
@@ -450,8 +478,8 @@ impl Broker {
         drop(g);
         // Forwarded before the wait for the disk: both proceed at once.
         let forwarded = self.bus.get().map(|bus| bus.forward(&msg, &assigned));
-        Self::wait(pending);
-        (matched, forwarded)
+        Self::wait(pending)?;
+        Ok((matched, forwarded))
     }
 
     /// A publish made on another node: to local subscribers only (the
@@ -666,17 +694,17 @@ impl Broker {
             return Some(PersistOp::DeleteSession(key.to_owned()));
         }
         // QoS >= 1 is saved before the publisher's PUBACK, online or not:
-        // an unacked delivery must survive a crash (DESIGN §3.1).
-        let durable = d.qos != QoS::AtMostOnce;
-        s.queue.push_back(d);
+        // an unacked delivery must survive a crash (DESIGN §3.1). One
+        // record appended, not the session rewritten.
+        let (seq, op) = match s.store_new(key, &d) {
+            Some((seq, op)) => (seq, Some(op)),
+            None => (0, None),
+        };
+        s.queue.push_back(Queued { delivery: d, seq });
         if let Some(c) = &s.conn {
             c.notify.notify_one();
         }
-        if durable || s.conn.is_none() {
-            Self::snapshot(key, s)
-        } else {
-            None
-        }
+        op
     }
 
     /// Add or replace a subscription; returns the retained messages to
@@ -703,7 +731,7 @@ impl Broker {
             )
             .is_none();
         let online = s.conn.is_some();
-        let mut ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        let mut ops = s.save(key);
         trie_insert(&mut g.trie, filter, key);
         if let Some(c) = g.cluster.as_mut().filter(|_| is_new) {
             if imgate_codecs::mqtt::topic::shared(filter).is_some() {
@@ -748,7 +776,7 @@ impl Broker {
         };
         let existed = s.subs.remove(filter).is_some();
         let online = s.conn.is_some();
-        let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        let ops = s.save(key);
         trie_remove(&mut g.trie, filter, key);
         if let Some(c) = g.cluster.as_mut().filter(|_| existed) {
             if imgate_codecs::mqtt::topic::shared(filter).is_some() {
@@ -776,7 +804,7 @@ impl Broker {
         if let Some(a) = ack {
             s.im_ack = a;
         }
-        let ops: Vec<PersistOp> = Self::snapshot(key, s).into_iter().collect();
+        let ops = s.save(key);
         self.persist(g, ops);
     }
 
@@ -847,9 +875,15 @@ impl Broker {
         }
         let now = now_ms();
         let mut out = Vec::new();
+        let mut ops = Vec::new();
         while s.inflight.len() < receive_max {
-            let Some(d) = s.queue.pop_front() else { break };
+            let Some(Queued { delivery: d, seq }) = s.queue.pop_front() else {
+                break;
+            };
             if d.msg.expired(now) {
+                if seq != 0 {
+                    ops.push(PersistOp::DeleteQueued(key.to_owned(), seq));
+                }
                 continue;
             }
             if d.qos == QoS::AtMostOnce {
@@ -857,18 +891,23 @@ impl Broker {
                 continue;
             }
             let Some(id) = s.allocate_pkid() else {
-                s.queue.push_front(d);
+                s.queue.push_front(Queued { delivery: d, seq });
                 break;
             };
             out.push(to_publish(&d, id, now, v5));
+            if seq != 0 {
+                ops.push(PersistOp::PutInflight(key.to_owned(), seq, id, false));
+            }
             s.inflight.insert(
                 id,
                 Inflight::Generic {
                     delivery: d,
                     released: false,
+                    seq,
                 },
             );
         }
+        self.submit_quiet(ops);
         out
     }
 
@@ -900,6 +939,11 @@ impl Broker {
         if let Some(c) = &s.conn {
             c.notify.notify_one();
         }
+        if let Some(Inflight::Generic { seq, .. }) = &f {
+            if *seq != 0 {
+                self.submit_quiet(vec![PersistOp::DeleteQueued(key.to_owned(), *seq)]);
+            }
+        }
         f
     }
 
@@ -910,8 +954,18 @@ impl Broker {
             return false;
         };
         match s.inflight.get_mut(&pkid) {
-            Some(Inflight::Generic { released, .. }) => {
+            Some(Inflight::Generic { released, seq, .. }) => {
                 *released = true;
+                if *seq != 0 {
+                    // Saved (fsync) so a restart resends PUBREL, not the
+                    // message; not waited for (a crash first: a DUP resend).
+                    drop(self.db.submit(vec![PersistOp::PutInflight(
+                        key.to_owned(),
+                        *seq,
+                        pkid,
+                        true,
+                    )]));
+                }
                 true
             }
             _ => false,
