@@ -427,3 +427,70 @@ fn connection_admission_per_ip_rate_per_listener_caps_and_per_ip_open_cap() {
         "a third open connection from one IP"
     );
 }
+
+/// Reads until the server closes; false if it kept the connection open
+/// for `WAIT`.
+fn closed_by_server(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+#[test]
+fn http_headers_bodies_and_idle_keepalives_have_deadlines_and_admin_keeps_no_per_ip_limits() {
+    let g = Gateway::start_with(&[
+        ("IMGATE_HTTP_HEADER_TIMEOUT_SECS", "1"),
+        ("IMGATE_HTTP_BODY_TIMEOUT_SECS", "1"),
+        ("IMGATE_MAX_CONNECTIONS_PER_IP", "2"),
+    ]);
+    // Headers that never end: the connection is closed.
+    let mut slow = TcpStream::connect(g.addr("http")).expect("http connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .unwrap();
+    assert!(closed_by_server(&mut slow), "half-sent headers held open");
+
+    // A body that never comes: 408 with code 249 (timeout), then closed.
+    let mut s = TcpStream::connect(g.addr("http")).expect("http connect");
+    s.write_all(
+        b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+          Content-Length: 100\r\n\r\n{\"to\":",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got);
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "got {got:?}");
+    assert!(got.contains("\"code\":249"), "got {got:?}");
+
+    // An idle keep-alive connection is closed too.
+    let mut idle = TcpStream::connect(g.addr("http")).expect("http connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    idle.set_read_timeout(Some(WAIT)).unwrap();
+    let mut head = [0u8; 12];
+    idle.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 200");
+    assert!(closed_by_server(&mut idle), "idle keep-alive held open");
+
+    // Two open connections from this IP fill its share: client listeners
+    // refuse, the admin API still answers.
+    let _a = pb(&g, "u1", "d");
+    let mut x = XmppRaw::connect(g.addr("xmpp"));
+    x.send(&imgate_conformance::xmpp::stream_header("localhost"));
+    x.expect_features();
+    assert!(refused(g.addr("http")), "a third connection from one IP");
+    let token = g.admin().token("u2", "d", ANDROID);
+    assert!(!token.is_empty());
+}

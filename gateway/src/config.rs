@@ -73,6 +73,11 @@ pub struct Config {
     pub send_window: usize,
     /// Time a new connection has to log in.
     pub login_timeout_secs: u64,
+    /// Time an HTTP client has to send a request's headers (also how long
+    /// an idle keep-alive connection is kept); then the connection closes.
+    pub http_header_timeout_secs: u64,
+    /// Time an HTTP client has to send a request's body (408, code 249).
+    pub http_body_timeout_secs: u64,
     /// How far an admin request's `timestamp` may be from now (the seeds
     /// use 2 hours; lower it for a stricter window).
     pub admin_sign_window_secs: u64,
@@ -149,6 +154,8 @@ impl Default for Config {
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,
+            http_header_timeout_secs: 10,
+            http_body_timeout_secs: 30,
             admin_sign_window_secs: (crate::admin_sign::MAX_SKEW_MS / 1000) as u64,
             admin_nonce_capacity: 100_000,
             max_connections: 10_000,

@@ -2,7 +2,6 @@
 //! print `listening <proto> <addr>` lines and `ready`, run until SIGINT or
 //! SIGTERM, then drain (DESIGN §5, §8).
 
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -174,7 +173,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     println!("ready");
     tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "imgate is ready");
 
-    let mut servers = JoinSet::new();
+    let mut servers: JoinSet<std::io::Result<()>> = JoinSet::new();
     let st = state.clone();
     servers.spawn(async move {
         run_listener(Protocol::Pb, pb, st, true, pb::handle_connection).await;
@@ -193,8 +192,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(())
     });
     // Client HTTP goes through connection admission like every protocol;
-    // the admin API (localhost by default) is kept reachable under floods.
-    // (With a certificate it is HTTPS; the admin API stays plain HTTP.)
+    // the admin API (localhost by default) has its own listener cap but
+    // no per-IP limits, so it stays reachable under a flood from one
+    // address. (With a certificate client HTTP is HTTPS; the admin API
+    // stays plain HTTP.) Both bound header and body times (http::serve).
     let client_http = AdmittingListener::new(
         http,
         state.conn_limiter.clone(),
@@ -203,17 +204,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.tls.clone().map(|a| (a, login_timeout(&state))),
     );
     let st = state.clone();
-    servers.spawn(
-        axum::serve(client_http, client_router(state.clone()))
-            .with_graceful_shutdown(async move { st.draining().await })
-            .into_future(),
-    );
+    let router = client_router(state.clone());
+    servers.spawn(async move {
+        crate::http::serve::serve(client_http, router, st).await;
+        Ok(())
+    });
+    let admin = AdmittingListener::new(
+        admin,
+        state.conn_limiter.clone(),
+        state.metrics.clone(),
+        Protocol::Admin,
+        None,
+    )
+    .without_per_ip_limits();
     let st = state.clone();
-    servers.spawn(
-        axum::serve(admin, admin_router(state.clone()))
-            .with_graceful_shutdown(async move { st.draining().await })
-            .into_future(),
-    );
+    let router = admin_router(state.clone());
+    servers.spawn(async move {
+        crate::http::serve::serve(admin, router, st).await;
+        Ok(())
+    });
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining sessions");

@@ -50,32 +50,51 @@ pub async fn read_body_first(
     req: Request,
     next: axum::middleware::Next,
     limit: usize,
+    deadline: std::time::Duration,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     use http_body_util::BodyExt;
     let (parts, mut body) = req.into_parts();
     let mut buf = bytes::BytesMut::new();
     let mut drained = 0usize;
-    loop {
-        match body.frame().await {
-            None => break,
-            Some(Err(_)) => {
-                return ApiError::new(ErrorCode::InvalidData, "cannot read the request body")
-                    .into_response();
-            }
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue;
-                };
-                if buf.len() + data.len() <= limit && drained == 0 {
-                    buf.extend_from_slice(&data);
-                } else {
-                    drained += data.len();
-                    if drained > DRAIN_LIMIT {
-                        break;
+    let read = async {
+        loop {
+            match body.frame().await {
+                None => break Ok(()),
+                Some(Err(_)) => break Err(()),
+                Some(Ok(frame)) => {
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
+                    if buf.len() + data.len() <= limit && drained == 0 {
+                        buf.extend_from_slice(&data);
+                    } else {
+                        drained += data.len();
+                        if drained > DRAIN_LIMIT {
+                            break Ok(());
+                        }
                     }
                 }
             }
+        }
+    };
+    // A body trickled in (or never sent) holds a connection: bounded.
+    match tokio::time::timeout(deadline, read).await {
+        Ok(Ok(())) => {}
+        Ok(Err(())) => {
+            return ApiError::new(ErrorCode::InvalidData, "cannot read the request body")
+                .into_response();
+        }
+        Err(_) => {
+            tracing::debug!(path = %parts.uri.path(), "http: request body not sent in time");
+            let mut r = ApiError::new(ErrorCode::Timeout, "the request body was not sent in time")
+                .with_status(StatusCode::REQUEST_TIMEOUT)
+                .into_response();
+            r.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            return r;
         }
     }
     if drained > 0 {

@@ -24,6 +24,7 @@ const DEFAULT_PAGE: usize = 100;
 
 pub fn client_router(state: AppState) -> Router {
     let limit = state.config.max_body_bytes;
+    let deadline = std::time::Duration::from_secs(state.config.http_body_timeout_secs.max(1));
     Router::new()
         .route("/v1/messages", post(send))
         .route("/v1/sync", get(sync))
@@ -38,7 +39,7 @@ pub fn client_router(state: AppState) -> Router {
         .method_not_allowed_fallback(super::query::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
         .layer(axum::middleware::from_fn(move |req, next| {
-            super::body::read_body_first(req, next, limit)
+            super::body::read_body_first(req, next, limit, deadline)
         }))
         .with_state(state)
 }

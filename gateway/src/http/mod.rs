@@ -13,6 +13,7 @@ mod client_api;
 mod error;
 mod events;
 mod query;
+pub mod serve;
 
 pub use admin_api::admin_router;
 pub use client_api::client_router;

@@ -54,17 +54,19 @@ pub enum Refused {
 #[derive(Debug)]
 pub struct Permit {
     _listener: OwnedSemaphorePermit,
-    ip: IpAddr,
+    /// None: admitted without per-IP accounting.
+    ip: Option<IpAddr>,
     ip_open: Arc<Mutex<HashMap<IpAddr, u32>>>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
         let mut open = self.ip_open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
+        if let Some(n) = open.get_mut(&ip) {
             *n -= 1;
             if *n == 0 {
-                open.remove(&self.ip);
+                open.remove(&ip);
             }
         }
     }
@@ -131,7 +133,22 @@ impl ConnLimiter {
         drop(open);
         Ok(Permit {
             _listener: permit,
-            ip,
+            ip: Some(ip),
+            ip_open: self.ip_open.clone(),
+        })
+    }
+
+    /// Admit a connection on `listener` under its cap only (no per-IP
+    /// rate or share): the admin listener, reachable under a flood.
+    pub fn admit_capped(&self, listener: Protocol) -> Result<Permit, Refused> {
+        let slots = self.open.get(&listener).ok_or(Refused::Full)?;
+        let permit = slots.clone().try_acquire_owned().map_err(|_| {
+            self.refused_full.fetch_add(1, Ordering::Relaxed);
+            Refused::Full
+        })?;
+        Ok(Permit {
+            _listener: permit,
+            ip: None,
             ip_open: self.ip_open.clone(),
         })
     }
@@ -182,6 +199,8 @@ pub struct AdmittingListener {
     tls: Option<(TlsAcceptor, Duration)>,
     /// Handshakes in progress; `None` for one that failed.
     handshakes: JoinSet<Option<(Admitted, SocketAddr)>>,
+    /// Whether the per-IP rate and share apply (not on the admin API).
+    per_ip: bool,
 }
 
 impl AdmittingListener {
@@ -199,7 +218,14 @@ impl AdmittingListener {
             protocol,
             tls,
             handshakes: JoinSet::new(),
+            per_ip: true,
         }
+    }
+
+    /// Admit under the listener's cap only (see [`ConnLimiter::admit_capped`]).
+    pub fn without_per_ip_limits(mut self) -> Self {
+        self.per_ip = false;
+        self
     }
 }
 
@@ -229,7 +255,12 @@ impl axum::serve::Listener for AdmittingListener {
                     continue;
                 }
             };
-            match self.limiter.admit(self.protocol, peer.ip()) {
+            let admitted = if self.per_ip {
+                self.limiter.admit(self.protocol, peer.ip())
+            } else {
+                self.limiter.admit_capped(self.protocol)
+            };
+            match admitted {
                 Ok(permit) => {
                     let _ = io.set_nodelay(true);
                     let mut admitted = Admitted {
