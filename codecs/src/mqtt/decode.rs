@@ -40,12 +40,7 @@ pub fn decode_packet(first: u8, body: &[u8], version: Version) -> Result<Packet,
     let flags = first & 0x0f;
     let mut r = Reader::new(body);
     let packet = match first >> 4 {
-        1 => {
-            if flags != 0 {
-                return Err(MALFORMED_FLAGS);
-            }
-            Packet::Connect(connect(&mut r)?)
-        }
+        1 => Packet::Connect(connect(flags, &mut r)?),
         2 => {
             if flags != 0 {
                 return Err(MALFORMED_FLAGS);
@@ -232,7 +227,10 @@ fn publish(flags: u8, r: &mut Reader<'_>, v: Version) -> Result<Publish, MqttCod
         QoS::AtMostOnce => 0,
         _ => nonzero_pkid(r)?,
     };
-    let properties = props(r, v)?;
+    let properties = match v {
+        Version::V5 => Properties::decode_publish(r)?,
+        Version::V4 => Properties::default(),
+    };
     Ok(Publish {
         dup,
         qos,
@@ -244,7 +242,9 @@ fn publish(flags: u8, r: &mut Reader<'_>, v: Version) -> Result<Publish, MqttCod
     })
 }
 
-fn connect(r: &mut Reader<'_>) -> Result<Connect, MqttCodecError> {
+/// CONNECT: protocol name and level first; any later error carries the
+/// level ([`MqttCodecError::BadConnect`]) so the server can refuse in it.
+fn connect(fixed_flags: u8, r: &mut Reader<'_>) -> Result<Connect, MqttCodecError> {
     let name = r.binary()?;
     if name.as_ref() != b"MQTT" {
         return Err(MqttCodecError::InvalidProtocolName);
@@ -254,6 +254,20 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, MqttCodecError> {
         5 => Version::V5,
         other => return Err(MqttCodecError::UnsupportedProtocolLevel(other)),
     };
+    connect_after_level(fixed_flags, version, r).map_err(|error| MqttCodecError::BadConnect {
+        version,
+        error: Box::new(error),
+    })
+}
+
+fn connect_after_level(
+    fixed_flags: u8,
+    version: Version,
+    r: &mut Reader<'_>,
+) -> Result<Connect, MqttCodecError> {
+    if fixed_flags != 0 {
+        return Err(MALFORMED_FLAGS);
+    }
     let flags = r.u8()?;
     if flags & 1 != 0 {
         return Err(MALFORMED_FLAGS);
@@ -301,6 +315,7 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, MqttCodecError> {
     } else {
         None
     };
+    end(r)?;
     Ok(Connect {
         version,
         client_id,
@@ -311,4 +326,152 @@ fn connect(r: &mut Reader<'_>) -> Result<Connect, MqttCodecError> {
         will,
         properties,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::{reason, MqttFramer};
+    use bytes::BytesMut;
+    use tokio_util::codec::Decoder;
+
+    /// A CONNECT of `level` (keepalive 60) with raw connect flags,
+    /// properties (MQTT 5; the length is prefixed here) and client id.
+    fn connect_bytes(level: u8, flags: u8, props: &[u8], client_id: &[u8]) -> Vec<u8> {
+        let mut body = b"\x00\x04MQTT".to_vec();
+        body.extend([level, flags, 0x00, 0x3c]);
+        if level == 5 {
+            body.push(props.len() as u8);
+            body.extend_from_slice(props);
+        }
+        body.extend([0x00, client_id.len() as u8]);
+        body.extend_from_slice(client_id);
+        let mut packet = vec![0x10, body.len() as u8];
+        packet.extend(body);
+        packet
+    }
+
+    /// What a server framer makes of `bytes`: the error, the reason code
+    /// and the version the framer then encodes in.
+    fn refuse(bytes: &[u8]) -> (MqttCodecError, u8, Option<Version>) {
+        let mut framer = MqttFramer::new(1024);
+        let e = framer.decode(&mut BytesMut::from(bytes)).unwrap_err();
+        let code = e.reason_code();
+        (e, code, framer.version())
+    }
+
+    #[test]
+    fn the_fixture_connect_is_well_formed() {
+        let good = connect_bytes(5, 0x02, &[0x11, 0, 0, 0, 0x3c], b"d1");
+        let mut framer = MqttFramer::new(1024);
+        let Some(Packet::Connect(c)) = framer.decode(&mut BytesMut::from(&good[..])).unwrap()
+        else {
+            panic!("not a CONNECT");
+        };
+        assert_eq!(c.properties.session_expiry_interval(), Some(60));
+    }
+
+    #[test]
+    fn a_bad_v5_connect_carries_its_level_and_reason() {
+        let dup = [0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 1];
+        let cases: [(&str, Vec<u8>, u8); 6] = [
+            (
+                "reserved flag",
+                connect_bytes(5, 0x03, &[], b"d1"),
+                reason::MALFORMED_PACKET,
+            ),
+            (
+                "unknown property",
+                connect_bytes(5, 0x02, &[0x7f, 0x00], b"d1"),
+                reason::MALFORMED_PACKET,
+            ),
+            (
+                "client id not UTF-8",
+                connect_bytes(5, 0x02, &[], b"\xc3\x28"),
+                reason::MALFORMED_PACKET,
+            ),
+            (
+                "will QoS 3",
+                connect_bytes(5, 0x1e, &[], b"d1"),
+                reason::MALFORMED_PACKET,
+            ),
+            (
+                "duplicate property",
+                connect_bytes(5, 0x02, &dup, b"d1"),
+                reason::PROTOCOL_ERROR,
+            ),
+            (
+                "fixed header flags",
+                {
+                    let mut b = connect_bytes(5, 0x02, &[], b"d1");
+                    b[0] = 0x12;
+                    b
+                },
+                reason::MALFORMED_PACKET,
+            ),
+        ];
+        for (what, bytes, want) in cases {
+            let (e, code, version) = refuse(&bytes);
+            assert!(
+                matches!(
+                    e,
+                    MqttCodecError::BadConnect {
+                        version: Version::V5,
+                        ..
+                    }
+                ),
+                "{what}: {e}"
+            );
+            assert_eq!(code, want, "{what}: {e}");
+            assert_eq!(version, Some(Version::V5), "{what}: CONNACK in MQTT 5 form");
+        }
+        // Trailing bytes after the last field.
+        let mut b = connect_bytes(5, 0x02, &[], b"d1");
+        b[1] += 1;
+        b.push(0);
+        assert_eq!(refuse(&b).1, reason::MALFORMED_PACKET);
+    }
+
+    #[test]
+    fn a_bad_v4_connect_carries_level_4() {
+        let (e, _, version) = refuse(&connect_bytes(4, 0x03, &[], b"d1"));
+        assert!(
+            matches!(
+                e,
+                MqttCodecError::BadConnect {
+                    version: Version::V4,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert_eq!(version, Some(Version::V4));
+    }
+
+    #[test]
+    fn before_the_level_the_version_stays_unknown() {
+        let mut b = connect_bytes(5, 0x03, &[], b"d1");
+        b[6] = b'X'; // protocol name MQTX
+        let (e, _, version) = refuse(&b);
+        assert!(matches!(e, MqttCodecError::InvalidProtocolName), "{e}");
+        assert_eq!(version, None);
+    }
+
+    #[test]
+    fn publish_may_repeat_subscription_identifiers_subscribe_may_not() {
+        // PUBLISH "a", QoS 0, subscription identifiers 1 and 2.
+        let publish = [0x30, 0x08, 0x00, 0x01, b'a', 0x04, 0x0b, 0x01, 0x0b, 0x02];
+        let mut f = MqttFramer::with_version(1024, Version::V5);
+        let Some(Packet::Publish(p)) = f.decode(&mut BytesMut::from(&publish[..])).unwrap() else {
+            panic!("not a PUBLISH");
+        };
+        assert_eq!(p.properties.subscription_identifiers(), [1, 2]);
+        // SUBSCRIBE id 1, subscription identifiers 1 and 2, filter "a" QoS 0.
+        let subscribe = [
+            0x82, 0x0b, 0x00, 0x01, 0x04, 0x0b, 0x01, 0x0b, 0x02, 0x00, 0x01, b'a', 0x00,
+        ];
+        let e = f.decode(&mut BytesMut::from(&subscribe[..])).unwrap_err();
+        assert!(matches!(e, MqttCodecError::DuplicateProperty(0x0b)), "{e}");
+        assert_eq!(e.reason_code(), reason::PROTOCOL_ERROR);
+    }
 }

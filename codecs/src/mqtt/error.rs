@@ -3,6 +3,7 @@
 //! closes. Every framing or packet error is fatal for the connection
 //! (MQTT 3.1.1 §4.8, MQTT 5 §4.13): the byte stream cannot be trusted.
 
+use super::packet::Version;
 use super::reason;
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,18 @@ pub enum MqttCodecError {
     /// An unknown MQTT 5 property identifier.
     #[error("unknown property {0:#04x}")]
     UnknownProperty(u8),
+    /// A property the packet may carry at most once, repeated (MQTT 5
+    /// §2.2.2.2: a Protocol Error).
+    #[error("property {0:#04x} more than once")]
+    DuplicateProperty(u8),
+    /// A CONNECT that failed after its protocol level was read: the server
+    /// knows which version to refuse it in (MQTT 5 §4.13: CONNACK with the
+    /// reason code before closing).
+    #[error("bad CONNECT (protocol level {}): {error}", .version.level())]
+    BadConnect {
+        version: Version,
+        error: Box<MqttCodecError>,
+    },
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -47,7 +60,10 @@ impl MqttCodecError {
             MqttCodecError::InvalidProtocolName | MqttCodecError::UnsupportedProtocolLevel(_) => {
                 reason::UNSUPPORTED_PROTOCOL_VERSION
             }
-            MqttCodecError::NotConnected => reason::PROTOCOL_ERROR,
+            MqttCodecError::NotConnected | MqttCodecError::DuplicateProperty(_) => {
+                reason::PROTOCOL_ERROR
+            }
+            MqttCodecError::BadConnect { error, .. } => error.reason_code(),
             MqttCodecError::Io(_) => reason::UNSPECIFIED_ERROR,
             _ => reason::MALFORMED_PACKET,
         }

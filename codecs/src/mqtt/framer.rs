@@ -3,7 +3,9 @@
 //! (type byte + remaining length) before any of the body is buffered.
 //!
 //! The framer learns the protocol version from the CONNECT it decodes (a
-//! server) or is told it up front (a client, [`MqttFramer::with_version`]).
+//! server; also from a bad CONNECT whose level was readable, so that the
+//! refusing CONNACK has that version's form) or is told it up front (a
+//! client, [`MqttFramer::with_version`]).
 
 use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -75,7 +77,17 @@ impl Decoder for MqttFramer {
             (None, 1) => Version::V4,
             (None, _) => return Err(MqttCodecError::NotConnected),
         };
-        let packet = decode_packet(first, &body, version)?;
+        let packet = match decode_packet(first, &body, version) {
+            Ok(packet) => packet,
+            Err(e) => {
+                // A bad CONNECT of a known level: the refusal (CONNACK)
+                // is encoded in that version.
+                if let (None, MqttCodecError::BadConnect { version, .. }) = (self.version, &e) {
+                    self.version = Some(*version);
+                }
+                return Err(e);
+            }
+        };
         if let (None, Packet::Connect(c)) = (self.version, &packet) {
             self.version = Some(c.version);
         }

@@ -1,6 +1,11 @@
 //! MQTT 5 properties (MQTT 5 §2.2.2.2): kept as an ordered list so that a
 //! decoded packet re-encodes to the same bytes, with typed accessors for
 //! the ones the gateway reads.
+//!
+//! A property may appear once per packet, except User Property and, in
+//! PUBLISH only, Subscription Identifier (§3.3.2.3.8; §3.8.2.1.2 for
+//! SUBSCRIBE): a repeat is a Protocol Error, found in one pass with a
+//! bitset over the identifiers already seen.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -39,6 +44,11 @@ pub enum Property {
     SharedSubscriptionAvailable(u8),
 }
 
+/// User Property (0x26) may repeat in every packet.
+const REPEATABLE: u64 = 1 << 0x26;
+/// ... and Subscription Identifier (0x0B) in PUBLISH.
+const REPEATABLE_IN_PUBLISH: u64 = REPEATABLE | 1 << 0x0B;
+
 /// The property list of one packet (empty for MQTT 3.1.1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Properties(pub Vec<Property>);
@@ -67,6 +77,7 @@ impl Properties {
     getter!(payload_format_indicator, PayloadFormatIndicator, u8);
     getter!(message_expiry_interval, MessageExpiryInterval, u32);
     getter!(content_type, ContentType, String);
+    getter!(response_topic, ResponseTopic, String);
     getter!(session_expiry_interval, SessionExpiryInterval, u32);
     getter!(will_delay_interval, WillDelayInterval, u32);
     getter!(receive_maximum, ReceiveMaximum, u16);
@@ -120,12 +131,34 @@ impl Properties {
         )
     }
 
+    /// The properties of any packet but PUBLISH.
     pub fn decode(r: &mut Reader<'_>) -> Result<Properties, MqttCodecError> {
+        Self::decode_with(r, REPEATABLE)
+    }
+
+    /// The properties of a PUBLISH: a server-to-client one carries one
+    /// Subscription Identifier per matching subscription. (A client must
+    /// send none [MQTT-3.3.4-6]: the server checks that, knowing who sent.)
+    pub fn decode_publish(r: &mut Reader<'_>) -> Result<Properties, MqttCodecError> {
+        Self::decode_with(r, REPEATABLE_IN_PUBLISH)
+    }
+
+    fn decode_with(r: &mut Reader<'_>, repeatable: u64) -> Result<Properties, MqttCodecError> {
         let len = r.varint()?;
         let mut body = Reader::new(r.take(len)?);
         let mut out = Vec::new();
+        let mut seen = 0u64;
         while body.remaining() > 0 {
             let id = body.u8()?;
+            // Every known identifier is below 64; the others are refused
+            // by the match below as unknown.
+            if id < 64 {
+                let bit = 1u64 << id;
+                if seen & bit != 0 && repeatable & bit == 0 {
+                    return Err(MqttCodecError::DuplicateProperty(id));
+                }
+                seen |= bit;
+            }
             let p = match id {
                 0x01 => Property::PayloadFormatIndicator(body.u8()?),
                 0x02 => Property::MessageExpiryInterval(body.u32()?),
@@ -241,4 +274,94 @@ fn int32(out: &mut BytesMut, id: u8, v: u32) {
 fn string(out: &mut BytesMut, id: u8, s: &str) {
     out.put_u8(id);
     wire::put_string(out, s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mqtt::reason;
+
+    fn decode(bytes: &[u8]) -> Result<Properties, MqttCodecError> {
+        Properties::decode(&mut Reader::new(bytes))
+    }
+
+    fn decode_publish(bytes: &[u8]) -> Result<Properties, MqttCodecError> {
+        Properties::decode_publish(&mut Reader::new(bytes))
+    }
+
+    #[test]
+    fn a_repeated_session_expiry_is_a_protocol_error() {
+        // Length 10: Session Expiry Interval 1, then 2.
+        let bytes = [0x0a, 0x11, 0, 0, 0, 1, 0x11, 0, 0, 0, 2];
+        let e = decode(&bytes).unwrap_err();
+        assert!(matches!(e, MqttCodecError::DuplicateProperty(0x11)), "{e}");
+        assert_eq!(e.reason_code(), reason::PROTOCOL_ERROR);
+        // Not adjacent: Receive Maximum, User Property, Receive Maximum.
+        let bytes = [0x0d, 0x21, 0, 5, 0x26, 0, 1, b'k', 0, 1, b'v', 0x21, 0, 6];
+        assert!(matches!(
+            decode(&bytes),
+            Err(MqttCodecError::DuplicateProperty(0x21))
+        ));
+    }
+
+    #[test]
+    fn user_properties_repeat_everywhere_subscription_ids_only_in_publish() {
+        let users = [0x0c, 0x26, 0, 1, b'a', 0, 0, 0x26, 0, 1, b'a', 0, 0];
+        assert_eq!(decode(&users).unwrap().user_properties().len(), 2);
+        assert_eq!(decode_publish(&users).unwrap().user_properties().len(), 2);
+        let sub_ids = [0x04, 0x0b, 0x01, 0x0b, 0x02];
+        assert_eq!(
+            decode_publish(&sub_ids).unwrap().subscription_identifiers(),
+            [1, 2]
+        );
+        assert!(matches!(
+            decode(&sub_ids),
+            Err(MqttCodecError::DuplicateProperty(0x0b))
+        ));
+    }
+
+    #[test]
+    fn every_other_property_is_refused_twice() {
+        let samples = [
+            Property::PayloadFormatIndicator(1),
+            Property::MessageExpiryInterval(9),
+            Property::ContentType("t".into()),
+            Property::ResponseTopic("r".into()),
+            Property::CorrelationData(Bytes::from_static(b"c")),
+            Property::SessionExpiryInterval(1),
+            Property::AssignedClientIdentifier("a".into()),
+            Property::ServerKeepAlive(1),
+            Property::AuthenticationMethod("m".into()),
+            Property::AuthenticationData(Bytes::from_static(b"d")),
+            Property::RequestProblemInformation(1),
+            Property::WillDelayInterval(1),
+            Property::RequestResponseInformation(1),
+            Property::ResponseInformation("i".into()),
+            Property::ServerReference("s".into()),
+            Property::ReasonString("why".into()),
+            Property::ReceiveMaximum(1),
+            Property::TopicAliasMaximum(1),
+            Property::TopicAlias(1),
+            Property::MaximumQos(1),
+            Property::RetainAvailable(1),
+            Property::MaximumPacketSize(1),
+            Property::WildcardSubscriptionAvailable(1),
+            Property::SubscriptionIdentifierAvailable(1),
+            Property::SharedSubscriptionAvailable(1),
+        ];
+        for p in samples {
+            let mut once = BytesMut::new();
+            Properties(vec![p.clone()]).encode(&mut once);
+            assert_eq!(decode_publish(&once).unwrap().0, std::slice::from_ref(&p));
+            let id = once[1];
+            let mut twice = BytesMut::new();
+            Properties(vec![p.clone(), p.clone()]).encode(&mut twice);
+            for result in [decode(&twice), decode_publish(&twice)] {
+                match result {
+                    Err(MqttCodecError::DuplicateProperty(got)) => assert_eq!(got, id, "{p:?}"),
+                    other => panic!("{p:?} twice: {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -1,7 +1,10 @@
 //! The CONNECT phase: the first packet must be CONNECT (else close);
 //! username = user id, password = token, client id = device id; refused
 //! credentials get CONNACK 0x04 (3.1.1) / 0x86 (5), an unsupported
-//! protocol level 0x01 / 0x84, enhanced authentication 0x8C.
+//! protocol level 0x01 / 0x84, enhanced authentication 0x8C. A CONNECT
+//! that declares MQTT 5 but is malformed or breaks the protocol gets its
+//! reason (0x81, 0x82, 0x90) before the close (MQTT 5 §4.13); a bad 3.1.1
+//! one is closed without a reply (3.1.1 §4.8).
 
 use std::time::Duration;
 
@@ -35,6 +38,20 @@ pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Conne
             let _ = conn
                 .send(connack(false, reason::V4_UNACCEPTABLE_PROTOCOL_VERSION))
                 .await;
+            return None;
+        }
+        Ok(Some(Err(MqttCodecError::BadConnect {
+            version: Version::V5,
+            error,
+        }))) => {
+            // The framer now encodes in MQTT 5.
+            let code = error.reason_code();
+            tracing::debug!(%error, code, "mqtt: bad MQTT 5 CONNECT refused");
+            let _ = conn.send(connack(false, code)).await;
+            return None;
+        }
+        Ok(Some(Err(error))) => {
+            tracing::debug!(%error, "mqtt: bad CONNECT; closing");
             return None;
         }
         _ => return None,

@@ -6,14 +6,32 @@
 use std::time::Instant;
 
 use imgate_codecs::mqtt::{
-    reason, topic, Packet, Properties, PubResp, PubRespKind, Publish, QoS, SubAck, Subscribe,
-    UnsubAck, Unsubscribe,
+    reason, topic, Packet, Properties, Property, PubResp, PubRespKind, Publish, QoS, SubAck,
+    Subscribe, UnsubAck, Unsubscribe,
 };
 use imgate_core::now_ms;
 
 use super::acl::{self, PublishTarget, SubscribeTarget};
 use super::broker::{AppMessage, Inflight};
 use super::session::{Conn, End, Held, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
+
+/// What a client's PUBLISH properties may not carry: a Subscription
+/// Identifier [MQTT-3.3.4-6], a Response Topic that is no topic name
+/// (wildcards [MQTT-3.3.2-14], or empty [MQTT-4.7.3-1]). Each is a
+/// Protocol Error (DISCONNECT 0x82).
+fn publish_protocol_error(props: &Properties) -> Option<&'static str> {
+    if props
+        .0
+        .iter()
+        .any(|p| matches!(p, Property::SubscriptionIdentifier(_)))
+    {
+        return Some("subscription identifier from a client");
+    }
+    match props.response_topic() {
+        Some(t) if !topic::valid_topic_name(&t) => Some("response topic is not a topic name"),
+        _ => None,
+    }
+}
 
 impl Conn {
     pub async fn handle(&mut self, packet: Packet) -> Result<(), End> {
@@ -84,6 +102,10 @@ impl Conn {
     }
 
     async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+        if let Some(why) = publish_protocol_error(&p.properties) {
+            tracing::debug!(user = %self.principal.user_id, why, "mqtt: publish refused");
+            return self.fail(reason::PROTOCOL_ERROR).await;
+        }
         // Topic alias (MQTT 5 §3.3.2.3.4), inbound.
         if let Some(alias) = p.properties.topic_alias() {
             if alias == 0 || alias > SERVER_TOPIC_ALIAS_MAXIMUM {
