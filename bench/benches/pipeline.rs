@@ -92,6 +92,9 @@ impl Store for NullStore {
     fn get(&self, _: u64) -> BoxFuture<'_, R<Option<Arc<Message>>>> {
         ready(Ok(None))
     }
+    fn get_for<'a>(&'a self, _: u64, _: &'a str) -> BoxFuture<'a, R<Option<Arc<Message>>>> {
+        ready(Ok(None))
+    }
     fn recall(&self, _: u64) -> BoxFuture<'_, R<Recalled>> {
         ready(Ok(None))
     }

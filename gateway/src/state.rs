@@ -111,6 +111,27 @@ impl AppState {
         Ok(())
     }
 
+    /// A client's own claim that it received `message_id` (a PB
+    /// DeliverAck, an XMPP `<received id>`: ids the client chose, unlike
+    /// an MQTT PUBACK or an XMPP `<a h>`, which the session maps to what it
+    /// delivered). Honoured only if `user` is one of the message's
+    /// recipients ([`Store::get_for`]); otherwise nothing is acked and no
+    /// receipt goes to the sender: false, and the caller refuses it with
+    /// code 253 (the same for an unknown id and someone else's message,
+    /// so that the answer does not tell which ids exist).
+    pub async fn ack_claimed(
+        &self,
+        user: &str,
+        device: &str,
+        message_id: u64,
+    ) -> StoreResult<bool> {
+        if self.store.get_for(message_id, user).await?.is_none() {
+            return Ok(false);
+        }
+        self.ack_delivery(user, device, message_id).await?;
+        Ok(true)
+    }
+
     /// Resolves when the gateway starts shutting down.
     pub async fn draining(&self) {
         let mut rx = self.shutdown.clone();

@@ -228,6 +228,17 @@ impl Store for EmbeddedStore {
         Box::pin(self.read(move |txn| Ok(read::get(txn, message_id)?.map(|r| Arc::new(r.message)))))
     }
 
+    fn get_for<'a>(
+        &'a self,
+        message_id: u64,
+        user: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Arc<Message>>>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |txn| {
+            Ok(read::get_for(txn, message_id, &user)?.map(|r| Arc::new(r.message)))
+        }))
+    }
+
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
         Box::pin(self.write(move |reply| WriteOp::Recall { message_id, reply }))
     }

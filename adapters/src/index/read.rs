@@ -20,6 +20,16 @@ pub fn get(txn: &ReadTransaction, id: u64) -> Result<Option<StoredMessage>, Stor
     Rows::new(&t).get(id)
 }
 
+/// Message `id` if `user` is one of its recipients (see
+/// `Store::get_for`).
+pub fn get_for(
+    txn: &ReadTransaction,
+    id: u64,
+    user: &str,
+) -> Result<Option<StoredMessage>, StoreError> {
+    Ok(get(txn, id)?.filter(|s| s.recipients.iter().any(|r| r == user)))
+}
+
 /// Messages in `user`'s timeline after `since`, ascending.
 pub fn sync(
     txn: &ReadTransaction,

@@ -520,6 +520,10 @@ impl Index {
         read::get(&*self.begin_read()?, id)
     }
 
+    pub fn get_for(&self, id: u64, user: &str) -> Result<Option<StoredMessage>, StoreError> {
+        read::get_for(&*self.begin_read()?, id, user)
+    }
+
     /// Where a provisional id ended up: `(final id, duplicate)`, or None if
     /// not indexed (yet).
     #[cfg(test)]

@@ -506,6 +506,15 @@ impl Store for RabbitStore {
         Box::pin(self.read(move |i| Ok(i.get(message_id)?.map(|s| Arc::new(s.message)))))
     }
 
+    fn get_for<'a>(
+        &'a self,
+        message_id: u64,
+        user: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Arc<Message>>>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |i| Ok(i.get_for(message_id, &user)?.map(|s| Arc::new(s.message)))))
+    }
+
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
         Box::pin(async move {
             let outcome = self

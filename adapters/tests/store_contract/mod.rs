@@ -24,6 +24,7 @@ macro_rules! contract_tests {
             devices_get_pending_then_live_and_acks_stop_redelivery,
             sender_device_is_skipped_but_its_other_devices_sync,
             recall_removes_from_history_and_pending,
+            get_for_answers_recipients_only,
             groups_round_trip,
             concurrent_appends_get_unique_ordered_ids,
             settings_are_durable_and_watched_and_announcements_local,
@@ -240,6 +241,35 @@ pub async fn recall_removes_from_history_and_pending<B: Backend>(b: &B) {
     let mut feed = b.attach(&store, "bob", "phone").await;
     assert_eq!(next(&mut feed).await, after.message_id);
     drop(feed);
+    b.close(store).await;
+}
+
+pub async fn get_for_answers_recipients_only<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let m = store
+        .append(private("alice", "bob", "1", "for bob"))
+        .await
+        .unwrap()
+        .message;
+    let mut to_some = private("alice", "g1", "2", "for bob only");
+    to_some.conversation = Conversation::group("g1");
+    to_some.to_users = vec!["bob".into()];
+    to_some.recipients = vec!["alice".into(), "bob".into()];
+    let g = store.append(to_some).await.unwrap().message;
+    for id in [m.message_id, g.message_id] {
+        for user in ["alice", "bob"] {
+            let found = store.get_for(id, user).await.unwrap();
+            assert_eq!(found.map(|f| f.message_id), Some(id), "{user} has {id}");
+        }
+        assert!(store.get_for(id, "mallory").await.unwrap().is_none());
+    }
+    assert!(store
+        .get_for(m.message_id + 1_000_000, "bob")
+        .await
+        .unwrap()
+        .is_none());
+    store.recall(m.message_id).await.unwrap();
+    assert!(store.get_for(m.message_id, "bob").await.unwrap().is_none());
     b.close(store).await;
 }
 

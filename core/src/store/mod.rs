@@ -93,6 +93,17 @@ pub trait Store: Send + Sync + 'static {
     /// One message by id (None if unknown or recalled).
     fn get(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Option<Arc<Message>>>>;
 
+    /// One message by id if `user` is one of its recipients: a user whose
+    /// timeline holds it (a private message's peer and sender, the group
+    /// members it went to, its sender). None if unknown, recalled, or not
+    /// `user`'s. What a client's claim "I received message X" (a PB
+    /// DeliverAck, an XMPP receipt) is checked against.
+    fn get_for<'a>(
+        &'a self,
+        message_id: u64,
+        user: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Arc<Message>>>>;
+
     /// Remove a message from history and from pending deliveries. Returns
     /// the removed message and its recipients so the caller can notify them.
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>>;

@@ -12,7 +12,11 @@
 //! - `SendRequest`: into the window (ids in arrival order, DESIGN §3.4);
 //!   with the window full the session stops reading.
 //! - `Heartbeat`, `DeliverAck`: answered / applied at once; they need no
-//!   order relative to sends (a response is matched by its seq).
+//!   order relative to sends (a response is matched by its seq). A
+//!   `DeliverAck` counts only for a message of the user's (delivered by
+//!   this session, see `delivered`, or one the store lists the user as a
+//!   recipient of); any other is refused with Error 253, so that nobody
+//!   can tell a sender they got a message they never had.
 //! - `SyncRequest`, `RecallRequest`, a second `LoginRequest` and
 //!   undecodable frames: held (reading stops) until every earlier send is
 //!   answered, so a sync or recall right after a send sees it.
@@ -28,6 +32,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use super::delivered::DeliveredIds;
 use crate::tls::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::pb::{
@@ -212,6 +217,7 @@ async fn run_session(live: Box<Live>, state: AppState) {
     let mut window = Window::new(state.config.send_window);
     // A request that must wait until the window is drained.
     let mut held: Option<PbFrame> = None;
+    let mut delivered = DeliveredIds::default();
     loop {
         let reading = held.is_none() && !window.is_full();
         tokio::select! {
@@ -233,7 +239,7 @@ async fn run_session(live: Box<Live>, state: AppState) {
                 }
                 if window.is_empty() {
                     if let Some(frame) = held.take() {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
                             return;
                         }
                     }
@@ -264,13 +270,13 @@ async fn run_session(live: Box<Live>, state: AppState) {
                         });
                     }
                     Ok(PbRequest::Heartbeat | PbRequest::DeliverAck(_)) => {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
                             return;
                         }
                     }
                     _ if !window.is_empty() => held = Some(frame),
                     _ => {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, frame)).await {
+                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
                             return;
                         }
                     }
@@ -287,6 +293,7 @@ async fn run_session(live: Box<Live>, state: AppState) {
                 if !send(&mut conn, push).await {
                     return;
                 }
+                delivered.delivered(msg.message_id);
                 state.metrics.message_out(Protocol::Pb);
             }
         }
@@ -336,6 +343,7 @@ async fn handle_frame(
     conn: &mut Conn,
     state: &AppState,
     principal: &Principal,
+    delivered: &mut DeliveredIds,
     frame: PbFrame,
 ) -> bool {
     let seq = frame.seq;
@@ -374,13 +382,7 @@ async fn handle_frame(
             .await
         }
         PbRequest::DeliverAck(ack) => {
-            if let Err(e) = state
-                .ack_delivery(&principal.user_id, &principal.device_id, ack.message_id)
-                .await
-            {
-                tracing::warn!(error = %e, "pb: storing a delivery ack failed; it will be redelivered");
-            }
-            true
+            deliver_ack(conn, state, principal, delivered, seq, ack).await
         }
         PbRequest::Sync(req) => {
             let limit = usize::try_from(req.limit).unwrap_or(0);
@@ -422,6 +424,44 @@ async fn handle_frame(
                 ),
             )
             .await
+        }
+    }
+}
+
+/// A `DeliverAck`: applied if this session delivered the message or the
+/// store says the user is one of its recipients; otherwise refused with
+/// Error 253 (nothing acked, no receipt for the sender).
+async fn deliver_ack(
+    conn: &mut Conn,
+    state: &AppState,
+    principal: &Principal,
+    delivered: &mut DeliveredIds,
+    seq: u16,
+    ack: proto::DeliverAck,
+) -> bool {
+    let (user, device, id) = (&principal.user_id, &principal.device_id, ack.message_id);
+    let acked = if delivered.take(id) {
+        state.ack_delivery(user, device, id).await.map(|()| true)
+    } else {
+        state.ack_claimed(user, device, id).await
+    };
+    match acked {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::debug!(%user, %device, message_id = id, "pb: DeliverAck of a message not delivered to this user refused");
+            send(
+                conn,
+                PbFrame::error(
+                    seq,
+                    ErrorCode::NotExist,
+                    format!("no message {id} for {user}"),
+                ),
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "pb: storing a delivery ack failed; it will be redelivered");
+            true
         }
     }
 }

@@ -174,6 +174,14 @@ impl Store for OrderedAppends {
         self.inner.get(message_id)
     }
 
+    fn get_for<'a>(
+        &'a self,
+        message_id: u64,
+        user: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<Arc<Message>>>> {
+        self.inner.get_for(message_id, user)
+    }
+
     fn recall(&self, message_id: u64) -> BoxFuture<'_, StoreResult<Recalled>> {
         self.inner.recall(message_id)
     }

@@ -7,12 +7,17 @@
 //! XEP-0184 `<received id='messageUid'/>` is the recipient's delivery ack
 //! (`Store::ack`); the ack, like any other, becomes the sender's receipt
 //! with the id the sender used, on whatever node the sender's message is
-//! waiting (see `receipts`). Presence goes to the user's own other
-//! resources; a MUC-style join of a group is answered with the self
-//! presence so MUC clients consider themselves joined.
+//! waiting (see `receipts`). A receipt counts only from a recipient of
+//! the message (`AppState::ack_claimed`): any other is dropped (no ack,
+//! no receipt for the sender) and, on a message with nothing else in it,
+//! answered with an `<item-not-found/>` error (code 253). Presence goes
+//! to the user's own other resources; a MUC-style join of a group is
+//! answered with the self presence so MUC clients consider themselves
+//! joined.
 
 use imgate_codecs::xmpp::{ns, Element, Jid};
 use imgate_core::pipeline::SendCommand;
+use imgate_core::{ErrorCode, ImError};
 
 use super::errors::{error_element, error_reply};
 use super::session::Session;
@@ -26,9 +31,10 @@ impl Session {
     /// message itself goes into the window, content through the pipeline,
     /// so that its error reply and its count in `h` come in stanza order.
     pub(super) async fn start_message(&mut self, el: Element) {
-        if let Some(received) = el.get_child("received", ns::RECEIPTS) {
-            self.handle_receipt(received).await;
-        }
+        let refused_receipt = match el.get_child("received", ns::RECEIPTS) {
+            Some(received) => self.handle_receipt(received).await,
+            None => None,
+        };
         match self
             .ctx
             .normalizer
@@ -63,8 +69,12 @@ impl Session {
                     }
                 });
             }
-            // No content (a receipt, a chat state): nothing to store.
-            Ok(None) => self.window.push(async { None }),
+            // No content (a receipt, a chat state): nothing to store; a
+            // refused receipt is the stanza's error.
+            Ok(None) => {
+                let reply = refused_receipt.map(|e| error_reply(&el, &self.jid, error_element(&e)));
+                self.window.push(async move { reply });
+            }
             Err(e) => {
                 let reply = error_reply(&el, &self.jid, error_element(&e));
                 self.window.push(async move { Some(reply) });
@@ -74,12 +84,26 @@ impl Session {
 
     /// The recipient's receipt: ack it. The sender's receipt comes from
     /// the ack, on this node or, through the delivery cursor, on the node
-    /// that sent the message (see `receipts`).
-    async fn handle_receipt(&mut self, received: &Element) {
-        let Some(id) = received.get_attr("id").and_then(|v| v.parse::<u64>().ok()) else {
-            return;
-        };
-        self.ack_in_store(&[id]).await;
+    /// that sent the message (see `receipts`). The refusal if the user is
+    /// not a recipient of that message (nothing acked).
+    async fn handle_receipt(&mut self, received: &Element) -> Option<ImError> {
+        // Not a message id: a receipt for another kind of stanza, ignored.
+        let id = received.get_attr("id")?.parse::<u64>().ok()?;
+        let (user, device) = (&self.principal.user_id, &self.principal.device_id);
+        match self.state.ack_claimed(user, device, id).await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::debug!(%user, %device, message_id = id, "xmpp: receipt for a message not delivered to this user refused");
+                Some(ImError::new(
+                    ErrorCode::NotExist,
+                    format!("no message {id} for {user}"),
+                ))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "xmpp: storing a delivery ack failed; it will be redelivered");
+                None
+            }
+        }
     }
 
     pub(super) async fn handle_presence(&mut self, el: &Element) -> bool {

@@ -253,7 +253,11 @@ async fn answer_ack(state: &AppState, ctx: &XmppContext, domain: &str, ack: &Del
             let Ok(Some(original)) = state.store.get(ack.message_id).await else {
                 return;
             };
-            if original.sender == ack.user || original.conversation.kind != 0 {
+            // Only the peer's ack is a receipt (the acks of this node are
+            // checked already: `AppState::ack_claimed`; the sender's own
+            // devices ack their copies too).
+            let private = original.conversation.kind == 0;
+            if !private || original.conversation.target != ack.user || original.sender == ack.user {
                 return;
             }
             if ctx.receipts.answer(ack.message_id) {
