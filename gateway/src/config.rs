@@ -78,6 +78,9 @@ pub struct Config {
     pub http_header_timeout_secs: u64,
     /// Time an HTTP client has to send a request's body (408, code 249).
     pub http_body_timeout_secs: u64,
+    /// Time one write to a PB, MQTT or XMPP client may wait for the peer
+    /// to read; then the connection is closed.
+    pub write_timeout_secs: u64,
     /// How far an admin request's `timestamp` may be from now (the seeds
     /// use 2 hours; lower it for a stricter window).
     pub admin_sign_window_secs: u64,
@@ -156,6 +159,7 @@ impl Default for Config {
             login_timeout_secs: 10,
             http_header_timeout_secs: 10,
             http_body_timeout_secs: 30,
+            write_timeout_secs: 30,
             admin_sign_window_secs: (crate::admin_sign::MAX_SKEW_MS / 1000) as u64,
             admin_nonce_capacity: 100_000,
             max_connections: 10_000,

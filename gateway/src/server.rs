@@ -75,6 +75,9 @@ async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    crate::sessions::write_deadline::set_limit(Duration::from_secs(
+        config.write_timeout_secs.max(1),
+    ));
     // Certificate problems stop the start before anything else happens.
     let tls = crate::tls::acceptor(&config)?;
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;

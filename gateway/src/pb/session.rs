@@ -43,7 +43,7 @@ use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, ImError};
 use tokio_util::codec::Framed;
 
-use crate::sessions::{self, idle_buffers, Kick, SendWindow, SessionHandle};
+use crate::sessions::{self, idle_buffers, write_deadline, Kick, SendWindow, SessionHandle};
 use crate::state::AppState;
 
 type Conn = Framed<ClientStream, PbFramer>;
@@ -75,8 +75,10 @@ pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: Ap
     run_session(live, state).await;
 }
 
+/// Write one frame; false if the peer is gone or did not read it within
+/// the write deadline ([`write_deadline`]).
 async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
-    conn.send(frame).await.is_ok()
+    write_deadline::bounded(conn.send(frame)).await.is_ok()
 }
 
 /// The first frame must be a valid Login; anything else gets Error 244.

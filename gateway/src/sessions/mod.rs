@@ -12,6 +12,7 @@ pub mod listener;
 pub mod login;
 pub mod registry;
 pub mod send_window;
+pub mod write_deadline;
 
 pub use append_order::OrderedAppends;
 pub use conn_limit::{AdmittingListener, ConnLimiter};

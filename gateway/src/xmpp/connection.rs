@@ -100,7 +100,7 @@ impl XmppConnection {
     /// nothing read before the handshake may leak into the protected
     /// stream. False if the handshake failed (the connection is then dead).
     pub async fn start_tls(&mut self, acceptor: &TlsAcceptor, limit: Duration) -> bool {
-        let _ = self.stream.flush().await;
+        let _ = crate::sessions::write_deadline::bounded(self.stream.flush()).await;
         self.buf.clear();
         self.restart_stream();
         self.stream.upgrade(acceptor, limit).await.is_ok()
@@ -113,8 +113,12 @@ impl XmppConnection {
     }
 
     /// Write raw XML text; false if the peer is gone.
+    /// (Within the write deadline: a peer that stops reading is dropped,
+    /// see [`crate::sessions::write_deadline`].)
     pub async fn write_str(&mut self, xml: &str) -> bool {
-        self.stream.write_all(xml.as_bytes()).await.is_ok()
+        crate::sessions::write_deadline::bounded(self.stream.write_all(xml.as_bytes()))
+            .await
+            .is_ok()
     }
 
     pub async fn write_element(&mut self, el: &Element) -> bool {
