@@ -19,6 +19,10 @@ pub struct AppMessage {
     pub properties: Properties,
     /// Unix ms after which it is not delivered (message expiry interval).
     pub expires_at_ms: Option<i64>,
+    /// The publishing user: the owner a retained message is counted
+    /// against (see [`super::retained_quota`]). None from an older node
+    /// or an older `mqtt.redb`.
+    pub owner: Option<String>,
 }
 
 impl AppMessage {
@@ -55,6 +59,10 @@ pub struct StoredDelivery {
     pub properties: Vec<u8>,
     pub expires_at_ms: Option<i64>,
     pub subscription_ids: Vec<u32>,
+    /// [`AppMessage::owner`], kept for retained messages only (what the
+    /// retained limits need after a restart and on the other nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl StoredDelivery {
@@ -71,6 +79,7 @@ impl StoredDelivery {
             properties: props.to_vec(),
             expires_at_ms: d.msg.expires_at_ms,
             subscription_ids: d.subscription_ids.clone(),
+            owner: d.msg.owner.clone().filter(|_| d.msg.retain),
         }
     }
 
@@ -86,6 +95,7 @@ impl StoredDelivery {
                 retain: self.msg_retain,
                 properties,
                 expires_at_ms: self.expires_at_ms,
+                owner: self.owner,
             }),
             qos: QoS::from_u8(self.qos)?,
             retain: self.retain,

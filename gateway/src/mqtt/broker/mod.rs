@@ -8,7 +8,9 @@
 //! dropped (logged, counted); a QoS ≥ 1 message is never dropped silently:
 //! the session is discarded as a whole (logged, counted), its connection
 //! is closed with reason 0x97, and the client learns it from
-//! `session present = 0` on its next CONNECT.
+//! `session present = 0` on its next CONNECT. Retained messages (per
+//! user and in total) and subscriptions per session are bounded too: see
+//! [`retained_quota`] and [`admission`].
 //!
 //! Durability: retained messages and persistent sessions are written to
 //! `<data_dir>/mqtt.redb` (see [`persist`]) when they change: a QoS ≥ 1
@@ -49,20 +51,23 @@
 //! own subscribers, and retained updates are applied in the bus's order on
 //! every node (see [`cluster`]).
 
+mod admission;
 pub mod cluster;
 mod message;
 mod persist;
+mod retained_quota;
 mod session_state;
 mod share_registry;
 mod trie;
 
+pub use admission::OverQuota;
 pub use cluster::ClusterBus;
 pub use message::{AppMessage, Delivery};
 pub use session_state::Inflight;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -73,6 +78,7 @@ use tokio::sync::Notify;
 
 use message::StoredDelivery;
 use persist::{BrokerDb, PersistOp};
+use retained_quota::{Exceeded, RetainedQuota};
 use session_state::{ConnLink, SessionState, Subscription};
 use share_registry::{Assignments, ClusterShares, Counts};
 use trie::SubscriptionTrie;
@@ -95,6 +101,8 @@ struct Inner {
     /// Round-robin position per shared subscription filter.
     share_next: HashMap<String, usize>,
     retained: BTreeMap<String, Arc<AppMessage>>,
+    /// What `retained` counts for, per owner and in total.
+    quota: RetainedQuota,
     next_generation: u64,
     wills: Vec<PendingWill>,
     /// Shared groups across nodes: only with a cluster bus.
@@ -124,6 +132,10 @@ pub struct Broker {
     pub rate_limited: AtomicU64,
     pub dropped_qos0: AtomicU64,
     pub discarded_sessions: AtomicU64,
+    /// Subscriptions (generic and shared) one session may hold; 0 = any.
+    max_subscriptions: AtomicUsize,
+    pub retained_refused: AtomicU64,
+    pub subscriptions_refused: AtomicU64,
 }
 
 /// Marks a shared subscription's member in the trie:
@@ -178,7 +190,10 @@ impl Broker {
         let mut inner = Inner::default();
         for r in retained {
             if let Some(d) = r.into_delivery() {
-                inner.retained.insert(d.msg.topic.clone(), d.msg);
+                inner.quota.add(&d.msg);
+                if let Some(old) = inner.retained.insert(d.msg.topic.clone(), d.msg) {
+                    inner.quota.remove(&old);
+                }
             }
         }
         for (key, s) in sessions {
@@ -202,6 +217,11 @@ impl Broker {
             rate_limited: AtomicU64::new(0),
             dropped_qos0: AtomicU64::new(0),
             discarded_sessions: AtomicU64::new(0),
+            max_subscriptions: AtomicUsize::new(
+                crate::config::Config::default().mqtt_max_subscriptions_per_session,
+            ),
+            retained_refused: AtomicU64::new(0),
+            subscriptions_refused: AtomicU64::new(0),
         }))
     }
 
@@ -352,7 +372,7 @@ impl Broker {
             let delay = delay.min(expiry);
             if delay == 0 {
                 drop(g);
-                self.publish(None, will);
+                self.publish_will(will);
                 g = lock(&self.inner);
             } else {
                 g.wills.push(PendingWill {
@@ -392,7 +412,7 @@ impl Broker {
         }
         self.persist(g, ops);
         for w in due {
-            self.publish(None, w.will);
+            self.publish_will(w.will);
         }
     }
 
@@ -418,9 +438,13 @@ impl Broker {
 
     /// Route a generic message here (retained store, then every matching
     /// session's queue) and forward it to the other nodes without waiting.
-    /// `from` is the publisher's session key (no local).
+    /// `from` is the publisher's session key (no local). Over a retained
+    /// limit it is delivered, not retained.
     pub fn publish(&self, from: Option<&str>, msg: AppMessage) -> usize {
-        let (matched, forwarded) = self.publish_forwarded(from, msg);
+        let Ok((matched, forwarded)) = self.publish_forwarded(from, msg, OverQuota::Unretain)
+        else {
+            return 0; // never refused with `Unretain`
+        };
         if let Some(f) = forwarded {
             tokio::spawn(async move {
                 if let Err(e) = f.await {
@@ -434,24 +458,36 @@ impl Broker {
     /// Like [`Self::publish`], but hands back the forwarding to the other
     /// nodes (None without a bus): it resolves once the bus holds the
     /// message durably. Already queued in publish order when this returns.
+    /// A retained message over a limit is handled per `over_quota`.
+    #[allow(clippy::type_complexity)]
     pub fn publish_forwarded(
         &self,
         from: Option<&str>,
-        msg: AppMessage,
-    ) -> (
-        usize,
-        Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
-    ) {
-        let msg = Arc::new(msg);
+        mut msg: AppMessage,
+        over_quota: OverQuota,
+    ) -> Result<
+        (
+            usize,
+            Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
+        ),
+        Exceeded,
+    > {
         let mut assigned = Assignments::new();
         let mut g = lock(&self.inner);
+        if msg.retain && !msg.payload.is_empty() {
+            let old = g.retained.get(&msg.topic).map(|m| &**m);
+            if let Err(e) = g.quota.check(old, &msg) {
+                self.retained_over(&mut msg, e, over_quota)?;
+            }
+        }
+        let msg = Arc::new(msg);
         let (matched, ops) = self.route(&mut g, from, &msg, Origin::Local, &mut assigned);
         let pending = self.submit(ops);
         drop(g);
         // Forwarded before the wait for the disk: both proceed at once.
         let forwarded = self.bus.get().map(|bus| bus.forward(&msg, &assigned));
         Self::wait(pending);
-        (matched, forwarded)
+        Ok((matched, forwarded))
     }
 
     /// A publish made on another node: to local subscribers only (the
@@ -481,13 +517,18 @@ impl Broker {
 
     fn update_retained(g: &mut Inner, msg: &Arc<AppMessage>) -> Vec<PersistOp> {
         if msg.payload.is_empty() {
-            g.retained.remove(&msg.topic);
+            if let Some(old) = g.retained.remove(&msg.topic) {
+                g.quota.remove(&old);
+            }
             return vec![PersistOp::DeleteRetained(msg.topic.clone())];
         }
         if g.retained.get(&msg.topic).is_some_and(|m| m == msg) {
             return vec![]; // our own update coming back through the bus
         }
-        g.retained.insert(msg.topic.clone(), msg.clone());
+        g.quota.add(msg);
+        if let Some(old) = g.retained.insert(msg.topic.clone(), msg.clone()) {
+            g.quota.remove(&old);
+        }
         let d = Delivery {
             msg: msg.clone(),
             qos: msg.qos,
@@ -679,19 +720,26 @@ impl Broker {
         }
     }
 
-    /// Add or replace a subscription; returns the retained messages to
-    /// send (per retain handling), already queued.
+    /// Add or replace a subscription, queueing the retained messages to
+    /// send (per retain handling). False when a new one would exceed the
+    /// subscriptions per session (nothing changed, logged, counted).
     pub fn subscribe(
         &self,
         key: &str,
         filter: &str,
         options: SubOptions,
         subscription_id: Option<u32>,
-    ) {
+    ) -> bool {
         let mut g = lock(&self.inner);
         let Some(s) = g.sessions.get_mut(key) else {
-            return;
+            return true;
         };
+        let max = self.max_subscriptions.load(Ordering::Relaxed);
+        if max != 0 && s.subs.len() >= max && !s.subs.contains_key(filter) {
+            self.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(session = %key.replace('\u{1}', "/"), max, "mqtt: subscription over the per-session limit refused");
+            return false;
+        }
         let is_new = s
             .subs
             .insert(
@@ -738,6 +786,7 @@ impl Broker {
             }
         }
         self.persist(g, ops);
+        true
     }
 
     /// Remove a subscription; whether it existed.
@@ -928,8 +977,8 @@ impl Broker {
     }
 }
 
-/// A will as an application message.
-pub fn will_message(w: &LastWill) -> AppMessage {
+/// A will of `owner` as an application message.
+pub fn will_message(w: &LastWill, owner: &str) -> AppMessage {
     let expiry = w.properties.message_expiry_interval();
     AppMessage {
         topic: w.topic.clone(),
@@ -938,6 +987,7 @@ pub fn will_message(w: &LastWill) -> AppMessage {
         retain: w.retain,
         properties: w.properties.forwardable(),
         expires_at_ms: expiry.map(|s| now_ms() + i64::from(s) * 1000),
+        owner: Some(owner.to_owned()),
     }
 }
 
@@ -985,6 +1035,7 @@ mod tests {
             retain,
             properties: Properties::default(),
             expires_at_ms: None,
+            owner: Some("u".into()),
         }
     }
 
