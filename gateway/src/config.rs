@@ -65,6 +65,19 @@ pub struct Config {
     /// Messages queued per MQTT session (online or offline) before the
     /// overflow policy applies (see `gateway/src/mqtt/broker`).
     pub mqtt_max_queued: usize,
+    /// Retained messages one user may own (the user who set each one
+    /// last), and their bytes (topic, payload and properties); over
+    /// either, a retained PUBLISH is refused (MQTT 5 0x97; 3.1.1 QoS ≥ 1
+    /// is closed; QoS 0 is delivered, not retained). 0 = no limit.
+    pub mqtt_retained_max_per_user: u64,
+    pub mqtt_retained_max_bytes_per_user: u64,
+    /// The same for the whole retained table.
+    pub mqtt_retained_max_total: u64,
+    pub mqtt_retained_max_bytes_total: u64,
+    /// Subscriptions one MQTT session may hold (the IM inbox and ack
+    /// topics aside); a SUBSCRIBE beyond it is refused filter by filter
+    /// (0x97 / 3.1.1 0x80). 0 = no limit.
+    pub mqtt_max_subscriptions_per_session: usize,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -154,6 +167,11 @@ impl Default for Config {
             pb_max_frame: 1024 * 1024,
             mqtt_max_packet: 1024 * 1024,
             mqtt_max_queued: 1000,
+            mqtt_retained_max_per_user: 1000,
+            mqtt_retained_max_bytes_per_user: 16 * 1024 * 1024,
+            mqtt_retained_max_total: 100_000,
+            mqtt_retained_max_bytes_total: 1024 * 1024 * 1024,
+            mqtt_max_subscriptions_per_session: 100,
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,

@@ -143,6 +143,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.mqtt_max_queued,
         config.pipeline().rate,
     )?;
+    mqtt_broker.configure(&config);
     if let Some(rabbit) = &rabbit {
         // Generic MQTT topics across nodes; retained messages are caught
         // up before `ready`.

@@ -3,8 +3,6 @@
 //! and DISCONNECT. A protocol violation returns `Err(End)`, which closes
 //! this connection only.
 
-use std::time::Instant;
-
 use imgate_codecs::mqtt::{
     reason, topic, Packet, Properties, Property, PubResp, PubRespKind, Publish, QoS, SubAck,
     Subscribe, UnsubAck, Unsubscribe,
@@ -12,7 +10,7 @@ use imgate_codecs::mqtt::{
 use imgate_core::now_ms;
 
 use super::acl::{self, PublishTarget, SubscribeTarget};
-use super::broker::{AppMessage, Inflight};
+use super::broker::{AppMessage, Inflight, OverQuota, PublishRefused};
 use super::session::{Conn, End, Held, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
 
 /// What a client's PUBLISH properties may not carry: a Subscription
@@ -170,17 +168,7 @@ impl Conn {
     }
 
     async fn generic_publish(&mut self, p: Publish) -> Result<(), End> {
-        let keys = [format!("mqtt-publish:{}", self.principal.user_id)];
-        if self
-            .broker
-            .limiter
-            .try_acquire(&keys, Instant::now())
-            .is_err()
-        {
-            self.broker
-                .rate_limited
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!(user = %self.principal.user_id, "mqtt: publish over the rate limit");
+        if !self.broker.within_rate(&self.principal.user_id) {
             if p.qos == QoS::AtMostOnce {
                 return Ok(());
             }
@@ -203,10 +191,38 @@ impl Conn {
             retain: p.retain,
             properties: p.properties.forwardable(),
             expires_at_ms,
+            owner: Some(self.principal.user_id.clone()),
         };
-        let (matched, forwarded) = match self.broker.publish_forwarded(Some(&self.key), msg) {
+        // A retained message over a limit: QoS 0 is delivered, not
+        // retained (there is no answer to carry a refusal); QoS >= 1 is
+        // refused and not delivered.
+        let over_quota = if p.qos == QoS::AtMostOnce {
+            OverQuota::Unretain
+        } else {
+            OverQuota::Refuse
+        };
+        let (matched, forwarded) = match self.broker.publish_forwarded(
+            Some(&self.key),
+            msg,
+            over_quota,
+        ) {
             Ok(p) => p,
-            Err(e) => {
+            Err(PublishRefused::Quota(_)) => {
+                if !self.v5 {
+                    // 3.1.1 has no negative PUBACK, and a PUBACK would
+                    // tell the client its message was retained (the
+                    // server MUST store it, MQTT-3.3.1-5): close, as for
+                    // the rate limit and the reserved topics. Nothing
+                    // was delivered; a resend after the reconnect is
+                    // closed the same way until the user clears
+                    // retained messages (the log says why).
+                    return Err(End::Abnormal);
+                }
+                return self
+                    .ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED)
+                    .await;
+            }
+            Err(PublishRefused::NotSaved(e)) => {
                 // Not saved for a persistent subscriber: never acked as
                 // accepted (the client keeps it and resends).
                 tracing::warn!(error = %e, topic = %p_topic, "mqtt: publish not saved; refused");
@@ -302,8 +318,11 @@ impl Conn {
                             no_local: false,
                             ..f.options
                         };
-                        self.broker.subscribe(&self.key, &f.filter, options, sub_id);
-                        f.options.qos.as_u8()
+                        if self.broker.subscribe(&self.key, &f.filter, options, sub_id) {
+                            f.options.qos.as_u8()
+                        } else {
+                            refused(self.v5, reason::QUOTA_EXCEEDED)
+                        }
                     }
                     SubscribeTarget::Forbidden => refused(self.v5, reason::NOT_AUTHORIZED),
                     SubscribeTarget::Inbox | SubscribeTarget::Ack => {
@@ -332,9 +351,14 @@ impl Conn {
                     }
                     SubscribeTarget::Forbidden => refused(self.v5, reason::NOT_AUTHORIZED),
                     SubscribeTarget::Generic => {
-                        self.broker
-                            .subscribe(&self.key, &f.filter, f.options, sub_id);
-                        f.options.qos.as_u8()
+                        if self
+                            .broker
+                            .subscribe(&self.key, &f.filter, f.options, sub_id)
+                        {
+                            f.options.qos.as_u8()
+                        } else {
+                            refused(self.v5, reason::QUOTA_EXCEEDED)
+                        }
                     }
                 }
             };

@@ -29,17 +29,19 @@ use std::time::Duration;
 use crate::tls::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
-    encoded_len, reason, Disconnect, MqttFramer, Packet, Properties, Property, QoS, Version,
+    encoded_len, reason, Connect, Disconnect, MqttFramer, Packet, Properties, Property, QoS,
+    Version,
 };
 use imgate_core::model::Message;
 use imgate_core::pipeline::Principal;
 use imgate_core::store::DeviceFeed;
 use tokio::sync::Notify;
 
+use super::acl::{self, PublishTarget};
 use super::broker::{session_key, will_message, AppMessage, Broker};
 use super::connect::{connack, read_connect, Framed_};
 use super::im::ImSendDone;
-use crate::sessions::{idle_buffers, Kick, SendWindow, SessionHandle};
+use crate::sessions::{idle_buffers, write_deadline, Kick, SendWindow, SessionHandle};
 use crate::state::AppState;
 
 /// Inbound QoS 2 messages a client may have unreleased (our Receive
@@ -127,6 +129,17 @@ async fn open(
     let mut framed = idle_buffers::framed(stream, MqttFramer::new(state.config.mqtt_max_packet));
     let (connect, principal) = Box::pin(read_connect(&mut framed, &state)).await?;
     let v5 = connect.version == Version::V5;
+    if !will_allowed(&connect, &principal) {
+        // As a PUBLISH to a reserved topic is refused (0x87), before the
+        // session exists (no takeover of the device's live connection).
+        let code = if v5 {
+            reason::NOT_AUTHORIZED
+        } else {
+            reason::V4_NOT_AUTHORIZED
+        };
+        let _ = framed.send(connack(false, code)).await;
+        return None;
+    }
     let expiry_secs = if v5 {
         connect.properties.session_expiry_interval().unwrap_or(0)
     } else if connect.clean_start {
@@ -166,7 +179,7 @@ async fn open(
     if let Packet::ConnAck(a) = &mut ack {
         a.properties = ack_props;
     }
-    if framed.send(ack).await.is_err() {
+    if write_deadline::bounded(framed.send(ack)).await.is_err() {
         broker.disconnect(&key, attached.generation, None);
         return None;
     }
@@ -177,7 +190,7 @@ async fn open(
     };
     let will = connect.will.as_ref().map(|w| {
         Box::new((
-            will_message(w),
+            will_message(w, &principal.user_id),
             w.properties.will_delay_interval().unwrap_or(0),
         ))
     });
@@ -336,7 +349,7 @@ impl Conn {
     /// Send one packet, honouring the client's Maximum Packet Size for
     /// PUBLISH (an oversized one is skipped, MQTT 5 §3.1.2.11.4).
     pub async fn send(&mut self, p: Packet) -> bool {
-        self.feed(p).await && self.framed.flush().await.is_ok()
+        self.feed(p).await && write_deadline::bounded(self.framed.flush()).await.is_ok()
     }
 
     /// Like [`Self::send`] but only buffered (written once the buffer is
@@ -354,7 +367,7 @@ impl Conn {
                 return true;
             }
         }
-        self.framed.feed(p).await.is_ok()
+        write_deadline::bounded(self.framed.feed(p)).await.is_ok()
     }
 
     /// Send queued generic messages within the client's Receive Maximum.
@@ -367,7 +380,7 @@ impl Conn {
                 self.v5,
             );
             if batch.is_empty() {
-                return self.framed.flush().await.is_ok();
+                return write_deadline::bounded(self.framed.flush()).await.is_ok();
             }
             for p in batch {
                 if !self.feed(Packet::Publish(p)).await {
@@ -380,15 +393,28 @@ impl Conn {
     /// MQTT 5: DISCONNECT with a reason before closing; 3.1.1 just closes.
     pub async fn disconnect(&mut self, code: u8) {
         if self.v5 {
-            let _ = self
-                .framed
-                .send(Packet::Disconnect(Disconnect {
-                    reason: code,
-                    properties: Properties::default(),
-                }))
-                .await;
+            let _ = write_deadline::bounded(self.framed.send(Packet::Disconnect(Disconnect {
+                reason: code,
+                properties: Properties::default(),
+            })))
+            .await;
         }
     }
+}
+
+/// A will may go where a PUBLISH of its client may: generic topics only
+/// (the ACL's `publish_target`; a will cannot be an `im/send`, which
+/// needs the IM pipeline's answer). Its rate and retained limits apply
+/// when it fires (`Broker::publish_will`).
+fn will_allowed(connect: &Connect, principal: &Principal) -> bool {
+    let Some(w) = &connect.will else {
+        return true;
+    };
+    if acl::publish_target(&w.topic) == PublishTarget::Generic {
+        return true;
+    }
+    tracing::debug!(user = %principal.user_id, topic = %w.topic, "mqtt: will to a reserved topic refused");
+    false
 }
 
 async fn next_im(feed: &mut Option<DeviceFeed>) -> Option<Arc<Message>> {

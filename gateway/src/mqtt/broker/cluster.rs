@@ -241,6 +241,7 @@ mod tests {
             retain: true,
             properties: Properties::default(),
             expires_at_ms: Some(42),
+            owner: Some("alice".into()),
         });
         let none = Assignments::new();
         let body = encode(&m, &none).unwrap();
@@ -262,6 +263,7 @@ mod tests {
             retain: false,
             properties: Properties::default(),
             expires_at_ms: None,
+            owner: None,
         });
         let mut assigned = Assignments::new();
         assigned.insert("$share/g/a/#".into(), u64::MAX);

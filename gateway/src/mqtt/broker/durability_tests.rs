@@ -33,6 +33,7 @@ fn msg(topic: &str, qos: QoS, payload: Bytes) -> AppMessage {
         retain: false,
         properties: Properties::default(),
         expires_at_ms: None,
+        owner: Some("pub".into()),
     }
 }
 
@@ -217,14 +218,21 @@ async fn a_failed_write_refuses_the_publish() {
     b.subscribe(&key, "t/#", opts(QoS::AtLeastOnce), None);
     b.disconnect(&key, a.generation, None);
     let m = || msg("t/1", QoS::AtLeastOnce, Bytes::from_static(b"p"));
-    assert!(b.publish_forwarded(None, m()).is_ok());
+    assert!(b
+        .publish_forwarded(None, m(), super::OverQuota::Refuse)
+        .is_ok());
     Arc::get_mut(&mut b).unwrap().db = super::persist::Writer::stopped();
     assert!(
-        b.publish_forwarded(None, m()).is_err(),
+        b.publish_forwarded(None, m(), super::OverQuota::Refuse)
+            .is_err(),
         "a publish that could not be saved for a persistent session is not accepted"
     );
     // No persistent subscriber, nothing to save: still accepted.
     assert!(b
-        .publish_forwarded(None, msg("other/1", QoS::AtLeastOnce, Bytes::new()))
+        .publish_forwarded(
+            None,
+            msg("other/1", QoS::AtLeastOnce, Bytes::new()),
+            super::OverQuota::Refuse
+        )
         .is_ok());
 }

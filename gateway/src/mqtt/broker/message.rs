@@ -19,6 +19,10 @@ pub struct AppMessage {
     pub properties: Properties,
     /// Unix ms after which it is not delivered (message expiry interval).
     pub expires_at_ms: Option<i64>,
+    /// The publishing user: the owner a retained message is counted
+    /// against (see [`super::retained_quota`]). None from an older node
+    /// or an older `mqtt.redb`.
+    pub owner: Option<String>,
 }
 
 impl AppMessage {
@@ -55,6 +59,10 @@ pub struct StoredDelivery {
     pub properties: Vec<u8>,
     pub expires_at_ms: Option<i64>,
     pub subscription_ids: Vec<u32>,
+    /// [`AppMessage::owner`], kept for retained messages only (what the
+    /// retained limits need after a restart and on the other nodes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 impl StoredDelivery {
@@ -71,6 +79,7 @@ impl StoredDelivery {
             properties: props.to_vec(),
             expires_at_ms: d.msg.expires_at_ms,
             subscription_ids: d.subscription_ids.clone(),
+            owner: d.msg.owner.clone().filter(|_| d.msg.retain),
         }
     }
 
@@ -86,6 +95,7 @@ impl StoredDelivery {
                 retain: self.msg_retain,
                 properties,
                 expires_at_ms: self.expires_at_ms,
+                owner: self.owner,
             }),
             qos: QoS::from_u8(self.qos)?,
             retain: self.retain,
@@ -99,6 +109,7 @@ const RECORD_V1: u8 = 0xB1;
 const F_RETAIN: u8 = 1;
 const F_MSG_RETAIN: u8 = 2;
 const F_EXPIRES: u8 = 4;
+const F_OWNER: u8 = 8;
 
 /// The compact binary record of a delivery, as `mqtt.redb` keeps it: a
 /// version byte, QoS and flags, then length-prefixed topic, properties
@@ -121,11 +132,17 @@ pub fn encode_record(d: &Delivery) -> Vec<u8> {
     if m.expires_at_ms.is_some() {
         flags |= F_EXPIRES;
     }
+    if m.owner.is_some() {
+        flags |= F_OWNER;
+    }
     out.extend_from_slice(&[RECORD_V1, m.qos.as_u8(), d.qos.as_u8(), flags]);
     if let Some(t) = m.expires_at_ms {
         out.extend_from_slice(&t.to_le_bytes());
     }
     put_chunk(&mut out, m.topic.as_bytes());
+    if let Some(owner) = &m.owner {
+        put_chunk(&mut out, owner.as_bytes());
+    }
     put_chunk(&mut out, &props);
     out.extend_from_slice(&len_u32(d.subscription_ids.len()).to_le_bytes());
     for id in &d.subscription_ids {
@@ -184,6 +201,11 @@ pub fn decode_record(b: &[u8]) -> Option<Delivery> {
         None
     };
     let topic = std::str::from_utf8(c.chunk()?).ok()?.to_owned();
+    let owner = if flags & F_OWNER != 0 {
+        Some(std::str::from_utf8(c.chunk()?).ok()?.to_owned())
+    } else {
+        None
+    };
     let properties = Properties::decode(&mut Reader::new(c.chunk()?)).ok()?;
     let n = usize::try_from(c.u32()?).ok()?;
     if n > c.0.len() / 4 {
@@ -198,6 +220,7 @@ pub fn decode_record(b: &[u8]) -> Option<Delivery> {
             retain: flags & F_MSG_RETAIN != 0,
             properties,
             expires_at_ms,
+            owner,
         }),
         qos,
         retain: flags & F_RETAIN != 0,
@@ -233,6 +256,7 @@ mod tests {
                 retain: true,
                 properties,
                 expires_at_ms: expiry,
+                owner: Some("alice".into()),
             }),
             qos: QoS::AtLeastOnce,
             retain: false,

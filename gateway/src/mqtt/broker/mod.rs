@@ -8,7 +8,9 @@
 //! dropped (logged, counted); a QoS ≥ 1 message is never dropped silently:
 //! the session is discarded as a whole (logged, counted), its connection
 //! is closed with reason 0x97, and the client learns it from
-//! `session present = 0` on its next CONNECT.
+//! `session present = 0` on its next CONNECT. Retained messages (per
+//! user and in total) and subscriptions per session are bounded too: see
+//! [`retained_quota`] and [`admission`].
 //!
 //! Durability: retained messages and persistent sessions are written to
 //! `<data_dir>/mqtt.redb` (see [`persist`]) when they change, piece by
@@ -52,22 +54,25 @@
 //! own subscribers, and retained updates are applied in the bus's order on
 //! every node (see [`cluster`]).
 
+mod admission;
 pub mod cluster;
 #[cfg(test)]
 mod durability_tests;
 mod message;
 mod persist;
+mod retained_quota;
 mod session_state;
 mod share_registry;
 mod trie;
 
+pub use admission::OverQuota;
 pub use cluster::ClusterBus;
 pub use message::{AppMessage, Delivery};
 pub use session_state::Inflight;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -79,6 +84,7 @@ use tokio::sync::Notify;
 use message::StoredDelivery;
 pub use persist::PersistError;
 use persist::{BrokerDb, PersistOp};
+use retained_quota::{Exceeded, RetainedQuota};
 use session_state::{ConnLink, Queued, SessionState, Subscription};
 use share_registry::{Assignments, ClusterShares, Counts};
 use trie::SubscriptionTrie;
@@ -101,6 +107,8 @@ struct Inner {
     /// Round-robin position per shared subscription filter.
     share_next: HashMap<String, usize>,
     retained: BTreeMap<String, Arc<AppMessage>>,
+    /// What `retained` counts for, per owner and in total.
+    quota: RetainedQuota,
     next_generation: u64,
     wills: Vec<PendingWill>,
     /// Shared groups across nodes: only with a cluster bus.
@@ -130,6 +138,10 @@ pub struct Broker {
     pub rate_limited: AtomicU64,
     pub dropped_qos0: AtomicU64,
     pub discarded_sessions: AtomicU64,
+    /// Subscriptions (generic and shared) one session may hold; 0 = any.
+    max_subscriptions: AtomicUsize,
+    pub retained_refused: AtomicU64,
+    pub subscriptions_refused: AtomicU64,
 }
 
 /// Marks a shared subscription's member in the trie:
@@ -165,6 +177,15 @@ pub type Published = (
     Option<futures_util::future::BoxFuture<'static, Result<(), String>>>,
 );
 
+/// Why [`Broker::publish_forwarded`] did not accept a message.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishRefused {
+    #[error("over the limit of {}", .0.as_str())]
+    Quota(Exceeded),
+    #[error("{0}")]
+    NotSaved(PersistError),
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
         Ok(g) => g,
@@ -190,7 +211,10 @@ impl Broker {
         let (retained, sessions) = db.load()?;
         let mut inner = Inner::default();
         for d in retained {
-            inner.retained.insert(d.msg.topic.clone(), d.msg);
+            inner.quota.add(&d.msg);
+            if let Some(old) = inner.retained.insert(d.msg.topic.clone(), d.msg) {
+                inner.quota.remove(&old);
+            }
         }
         for (key, s) in sessions {
             let state = SessionState::from_stored(s);
@@ -213,6 +237,11 @@ impl Broker {
             rate_limited: AtomicU64::new(0),
             dropped_qos0: AtomicU64::new(0),
             discarded_sessions: AtomicU64::new(0),
+            max_subscriptions: AtomicUsize::new(
+                crate::config::Config::default().mqtt_max_subscriptions_per_session,
+            ),
+            retained_refused: AtomicU64::new(0),
+            subscriptions_refused: AtomicU64::new(0),
         }))
     }
 
@@ -375,7 +404,7 @@ impl Broker {
             let delay = delay.min(expiry);
             if delay == 0 {
                 drop(g);
-                self.publish(None, will);
+                self.publish_will(will);
                 g = lock(&self.inner);
             } else {
                 g.wills.push(PendingWill {
@@ -415,7 +444,7 @@ impl Broker {
         }
         self.persist(g, ops);
         for w in due {
-            self.publish(None, w.will);
+            self.publish_will(w.will);
         }
     }
 
@@ -441,12 +470,13 @@ impl Broker {
 
     /// Route a generic message here (retained store, then every matching
     /// session's queue) and forward it to the other nodes without waiting.
-    /// `from` is the publisher's session key (no local).
+    /// `from` is the publisher's session key (no local). Over a retained
+    /// limit it is delivered, not retained.
     pub fn publish(&self, from: Option<&str>, msg: AppMessage) -> usize {
-        let (matched, forwarded) = match self.publish_forwarded(from, msg) {
+        let (matched, forwarded) = match self.publish_forwarded(from, msg, OverQuota::Unretain) {
             Ok(p) => p,
             Err(e) => {
-                tracing::warn!(error = %e, "mqtt: a will or expiry publish could not be saved");
+                tracing::warn!(error = %e, "mqtt: a will could not be published");
                 return 0;
             }
         };
@@ -463,22 +493,32 @@ impl Broker {
     /// Like [`Self::publish`], but hands back the forwarding to the other
     /// nodes (None without a bus): it resolves once the bus holds the
     /// message durably. Already queued in publish order when this returns.
-    /// An error: the message could not be saved for a persistent session
-    /// (the publisher must not be told it was accepted).
+    /// A retained message over a limit is handled per `over_quota`. An
+    /// error: refused over a retained limit, or not saved for a persistent
+    /// session (either way the publisher must not be told it was
+    /// accepted).
     pub fn publish_forwarded(
         &self,
         from: Option<&str>,
-        msg: AppMessage,
-    ) -> Result<Published, PersistError> {
-        let msg = Arc::new(msg);
+        mut msg: AppMessage,
+        over_quota: OverQuota,
+    ) -> Result<Published, PublishRefused> {
         let mut assigned = Assignments::new();
         let mut g = lock(&self.inner);
+        if msg.retain && !msg.payload.is_empty() {
+            let old = g.retained.get(&msg.topic).map(|m| &**m);
+            if let Err(e) = g.quota.check(old, &msg) {
+                self.retained_over(&mut msg, e, over_quota)
+                    .map_err(PublishRefused::Quota)?;
+            }
+        }
+        let msg = Arc::new(msg);
         let (matched, ops) = self.route(&mut g, from, &msg, Origin::Local, &mut assigned);
         let pending = self.submit(ops);
         drop(g);
         // Forwarded before the wait for the disk: both proceed at once.
         let forwarded = self.bus.get().map(|bus| bus.forward(&msg, &assigned));
-        Self::wait(pending)?;
+        Self::wait(pending).map_err(PublishRefused::NotSaved)?;
         Ok((matched, forwarded))
     }
 
@@ -509,13 +549,18 @@ impl Broker {
 
     fn update_retained(g: &mut Inner, msg: &Arc<AppMessage>) -> Vec<PersistOp> {
         if msg.payload.is_empty() {
-            g.retained.remove(&msg.topic);
+            if let Some(old) = g.retained.remove(&msg.topic) {
+                g.quota.remove(&old);
+            }
             return vec![PersistOp::DeleteRetained(msg.topic.clone())];
         }
         if g.retained.get(&msg.topic).is_some_and(|m| m == msg) {
             return vec![]; // our own update coming back through the bus
         }
-        g.retained.insert(msg.topic.clone(), msg.clone());
+        g.quota.add(msg);
+        if let Some(old) = g.retained.insert(msg.topic.clone(), msg.clone()) {
+            g.quota.remove(&old);
+        }
         let d = Delivery {
             msg: msg.clone(),
             qos: msg.qos,
@@ -707,19 +752,26 @@ impl Broker {
         op
     }
 
-    /// Add or replace a subscription; returns the retained messages to
-    /// send (per retain handling), already queued.
+    /// Add or replace a subscription, queueing the retained messages to
+    /// send (per retain handling). False when a new one would exceed the
+    /// subscriptions per session (nothing changed, logged, counted).
     pub fn subscribe(
         &self,
         key: &str,
         filter: &str,
         options: SubOptions,
         subscription_id: Option<u32>,
-    ) {
+    ) -> bool {
         let mut g = lock(&self.inner);
         let Some(s) = g.sessions.get_mut(key) else {
-            return;
+            return true;
         };
+        let max = self.max_subscriptions.load(Ordering::Relaxed);
+        if max != 0 && s.subs.len() >= max && !s.subs.contains_key(filter) {
+            self.subscriptions_refused.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(session = %key.replace('\u{1}', "/"), max, "mqtt: subscription over the per-session limit refused");
+            return false;
+        }
         let is_new = s
             .subs
             .insert(
@@ -766,6 +818,7 @@ impl Broker {
             }
         }
         self.persist(g, ops);
+        true
     }
 
     /// Remove a subscription; whether it existed.
@@ -982,8 +1035,8 @@ impl Broker {
     }
 }
 
-/// A will as an application message.
-pub fn will_message(w: &LastWill) -> AppMessage {
+/// A will of `owner` as an application message.
+pub fn will_message(w: &LastWill, owner: &str) -> AppMessage {
     let expiry = w.properties.message_expiry_interval();
     AppMessage {
         topic: w.topic.clone(),
@@ -992,6 +1045,7 @@ pub fn will_message(w: &LastWill) -> AppMessage {
         retain: w.retain,
         properties: w.properties.forwardable(),
         expires_at_ms: expiry.map(|s| now_ms() + i64::from(s) * 1000),
+        owner: Some(owner.to_owned()),
     }
 }
 
@@ -1039,6 +1093,7 @@ mod tests {
             retain,
             properties: Properties::default(),
             expires_at_ms: None,
+            owner: Some("u".into()),
         }
     }
 
