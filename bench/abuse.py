@@ -9,6 +9,7 @@ starts a fresh gateway per scenario; standard library only.
   slowloris  N half-sent HTTP requests; are they closed, and can PB/MQTT/
              XMPP clients still connect while they are held?
   xmpp-attrs one pre-auth <auth> with 20,000 attributes: server CPU spent
+  xmpp-elements one pre-auth <auth> with 62,000 empty children: the same
   mqtt-queue 300 QoS 1 publishes of 60 KB to one offline persistent
              session: bytes written, CPU, PUBACK latency
   retained   N retained messages of 64 KB: data dir growth, restart time
@@ -198,6 +199,17 @@ def xmpp_attrs(a):
     attrs = "".join(f" a{i}='x'" for i in range(20000))
     stanza = (f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'{attrs}>"
               "AGFsaWNlAHNlY3JldA==</auth>").encode()
+    return xmpp_stanza_cost(a, "xmpp-attrs", stanza)
+
+
+def xmpp_elements(a):
+    # 250 KB of empty children (62,000 elements) inside one pre-auth stanza.
+    stanza = ("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>"
+              + "<x/>" * 62000 + "</auth>").encode()
+    return xmpp_stanza_cost(a, "xmpp-elements", stanza)
+
+
+def xmpp_stanza_cost(a, scenario, stanza):
     before = proc_stat(a["pid"])
     s = socket.create_connection(addr(a["xmpp"]), timeout=30)
     s.settimeout(30)
@@ -226,7 +238,7 @@ def xmpp_attrs(a):
     s.close()
     time.sleep(0.5)
     after = proc_stat(a["pid"])
-    return {"scenario": "xmpp-attrs", "stanza_bytes": len(stanza),
+    return {"scenario": scenario, "stanza_bytes": len(stanza),
             "server_cpu_s": round(after["cpu_s"] - before["cpu_s"], 3),
             "reply_s": round(elapsed, 3), "reply": reply[:120].decode("utf-8", "replace")}
 
@@ -297,7 +309,8 @@ def retained(a):
 def main():
     a = json.loads(sys.argv[2])
     out = {"slowloris": slowloris, "xmpp-attrs": xmpp_attrs,
-           "mqtt-queue": mqtt_queue, "retained": retained}[sys.argv[1]](a)
+           "mqtt-queue": mqtt_queue, "retained": retained,
+           "xmpp-elements": xmpp_elements}[sys.argv[1]](a)
     print(json.dumps(out))
 
 

@@ -2,7 +2,7 @@
 # Issue 11's abuse experiments (rows 1-4), each on a fresh release gateway
 # on the embedded store, loopback only, bounded in count and time. Prints
 # one JSON line per scenario (bench/abuse.py says what each measures).
-#   bash bench/abuse.sh [scenario ...]   (default: all four)
+#   bash bench/abuse.sh [scenario ...]   (default: all five)
 # Knobs: SLOW_N (half-sent HTTP requests, default 3000), SLOW_RATE (/s,
 # default 95, under the default per-IP connect rate), SLOW_HOLD (s, 40),
 # QUEUE_N (300), RETAINED_N (2000).
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -q -p imgate --bins
 BIN="${CARGO_TARGET_DIR:-target}/release/imgate"
 scenarios=("$@")
-[[ ${#scenarios[@]} -eq 0 ]] && scenarios=(slowloris xmpp-attrs mqtt-queue retained)
+[[ ${#scenarios[@]} -eq 0 ]] && scenarios=(slowloris xmpp-attrs xmpp-elements mqtt-queue retained)
 
 start_gateway() { # data-dir -> sets PID, ports, SECRET
   local dir=$1 log=$1.log

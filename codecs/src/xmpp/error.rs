@@ -25,6 +25,9 @@ pub enum XmppCodecError {
     /// An element with more attributes than the limit.
     #[error("an element has more than {max} attributes")]
     TooManyAttributes { max: usize },
+    /// A stanza with more elements than the limit.
+    #[error("a stanza has more than {max} elements")]
+    TooManyElements { max: usize },
     /// The bytes of a stanza are not UTF-8.
     #[error("stanza is not valid UTF-8")]
     InvalidUtf8,
@@ -52,7 +55,8 @@ impl XmppCodecError {
             XmppCodecError::RestrictedXml(_) => "restricted-xml",
             XmppCodecError::StanzaTooLarge { .. }
             | XmppCodecError::TooDeep { .. }
-            | XmppCodecError::TooManyAttributes { .. } => "policy-violation",
+            | XmppCodecError::TooManyAttributes { .. }
+            | XmppCodecError::TooManyElements { .. } => "policy-violation",
             XmppCodecError::BadStreamHeader(_) => "bad-format",
             XmppCodecError::InvalidNamespace(_) => "invalid-namespace",
             XmppCodecError::Io(_) => "internal-server-error",

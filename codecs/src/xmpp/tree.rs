@@ -70,6 +70,13 @@ fn check_chars(s: &str) -> Result<(), XmppCodecError> {
 /// busiest real ones (stream headers, MUC items) stay far below this.
 pub const MAX_ATTRIBUTES: usize = 64;
 
+/// Elements one stanza may hold. Building the tree costs about half a
+/// microsecond per element: the cap keeps the worst stanza the size limit
+/// allows (256 KiB of `<x/>`, 60,000 elements, tens of ms) to about a
+/// millisecond on the runtime's thread. Client stanzas (forms, bookmarks,
+/// vCards) hold a few hundred.
+pub const MAX_ELEMENTS: usize = 2048;
+
 fn split_qname(q: &str) -> (Option<&str>, &str) {
     match q.split_once(':') {
         Some((p, l)) => (Some(p), l),
@@ -164,8 +171,15 @@ pub fn parse_stanza(
     let mut stack: Vec<(Element, Scope)> = Vec::new();
     let mut text_buf = String::new();
     let mut root: Option<Element> = None;
+    let mut elements = 0usize;
     loop {
         let event = r.read_event().map_err(not_well_formed)?;
+        if matches!(event, Event::Start(_) | Event::Empty(_)) {
+            elements += 1;
+            if elements > MAX_ELEMENTS {
+                return Err(XmppCodecError::TooManyElements { max: MAX_ELEMENTS });
+            }
+        }
         // Text and references accumulate until the next markup.
         match &event {
             Event::Text(_) | Event::CData(_) | Event::GeneralRef(_) => {}
@@ -309,6 +323,22 @@ mod tests {
     fn with_attrs(n: usize) -> String {
         let attrs: String = (0..n).map(|i| format!(" a{i}='x'")).collect();
         format!("<message to='a@b'{attrs}><body>x</body></message>")
+    }
+
+    #[test]
+    fn element_count_is_capped() {
+        let s = Scope::client_stream("stream");
+        let with = |n: usize| format!("<message to='a@b'>{}</message>", "<x/>".repeat(n));
+        // The message itself plus its children.
+        assert!(parse_stanza(&with(MAX_ELEMENTS - 1), &s, 8).is_ok());
+        let err = parse_stanza(&with(MAX_ELEMENTS), &s, 8).unwrap_err();
+        assert!(
+            matches!(err, XmppCodecError::TooManyElements { max: MAX_ELEMENTS }),
+            "{err:?}"
+        );
+        assert_eq!(err.stream_condition(), "policy-violation");
+        let err = parse_stanza(&with(60_000), &s, 8).unwrap_err();
+        assert!(matches!(err, XmppCodecError::TooManyElements { .. }));
     }
 
     #[test]
