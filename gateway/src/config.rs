@@ -65,6 +65,11 @@ pub struct Config {
     /// Messages queued per MQTT session (online or offline) before the
     /// overflow policy applies (see `gateway/src/mqtt/broker`).
     pub mqtt_max_queued: usize,
+    /// Topic ACL of generic MQTT topics, a mosquitto `acl_file` (empty:
+    /// none, every generic topic open; a WARN says so at startup). A bad
+    /// file stops the start. Rules set through `PUT /admin/mqtt/acl`
+    /// replace it (see `gateway/src/mqtt/acl.rs`).
+    pub mqtt_acl_file: String,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -151,6 +156,7 @@ impl Default for Config {
             pb_max_frame: 1024 * 1024,
             mqtt_max_packet: 1024 * 1024,
             mqtt_max_queued: 1000,
+            mqtt_acl_file: String::new(),
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,
