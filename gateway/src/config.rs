@@ -78,6 +78,11 @@ pub struct Config {
     /// topics aside); a SUBSCRIBE beyond it is refused filter by filter
     /// (0x97 / 3.1.1 0x80). 0 = no limit.
     pub mqtt_max_subscriptions_per_session: usize,
+    /// Topic ACL of generic MQTT topics, a mosquitto `acl_file` (empty:
+    /// none, every generic topic open; a WARN says so at startup). A bad
+    /// file stops the start. Rules set through `PUT /admin/mqtt/acl`
+    /// replace it (see `gateway/src/mqtt/acl.rs`).
+    pub mqtt_acl_file: String,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -172,6 +177,7 @@ impl Default for Config {
             mqtt_retained_max_total: 100_000,
             mqtt_retained_max_bytes_total: 1024 * 1024 * 1024,
             mqtt_max_subscriptions_per_session: 100,
+            mqtt_acl_file: String::new(),
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,

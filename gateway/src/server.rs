@@ -83,6 +83,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
     let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
+    // A bad ACL file stops the start here, with its line.
+    let mqtt_acl =
+        Arc::new(mqtt::acl::TopicAcl::load(&config.mqtt_acl_file, store.as_ref()).await?);
     let review = match config.review_config()? {
         Some(rc) => {
             let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
@@ -122,6 +125,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.max_connections_per_ip,
         )),
         policy,
+        mqtt_acl: mqtt_acl.clone(),
         review: review.map(|(h, _)| h),
         tls,
         shutdown: shutdown_rx,
@@ -134,6 +138,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .clone()
             .follow(state.store.clone(), state.sessions.clone()),
     );
+    // Topic ACL changes made on any node (admin API) apply here too.
+    tokio::spawn(mqtt_acl.clone().follow(state.store.clone()));
     // The login kick rule across nodes.
     state.sessions.join_cluster(state.store.clone());
 
@@ -144,6 +150,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.pipeline().rate,
     )?;
     mqtt_broker.configure(&config);
+    mqtt_broker.set_acl(mqtt_acl);
     if let Some(rabbit) = &rabbit {
         // Generic MQTT topics across nodes; retained messages are caught
         // up before `ready`.

@@ -53,6 +53,8 @@ pub struct Shared {
     pub conn_limiter: Arc<ConnLimiter>,
     /// Word list, user statuses, rate overrides, hit log.
     pub policy: Arc<PolicyState>,
+    /// The topic ACL of generic MQTT topics (the admin API replaces it).
+    pub mqtt_acl: Arc<crate::mqtt::acl::TopicAcl>,
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
     /// TLS for the client listeners, if a certificate is configured.

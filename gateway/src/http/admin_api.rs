@@ -35,6 +35,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/admin/group/dismiss", post(group_dismiss))
         .route("/admin/group/info", post(group_info))
         .merge(super::admin_policy::routes())
+        .merge(super::admin_acl::routes())
         .merge(super::admin_migration::routes())
         .route("/metrics", get(metrics))
         .route(

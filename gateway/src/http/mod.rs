@@ -4,6 +4,7 @@
 //! Every reply is `{"code":int,"msg":string,"result":object?}`; errors keep
 //! the contract code and get the HTTP status of DESIGN §4.
 
+mod admin_acl;
 mod admin_api;
 mod admin_migration;
 mod admin_policy;

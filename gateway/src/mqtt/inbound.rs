@@ -163,8 +163,43 @@ impl Conn {
                 self.ack_publish(p.qos, p.pkid, reason::NOT_AUTHORIZED)
                     .await
             }
+            PublishTarget::Generic if !self.acl_may_publish(&p) => {
+                // MQTT 5: 0x87 in PUBACK / PUBREC, QoS 0 dropped. 3.1.1
+                // cannot refuse; closing is allowed [MQTT-3.3.5-2], but as
+                // mosquitto does it is acked and dropped: a client closed
+                // over an unacked QoS >= 1 message resends it forever.
+                let code = if self.v5 {
+                    reason::NOT_AUTHORIZED
+                } else {
+                    reason::SUCCESS
+                };
+                self.ack_publish(p.qos, p.pkid, code).await
+            }
             PublishTarget::Generic => self.generic_publish(p).await,
         }
+    }
+
+    /// The topic ACL's verdict on a generic PUBLISH (logged when refused).
+    fn acl_may_publish(&self, p: &Publish) -> bool {
+        self.broker.acl().is_none_or(|a| {
+            a.may_publish(
+                &self.principal.user_id,
+                &self.principal.device_id,
+                &p.topic,
+                p.retain,
+            )
+        })
+    }
+
+    /// The topic ACL's verdict on a generic SUBSCRIBE filter.
+    fn acl_may_subscribe(&self, filter: &str) -> bool {
+        let ok = self.broker.acl().is_none_or(|a| {
+            a.may_subscribe(&self.principal.user_id, &self.principal.device_id, filter)
+        });
+        if !ok {
+            tracing::debug!(user = %self.principal.user_id, %filter, "mqtt: topic ACL refuses the subscription");
+        }
+        ok
     }
 
     async fn generic_publish(&mut self, p: Publish) -> Result<(), End> {
@@ -310,6 +345,9 @@ impl Conn {
                     &self.principal.user_id,
                     &self.principal.device_id,
                 ) {
+                    SubscribeTarget::Generic if !self.acl_may_subscribe(inner) => {
+                        refused(self.v5, reason::NOT_AUTHORIZED)
+                    }
                     SubscribeTarget::Generic => {
                         // No Local makes no sense for a group (a protocol
                         // error in MQTT 5): ignored rather than dropping
@@ -350,6 +388,9 @@ impl Conn {
                         qos.as_u8()
                     }
                     SubscribeTarget::Forbidden => refused(self.v5, reason::NOT_AUTHORIZED),
+                    SubscribeTarget::Generic if !self.acl_may_subscribe(&f.filter) => {
+                        refused(self.v5, reason::NOT_AUTHORIZED)
+                    }
                     SubscribeTarget::Generic => {
                         if self
                             .broker

@@ -7,11 +7,13 @@
 //! - [`inbound`]: PUBLISH / SUBSCRIBE / acks from the client.
 //! - [`im`]: `im/send` through the pipeline, `im/inbox/<user>` deliveries
 //!   from the store, `im/ack/<clientId>` results.
-//! - [`acl`]: who may publish or subscribe what.
+//! - [`acl`]: who may publish or subscribe what; the topic ACL of generic
+//!   topics, whose mosquitto `acl_file` format is parsed in [`acl_file`].
 //! - [`broker`]: sessions, subscription trie, retained messages, queues,
 //!   wills; durable in `<data_dir>/mqtt.redb`.
 
-mod acl;
+pub mod acl;
+pub mod acl_file;
 mod broker;
 mod connect;
 mod im;

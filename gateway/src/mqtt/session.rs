@@ -129,7 +129,7 @@ async fn open(
     let mut framed = idle_buffers::framed(stream, MqttFramer::new(state.config.mqtt_max_packet));
     let (connect, principal) = Box::pin(read_connect(&mut framed, &state)).await?;
     let v5 = connect.version == Version::V5;
-    if !will_allowed(&connect, &principal) {
+    if !will_allowed(&connect, &principal, &broker) {
         // As a PUBLISH to a reserved topic is refused (0x87), before the
         // session exists (no takeover of the device's live connection).
         let code = if v5 {
@@ -404,17 +404,24 @@ impl Conn {
 
 /// A will may go where a PUBLISH of its client may: generic topics only
 /// (the ACL's `publish_target`; a will cannot be an `im/send`, which
-/// needs the IM pipeline's answer). Its rate and retained limits apply
-/// when it fires (`Broker::publish_will`).
-fn will_allowed(connect: &Connect, principal: &Principal) -> bool {
+/// needs the IM pipeline's answer) that the topic ACL lets this user and
+/// device write (retained: as a retained PUBLISH). Its rate and retained
+/// limits apply when it fires (`Broker::publish_will`).
+fn will_allowed(connect: &Connect, principal: &Principal, broker: &Broker) -> bool {
     let Some(w) = &connect.will else {
         return true;
     };
-    if acl::publish_target(&w.topic) == PublishTarget::Generic {
-        return true;
+    if acl::publish_target(&w.topic) != PublishTarget::Generic {
+        tracing::debug!(user = %principal.user_id, topic = %w.topic, "mqtt: will to a reserved topic refused");
+        return false;
     }
-    tracing::debug!(user = %principal.user_id, topic = %w.topic, "mqtt: will to a reserved topic refused");
-    false
+    let writable = broker.acl().is_none_or(|a| {
+        a.may_publish(&principal.user_id, &principal.device_id, &w.topic, w.retain)
+    });
+    if !writable {
+        tracing::debug!(user = %principal.user_id, topic = %w.topic, "mqtt: will outside the topic ACL refused");
+    }
+    writable
 }
 
 async fn next_im(feed: &mut Option<DeviceFeed>) -> Option<Arc<Message>> {

@@ -89,6 +89,8 @@ use session_state::{ConnLink, Queued, SessionState, Subscription};
 use share_registry::{Assignments, ClusterShares, Counts};
 use trie::SubscriptionTrie;
 
+use super::acl::{self, TopicAcl};
+
 /// Session key: user and device (the MQTT client id) together.
 pub fn session_key(user: &str, device: &str) -> String {
     format!("{user}\u{1}{device}")
@@ -133,6 +135,8 @@ pub struct Broker {
     max_queued: usize,
     /// The other nodes, when the store is shared (set once at start).
     bus: OnceLock<Arc<dyn ClusterBus>>,
+    /// The topic ACL deliveries are checked against (unset: open).
+    acl: OnceLock<Arc<TopicAcl>>,
     /// Per-user rate limit of generic publishes (the pipeline's settings).
     pub limiter: RateLimiter,
     pub rate_limited: AtomicU64,
@@ -233,6 +237,7 @@ impl Broker {
             db: persist::Writer::start(db)?,
             max_queued: max_queued.max(1),
             bus: OnceLock::new(),
+            acl: OnceLock::new(),
             limiter: RateLimiter::new(rate),
             rate_limited: AtomicU64::new(0),
             dropped_qos0: AtomicU64::new(0),
@@ -468,6 +473,20 @@ impl Broker {
         }
     }
 
+    /// Check deliveries against `acl` from now on (once; later calls are
+    /// ignored).
+    pub fn set_acl(&self, acl: Arc<TopicAcl>) {
+        if self.acl.set(acl).is_err() {
+            tracing::warn!("mqtt: topic ACL already set");
+        }
+    }
+
+    /// The topic ACL (None: open), e.g. for wills: see
+    /// [`TopicAcl::may_publish`].
+    pub fn acl(&self) -> Option<&Arc<TopicAcl>> {
+        self.acl.get()
+    }
+
     /// Route a generic message here (retained store, then every matching
     /// session's queue) and forward it to the other nodes without waiting.
     /// `from` is the publisher's session key (no local). Over a retained
@@ -612,7 +631,16 @@ impl Broker {
                 shares.entry(full).or_default();
             }
         }
-        for (full, members) in shares {
+        // Only to sessions whose user may read the topic (a wildcard
+        // subscription gets nothing else); a group picks among those.
+        let rules = self.acl.get().map(|a| a.current());
+        let readable = |g: &Inner, key: &str| {
+            g.sessions
+                .get(key)
+                .is_some_and(|s| acl::may_read(rules.as_deref(), &s.user, &s.device, &msg.topic))
+        };
+        for (full, mut members) in shares {
+            members.retain(|k| readable(g, k));
             if !Self::share_here(g, &full, &members, origin, assigned) {
                 continue;
             }
@@ -621,6 +649,9 @@ impl Broker {
             }
         }
         for (key, filter) in targets {
+            if !readable(g, &key) {
+                continue;
+            }
             let Some(sub) = g.sessions.get(&key).and_then(|s| s.subs.get(&filter)) else {
                 continue;
             };
@@ -783,6 +814,7 @@ impl Broker {
             )
             .is_none();
         let online = s.conn.is_some();
+        let (user, device) = (s.user.clone(), s.device.clone());
         let mut ops = s.save(key);
         trie_insert(&mut g.trie, filter, key);
         if let Some(c) = g.cluster.as_mut().filter(|_| is_new) {
@@ -799,10 +831,12 @@ impl Broker {
             };
         if send_retained {
             let now = now_ms();
+            let rules = self.acl.get().map(|a| a.current());
             let matching: Vec<Arc<AppMessage>> = g
                 .retained
                 .iter()
                 .filter(|(t, m)| imgate_codecs::mqtt::topic::matches(filter, t) && !m.expired(now))
+                .filter(|(t, _)| acl::may_read(rules.as_deref(), &user, &device, t))
                 .map(|(_, m)| m.clone())
                 .collect();
             for m in matching {
