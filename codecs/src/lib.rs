@@ -11,8 +11,10 @@
 //! - [`pb`]: the private binary protobuf protocol (DESIGN §5.2).
 //! - [`xmpp`]: XMPP-lite stanzas (DESIGN §5.4).
 //! - [`mqtt`]: MQTT 3.1.1 and 5 packets and the IM topic namespace (§5.3).
+//! - [`proxy`]: the PROXY protocol v1/v2 header a TCP load balancer sends.
 #![forbid(unsafe_code)]
 
 pub mod mqtt;
 pub mod pb;
+pub mod proxy;
 pub mod xmpp;

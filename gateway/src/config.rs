@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use imgate_core::pipeline::{
-    Limits, PipelineConfig, RateLimitConfig, ReviewConfig, ReviewMode, WordStrategies, WordStrategy,
+    Limits, PipelineConfig, Protocol, RateLimitConfig, ReviewConfig, ReviewMode, WordStrategies,
+    WordStrategy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -142,6 +143,11 @@ pub struct Config {
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
     pub tls_key: String,
+    /// Listeners behind a TCP load balancer that sends the PROXY protocol
+    /// (v1 or v2), e.g. `"mqtt,http,pb,xmpp"`: on each, every connection
+    /// must start with the header, and its client address replaces the
+    /// socket's peer (per-IP limits, logs). Empty = none. Never `admin`.
+    pub proxy_protocol: String,
 }
 
 impl Default for Config {
@@ -202,6 +208,7 @@ impl Default for Config {
             log: "info".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            proxy_protocol: String::new(),
         }
     }
 }
@@ -269,7 +276,34 @@ impl Config {
         if self.tls_cert.trim().is_empty() != self.tls_key.trim().is_empty() {
             bail!("tls_cert and tls_key must be set together (or both left empty)");
         }
+        self.proxy_protocol_listeners()?;
         Ok(())
+    }
+
+    /// The listeners of `proxy_protocol`; an unknown name (or `admin`) is
+    /// an error.
+    pub fn proxy_protocol_listeners(&self) -> anyhow::Result<Vec<Protocol>> {
+        let mut listeners = Vec::new();
+        for name in self
+            .proxy_protocol
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let listener = match name {
+                "pb" => Protocol::Pb,
+                "mqtt" => Protocol::Mqtt,
+                "xmpp" => Protocol::Xmpp,
+                "http" => Protocol::Http,
+                other => {
+                    bail!("proxy_protocol: {other:?} is not a listener (pb, mqtt, xmpp or http)")
+                }
+            };
+            if !listeners.contains(&listener) {
+                listeners.push(listener);
+            }
+        }
+        Ok(listeners)
     }
 
     pub fn word_strategies(&self) -> anyhow::Result<WordStrategies> {
@@ -413,6 +447,19 @@ mod tests {
         assert!(Config::load_from(None, &env(&[("IMGATE_REVIEW_URL", "ftp://x")])).is_err());
         let e = Config::load_from(None, &env(&[("IMGATE_TLS_CERT", "/x/cert.pem")])).unwrap_err();
         assert!(format!("{e:#}").contains("tls_key"));
+        let e =
+            Config::load_from(None, &env(&[("IMGATE_PROXY_PROTOCOL", "pb,admin")])).unwrap_err();
+        assert!(format!("{e:#}").contains("proxy_protocol"));
+        assert!(Config::load_from(None, &env(&[("IMGATE_PROXY_PROTOCOL", "smtp")])).is_err());
+        let c = Config::load_from(
+            None,
+            &env(&[("IMGATE_PROXY_PROTOCOL", " mqtt, http,pb,xmpp,pb ")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.proxy_protocol_listeners().unwrap(),
+            [Protocol::Mqtt, Protocol::Http, Protocol::Pb, Protocol::Xmpp]
+        );
         let c = Config::load_from(
             None,
             &env(&[

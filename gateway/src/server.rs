@@ -119,11 +119,17 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pipeline,
         metrics: Arc::new(Metrics::default()),
         sessions: Arc::new(SessionRegistry::new(config.multi_endpoint)),
-        conn_limiter: Arc::new(ConnLimiter::new(
-            config.conn_rate_per_ip,
-            config.max_connections,
-            config.max_connections_per_ip,
-        )),
+        conn_limiter: Arc::new(
+            ConnLimiter::new(
+                config.conn_rate_per_ip,
+                config.max_connections,
+                config.max_connections_per_ip,
+            )
+            .with_proxy_protocol(
+                &config.proxy_protocol_listeners()?,
+                Duration::from_secs(config.login_timeout_secs.max(1)),
+            ),
+        ),
         policy,
         mqtt_acl: mqtt_acl.clone(),
         review: review.map(|(h, _)| h),

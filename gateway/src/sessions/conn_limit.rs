@@ -6,8 +6,14 @@
 //! once and counted.
 //!
 //! [`AdmittingListener`] (client HTTP) also runs the TLS handshake when a
-//! certificate is configured: each in its own task, so a slow handshake
+//! certificate is configured, and reads the PROXY protocol header on a
+//! `proxy_protocol` listener: each in its own task, so a slow client
 //! never holds up the accept loop.
+//!
+//! On a PROXY protocol listener admission has two steps: the listener's cap
+//! at accept ([`ConnLimiter::admit_capped`]), then the per-IP rate and
+//! share of the client's real address from the header
+//! ([`ConnLimiter::admit_ip`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+use super::proxy_header;
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::tls::{ClientStream, TlsAcceptor};
 
@@ -37,6 +44,10 @@ pub struct ConnLimiter {
     pub refused_rate: AtomicU64,
     pub refused_full: AtomicU64,
     pub refused_ip_open: AtomicU64,
+    /// Listeners behind a PROXY protocol balancer (`proxy_protocol`), and
+    /// the time a connection there has to send its header.
+    proxied: Vec<Protocol>,
+    proxy_header_timeout: Duration,
 }
 
 /// Why a connection was refused.
@@ -98,12 +109,63 @@ impl ConnLimiter {
             refused_rate: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
             refused_ip_open: AtomicU64::new(0),
+            proxied: Vec::new(),
+            proxy_header_timeout: Duration::from_secs(10),
         }
+    }
+
+    /// On `listeners`, every connection starts with a PROXY protocol header
+    /// sent within `header_timeout`, and admission is in two steps: the
+    /// listener's cap at accept ([`ConnLimiter::admit_capped`]), the
+    /// per-IP limits of the client's real address once the header is read
+    /// ([`ConnLimiter::admit_ip`]). Never the admin listener.
+    pub fn with_proxy_protocol(mut self, listeners: &[Protocol], header_timeout: Duration) -> Self {
+        self.proxied = listeners
+            .iter()
+            .copied()
+            .filter(|l| *l != Protocol::Admin)
+            .collect();
+        self.proxy_header_timeout = header_timeout;
+        self
+    }
+
+    /// The header time limit if `listener` takes a PROXY protocol header.
+    pub fn proxy_header_timeout(&self, listener: Protocol) -> Option<Duration> {
+        self.proxied
+            .contains(&listener)
+            .then_some(self.proxy_header_timeout)
     }
 
     /// Admit a new connection from `ip` on `listener`: the permit is held
     /// while it is open.
     pub fn admit(&self, listener: Protocol, ip: IpAddr) -> Result<Permit, Refused> {
+        self.check_rate(ip)?;
+        let permit = self.listener_slot(listener)?;
+        self.count_ip(ip)?;
+        Ok(Permit {
+            _listener: permit,
+            ip: Some(ip),
+            ip_open: self.ip_open.clone(),
+        })
+    }
+
+    /// The second step of admission on a PROXY protocol listener: the
+    /// per-IP rate and share of the client's real address `ip` (known once
+    /// the header is read), for a connection admitted under its listener's
+    /// cap by [`ConnLimiter::admit_capped`]. Refused: the slot is released.
+    pub fn admit_ip(&self, mut permit: Permit, ip: IpAddr) -> Result<Permit, Refused> {
+        if permit.ip.is_some() {
+            // Already counted under an IP (not a capped permit).
+            return Ok(permit);
+        }
+        self.check_rate(ip)?;
+        self.count_ip(ip)?;
+        permit.ip = Some(ip);
+        Ok(permit)
+    }
+
+    /// New connections per second from `ip`.
+    fn check_rate(&self, ip: IpAddr) -> Result<(), Refused> {
         if self
             .per_ip
             .try_acquire(&[ip.to_string()], Instant::now())
@@ -112,14 +174,24 @@ impl ConnLimiter {
             self.refused_rate.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::IpRate);
         }
+        Ok(())
+    }
+
+    /// A slot under `listener`'s cap.
+    fn listener_slot(&self, listener: Protocol) -> Result<OwnedSemaphorePermit, Refused> {
         let Some(slots) = self.open.get(&listener) else {
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             return Err(Refused::Full);
         };
-        let permit = slots.clone().try_acquire_owned().map_err(|_| {
+        slots.clone().try_acquire_owned().map_err(|_| {
             self.refused_full.fetch_add(1, Ordering::Relaxed);
             Refused::Full
-        })?;
+        })
+    }
+
+    /// One more open connection of `ip`, within its share; the caller's
+    /// [`Permit`] gives it back.
+    fn count_ip(&self, ip: IpAddr) -> Result<(), Refused> {
         let mut open = self.ip_open.lock().unwrap_or_else(|p| p.into_inner());
         let n = open.entry(ip).or_insert(0);
         if self.max_per_ip > 0 && *n >= self.max_per_ip {
@@ -130,22 +202,13 @@ impl ConnLimiter {
             return Err(Refused::IpOpen);
         }
         *n += 1;
-        drop(open);
-        Ok(Permit {
-            _listener: permit,
-            ip: Some(ip),
-            ip_open: self.ip_open.clone(),
-        })
+        Ok(())
     }
 
     /// Admit a connection on `listener` under its cap only (no per-IP
     /// rate or share): the admin listener, reachable under a flood.
     pub fn admit_capped(&self, listener: Protocol) -> Result<Permit, Refused> {
-        let slots = self.open.get(&listener).ok_or(Refused::Full)?;
-        let permit = slots.clone().try_acquire_owned().map_err(|_| {
-            self.refused_full.fetch_add(1, Ordering::Relaxed);
-            Refused::Full
-        })?;
+        let permit = self.listener_slot(listener)?;
         Ok(Permit {
             _listener: permit,
             ip: None,
@@ -197,7 +260,8 @@ pub struct AdmittingListener {
     protocol: Protocol,
     /// The acceptor and the handshake time limit.
     tls: Option<(TlsAcceptor, Duration)>,
-    /// Handshakes in progress; `None` for one that failed.
+    /// PROXY headers and TLS handshakes in progress; `None` for a
+    /// connection refused or failed there.
     handshakes: JoinSet<Option<(Admitted, SocketAddr)>>,
     /// Whether the per-IP rate and share apply (not on the admin API).
     per_ip: bool,
@@ -255,39 +319,82 @@ impl axum::serve::Listener for AdmittingListener {
                     continue;
                 }
             };
-            let admitted = if self.per_ip {
-                self.limiter.admit(self.protocol, peer.ip())
-            } else {
-                self.limiter.admit_capped(self.protocol)
+            let proxy_header = self
+                .limiter
+                .proxy_header_timeout(self.protocol)
+                .filter(|_| self.per_ip);
+            let admitted = match (proxy_header, self.per_ip) {
+                // The per-IP limits wait for the client's address.
+                (Some(_), _) | (None, false) => self.limiter.admit_capped(self.protocol),
+                (None, true) => self.limiter.admit(self.protocol, peer.ip()),
             };
-            match admitted {
-                Ok(permit) => {
-                    let _ = io.set_nodelay(true);
-                    let mut admitted = Admitted {
-                        io: ClientStream::Plain(io),
-                        _permit: permit,
-                        _gauge: self.metrics.connection(self.protocol),
-                    };
-                    let Some((acceptor, limit)) = self.tls.clone() else {
-                        return (admitted, peer);
-                    };
-                    self.handshakes.spawn(async move {
-                        match admitted.io.upgrade(&acceptor, limit).await {
-                            Ok(()) => Some((admitted, peer)),
-                            Err(e) => {
-                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                None
-                            }
-                        }
-                    });
+            let permit = match admitted {
+                Ok(permit) => permit,
+                Err(why) => {
+                    tracing::debug!(%peer, ?why, "connection refused");
+                    continue;
                 }
-                Err(why) => tracing::debug!(%peer, ?why, "connection refused"),
-            }
+            };
+            let _ = io.set_nodelay(true);
+            let gauge = self.metrics.connection(self.protocol);
+            let tls = self.tls.clone();
+            let Some(header_limit) = proxy_header else {
+                let admitted = Admitted {
+                    io: ClientStream::Plain(io),
+                    _permit: permit,
+                    _gauge: gauge,
+                };
+                if tls.is_none() {
+                    return (admitted, peer);
+                }
+                self.handshakes.spawn(with_tls(admitted, peer, tls));
+                continue;
+            };
+            // The header (then the handshake) in the connection's own task.
+            let limiter = self.limiter.clone();
+            let protocol = self.protocol;
+            self.handshakes.spawn(async move {
+                let mut io = io;
+                let (permit, peer) = proxy_header::admit_proxied(
+                    protocol,
+                    &mut io,
+                    peer,
+                    permit,
+                    &limiter,
+                    header_limit,
+                )
+                .await?;
+                let admitted = Admitted {
+                    io: ClientStream::Plain(io),
+                    _permit: permit,
+                    _gauge: gauge,
+                };
+                with_tls(admitted, peer, tls).await
+            });
         }
     }
 
     fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.inner.local_addr()
+    }
+}
+
+/// The TLS handshake of an admitted connection, if `tls` is set; `None`
+/// (logged) when it fails.
+async fn with_tls(
+    mut admitted: Admitted,
+    peer: SocketAddr,
+    tls: Option<(TlsAcceptor, Duration)>,
+) -> Option<(Admitted, SocketAddr)> {
+    let Some((acceptor, limit)) = tls else {
+        return Some((admitted, peer));
+    };
+    match admitted.io.upgrade(&acceptor, limit).await {
+        Ok(()) => Some((admitted, peer)),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
     }
 }
 

@@ -3,6 +3,12 @@
 //! handshake there when the listener uses implicit TLS, and on shutdown:
 //! stop accepting, then wait for the sessions to drain (each session
 //! watches the shutdown signal itself).
+//!
+//! On a `proxy_protocol` listener the accept loop only takes a slot under
+//! the listener's cap; the connection's task reads the PROXY header
+//! (before any TLS) and admits the client's real address under the per-IP
+//! limits ([`super::proxy_header::admit_proxied`]); that address is the
+//! handler's `peer`.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +17,7 @@ use imgate_core::pipeline::Protocol;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use super::proxy_header;
 use crate::state::AppState;
 use crate::tls::{self, ClientStream};
 
@@ -50,7 +57,13 @@ pub async fn run_listener<F, Fut>(
                 continue;
             }
         };
-        let permit = match state.conn_limiter.admit(protocol, peer.ip()) {
+        let proxy_header = state.conn_limiter.proxy_header_timeout(protocol);
+        let admitted = match proxy_header {
+            // The per-IP limits wait for the client's address.
+            Some(_) => state.conn_limiter.admit_capped(protocol),
+            None => state.conn_limiter.admit(protocol, peer.ip()),
+        };
+        let permit = match admitted {
             Ok(p) => p,
             Err(why) => {
                 tracing::debug!(protocol = protocol.name(), %peer, ?why, "connection refused");
@@ -64,6 +77,29 @@ pub async fn run_listener<F, Fut>(
         let acceptor = acceptor.clone();
         let state = state.clone();
         sessions.spawn(async move {
+            let mut stream = stream;
+            let (permit, peer) = match proxy_header {
+                None => (permit, peer),
+                Some(header_limit) => {
+                    let limiter = state.conn_limiter.clone();
+                    let proxied = proxy_header::admit_proxied(
+                        protocol,
+                        &mut stream,
+                        peer,
+                        permit,
+                        &limiter,
+                        header_limit,
+                    );
+                    // A header still awaited does not hold up the drain.
+                    tokio::select! {
+                        admitted = Box::pin(proxied) => match admitted {
+                            Some(admitted) => admitted,
+                            None => return,
+                        },
+                        _ = state.draining() => return,
+                    }
+                }
+            };
             // Boxed: the handshake's state is not kept for the session's life.
             match Box::pin(tls::accept(acceptor.as_ref(), stream, limit)).await {
                 Ok(stream) => handler(stream, peer, state).await,

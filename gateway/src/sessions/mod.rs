@@ -2,7 +2,8 @@
 //! kick rule (also across nodes: `cluster`), connection admission (per-IP
 //! rate, global cap), the accept loop, and the window of a session's
 //! sends in flight with the append order that keeps them in send order,
-//! and connection buffers that an idle connection does not hold.
+//! connection buffers that an idle connection does not hold, and the
+//! PROXY protocol header of listeners behind a load balancer.
 
 pub mod append_order;
 pub mod cluster;
@@ -10,6 +11,7 @@ pub mod conn_limit;
 pub mod idle_buffers;
 pub mod listener;
 pub mod login;
+pub mod proxy_header;
 pub mod registry;
 pub mod send_window;
 pub mod write_deadline;
