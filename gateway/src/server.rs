@@ -83,6 +83,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
     let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
+    let credentials = Arc::new(
+        crate::device_secrets::DeviceCredentials::load(
+            store.as_ref(),
+            config.device_secret_limits(),
+        )
+        .await?,
+    );
     let review = match config.review_config()? {
         Some(rc) => {
             let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
@@ -122,6 +129,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             config.max_connections_per_ip,
         )),
         policy,
+        credentials,
         review: review.map(|(h, _)| h),
         tls,
         shutdown: shutdown_rx,
@@ -131,6 +139,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tokio::spawn(
         state
             .policy
+            .clone()
+            .follow(state.store.clone(), state.sessions.clone()),
+    );
+    // Device secrets issued or revoked on any node apply here too.
+    tokio::spawn(
+        state
+            .credentials
             .clone()
             .follow(state.store.clone(), state.sessions.clone()),
     );

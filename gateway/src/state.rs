@@ -53,6 +53,8 @@ pub struct Shared {
     pub conn_limiter: Arc<ConnLimiter>,
     /// Word list, user statuses, rate overrides, hit log.
     pub policy: Arc<PolicyState>,
+    /// Device secrets and per-user token revocations.
+    pub credentials: Arc<crate::device_secrets::DeviceCredentials>,
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
     /// TLS for the client listeners, if a certificate is configured.

@@ -5,6 +5,7 @@
 //! the contract code and get the HTTP status of DESIGN §4.
 
 mod admin_api;
+mod admin_devices;
 mod admin_migration;
 mod admin_policy;
 mod auth;
