@@ -378,3 +378,36 @@ fn the_cli_issues_lists_and_revokes_device_secrets_and_tokens() {
     admin_cli(&g, &["revoke-tokens", "--user", &user]);
     assert_eq!(pb_code(&g, &user, &token, "one"), 6);
 }
+
+/// On the RabbitMQ store, a secret issued on node A logs in on node B; its
+/// revocation on A kicks B's live session and is refused on B; a token
+/// revocation on A is refused on B. Needs `IMGATE_TEST_AMQP`.
+#[test]
+fn device_credentials_reach_every_node_on_rabbitmq() {
+    use imgate_conformance::rabbit_support::{amqp_url, eventually, try_pb_login, Cluster};
+    let Some(url) = amqp_url("device_credentials_reach_every_node_on_rabbitmq") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let user = unique("mn-iot");
+    let secret = issue_secret(&c.a, &user, "pump");
+    let mut on_b = None;
+    eventually("node B accepts the secret issued on A", WAIT, || {
+        on_b = try_pb_login(c.b.addr("pb"), &user, &secret, "pump", 0).ok();
+        on_b.is_some()
+    });
+    let mut on_b = on_b.expect("logged in on node B");
+    revoke_secret(&c.a, &user, "pump");
+    expect_kick(&mut on_b, 6);
+    assert_eq!(pb_code(&c.b, &user, &secret, "pump"), 244);
+
+    let old = c.a.admin().token(&user, "phone", 2);
+    assert_eq!(pb_code(&c.b, &user, &old, "phone"), 0);
+    let r =
+        c.a.admin()
+            .post("/admin/user/revoke_tokens", &json!({"userId": user}));
+    assert_eq!(r.code(), 0);
+    eventually("node B refuses the revoked token", WAIT, || {
+        pb_code(&c.b, &user, &old, "phone") == 6
+    });
+}
