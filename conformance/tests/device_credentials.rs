@@ -131,6 +131,14 @@ fn a_device_secret_logs_in_over_mqtt_pb_and_xmpp_for_its_device_only() {
 
     // MQTT: password = secret, client id = the device.
     assert_eq!(mqtt_code(&g, &user, &secret, "sensor1"), 0);
+    // MQTT 5 with no client id: the secret names its device, which the
+    // CONNACK assigns.
+    let (ack, _m) = mqtt_connect(&g, Version::V5, &user, &secret, "", true);
+    assert_eq!(ack.code, 0);
+    assert_eq!(
+        ack.properties.assigned_client_identifier().as_deref(),
+        Some("sensor1")
+    );
     // PB: LoginRequest.token = secret.
     assert_eq!(pb_code(&g, &user, &secret, "sensor1"), 0);
     // XMPP: SASL PLAIN password = secret; the resource is its device.
