@@ -36,6 +36,10 @@ pub struct Config {
     pub xmpp_domain: String,
     /// Lifetime of tokens issued by `/admin/user/get_token`.
     pub token_ttl_secs: u64,
+    /// Device secrets one user may hold, and in total (they are one
+    /// cluster-wide record of the store: see `device_secrets`).
+    pub device_secrets_per_user: usize,
+    pub device_secrets_max_total: usize,
     /// Largest HTTP request body (413 above it).
     pub max_body_bytes: usize,
     pub max_payload_bytes: usize,
@@ -164,6 +168,8 @@ impl Default for Config {
             node_id: 1,
             xmpp_domain: "localhost".into(),
             token_ttl_secs: 30 * 24 * 3600,
+            device_secrets_per_user: 100,
+            device_secrets_max_total: 20_000,
             max_body_bytes: 1024 * 1024,
             max_payload_bytes: 64 * 1024,
             multi_endpoint: false,
@@ -358,6 +364,13 @@ impl Config {
             fail_open: self.review_fail_open,
             content_types,
         }))
+    }
+
+    pub fn device_secret_limits(&self) -> crate::device_secrets::SecretLimits {
+        crate::device_secrets::SecretLimits {
+            per_user: self.device_secrets_per_user,
+            total: self.device_secrets_max_total,
+        }
     }
 
     pub fn pipeline(&self) -> PipelineConfig {

@@ -22,6 +22,7 @@ mod admin_nonces;
 mod admin_sign;
 mod cli;
 mod config;
+mod device_secrets;
 mod http;
 mod metrics;
 mod mqtt;

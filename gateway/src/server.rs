@@ -86,6 +86,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // A bad ACL file stops the start here, with its line.
     let mqtt_acl =
         Arc::new(mqtt::acl::TopicAcl::load(&config.mqtt_acl_file, store.as_ref()).await?);
+    let credentials = Arc::new(
+        crate::device_secrets::DeviceCredentials::load(
+            store.as_ref(),
+            config.device_secret_limits(),
+        )
+        .await?,
+    );
     let review = match config.review_config()? {
         Some(rc) => {
             let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
@@ -132,6 +139,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ),
         policy,
         mqtt_acl: mqtt_acl.clone(),
+        credentials,
         review: review.map(|(h, _)| h),
         tls,
         shutdown: shutdown_rx,
@@ -146,6 +154,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     // Topic ACL changes made on any node (admin API) apply here too.
     tokio::spawn(mqtt_acl.clone().follow(state.store.clone()));
+    // Device secrets issued or revoked on any node apply here too.
+    tokio::spawn(
+        state
+            .credentials
+            .clone()
+            .follow(state.store.clone(), state.sessions.clone()),
+    );
     // The login kick rule across nodes.
     state.sessions.join_cluster(state.store.clone());
 

@@ -55,6 +55,8 @@ pub struct Shared {
     pub policy: Arc<PolicyState>,
     /// The topic ACL of generic MQTT topics (the admin API replaces it).
     pub mqtt_acl: Arc<crate::mqtt::acl::TopicAcl>,
+    /// Device secrets and per-user token revocations.
+    pub credentials: Arc<crate::device_secrets::DeviceCredentials>,
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
     /// TLS for the client listeners, if a certificate is configured.

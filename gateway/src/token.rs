@@ -2,6 +2,13 @@
 //! id and platform (DESIGN §5.1). Format: `base64url(claims JSON) "."
 //! base64url(mac)`.
 //!
+//! A token whose client id is [`ANY_DEVICE`] (`*`) is good for any device
+//! of its user: the client's own id is the device id. Every token carries
+//! its issue time (`i`, ms), so that an administrator can revoke all the
+//! tokens of a user issued before an instant (see `device_secrets`);
+//! tokens issued before `i` existed have none and stay valid until the
+//! first such revocation for their user.
+//!
 //! The signing key is derived from the admin secret, so every node that
 //! shares the secret accepts the same tokens, and rotating the secret
 //! revokes every token.
@@ -27,6 +34,19 @@ pub struct Claims {
     /// Expiry, Unix seconds.
     #[serde(rename = "e")]
     pub expires: i64,
+    /// Issue time, Unix milliseconds (absent in tokens of older versions).
+    #[serde(rename = "i", default, skip_serializing_if = "Option::is_none")]
+    pub issued_ms: Option<i64>,
+}
+
+/// The client id of a token good for any device of its user.
+pub const ANY_DEVICE: &str = "*";
+
+impl Claims {
+    /// The token is good for any device of its user.
+    pub fn any_device(&self) -> bool {
+        self.client_id == ANY_DEVICE
+    }
 }
 
 #[derive(Clone)]
@@ -49,12 +69,15 @@ impl TokenIssuer {
         hmac_with(&self.key)
     }
 
-    pub fn issue(&self, user_id: &str, client_id: &str, platform: i32, now_secs: i64) -> String {
+    /// A token for `client_id` ([`ANY_DEVICE`] for any device), issued at
+    /// `now_ms`.
+    pub fn issue(&self, user_id: &str, client_id: &str, platform: i32, now_ms: i64) -> String {
         let claims = Claims {
             user_id: user_id.to_string(),
             client_id: client_id.to_string(),
             platform,
-            expires: now_secs.saturating_add(self.ttl_secs),
+            expires: (now_ms / 1000).saturating_add(self.ttl_secs),
+            issued_ms: Some(now_ms),
         };
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap_or_default());
         let mut mac = self.mac();
@@ -99,12 +122,18 @@ mod tests {
     #[test]
     fn issue_verify_expire_and_tamper() {
         let t = TokenIssuer::new("secret", 60);
-        let tok = t.issue("alice", "phone", 2, 1000);
+        let tok = t.issue("alice", "phone", 2, 1_000_000);
         let c = t.verify(&tok, 1000).unwrap();
         assert_eq!(
             (c.user_id.as_str(), c.client_id.as_str(), c.platform),
             ("alice", "phone", 2)
         );
+        assert_eq!(c.issued_ms, Some(1_000_000));
+        assert!(!c.any_device());
+        assert!(t
+            .verify(&t.issue("alice", ANY_DEVICE, 0, 0), 10)
+            .unwrap()
+            .any_device());
         assert_eq!(
             t.verify(&tok, 1060).unwrap_err().code,
             ErrorCode::TokenError
@@ -117,5 +146,17 @@ mod tests {
         assert!(t.verify(&format!("{forged}.{sig}"), 1000).is_err());
         assert!(t.verify("garbage", 1000).is_err());
         assert!(t.verify("", 1000).is_err());
+    }
+
+    #[test]
+    fn tokens_without_issue_time_still_verify() {
+        // A token of an older version: no `i` claim.
+        let t = TokenIssuer::new("secret", 60);
+        let body = URL_SAFE_NO_PAD.encode(br#"{"u":"old","c":"d","p":0,"e":2000}"#);
+        let mut mac = t.mac();
+        mac.update(body.as_bytes());
+        let sig = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        let c = t.verify(&format!("{body}.{sig}"), 1000).unwrap();
+        assert_eq!(c.issued_ms, None);
     }
 }

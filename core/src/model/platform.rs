@@ -1,5 +1,13 @@
 //! Client platforms (the seeds' IM server's numbering) and the platform
 //! classes used by the multi-endpoint login rule of DESIGN §5.1.
+//!
+//! Platform 0 (unset, and every number we do not know) is in no class: a
+//! login that does not say what it is never kicks another device of the
+//! user, nor is kicked by one (only a new login of the same device
+//! replaces it). Two IoT devices or bots with platform-less tokens would
+//! otherwise kick each other in a loop as both reconnect. A client that
+//! wants the desktop rule asks for a PC platform (3 Windows, 4 macOS,
+//! 7 Linux) explicitly.
 
 /// Platform numbers as the seeds' IM server sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -56,16 +64,15 @@ impl Platform {
         }
     }
 
-    /// The class for the kick rule; unknown platforms count as PC, the
-    /// class bots and integrations usually are.
-    pub fn class(self) -> PlatformClass {
+    /// The class for the kick rule; None for an unset or unknown
+    /// platform, which the rule leaves alone (see the module docs).
+    pub fn class(self) -> Option<PlatformClass> {
         match self {
-            Platform::Ios | Platform::Android => PlatformClass::Mobile,
-            Platform::Ipad | Platform::AndroidPad => PlatformClass::Pad,
-            Platform::Web | Platform::MiniProgram => PlatformClass::Web,
-            Platform::Windows | Platform::Osx | Platform::Linux | Platform::Unknown => {
-                PlatformClass::Pc
-            }
+            Platform::Ios | Platform::Android => Some(PlatformClass::Mobile),
+            Platform::Ipad | Platform::AndroidPad => Some(PlatformClass::Pad),
+            Platform::Web | Platform::MiniProgram => Some(PlatformClass::Web),
+            Platform::Windows | Platform::Osx | Platform::Linux => Some(PlatformClass::Pc),
+            Platform::Unknown => None,
         }
     }
 }
@@ -79,9 +86,12 @@ mod tests {
         for v in 0..=9 {
             assert_eq!(Platform::from_i32(v).as_i32(), v);
         }
-        assert_eq!(Platform::from_i32(2).class(), PlatformClass::Mobile);
-        assert_eq!(Platform::from_i32(8).class(), PlatformClass::Pad);
-        assert_eq!(Platform::from_i32(5).class(), PlatformClass::Web);
-        assert_eq!(Platform::from_i32(77).class(), PlatformClass::Pc);
+        assert_eq!(Platform::from_i32(2).class(), Some(PlatformClass::Mobile));
+        assert_eq!(Platform::from_i32(8).class(), Some(PlatformClass::Pad));
+        assert_eq!(Platform::from_i32(5).class(), Some(PlatformClass::Web));
+        assert_eq!(Platform::from_i32(3).class(), Some(PlatformClass::Pc));
+        // Unset and unknown platforms are in no class (no kick loop).
+        assert_eq!(Platform::from_i32(0).class(), None);
+        assert_eq!(Platform::from_i32(77).class(), None);
     }
 }

@@ -18,11 +18,24 @@ pub enum AdminCommand {
     /// Issue a login token for a user's device; prints the token.
     GetToken {
         user: String,
-        #[arg(long, default_value = "cli")]
-        client_id: String,
-        /// Platform number (1 iOS, 2 Android, 3 Windows, 4 macOS, 5 Web, 7 Linux, 8 iPad).
+        /// The device the token is for; none (or `*`): any device of the
+        /// user, whose own client id is then its device id.
+        #[arg(long, visible_alias = "device")]
+        client_id: Option<String>,
+        /// Platform number (1 iOS, 2 Android, 3 Windows, 4 macOS, 5 Web, 7 Linux, 8 iPad);
+        /// none (0): in no class of the login kick rule.
         #[arg(long, default_value_t = 0)]
         platform: i32,
+    },
+    /// Long-lived device secrets for devices that cannot refresh tokens.
+    DeviceSecret {
+        #[command(subcommand)]
+        command: super::admin_devices::DeviceSecretCommand,
+    },
+    /// Revoke every token of a user issued until now.
+    RevokeTokens {
+        #[arg(long)]
+        user: String,
     },
     /// Send a text message as a user.
     Send {
@@ -100,12 +113,21 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             client_id,
             platform,
         } => {
+            let client_id = client_id.unwrap_or_else(|| crate::token::ANY_DEVICE.to_string());
             let r = client.call(
                 "/admin/user/get_token",
                 &json!({"userId": user, "clientId": client_id, "platform": platform}),
             )?;
             // Just the token, so `TOKEN=$(imgate admin get-token bob)` works.
             println!("{}", r.get("token").and_then(Value::as_str).unwrap_or_default());
+            return Ok(());
+        }
+        AdminCommand::DeviceSecret { command } => {
+            println!("{}", super::admin_devices::device_secret(&client, command)?);
+            return Ok(());
+        }
+        AdminCommand::RevokeTokens { user } => {
+            println!("{}", super::admin_devices::revoke_tokens(&client, &user)?);
             return Ok(());
         }
         AdminCommand::Send {

@@ -36,6 +36,7 @@ pub fn admin_router(state: AppState) -> Router {
         .route("/admin/group/info", post(group_info))
         .merge(super::admin_policy::routes())
         .merge(super::admin_acl::routes())
+        .merge(super::admin_devices::routes())
         .merge(super::admin_migration::routes())
         .route("/metrics", get(metrics))
         .route(
@@ -87,13 +88,15 @@ async fn get_token(
     JsonBody(req): JsonBody<GetTokenReq>,
 ) -> Result<Json<Value>, ApiError> {
     require(&req.user_id, "userId")?;
-    require(&req.client_id, "clientId")?;
-    let tok = state.tokens.issue(
-        &req.user_id,
-        &req.client_id,
-        req.platform,
-        token::now_secs(),
-    );
+    // No client id (or `*`): a token for any device of the user. No
+    // platform (0): in no kick class (see `Platform::class`).
+    let client_id = match req.client_id.trim() {
+        "" => token::ANY_DEVICE,
+        _ => req.client_id.as_str(),
+    };
+    let tok = state
+        .tokens
+        .issue(&req.user_id, client_id, req.platform, imgate_core::now_ms());
     Ok(ok(json!({ "userId": req.user_id, "token": tok })))
 }
 

@@ -8,8 +8,8 @@ use imgate_core::pipeline::{Principal, Protocol};
 use imgate_core::ErrorCode;
 
 use super::ApiError;
+use crate::admin_sign;
 use crate::state::AppState;
-use crate::{admin_sign, token};
 
 /// The logged-in client of a `/v1` request.
 pub struct ClientAuth(pub Principal);
@@ -37,11 +37,17 @@ impl FromRequestParts<AppState> for ClientAuth {
                     "Authorization must be Bearer <token>",
                 )
             })?;
-        let claims = state.tokens.verify(token, token::now_secs())?;
+        let claims = crate::sessions::login::verify_token(state, token)?;
         state.policy.book.check_login(&claims.user_id)?;
+        // An any-device token names no device: HTTP clients of it share one.
+        let device_id = if claims.any_device() {
+            "http".to_string()
+        } else {
+            claims.client_id
+        };
         Ok(ClientAuth(Principal {
             user_id: claims.user_id,
-            device_id: claims.client_id,
+            device_id,
             platform: Platform::from_i32(claims.platform),
             protocol: Protocol::Http,
             admin: false,

@@ -6,6 +6,7 @@
 
 mod admin_acl;
 mod admin_api;
+mod admin_devices;
 mod admin_migration;
 mod admin_policy;
 mod auth;

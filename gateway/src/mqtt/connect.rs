@@ -1,10 +1,17 @@
 //! The CONNECT phase: the first packet must be CONNECT (else close);
 //! username = user id, password = token, client id = device id; refused
-//! credentials get CONNACK 0x04 (3.1.1) / 0x86 (5), an unsupported
+//! credentials get CONNACK 0x04 (3.1.1) / 0x86 (5), a client id that
+//! cannot be a device id (with an any-device token) 0x02 / 0x85, an unsupported
 //! protocol level 0x01 / 0x84, enhanced authentication 0x8C. A CONNECT
 //! that declares MQTT 5 but is malformed or breaks the protocol gets its
 //! reason (0x81, 0x82, 0x90) before the close (MQTT 5 §4.13); a bad 3.1.1
 //! one is closed without a reply (3.1.1 §4.8).
+//!
+//! An empty client id with an any-device token gets a unique device id
+//! from the login (`sessions::login`), which an MQTT 5 client receives as
+//! the Assigned Client Identifier (§3.2.2.3.7, in the CONNACK the session
+//! sends). MQTT 3.1.1 allows that only with clean session = 1
+//! (§3.1.3.1): with clean session = 0 an empty id is refused with 0x02.
 
 use std::time::Duration;
 
@@ -14,6 +21,7 @@ use imgate_codecs::mqtt::{
     reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,
 };
 use imgate_core::pipeline::{Principal, Protocol};
+use imgate_core::ErrorCode;
 use tokio_util::codec::Framed;
 
 use crate::sessions::{self, idle_buffers};
@@ -79,6 +87,16 @@ pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Conne
         .to_owned();
     match sessions::login(state, Protocol::Mqtt, &user, &token, &first.client_id) {
         Ok(p) if !user.is_empty() => Some((first, p)),
+        Err(e) if e.code == ErrorCode::InvalidParameter => {
+            tracing::debug!(%user, client_id = %first.client_id, error = %e, "mqtt: client id refused");
+            let _ = conn
+                .send(refuse(
+                    reason::V4_IDENTIFIER_REJECTED,
+                    reason::CLIENT_ID_NOT_VALID,
+                ))
+                .await;
+            None
+        }
         Ok(_) | Err(_) => {
             tracing::debug!(%user, client_id = %first.client_id, "mqtt: login refused");
             let _ = conn

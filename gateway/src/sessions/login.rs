@@ -1,42 +1,149 @@
-//! Token login, the same for every protocol: the token must be valid, be
-//! the user's, and be bound to the device (client id) that logs in.
+//! Login, the same for every protocol (DESIGN §5.1). The credential is a
+//! token or a device secret:
+//! - a token must be valid, be the user's, not be revoked (the user's
+//!   token watermark, `device_secrets`), and be bound to the device that
+//!   logs in — or be an any-device token (client id `*`), whose device is
+//!   the client's own id;
+//! - anything that is not a valid token is checked as a device secret of
+//!   (user, client id); with no client id (XMPP SASL), as a secret of any
+//!   of the user's devices, which then is the device.
+//!
+//! An empty client id takes the token's device; with an any-device token
+//! the gateway assigns a unique one (`auto-<hex>`): MQTT sends it back
+//! (MQTT 5 Assigned Client Identifier), XMPP binds it as the resource. PB
+//! has no way to tell the client, so it must name its device there.
 
 use imgate_core::model::Platform;
 use imgate_core::pipeline::{Principal, Protocol};
 use imgate_core::{ErrorCode, ImError};
 
+use crate::device_secrets::{self, SECRET_PREFIX};
 use crate::state::AppState;
-use crate::token;
+use crate::token::{self, Claims};
 
-/// Check `token` for `user_id` on `client_id` (empty = the token's own
-/// device). Codes: 6 token invalid/expired, 244 token of another user or
-/// device, 245 user forbidden.
+/// Prefix of the device ids the gateway assigns.
+pub const ASSIGNED_DEVICE_PREFIX: &str = "auto-";
+
+/// Check `credential` for `user_id` on `client_id` (empty = the
+/// credential's own device). Codes: 6 token invalid, expired or revoked,
+/// 244 credential of another user or device, 245 user forbidden, 251 a
+/// client id the gateway does not take as a device id.
 pub fn login(
     state: &AppState,
     protocol: Protocol,
     user_id: &str,
-    token_str: &str,
+    credential: &str,
     client_id: &str,
 ) -> Result<Principal, ImError> {
-    let claims = state.tokens.verify(token_str, token::now_secs())?;
+    let (device_id, platform) = match verify_token(state, credential) {
+        Ok(claims) => token_device(protocol, user_id, client_id, claims)?,
+        Err(token_error) => (
+            secret_device(state, user_id, client_id, credential, token_error)?,
+            Platform::Unknown,
+        ),
+    };
+    state.policy.book.check_login(user_id)?;
+    Ok(Principal {
+        user_id: user_id.to_string(),
+        device_id,
+        platform,
+        protocol,
+        admin: false,
+    })
+}
+
+/// A token's signature and expiry, and that its user did not revoke it
+/// (every protocol, HTTP bearer tokens included).
+pub fn verify_token(state: &AppState, credential: &str) -> Result<Claims, ImError> {
+    let claims = state.tokens.verify(credential, token::now_secs())?;
+    if state
+        .credentials
+        .token_revoked(&claims.user_id, claims.issued_ms)
+    {
+        return Err(ImError::new(ErrorCode::TokenError, "token error: revoked"));
+    }
+    Ok(claims)
+}
+
+/// The device and platform a valid token logs `client_id` in as.
+fn token_device(
+    protocol: Protocol,
+    user_id: &str,
+    client_id: &str,
+    claims: Claims,
+) -> Result<(String, Platform), ImError> {
     if claims.user_id != user_id {
         return Err(ImError::new(
             ErrorCode::AuthFailure,
             "token belongs to another user",
         ));
     }
-    if !client_id.is_empty() && claims.client_id != client_id {
+    let platform = Platform::from_i32(claims.platform);
+    if !claims.any_device() {
+        if !client_id.is_empty() && claims.client_id != client_id {
+            return Err(ImError::new(
+                ErrorCode::AuthFailure,
+                "token belongs to another device",
+            ));
+        }
+        return Ok((claims.client_id, platform));
+    }
+    if client_id.is_empty() {
+        if protocol == Protocol::Pb {
+            return Err(ImError::new(
+                ErrorCode::InvalidParameter,
+                "an any-device token needs a client id",
+            ));
+        }
+        return Ok((assigned_device_id()?, platform));
+    }
+    check_client_id(client_id)?;
+    Ok((client_id.to_string(), platform))
+}
+
+/// A client-chosen device id must be usable as one.
+fn check_client_id(client_id: &str) -> Result<(), ImError> {
+    if client_id.len() > device_secrets::MAX_ID_BYTES
+        || client_id.chars().any(char::is_control)
+        || client_id == token::ANY_DEVICE
+    {
         return Err(ImError::new(
-            ErrorCode::AuthFailure,
-            "token belongs to another device",
+            ErrorCode::InvalidParameter,
+            format!(
+                "client id must be 1..{} bytes, not `*`, no control characters",
+                device_secrets::MAX_ID_BYTES
+            ),
         ));
     }
-    state.policy.book.check_login(&claims.user_id)?;
-    Ok(Principal {
-        user_id: claims.user_id,
-        device_id: claims.client_id,
-        platform: Platform::from_i32(claims.platform),
-        protocol,
-        admin: false,
-    })
+    Ok(())
+}
+
+/// A device id for a client that gave none with an any-device token.
+fn assigned_device_id() -> Result<String, ImError> {
+    crate::secrets::random_hex(12)
+        .map(|hex| format!("{ASSIGNED_DEVICE_PREFIX}{hex}"))
+        .map_err(|e| ImError::new(ErrorCode::ServerError, e.to_string()))
+}
+
+/// The device whose secret `credential` is, or the login's error: the
+/// token's (`token_error`) unless the credential has the form of a
+/// device secret.
+fn secret_device(
+    state: &AppState,
+    user_id: &str,
+    client_id: &str,
+    credential: &str,
+    token_error: ImError,
+) -> Result<String, ImError> {
+    let device = (!client_id.is_empty()).then_some(client_id);
+    if let Some(found) = state.credentials.check_secret(user_id, device, credential) {
+        return Ok(found);
+    }
+    if credential.trim().starts_with(SECRET_PREFIX) {
+        return Err(ImError::new(
+            ErrorCode::AuthFailure,
+            "device secret not valid for this user and device",
+        ));
+    }
+    Err(token_error)
 }

@@ -1,7 +1,8 @@
 //! Online sessions of this node and the login rule of DESIGN §5.1: a new
 //! login of the same device always replaces the old session; a new login on
 //! the same platform class (mobile / pad / pc / web) kicks the older one
-//! unless `multi_endpoint` is set. The kicked session gets a [`Kick`] (code
+//! unless `multi_endpoint` is set; a login without a platform is in no
+//! class (see `Platform::class`). The kicked session gets a [`Kick`] (code
 //! 7) to render in its protocol before it closes.
 //!
 //! Across nodes (see [`super::cluster`]) every login is announced through
@@ -31,7 +32,7 @@ pub struct Kick {
 struct Entry {
     id: u64,
     device: String,
-    class: PlatformClass,
+    class: Option<PlatformClass>,
     protocol: Protocol,
     kick: Option<oneshot::Sender<Kick>>,
     /// Its login announcement came back from the store (cluster order).
@@ -42,7 +43,8 @@ struct Entry {
 pub struct Login<'a> {
     pub user: &'a str,
     pub device: &'a str,
-    pub class: PlatformClass,
+    /// None: a platform-less login, which kicks no other device.
+    pub class: Option<PlatformClass>,
 }
 
 #[derive(Default)]
@@ -173,7 +175,8 @@ impl SessionRegistry {
     ) {
         for e in list.iter_mut().filter(|e| eligible(e)) {
             let same_device = e.device == login.device;
-            let same_class = !self.multi_endpoint && e.class == login.class;
+            let same_class =
+                !self.multi_endpoint && login.class.is_some() && e.class == login.class;
             if !(same_device || same_class) {
                 continue;
             }
@@ -215,6 +218,29 @@ impl SessionRegistry {
                 );
             }
         }
+        n
+    }
+
+    /// End the sessions of one device of `user` on this node (e.g. its
+    /// device secret was revoked); how many were told.
+    pub fn kick_device(&self, user: &str, device: &str, code: ErrorCode, reason: &str) -> usize {
+        let mut inner = lock(&self.inner);
+        let Some(list) = inner.users.get_mut(user) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in list.iter_mut().filter(|e| e.device == device) {
+            if let Some(k) = e.kick.take() {
+                n += usize::from(
+                    k.send(Kick {
+                        code,
+                        reason: reason.to_string(),
+                    })
+                    .is_ok(),
+                );
+            }
+        }
+        list.retain(|e| e.kick.is_some());
         n
     }
 
@@ -272,15 +298,49 @@ mod tests {
             class,
         };
         // A remote phone login came after `old` (announced) in cluster order.
-        assert_eq!(r.remote_login(&remote("phone9", PlatformClass::Mobile)), 1);
+        assert_eq!(
+            r.remote_login(&remote("phone9", Some(PlatformClass::Mobile))),
+            1
+        );
         assert!(old.kicked.try_recv().is_ok());
         // `fresh` is not announced yet: the remote PC login came first.
-        assert_eq!(r.remote_login(&remote("pc9", PlatformClass::Pc)), 0);
+        assert_eq!(r.remote_login(&remote("pc9", Some(PlatformClass::Pc))), 0);
         assert!(fresh.kicked.try_recv().is_err());
         r.announced("dan", fresh.id);
-        assert_eq!(r.remote_login(&remote("laptop", PlatformClass::Web)), 1);
+        assert_eq!(
+            r.remote_login(&remote("laptop", Some(PlatformClass::Web))),
+            1
+        );
         assert!(fresh.kicked.try_recv().is_ok(), "same device, any class");
         assert!(r.online_devices("dan").is_empty());
+    }
+
+    #[test]
+    fn platform_less_logins_kick_only_their_own_device() {
+        let r = SessionRegistry::new(false);
+        let mut a = r.register(&p("iot", "sensor1", Platform::Unknown));
+        let mut b = r.register(&p("iot", "sensor2", Platform::Unknown));
+        let mut pc = r.register(&p("iot", "desk", Platform::Windows));
+        assert!(a.kicked.try_recv().is_err(), "no class: no kick");
+        assert!(b.kicked.try_recv().is_err());
+        let remote = Login {
+            user: "iot",
+            device: "sensor9",
+            class: None,
+        };
+        r.announced("iot", a.id);
+        r.announced("iot", pc.id);
+        assert_eq!(r.remote_login(&remote), 0);
+        // The same device still replaces its older session.
+        let _b2 = r.register(&p("iot", "sensor2", Platform::Unknown));
+        assert!(b.kicked.try_recv().is_ok());
+        assert!(pc.kicked.try_recv().is_err());
+        assert_eq!(
+            r.kick_device("iot", "sensor1", ErrorCode::AuthFailure, "revoked"),
+            1
+        );
+        assert_eq!(a.kicked.try_recv().unwrap().code, ErrorCode::AuthFailure);
+        assert!(pc.kicked.try_recv().is_err());
     }
 
     #[test]
