@@ -127,6 +127,10 @@ pub struct Config {
     pub review_content_types: String,
     /// Forward queue length; when full, forwards are dropped and counted.
     pub review_queue: usize,
+    /// Key of the HMAC-SHA256 signature on every review-hook request
+    /// (`X-Imgate-Timestamp`, `X-Imgate-Signature`; docs/security.md).
+    /// Empty = requests go unsigned (logged at startup).
+    pub hook_secret: String,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
@@ -192,6 +196,7 @@ impl Default for Config {
             review_fail_open: true,
             review_content_types: String::new(),
             review_queue: 10_000,
+            hook_secret: String::new(),
             shutdown_grace_secs: 10,
             log: "info".into(),
             tls_cert: String::new(),

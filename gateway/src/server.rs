@@ -85,7 +85,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
     let review = match config.review_config()? {
         Some(rc) => {
-            let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
+            let signer = imgate_adapters::review_hook::HookSigner::new(&config.hook_secret);
+            if signer.is_none() {
+                tracing::warn!(
+                    "hook_secret is not set: review-hook requests are unsigned \
+                     (the review service cannot tell them from forged ones)"
+                );
+            }
+            let hook = HttpReviewHook::start(&config.review_url, config.review_queue, signer)
                 .map_err(anyhow::Error::msg)?;
             Some((hook, rc))
         }
