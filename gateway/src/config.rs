@@ -135,12 +135,16 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
-    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT and
-    /// client HTTP listeners and STARTTLS (required) on XMPP. Empty = no
-    /// TLS. The admin listener stays plain.
+    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT, client
+    /// HTTP and admin listeners and STARTTLS (required) on XMPP. Empty = no
+    /// TLS.
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
     pub tls_key: String,
+    /// With a certificate configured, the admin listener speaks HTTPS
+    /// too; `false` keeps it plain HTTP (for an admin API reachable only
+    /// on localhost or behind a TLS proxy). No effect without a certificate.
+    pub admin_tls: bool,
 }
 
 impl Default for Config {
@@ -201,6 +205,7 @@ impl Default for Config {
             log: "info".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            admin_tls: true,
         }
     }
 }

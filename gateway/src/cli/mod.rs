@@ -5,4 +5,5 @@
 
 pub mod admin;
 pub mod admin_client;
+pub mod admin_tls;
 pub mod migrate;
