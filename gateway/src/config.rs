@@ -78,6 +78,12 @@ pub struct Config {
     /// topics aside); a SUBSCRIBE beyond it is refused filter by filter
     /// (0x97 / 3.1.1 0x80). 0 = no limit.
     pub mqtt_max_subscriptions_per_session: usize,
+    /// Deliveries an XMPP client with stream management (XEP-0198) may
+    /// leave unacked; at it, deliveries pause (the server has asked with
+    /// `<r/>`) until an `<a h>`, and a client that does not ack within
+    /// `write_timeout_secs` is closed with `policy-violation`. What it did
+    /// not ack stays pending in the store and comes again at its next login.
+    pub xmpp_sm_max_unacked: usize,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -180,6 +186,7 @@ impl Default for Config {
             mqtt_retained_max_total: 100_000,
             mqtt_retained_max_bytes_total: 1024 * 1024 * 1024,
             mqtt_max_subscriptions_per_session: 100,
+            xmpp_sm_max_unacked: 1000,
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,
