@@ -4,10 +4,13 @@
 //!   that enables XEP-0198 and never acks gets no more than the window,
 //!   then `policy-violation`; nothing it did not ack is lost (the store
 //!   redelivers it at the next login), and a client that acks is never
-//!   held up by the window.
+//!   held up by the window;
+//! - the pre-auth stanza limit (`xmpp_preauth_max_stanza`): a 100 KB
+//!   stanza before SASL success ends the stream with `policy-violation`,
+//!   the same stanza after authentication is handled.
 
 use imgate_codecs::xmpp::{ns, Element};
-use imgate_conformance::xmpp::XmppRaw;
+use imgate_conformance::xmpp::{stream_header, XmppRaw};
 use imgate_conformance::{unique, Gateway, WAIT};
 
 const DOMAIN: &str = "localhost";
@@ -107,4 +110,35 @@ fn sm_client_that_never_acks_is_closed_at_the_window_and_loses_nothing() {
     assert!(c
         .wait_for(|e| e.get_attr("id") == Some("still"), WAIT)
         .is_some());
+}
+
+/// An iq ping padded to `bytes` (a second child the ping handler ignores).
+fn padded_ping(id: &str, bytes: usize) -> String {
+    format!(
+        "<iq type='get' id='{id}'><ping xmlns='urn:xmpp:ping'/><pad xmlns='urn:x-test:pad'>{}</pad></iq>",
+        "x".repeat(bytes)
+    )
+}
+
+#[test]
+fn large_stanzas_are_refused_before_auth_and_accepted_after() {
+    let g = Gateway::start();
+    let big = padded_ping("big", 100 * 1024);
+
+    let mut c = XmppRaw::connect(g.addr("xmpp"));
+    c.send(&stream_header(DOMAIN));
+    c.expect_features();
+    c.send(&big);
+    let (condition, text) = c.stream_error(WAIT).expect("a stream error");
+    assert_eq!(condition, "policy-violation", "{text}");
+    assert!(text.contains("16384"), "names the pre-auth limit: {text}");
+    assert!(c.wait_closed(WAIT));
+
+    // Logged in, the same stanza is within the limit and answered.
+    let mut c = login(&g, &unique("big"), "pc");
+    c.send(&big);
+    let pong = c
+        .wait_for(|e| e.get_attr("id") == Some("big"), WAIT)
+        .expect("the padded ping is answered");
+    assert_eq!(pong.get_attr("type"), Some("result"), "{}", pong.to_xml());
 }

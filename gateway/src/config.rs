@@ -78,6 +78,10 @@ pub struct Config {
     /// topics aside); a SUBSCRIBE beyond it is refused filter by filter
     /// (0x97 / 3.1.1 0x80). 0 = no limit.
     pub mqtt_max_subscriptions_per_session: usize,
+    /// Largest XMPP stanza (and stream header) before SASL success; over
+    /// it the stream ends with `policy-violation`. After authentication
+    /// the full limit (256 KiB) applies.
+    pub xmpp_preauth_max_stanza: usize,
     /// Deliveries an XMPP client with stream management (XEP-0198) may
     /// leave unacked; at it, deliveries pause (the server has asked with
     /// `<r/>`) until an `<a h>`, and a client that does not ack within
@@ -186,6 +190,7 @@ impl Default for Config {
             mqtt_retained_max_total: 100_000,
             mqtt_retained_max_bytes_total: 1024 * 1024 * 1024,
             mqtt_max_subscriptions_per_session: 100,
+            xmpp_preauth_max_stanza: 16 * 1024,
             xmpp_sm_max_unacked: 1000,
             heartbeat_secs: 60,
             send_window: 64,
