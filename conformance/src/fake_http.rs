@@ -9,9 +9,27 @@ use std::time::{Duration, Instant};
 
 type Handler = dyn Fn(&serde_json::Value) -> (u16, String) + Send + Sync;
 
+/// One request as received: its headers (names lowercased) and the exact
+/// body bytes.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RawRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 pub struct FakeHttp {
     pub url: String,
     received: Arc<(Mutex<Vec<serde_json::Value>>, Condvar)>,
+    raw: Arc<Mutex<Vec<RawRequest>>>,
     gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
@@ -26,15 +44,17 @@ impl FakeHttp {
         let url = format!("http://{}/hook", listener.local_addr().unwrap());
         let received = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let gate = Arc::new((Mutex::new(open), Condvar::new()));
+        let raw = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
-        let (r, g) = (received.clone(), gate.clone());
+        let (r, g, w) = (received.clone(), gate.clone(), raw.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
-                let (r, g, handler) = (r.clone(), g.clone(), handler.clone());
+                let (r, g, w, handler) = (r.clone(), g.clone(), w.clone(), handler.clone());
                 std::thread::spawn(move || {
                     let mut reader = BufReader::new(conn.try_clone().expect("clone"));
                     let mut len = 0usize;
+                    let mut headers = Vec::new();
                     loop {
                         let mut line = String::new();
                         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -48,6 +68,7 @@ impl FakeHttp {
                             if k.eq_ignore_ascii_case("content-length") {
                                 len = v.trim().parse().unwrap_or(0);
                             }
+                            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
                         }
                     }
                     let mut body = vec![0u8; len];
@@ -56,6 +77,8 @@ impl FakeHttp {
                     }
                     let json: serde_json::Value =
                         serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                    // Raw first: whoever sees the JSON can read the raw.
+                    w.lock().unwrap().push(RawRequest { headers, body });
                     {
                         let (lock, cv) = &*r;
                         lock.lock().unwrap().push(json.clone());
@@ -80,6 +103,7 @@ impl FakeHttp {
         FakeHttp {
             url,
             received,
+            raw,
             gate,
         }
     }
@@ -88,6 +112,13 @@ impl FakeHttp {
         let (lock, cv) = &*self.gate;
         *lock.lock().unwrap() = true;
         cv.notify_all();
+    }
+
+    /// Wait until at least `n` requests arrived; all requests with their
+    /// headers and exact bodies.
+    pub fn wait_for_raw(&self, n: usize, within: Duration) -> Vec<RawRequest> {
+        self.wait_for(n, within);
+        self.raw.lock().unwrap().clone()
     }
 
     /// Wait until at least `n` requests arrived; all request bodies.

@@ -234,8 +234,25 @@ impl Gateway {
         format!("http://{}", self.addr("http"))
     }
 
+    /// `https://` when the gateway has a certificate and `admin_tls` is
+    /// not turned off, as the gateway serves it.
     pub fn admin_url(&self) -> String {
-        format!("http://{}", self.addr("admin"))
+        let set = |key: &str| {
+            self.env
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.trim().to_string())
+        };
+        let has_cert = set("IMGATE_TLS_CERT").is_some_and(|v| !v.is_empty());
+        let admin_tls_off = set("IMGATE_ADMIN_TLS")
+            .is_some_and(|v| matches!(v.as_str(), "0" | "false" | "no" | "off"));
+        let scheme = if has_cert && !admin_tls_off {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr("admin"))
     }
 
     pub fn admin(&self) -> Admin {

@@ -2,7 +2,8 @@
 //! trusts only the suite's self-signed test certificate
 //! (`conformance/fixtures/tls/`, for `localhost` and 127.0.0.1), and
 //! [`Conn`], the blocking stream the raw clients read and write: plain TCP
-//! or TLS over it.
+//! or TLS over it; [`UreqTls`] gives the HTTP helpers `https://` with the
+//! same trust.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -109,5 +110,51 @@ impl Write for Conn {
             Conn::Plain(s) => s.flush(),
             Conn::Tls(s) => s.flush(),
         }
+    }
+}
+
+/// ureq's TLS connector for `https://` URLs, trusting only the test
+/// certificate (its names are `localhost` and 127.0.0.1).
+pub struct UreqTls;
+
+impl ureq::TlsConnector for UreqTls {
+    fn connect(
+        &self,
+        dns_name: &str,
+        io: Box<dyn ureq::ReadWrite>,
+    ) -> Result<Box<dyn ureq::ReadWrite>, ureq::Error> {
+        let name = ServerName::try_from(dns_name.to_string())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let conn = ClientConnection::new(client_config(), name).map_err(std::io::Error::other)?;
+        let mut tls = StreamOwned::new(conn, io);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock)?;
+        }
+        Ok(Box::new(UreqTlsStream(tls)))
+    }
+}
+
+#[derive(Debug)]
+struct UreqTlsStream(StreamOwned<ClientConnection, Box<dyn ureq::ReadWrite>>);
+
+impl ureq::ReadWrite for UreqTlsStream {
+    fn socket(&self) -> Option<&TcpStream> {
+        self.0.sock.socket()
+    }
+}
+
+impl Read for UreqTlsStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl Write for UreqTlsStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
     }
 }

@@ -4,7 +4,9 @@
 //! rustls client trusting that certificate), XMPP with STARTTLS through
 //! slixmpp (verifying the certificate). Plain clients are refused: on the
 //! implicit-TLS listeners the handshake fails, on XMPP SASL is refused until
-//! STARTTLS. A bad certificate setting stops the start with a clear error.
+//! STARTTLS. The admin API is HTTPS as well (the CLI verifies it) unless
+//! `admin_tls = false`. A bad certificate setting stops the start with a
+//! clear error.
 
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
@@ -98,9 +100,105 @@ fn https_healthz_and_client_api() {
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"));
 
-    // The admin API stays plain HTTP.
+    // The admin API is HTTPS too (`g.admin()` speaks it).
     let token = g.admin().token("tls-user", "pc", 3);
     assert!(!token.is_empty());
+}
+
+/// `imgate admin get-token bob` against `g` with these extra settings.
+fn cli_get_token(g: &Gateway, env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(imgate_conformance::gateway::binary())
+        .args(["admin", "get-token", "bob"])
+        .env_remove("IMGATE_ADMIN_SECRET")
+        .env_remove("IMGATE_ADMIN_CA")
+        .env_remove("IMGATE_TLS_CERT")
+        .env_remove("IMGATE_ADMIN_TLS")
+        .env("IMGATE_ADMIN_URL", g.admin_url())
+        .env("IMGATE_DATA_DIR", g.data_dir())
+        // No system roots: only what the test gives is trusted.
+        .env("SSL_CERT_FILE", "/nonexistent")
+        .env("SSL_CERT_DIR", "/nonexistent")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run imgate admin")
+}
+
+#[test]
+fn admin_api_is_https_with_a_certificate_and_the_cli_verifies_it_unless_admin_tls_is_off() {
+    let g = tls_gateway();
+    assert!(g.admin_url().starts_with("https://"), "{}", g.admin_url());
+    // Signed calls over HTTPS.
+    assert!(!g.admin().token("tls-admin", "pc", 3).is_empty());
+    let mut conn = Conn::connect_tls(g.addr("admin")).expect("TLS to the admin listener");
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write request");
+    let mut reply = Vec::new();
+    let _ = conn.read_to_end(&mut reply);
+    assert!(
+        String::from_utf8_lossy(&reply).starts_with("HTTP/1.1 "),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
+
+    // Plain HTTP gets no HTTP answer: at most a TLS alert, then the close.
+    let mut plain = std::net::TcpStream::connect(g.addr("admin")).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).ok();
+    let _ = plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(buf.is_empty() || buf[0] == 0x15, "plain admin got {buf:?}");
+
+    // The CLI trusts --admin-ca, or the server's own tls_cert.
+    let cert = tls::cert_path().display().to_string();
+    for env in [
+        [("IMGATE_ADMIN_CA", cert.as_str())],
+        [("IMGATE_TLS_CERT", cert.as_str())],
+    ] {
+        let out = cli_get_token(&g, &env);
+        assert!(
+            out.status.success(),
+            "{env:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).trim().is_empty());
+    }
+    // Trusting nothing that signed the certificate, it refuses to talk.
+    let out = cli_get_token(&g, &[]);
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // A name the certificate does not hold is refused too.
+    let out = cli_get_token(
+        &g,
+        &[
+            ("IMGATE_ADMIN_CA", cert.as_str()),
+            ("IMGATE_ADMIN_TLS_NAME", "not-this-host.example"),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(g);
+
+    // `admin_tls = false` keeps the admin API plain (the rest stays TLS).
+    let g = tls_gateway_with(&[("IMGATE_ADMIN_TLS", "false")]);
+    assert!(g.admin_url().starts_with("http://"), "{}", g.admin_url());
+    assert!(!g.admin().token("tls-plain-admin", "pc", 3).is_empty());
+    assert!(
+        Conn::connect_tls(g.addr("admin")).is_err(),
+        "no TLS handshake on a plain admin listener"
+    );
+    let out = cli_get_token(&g, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

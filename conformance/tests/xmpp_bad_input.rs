@@ -131,5 +131,21 @@ fn stanzas_before_auth_and_bad_namespaces_are_stream_errors() {
     ));
     expect_stream_error(&mut c, "policy-violation");
 
+    // Under the pre-auth size limit, the attribute cap itself refuses: 500
+    // attributes (7 KB).
+    let mut c = XmppRaw::connect(g.addr("xmpp"));
+    c.send(&stream_header(DOMAIN));
+    c.expect_features();
+    let attrs: String = (0..500).map(|i| format!(" a{i}='x'")).collect();
+    c.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'{attrs}>AGFsaWNlAHNlY3JldA==</auth>"
+    ));
+    let (cond, text) = c.stream_error(WAIT).expect("a stream error");
+    assert_eq!(cond, "policy-violation");
+    assert!(
+        text.contains("attributes"),
+        "the attribute cap, not the size limit: {text}"
+    );
+
     still_alive(&mut bystander, "alive");
 }

@@ -88,6 +88,16 @@ pub struct Config {
     /// file stops the start. Rules set through `PUT /admin/mqtt/acl`
     /// replace it (see `gateway/src/mqtt/acl.rs`).
     pub mqtt_acl_file: String,
+    /// Largest XMPP stanza (and stream header) before SASL success; over
+    /// it the stream ends with `policy-violation`. After authentication
+    /// the full limit (256 KiB) applies.
+    pub xmpp_preauth_max_stanza: usize,
+    /// Deliveries an XMPP client with stream management (XEP-0198) may
+    /// leave unacked; at it, deliveries pause (the server has asked with
+    /// `<r/>`) until an `<a h>`, and a client that does not ack within
+    /// `write_timeout_secs` is closed with `policy-violation`. What it did
+    /// not ack stays pending in the store and comes again at its next login.
+    pub xmpp_sm_max_unacked: usize,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -137,13 +147,17 @@ pub struct Config {
     pub review_content_types: String,
     /// Forward queue length; when full, forwards are dropped and counted.
     pub review_queue: usize,
+    /// Key of the HMAC-SHA256 signature on every review-hook request
+    /// (`X-Imgate-Timestamp`, `X-Imgate-Signature`; docs/security.md).
+    /// Empty = requests go unsigned (logged at startup).
+    pub hook_secret: String,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
-    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT and
-    /// client HTTP listeners and STARTTLS (required) on XMPP. Empty = no
-    /// TLS. The admin listener stays plain.
+    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT, client
+    /// HTTP and admin listeners and STARTTLS (required) on XMPP. Empty = no
+    /// TLS.
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
     pub tls_key: String,
@@ -152,6 +166,10 @@ pub struct Config {
     /// must start with the header, and its client address replaces the
     /// socket's peer (per-IP limits, logs). Empty = none. Never `admin`.
     pub proxy_protocol: String,
+    /// With a certificate configured, the admin listener speaks HTTPS
+    /// too; `false` keeps it plain HTTP (for an admin API reachable only
+    /// on localhost or behind a TLS proxy). No effect without a certificate.
+    pub admin_tls: bool,
 }
 
 impl Default for Config {
@@ -190,6 +208,8 @@ impl Default for Config {
             mqtt_retained_max_bytes_total: 1024 * 1024 * 1024,
             mqtt_max_subscriptions_per_session: 100,
             mqtt_acl_file: String::new(),
+            xmpp_preauth_max_stanza: 16 * 1024,
+            xmpp_sm_max_unacked: 1000,
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,
@@ -210,11 +230,13 @@ impl Default for Config {
             review_fail_open: true,
             review_content_types: String::new(),
             review_queue: 10_000,
+            hook_secret: String::new(),
             shutdown_grace_secs: 10,
             log: "info".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
             proxy_protocol: String::new(),
+            admin_tls: true,
         }
     }
 }

@@ -95,7 +95,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     let review = match config.review_config()? {
         Some(rc) => {
-            let hook = HttpReviewHook::start(&config.review_url, config.review_queue)
+            let signer = imgate_adapters::review_hook::HookSigner::new(&config.hook_secret);
+            if signer.is_none() {
+                tracing::warn!(
+                    "hook_secret is not set: review-hook requests are unsigned \
+                     (the review service cannot tell them from forged ones)"
+                );
+            }
+            let hook = HttpReviewHook::start(&config.review_url, config.review_queue, signer)
                 .map_err(anyhow::Error::msg)?;
             Some((hook, rc))
         }
@@ -199,8 +206,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated the admin secret and stored it in the data directory"
         );
     }
-    if state.tls.is_some() {
-        tracing::info!("TLS on pb, mqtt and http; STARTTLS required on xmpp; admin stays plain");
+    let admin_tls = state.tls.clone().filter(|_| state.config.admin_tls);
+    match (&state.tls, &admin_tls) {
+        (Some(_), Some(_)) => {
+            tracing::info!("TLS on pb, mqtt, http and admin; STARTTLS required on xmpp")
+        }
+        (Some(_), None) => tracing::warn!(
+            "TLS on pb, mqtt and http; STARTTLS required on xmpp; admin_tls = false: \
+             the admin API is plain HTTP"
+        ),
+        (None, _) => {}
     }
     println!("ready");
     tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "imgate is ready");
@@ -226,8 +241,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Client HTTP goes through connection admission like every protocol;
     // the admin API (localhost by default) has its own listener cap but
     // no per-IP limits, so it stays reachable under a flood from one
-    // address. (With a certificate client HTTP is HTTPS; the admin API
-    // stays plain HTTP.) Both bound header and body times (http::serve).
+    // address. (With a certificate both are HTTPS, unless `admin_tls =
+    // false`.) Both bound header and body times (http::serve).
     let client_http = AdmittingListener::new(
         http,
         state.conn_limiter.clone(),
@@ -246,7 +261,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         state.conn_limiter.clone(),
         state.metrics.clone(),
         Protocol::Admin,
-        None,
+        admin_tls.map(|a| (a, login_timeout(&state))),
     )
     .without_per_ip_limits();
     let st = state.clone();

@@ -6,8 +6,9 @@
 //!   `login_timeout_secs`) and the session then speaks over the TLS stream.
 //! - XMPP keeps the plain listener and upgrades with STARTTLS (RFC 6120
 //!   §5), which is then required before SASL ([`ClientStream::upgrade`]).
-//! - The admin API stays plain HTTP: it listens on localhost by default and
-//!   is meant for operators on the host (or behind a proxy).
+//! - The admin API uses implicit TLS too (HTTPS), unless `admin_tls =
+//!   false` keeps it plain for a localhost-only or proxied admin listener;
+//!   the CLI verifies it (`cli::admin_tls`).
 //!
 //! [`ClientStream`] is the one stream type every session works on, so the
 //! session code is the same with and without TLS.

@@ -1,4 +1,5 @@
-//! A small HTTP/1.1 JSON POST client on hyper (plain http:// only).
+//! A small HTTP/1.1 JSON POST client on hyper (plain http:// only); each
+//! request is signed when a hook secret is configured (see `signature`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -8,6 +9,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+use super::signature::{HookSigner, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+
 /// Largest reply body read from the review service.
 const MAX_REPLY: usize = 1024 * 1024;
 
@@ -15,10 +18,11 @@ const MAX_REPLY: usize = 1024 * 1024;
 pub struct HttpClient {
     client: Client<HttpConnector, Full<Bytes>>,
     url: Uri,
+    signer: Option<HookSigner>,
 }
 
 impl HttpClient {
-    pub fn new(url: &str) -> Result<Self, String> {
+    pub fn new(url: &str, signer: Option<HookSigner>) -> Result<Self, String> {
         let url: Uri = url
             .parse()
             .map_err(|e| format!("bad review URL {url:?}: {e}"))?;
@@ -26,14 +30,28 @@ impl HttpClient {
             return Err("the review URL must be http://".into());
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
-        Ok(HttpClient { client, url })
+        Ok(HttpClient {
+            client,
+            url,
+            signer,
+        })
     }
 
     /// POST `body` as JSON; the status and the (bounded) reply body.
     pub async fn post_json(&self, body: &Value) -> Result<(u16, Bytes), String> {
         let bytes = serde_json::to_vec(body).map_err(|e| e.to_string())?;
-        let req = hyper::Request::post(self.url.clone())
-            .header("content-type", "application/json")
+        let mut req =
+            hyper::Request::post(self.url.clone()).header("content-type", "application/json");
+        if let Some(signer) = &self.signer {
+            // Signed at each attempt: a retry carries a fresh timestamp.
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            req = req
+                .header(TIMESTAMP_HEADER, now_ms.to_string())
+                .header(SIGNATURE_HEADER, signer.sign(now_ms, &bytes));
+        }
+        let req = req
             .body(Full::new(Bytes::from(bytes)))
             .map_err(|e| e.to_string())?;
         let resp = self

@@ -9,8 +9,12 @@
 //!   `messageUidStr`, `timestamp`) on a bounded queue; worker tasks POST it
 //!   with retries and exponential backoff. The sender never waits; a full
 //!   queue drops the forward and counts it.
+//!
+//! Both are signed with the hook secret when one is configured
+//! (`signature`: `X-Imgate-Timestamp` and `X-Imgate-Signature`).
 
 mod client;
+mod signature;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -23,6 +27,7 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, Mutex};
 
 use client::HttpClient;
+pub use signature::HookSigner;
 
 const WORKERS: usize = 4;
 const ATTEMPTS: u32 = 6;
@@ -54,9 +59,14 @@ fn draft_json(d: &Draft) -> Value {
 }
 
 impl HttpReviewHook {
-    /// Start the forward workers (call inside the tokio runtime).
-    pub fn start(url: &str, queue_len: usize) -> Result<Arc<Self>, String> {
-        let client = HttpClient::new(url)?;
+    /// Start the forward workers (call inside the tokio runtime); `signer`
+    /// = the key that signs every request (`None`: unsigned).
+    pub fn start(
+        url: &str,
+        queue_len: usize,
+        signer: Option<HookSigner>,
+    ) -> Result<Arc<Self>, String> {
+        let client = HttpClient::new(url, signer)?;
         let (tx, rx) = mpsc::channel(queue_len.max(1));
         let stats = Arc::new(ReviewStats::default());
         let rx = Arc::new(Mutex::new(rx));

@@ -104,6 +104,13 @@ impl XmppFramer {
         self.max_stanza
     }
 
+    /// Change the stanza size limit (a connection raises it once the
+    /// client has authenticated: strangers get a smaller one). It applies
+    /// to the item being scanned as well.
+    pub fn set_max_stanza(&mut self, max_stanza: usize) {
+        self.max_stanza = max_stanza.max(64);
+    }
+
     /// Expect a new stream header (after SASL success or STARTTLS). Bytes
     /// already buffered stay; they belong to the new stream.
     pub fn restart(&mut self) {
@@ -512,6 +519,23 @@ mod tests {
             }
         }
         panic!("no size error");
+    }
+
+    #[test]
+    fn a_raised_limit_admits_what_the_lower_one_refused() {
+        let stanza = format!("<message><body>{}</body></message>", "x".repeat(2000));
+        let mut f = XmppFramer::new(1024, 8);
+        let mut buf = BytesMut::from(format!("{HEADER}{stanza}").as_str());
+        assert!(f.decode(&mut buf).unwrap().is_some());
+        assert!(matches!(
+            f.decode(&mut buf),
+            Err(XmppCodecError::StanzaTooLarge { max: 1024 })
+        ));
+        let mut f = XmppFramer::new(1024, 8);
+        f.set_max_stanza(4096);
+        let mut buf = BytesMut::from(format!("{HEADER}{stanza}").as_str());
+        assert!(f.decode(&mut buf).unwrap().is_some());
+        assert!(matches!(f.decode(&mut buf), Ok(Some(XmppEvent::Stanza(_)))));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A blocking admin API client that signs every request (DESIGN §5.1), so
-//! nobody has to compute SHA-1 signatures by hand.
+//! nobody has to compute SHA-1 signatures by hand. It speaks HTTPS to an
+//! `https://` admin URL (`admin_tls`), verifying as `admin_tls` says.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,19 +8,29 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::Value;
 
+use super::admin_tls::AdminTls;
 use crate::{admin_sign, secrets};
+
+/// The admin listener's address by default (`admin_addr`).
+const DEFAULT_ADMIN_HOST: &str = "127.0.0.1:18080";
 
 /// Where the admin API is and the secret to sign with: the options of
 /// every command that calls it (DESIGN §8).
 #[derive(clap::Args, Debug, Clone)]
 pub struct AdminConn {
-    /// Admin API base URL.
-    #[arg(
-        long,
-        env = "IMGATE_ADMIN_URL",
-        default_value = "http://127.0.0.1:18080"
-    )]
-    pub admin_url: String,
+    /// Admin API base URL (default: https://127.0.0.1:18080 when
+    /// IMGATE_TLS_CERT is set and IMGATE_ADMIN_TLS is not false, as the
+    /// server would serve it; else http://127.0.0.1:18080).
+    #[arg(long, env = "IMGATE_ADMIN_URL")]
+    pub admin_url: Option<String>,
+    /// PEM certificates to trust for an https:// admin URL (default: the
+    /// server's IMGATE_TLS_CERT, else the system's roots).
+    #[arg(long, env = "IMGATE_ADMIN_CA")]
+    pub admin_ca: Option<PathBuf>,
+    /// The name to verify in the admin listener's certificate instead of
+    /// the URL's host.
+    #[arg(long, env = "IMGATE_ADMIN_TLS_NAME")]
+    pub admin_tls_name: Option<String>,
     /// The admin secret (default: read from the data directory).
     #[arg(long, env = "IMGATE_ADMIN_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -30,7 +41,27 @@ pub struct AdminConn {
 
 impl AdminConn {
     pub fn client(&self) -> anyhow::Result<AdminClient> {
-        AdminClient::new(&self.admin_url, self.secret.clone(), &self.data_dir)
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let server_cert = env("IMGATE_TLS_CERT").map(PathBuf::from);
+        let url = match &self.admin_url {
+            Some(url) => url.clone(),
+            None => {
+                let admin_tls_off = env("IMGATE_ADMIN_TLS")
+                    .is_some_and(|v| matches!(v.trim(), "0" | "false" | "no" | "off"));
+                let scheme = if server_cert.is_some() && !admin_tls_off {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{DEFAULT_ADMIN_HOST}")
+            }
+        };
+        let mut client = AdminClient::new(&url, self.secret.clone(), &self.data_dir)?;
+        if url.starts_with("https://") {
+            let ca = self.admin_ca.clone().or(server_cert);
+            client.use_tls(AdminTls::new(ca.as_deref(), self.admin_tls_name.clone())?);
+        }
+        Ok(client)
     }
 }
 
@@ -61,6 +92,14 @@ impl AdminClient {
                 .timeout(Duration::from_secs(30))
                 .build(),
         })
+    }
+
+    /// Verify `https://` admin URLs with `tls`.
+    pub fn use_tls(&mut self, tls: AdminTls) {
+        self.agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(30))
+            .tls_connector(std::sync::Arc::new(tls))
+            .build();
     }
 
     /// POST a signed JSON request; the `result` on code 0, an error naming

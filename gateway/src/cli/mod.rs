@@ -6,4 +6,5 @@
 pub mod admin;
 pub mod admin_client;
 pub mod admin_devices;
+pub mod admin_tls;
 pub mod migrate;

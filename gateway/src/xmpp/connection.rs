@@ -5,6 +5,11 @@
 //! next call), so the session can `select!` on it next to deliveries and
 //! kicks. Every read of any bytes, whitespace keepalives included, counts
 //! as activity for the idle timer.
+//!
+//! Before SASL success the framer's stanza limit is the small pre-auth one
+//! (`xmpp_preauth_max_stanza`): a client that has not logged in has no
+//! business sending large stanzas; [`XmppConnection::authenticated`]
+//! raises it to the full limit.
 
 use bytes::BytesMut;
 use imgate_codecs::xmpp::{ns, Element, XmppCodecError, XmppEvent, XmppFramer};
@@ -31,6 +36,8 @@ pub struct XmppConnection {
     header_sent: bool,
     /// Bytes were read since the last call to [`XmppConnection::take_activity`].
     activity: bool,
+    /// The stanza limit once authenticated; `None` once it applies.
+    after_auth_max_stanza: Option<usize>,
 }
 
 impl XmppConnection {
@@ -41,6 +48,26 @@ impl XmppConnection {
             framer,
             header_sent: false,
             activity: false,
+            after_auth_max_stanza: None,
+        }
+    }
+
+    /// Until [`XmppConnection::authenticated`], stanzas are limited to
+    /// `max` bytes (if below the framer's limit); over it the stream ends
+    /// with `policy-violation`.
+    pub fn with_preauth_limit(mut self, max: usize) -> XmppConnection {
+        let full = self.framer.max_stanza();
+        if max < full {
+            self.framer.set_max_stanza(max);
+            self.after_auth_max_stanza = Some(full);
+        }
+        self
+    }
+
+    /// SASL succeeded: the full stanza limit applies from now on.
+    pub fn authenticated(&mut self) {
+        if let Some(full) = self.after_auth_max_stanza.take() {
+            self.framer.set_max_stanza(full);
         }
     }
 
@@ -50,7 +77,12 @@ impl XmppConnection {
             match self.framer.decode_event(&mut self.buf) {
                 Ok(Some(ev)) => return Ok(ev),
                 Ok(None) => {}
-                Err(e) => return Err(ReadEnd::Codec(e)),
+                Err(e) => {
+                    if self.after_auth_max_stanza.is_some() {
+                        tracing::debug!(error = %e, "xmpp: refused before authentication");
+                    }
+                    return Err(ReadEnd::Codec(e));
+                }
             }
             // Never hold more than one item's worth of bytes: the framer
             // errors out at its limit, so the buffer stays bounded.

@@ -105,7 +105,8 @@ async fn open(
     let mut conn = XmppConnection::new(
         stream,
         XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
-    );
+    )
+    .with_preauth_limit(state.config.xmpp_preauth_max_stanza);
     let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
     let negotiated = match tokio::time::timeout(
         limit,

@@ -59,6 +59,7 @@ pub async fn negotiate(
     }
     open_stream(conn, &domain, sasl_features()).await?;
     let principal = authenticate(conn, state, &domain).await?;
+    conn.authenticated();
     conn.restart_stream();
     open_stream(conn, &domain, bound_features()).await?;
     bind_or_resume(conn, state, ctx, principal).await

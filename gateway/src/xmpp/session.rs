@@ -170,10 +170,15 @@ impl Session {
         routed: &mut mpsc::Receiver<Box<Element>>,
     ) -> End {
         let heartbeat = Duration::from_secs(self.state.config.heartbeat_secs.max(1));
+        let max_unacked = self.max_unacked();
+        let ack_wait = Duration::from_secs(self.state.config.write_timeout_secs.max(1));
         let mut silent = 0u32;
         let domain = self.domain();
         loop {
             let reading = self.held.is_none() && !self.window.is_full();
+            // SM window full: no deliveries until an ack (stream_management).
+            let stalled = self.sm.as_mut().and_then(|sm| sm.full_since(max_unacked));
+            let ack_deadline = stalled.map(|t| tokio::time::Instant::from_std(t + ack_wait));
             tokio::select! {
                 biased;
                 kick = &mut handle.kicked => {
@@ -240,7 +245,13 @@ impl Session {
                         }
                     }
                 }
-                msg = feed.next() => {
+                _ = tokio::time::sleep_until(ack_deadline.unwrap_or_else(tokio::time::Instant::now)), if ack_deadline.is_some() => {
+                    tracing::debug!(user = %self.principal.user_id, device = %self.principal.device_id, max_unacked, "xmpp: too many unacked deliveries; stream closed");
+                    let text = format!("2 more than {max_unacked} stanzas unacked");
+                    Box::pin(self.conn.stream_error(&domain, "policy-violation", &text)).await;
+                    return End::Lost;
+                }
+                msg = feed.next(), if stalled.is_none() => {
                     // None: replaced by a newer session of this device, or
                     // too slow; the client reconnects and gets what is pending.
                     let Some(msg) = msg else { return End::Lost };
@@ -368,13 +379,19 @@ impl Session {
     /// them: a flood costs one write per batch instead of two per message.
     async fn deliver(&mut self, first: Arc<Message>, feed: &mut DeviceFeed) -> bool {
         let mut out = String::new();
-        let mut ids = Vec::with_capacity(WRITE_BATCH);
+        // No more than the SM window has room for (at least `first`: the
+        // loop delivers only with room).
+        let batch = match self.sm.as_ref() {
+            Some(sm) => sm.room(self.max_unacked()).clamp(1, WRITE_BATCH),
+            None => WRITE_BATCH,
+        };
+        let mut ids = Vec::with_capacity(batch);
         let mut next = Some(first);
         let mut feed_open = true;
         while let Some(msg) = next.take() {
             self.render_delivery(&msg, &mut out);
             ids.push(msg.message_id);
-            if ids.len() >= WRITE_BATCH {
+            if ids.len() >= batch {
                 break;
             }
             // Cancel-safe (the feed is polled in `select!` too).
@@ -400,6 +417,10 @@ impl Session {
                 .message_out(imgate_core::pipeline::Protocol::Xmpp);
         }
         feed_open
+    }
+
+    fn max_unacked(&self) -> usize {
+        self.state.config.xmpp_sm_max_unacked.max(1)
     }
 
     /// One delivered message's stanza, appended to `out`.

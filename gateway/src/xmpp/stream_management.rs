@@ -32,6 +32,13 @@
 //! then drops its copy, so the id lives on one node at a time (two racing
 //! resumptions aside, which the login rule settles: one is kicked).
 //!
+//! Bounded: a client may leave at most `xmpp_sm_max_unacked` deliveries
+//! unacked. At the limit the session stops taking messages from its feed
+//! (they stay pending in the store) until an `<a h>` makes room; a client
+//! that does not ack in time is closed with `policy-violation` (see
+//! [`SmState::full_since`] and the session loop). The map never grows past
+//! the limit, and nothing unacked is lost: the store redelivers it.
+//!
 //! SM ids are 96 bits of OS randomness ([`super::random_id`]; only if the
 //! OS has none, a clock reading). Either way a resumption, of this node's
 //! id or another's, is accepted only for the user and device that enabled
@@ -65,6 +72,8 @@ pub struct SmState {
     pub resumable: bool,
     /// Resumptions on another node so far (see [`super::sm_cluster`]).
     pub epoch: u32,
+    /// Since when `unacked` has been at its limit (see [`SmState::full_since`]).
+    full_at: Option<Instant>,
 }
 
 impl SmState {
@@ -91,6 +100,21 @@ impl SmState {
             self.unacked.pop_front();
         }
         Some(ids)
+    }
+
+    /// Deliveries that fit before `max` are unacked (0 when full).
+    pub fn room(&self, max: usize) -> usize {
+        max.saturating_sub(self.unacked.len())
+    }
+
+    /// With `max` deliveries unacked: since when the window has been full
+    /// (deliveries wait for an ack meanwhile); `None` while there is room.
+    pub fn full_since(&mut self, max: usize) -> Option<Instant> {
+        if self.room(max) > 0 {
+            self.full_at = None;
+            return None;
+        }
+        Some(*self.full_at.get_or_insert_with(Instant::now))
     }
 
     fn notice(&self, phase: Phase) -> SmNotice {
@@ -169,6 +193,7 @@ impl SmRegistry {
             detached_at: None,
             resumable,
             epoch: 0,
+            full_at: None,
         }));
         // A fresh mutex: this never waits.
         let guard = state.clone().lock_owned().await;
@@ -254,6 +279,7 @@ impl SmRegistry {
             detached_at: None,
             resumable: true,
             epoch,
+            full_at: None,
         }));
         // A fresh mutex: this never waits.
         let guard = state.clone().lock_owned().await;
@@ -346,6 +372,23 @@ mod tests {
         assert_eq!(s.acked(2), Some(vec![]));
         assert_eq!(s.acked(4), None, "more than was sent");
         assert_eq!(s.acked(3), Some(vec![11]));
+    }
+
+    #[tokio::test]
+    async fn the_unacked_window_fills_and_an_ack_makes_room() {
+        let r = SmRegistry::default();
+        let mut s = r.enable("alice", "phone", false).await;
+        s.sent(Some(1));
+        s.sent(None);
+        assert_eq!((s.room(2), s.full_since(2)), (1, None));
+        s.sent(Some(2));
+        assert_eq!(s.room(2), 0);
+        let since = s.full_since(2).expect("full");
+        assert_eq!(s.full_since(2), Some(since), "the first moment it was full");
+        assert_eq!(s.acked(1), Some(vec![1]));
+        assert_eq!(s.full_since(2), None);
+        s.sent(Some(3));
+        assert!(s.full_since(2).is_some_and(|t| t >= since));
     }
 
     #[tokio::test]
