@@ -61,6 +61,17 @@ fn assert_none_about(a: &mut MqttAgent, needle: &str) {
 
 /// A raw MQTT 5 client of `user` past CONNACK.
 fn raw_v5(g: &Gateway, user: &str) -> RawMqtt {
+    let (code, raw) = raw_v5_connect(g, user, None);
+    assert_eq!(code, 0);
+    raw
+}
+
+/// A raw MQTT 5 CONNECT of `user` (with `will`): the CONNACK code.
+fn raw_v5_connect(
+    g: &Gateway,
+    user: &str,
+    will: Option<imgate_codecs::mqtt::LastWill>,
+) -> (u8, RawMqtt) {
     let device = unique("raw");
     let token = g.admin().token(user, &device, 1);
     let mut raw = RawMqtt::connect(g.addr("mqtt"), Version::V5);
@@ -71,15 +82,14 @@ fn raw_v5(g: &Gateway, user: &str) -> RawMqtt {
         keep_alive: 30,
         username: Some(user.into()),
         password: Some(token.into()),
-        will: None,
+        will,
         properties: Properties::default(),
     };
     raw.send(&Packet::Connect(connect), Version::V5);
     match raw.recv() {
-        Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0),
+        Some(Packet::ConnAck(a)) => (a.code, raw),
         other => panic!("expected CONNACK, got {other:?}"),
     }
-    raw
 }
 
 /// The (kind, reason byte) of the ack the server sends for a PUBLISH.
@@ -400,30 +410,14 @@ fn rabbit_an_acl_put_on_one_node_applies_on_the_other() {
 /// The CONNACK code of an MQTT 5 CONNECT of `user` carrying a will to
 /// `topic`.
 fn connack_with_will(g: &Gateway, user: &str, topic: &str, retain: bool) -> u8 {
-    let device = unique("will");
-    let token = g.admin().token(user, &device, 1);
-    let mut raw = RawMqtt::connect(g.addr("mqtt"), Version::V5);
-    let connect = Connect {
-        version: Version::V5,
-        client_id: device,
-        clean_start: true,
-        keep_alive: 30,
-        username: Some(user.into()),
-        password: Some(token.into()),
-        will: Some(imgate_codecs::mqtt::LastWill {
-            topic: topic.into(),
-            payload: "gone".into(),
-            qos: QoS::AtLeastOnce,
-            retain,
-            properties: Properties::default(),
-        }),
+    let will = imgate_codecs::mqtt::LastWill {
+        topic: topic.into(),
+        payload: "gone".into(),
+        qos: QoS::AtLeastOnce,
+        retain,
         properties: Properties::default(),
     };
-    raw.send(&Packet::Connect(connect), Version::V5);
-    match raw.recv() {
-        Some(Packet::ConnAck(a)) => a.code,
-        other => panic!("expected CONNACK, got {other:?}"),
-    }
+    raw_v5_connect(g, user, Some(will)).0
 }
 
 #[test]
