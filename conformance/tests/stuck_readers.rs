@@ -3,7 +3,7 @@
 //! delivery write is stuck. Observed from the server's side: the
 //! `imgate_connections` gauge of `/metrics`.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -67,42 +67,49 @@ fn a_pb_client_that_stops_reading_is_closed_after_the_write_deadline() {
     );
 }
 
-/// An MQTT CONNECT (3.1.1, clean session) for `client_id` with the token
-/// as password, and a SUBSCRIBE to `t/#` at QoS 0.
-fn mqtt_connect_and_subscribe(user: &str, client_id: &str, token: &str) -> Vec<u8> {
-    fn s(out: &mut Vec<u8>, v: &str) {
-        out.extend_from_slice(&(v.len() as u16).to_be_bytes());
-        out.extend_from_slice(v.as_bytes());
-    }
-    fn packet(kind: u8, body: Vec<u8>) -> Vec<u8> {
-        let mut out = vec![kind];
-        let mut n = body.len();
-        loop {
-            let mut b = (n % 128) as u8;
-            n /= 128;
-            if n > 0 {
-                b |= 0x80;
-            }
-            out.push(b);
-            if n == 0 {
-                break;
-            }
+fn mqtt_str(out: &mut Vec<u8>, v: &str) {
+    out.extend_from_slice(&(v.len() as u16).to_be_bytes());
+    out.extend_from_slice(v.as_bytes());
+}
+
+/// A packet: the fixed header's first byte, the remaining length as a
+/// variable byte integer, the body.
+fn mqtt_packet(first: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![first];
+    let mut n = body.len();
+    loop {
+        let mut b = (n % 128) as u8;
+        n /= 128;
+        if n > 0 {
+            b |= 0x80;
         }
-        out.extend(body);
-        out
+        out.push(b);
+        if n == 0 {
+            break;
+        }
     }
-    let mut connect = Vec::new();
-    s(&mut connect, "MQTT");
-    connect.extend_from_slice(&[4, 0b1100_0010, 0, 0]); // user+password, clean, no keep-alive
-    s(&mut connect, client_id);
-    s(&mut connect, user);
-    s(&mut connect, token);
-    let mut sub = vec![0, 1];
-    s(&mut sub, "t/#");
-    sub.push(0);
-    let mut out = packet(0x10, connect);
-    out.extend(packet(0x82, sub));
+    out.extend_from_slice(body);
     out
+}
+
+/// An MQTT 3.1.1 CONNECT (clean session, no keep-alive) for `client_id`
+/// with the token as password.
+fn mqtt_connect(user: &str, client_id: &str, token: &str) -> Vec<u8> {
+    let mut connect = Vec::new();
+    mqtt_str(&mut connect, "MQTT");
+    connect.extend_from_slice(&[4, 0b1100_0010, 0, 0]);
+    mqtt_str(&mut connect, client_id);
+    mqtt_str(&mut connect, user);
+    mqtt_str(&mut connect, token);
+    mqtt_packet(0x10, &connect)
+}
+
+/// A SUBSCRIBE to `filter` at QoS 0.
+fn mqtt_subscribe(filter: &str) -> Vec<u8> {
+    let mut sub = vec![0, 1];
+    mqtt_str(&mut sub, filter);
+    sub.push(0);
+    mqtt_packet(0x82, &sub)
 }
 
 #[test]
@@ -110,37 +117,26 @@ fn an_mqtt_subscriber_that_stops_reading_is_closed_after_the_write_deadline() {
     let g = gateway();
     let token = g.admin().token("bob", "sensor", ANDROID);
     let mut bob = TcpStream::connect(g.addr("mqtt")).expect("mqtt connect");
-    bob.write_all(&mqtt_connect_and_subscribe("bob", "sensor", &token))
+    bob.write_all(&mqtt_connect("bob", "sensor", &token))
         .unwrap();
+    bob.set_read_timeout(Some(WAIT)).unwrap();
+    let mut connack = [0u8; 4];
+    bob.read_exact(&mut connack).expect("CONNACK");
+    assert_eq!(connack, [0x20, 2, 0, 0], "bob logged in");
+    bob.write_all(&mqtt_subscribe("t/#")).unwrap();
     assert!(wait_for_connections(&g, "mqtt", 1));
     // Alice publishes to bob's subscription until bob's connection is
     // closed (or the bounded run ends).
     let ptoken = g.admin().token("alice", "pub", ANDROID);
     let mut alice = TcpStream::connect(g.addr("mqtt")).expect("mqtt connect");
-    let mut hello = mqtt_connect_and_subscribe("alice", "pub", &ptoken);
-    // Only the CONNECT (drop alice's SUBSCRIBE: she publishes only).
-    let connect_len = 2 + hello[1] as usize;
-    hello.truncate(connect_len);
-    alice.write_all(&hello).unwrap();
+    alice
+        .write_all(&mqtt_connect("alice", "pub", &ptoken))
+        .unwrap();
     assert!(wait_for_connections(&g, "mqtt", 2));
-    let payload = vec![b'x'; 48 * 1024];
-    let mut publish = vec![0x30];
-    let body_len = 2 + 3 + payload.len();
-    let mut n = body_len;
-    loop {
-        let mut b = (n % 128) as u8;
-        n /= 128;
-        if n > 0 {
-            b |= 0x80;
-        }
-        publish.push(b);
-        if n == 0 {
-            break;
-        }
-    }
-    publish.extend_from_slice(&[0, 3]);
-    publish.extend_from_slice(b"t/1");
-    publish.extend_from_slice(&payload);
+    let mut body = Vec::new();
+    mqtt_str(&mut body, "t/1");
+    body.extend_from_slice(&[b'x'; 48 * 1024]);
+    let publish = mqtt_packet(0x30, &body);
     let deadline = Instant::now() + WAIT;
     let mut closed = false;
     while Instant::now() < deadline {
