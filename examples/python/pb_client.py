@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 HEADER = struct.Struct(">IHHHHHH")
 VERSION = 1
@@ -99,7 +100,7 @@ def main():
         return 1
 
     req = pb.SendRequest(
-        client_msg_id="py-1",
+        client_msg_id=f"py-{os.getpid()}-{int(time.time() * 1000)}",
         conversation=pb.Conversation(type=0, target=args.peer, line=0),
         payload=pb.MessagePayload(type=1, searchable_content=args.text, persist_flag=3),
     )

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Private binary protocol listener (not built yet: see the issues).
+    /// Private binary protocol (PB) listener.
     pub pb_addr: String,
     pub mqtt_addr: String,
     pub xmpp_addr: String,
@@ -286,6 +286,48 @@ impl Config {
         Ok(config)
     }
 
+    /// `IMGATE_*` variables in `env` that set nothing: not a setting and
+    /// not one of the tools' own variables (a typo would otherwise be
+    /// silently ignored). Each with the closest setting's variable, if
+    /// one is close.
+    pub fn unknown_env_vars(env: &[(String, String)]) -> Vec<(String, Option<String>)> {
+        /// Read elsewhere: the config path, the admin CLI, the test and
+        /// bench harnesses.
+        const OTHERS: [&str; 5] = [
+            "IMGATE_CONFIG",
+            "IMGATE_ADMIN_URL",
+            "IMGATE_ADMIN_CA",
+            "IMGATE_ADMIN_TLS_NAME",
+            "IMGATE_BIN",
+        ];
+        const OTHER_PREFIXES: [&str; 3] = ["IMGATE_TEST_", "IMGATE_CONFORMANCE_", "IMGATE_BENCH_"];
+        let Ok(defaults) = toml::Table::try_from(Config::default()) else {
+            return vec![];
+        };
+        let known: Vec<String> = defaults
+            .keys()
+            .map(|k| format!("IMGATE_{}", k.to_ascii_uppercase()))
+            .collect();
+        let mut unknown: Vec<(String, Option<String>)> = env
+            .iter()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("IMGATE_"))
+            .filter(|k| !known.contains(k) && !OTHERS.contains(&k.as_str()))
+            .filter(|k| !OTHER_PREFIXES.iter().any(|p| k.starts_with(p)))
+            .map(|k| {
+                let closest = known
+                    .iter()
+                    .map(|c| (edit_distance(k, c), c))
+                    .min()
+                    .filter(|(d, _)| *d <= 3)
+                    .map(|(_, c)| c.clone());
+                (k.clone(), closest)
+            })
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     fn validate(&self) -> anyhow::Result<()> {
         if self.node_id > imgate_core::id::MAX_NODE_ID {
             bail!("node_id must be at most {}", imgate_core::id::MAX_NODE_ID);
@@ -411,8 +453,49 @@ impl Config {
     }
 }
 
+/// Levenshtein distance (names of a few dozen bytes).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn unknown_imgate_variables_are_reported_with_the_closest_setting() {
+        let env: Vec<(String, String)> = [
+            ("IMGATE_MQTT_ADRR", "x"),
+            ("IMGATE_MQTT_ADDR", "x"),
+            ("IMGATE_CONFIG", "x"),
+            ("IMGATE_TEST_AMQP", "x"),
+            ("IMGATE_SOMETHING_ELSE_ENTIRELY", "x"),
+            ("PATH", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            super::Config::unknown_env_vars(&env),
+            vec![
+                (
+                    "IMGATE_MQTT_ADRR".to_string(),
+                    Some("IMGATE_MQTT_ADDR".to_string())
+                ),
+                ("IMGATE_SOMETHING_ELSE_ENTIRELY".to_string(), None),
+            ]
+        );
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

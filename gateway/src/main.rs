@@ -81,6 +81,13 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { config } => {
             let config = config::Config::load(config.as_deref())?;
             init_logging(&config.log);
+            let env: Vec<(String, String)> = std::env::vars().collect();
+            for (var, closest) in config::Config::unknown_env_vars(&env) {
+                match closest {
+                    Some(c) => tracing::warn!(%var, "unknown setting, ignored; did you mean {c}?"),
+                    None => tracing::warn!(%var, "unknown setting, ignored"),
+                }
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -94,8 +101,11 @@ fn main() -> anyhow::Result<()> {
 
 fn init_logging(default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not in files/journald.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }

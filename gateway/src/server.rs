@@ -80,6 +80,14 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ));
     // Certificate problems stop the start before anything else happens.
     let tls = crate::tls::acceptor(&config)?;
+    // Ports next: a port that is taken stops the start before anything is
+    // written (the admin secret of a first start is generated, and
+    // printed, only by the start that succeeds).
+    let pb = bind("pb", &config.pb_addr).await?;
+    let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
+    let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;
+    let http = bind("http", &config.http_addr).await?;
+    let admin = bind("admin", &config.admin_addr).await?;
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
     let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
@@ -171,7 +179,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The login kick rule across nodes.
     state.sessions.join_cluster(state.store.clone());
 
-    let pb = bind("pb", &config.pb_addr).await?;
     let mqtt_broker = mqtt::Broker::open(
         &config.data_dir,
         config.mqtt_max_queued,
@@ -190,10 +197,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Shared subscriptions: one copy per message across the nodes.
         mqtt::cluster::share_groups(&mqtt_broker, state.store.clone(), config.node_id);
     }
-    let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
-    let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;
-    let http = bind("http", &config.http_addr).await?;
-    let admin = bind("admin", &config.admin_addr).await?;
     println!("listening pb {}", pb.local_addr()?);
     println!("listening mqtt {}", mqtt_listener.local_addr()?);
     println!("listening xmpp {}", xmpp_listener.local_addr()?);

@@ -1,0 +1,74 @@
+//! What `imgate serve` says at start: a mistyped `IMGATE_*` variable is
+//! reported (with the setting it probably meant) instead of silently
+//! ignored, the log has no terminal colour codes when it goes to a file,
+//! and a first start that fails on a taken port leaves nothing behind, so
+//! the retry prints the generated admin secret.
+
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+
+use imgate_conformance::gateway::binary;
+use imgate_conformance::Gateway;
+
+#[test]
+fn a_mistyped_variable_is_reported_and_the_log_file_has_no_colour_codes() {
+    let g = Gateway::start_with(&[("IMGATE_MQTT_ADRR", "127.0.0.1:1")]);
+    let log = g.log();
+    assert!(
+        log.contains("IMGATE_MQTT_ADRR") && log.contains("did you mean IMGATE_MQTT_ADDR"),
+        "log: {log}"
+    );
+    assert!(
+        !log.contains('\u{1b}'),
+        "ANSI escapes in a log file: {log:?}"
+    );
+}
+
+#[test]
+fn a_start_that_fails_on_a_taken_port_leaves_the_secret_to_the_retry() {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let serve = |pb_addr: &str| {
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve")
+            .env_remove("IMGATE_ADMIN_SECRET")
+            .env_remove("IMGATE_CONFIG")
+            .env("IMGATE_DATA_DIR", &data)
+            .env("IMGATE_STORE", "embedded");
+        for proto in ["MQTT", "XMPP", "HTTP", "ADMIN"] {
+            cmd.env(format!("IMGATE_{proto}_ADDR"), "127.0.0.1:0");
+        }
+        cmd.env("IMGATE_PB_ADDR", pb_addr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let failed = serve(&taken_addr).output().expect("run imgate");
+    assert!(!failed.status.success(), "the port is taken");
+    assert!(
+        !data.join("admin-secret").exists(),
+        "a failed start wrote the admin secret"
+    );
+    // The retry: it prints the generated secret (then is stopped).
+    let mut child = serve("127.0.0.1:0").spawn().expect("run imgate");
+    let stdout = child.stdout.take().unwrap();
+    let mut secret = None;
+    use std::io::BufRead;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let Ok(line) = line else { break };
+        if let Some(s) = line.strip_prefix("admin-secret ") {
+            secret = Some(s.to_string());
+        }
+        if line == "ready" {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let secret = secret.expect("the retry printed the admin secret");
+    let stored = std::fs::read_to_string(data.join("admin-secret")).unwrap();
+    assert_eq!(stored.trim(), secret);
+}
