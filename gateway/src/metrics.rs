@@ -1,6 +1,7 @@
 //! Prometheus metrics (text exposition format) without a metrics crate:
 //! connections per protocol, messages in/out per protocol, pipeline
-//! rejections by reason, and send latency (pipeline incl. durable store).
+//! rejections by reason, refused logins by protocol and reason, and send
+//! latency (pipeline incl. durable store).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -22,6 +23,16 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
+/// The reasons a login is refused (`sessions::login`'s codes); anything
+/// else counts as the last.
+const AUTH_REASONS: [ErrorCode; 5] = [
+    ErrorCode::TokenError,
+    ErrorCode::AuthFailure,
+    ErrorCode::UserBlocked,
+    ErrorCode::InvalidParameter,
+    ErrorCode::ServerError,
+];
+
 fn proto_index(p: Protocol) -> usize {
     PROTOCOLS.iter().position(|x| *x == p).unwrap_or(0)
 }
@@ -32,6 +43,8 @@ pub struct Metrics {
     messages_in: [AtomicU64; 5],
     messages_out: [AtomicU64; 5],
     rejections: [AtomicU64; ErrorCode::ALL.len()],
+    /// Refused logins, per protocol and reason.
+    auth_failures: [[AtomicU64; AUTH_REASONS.len()]; 5],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -73,6 +86,15 @@ impl Metrics {
 
     pub fn message_out(&self, protocol: Protocol) {
         self.messages_out[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A refused login.
+    pub fn auth_failure(&self, protocol: Protocol, code: ErrorCode) {
+        let i = AUTH_REASONS
+            .iter()
+            .position(|c| *c == code)
+            .unwrap_or(AUTH_REASONS.len() - 1);
+        self.auth_failures[proto_index(protocol)][i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn rejection(&self, code: ErrorCode) {
@@ -147,6 +169,23 @@ impl Metrics {
                 c.name(),
                 c.as_i32()
             );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP imgate_auth_failures_total Refused logins, by protocol and reason."
+        );
+        let _ = writeln!(out, "# TYPE imgate_auth_failures_total counter");
+        for p in PROTOCOLS.iter().filter(|p| **p != Protocol::Admin) {
+            for (i, c) in AUTH_REASONS.iter().enumerate() {
+                let v = self.auth_failures[proto_index(*p)][i].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "imgate_auth_failures_total{{protocol=\"{}\",reason=\"{}\",code=\"{}\"}} {v}",
+                    p.name(),
+                    c.name(),
+                    c.as_i32()
+                );
+            }
         }
         let name = "imgate_send_duration_seconds";
         let _ = writeln!(

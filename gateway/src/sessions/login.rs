@@ -35,6 +35,54 @@ pub fn login(
     credential: &str,
     client_id: &str,
 ) -> Result<Principal, ImError> {
+    let result = check_login(state, protocol, user_id, credential, client_id);
+    match &result {
+        Ok(p) => tracing::info!(
+            protocol = protocol.name(),
+            user = %p.user_id,
+            device = %p.device_id,
+            "login"
+        ),
+        Err(e) => {
+            state.metrics.auth_failure(protocol, e.code);
+            if login_log_budget() {
+                tracing::info!(
+                    protocol = protocol.name(),
+                    user = %user_id,
+                    client_id = %client_id,
+                    code = e.code.as_i32(),
+                    reason = %e.message,
+                    "login refused"
+                );
+            }
+        }
+    }
+    result
+}
+
+/// At most this many refused logins are logged per second (the rest are
+/// counted in `imgate_auth_failures_total`): a credential-stuffing flood
+/// cannot flood the log.
+const LOGIN_LOGS_PER_SEC: u64 = 20;
+
+fn login_log_budget() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static WINDOW: AtomicU64 = AtomicU64::new(0);
+    static USED: AtomicU64 = AtomicU64::new(0);
+    let now = u64::try_from(token::now_secs()).unwrap_or(0);
+    if WINDOW.swap(now, Ordering::Relaxed) != now {
+        USED.store(0, Ordering::Relaxed);
+    }
+    USED.fetch_add(1, Ordering::Relaxed) < LOGIN_LOGS_PER_SEC
+}
+
+fn check_login(
+    state: &AppState,
+    protocol: Protocol,
+    user_id: &str,
+    credential: &str,
+    client_id: &str,
+) -> Result<Principal, ImError> {
     let (device_id, platform) = match verify_token(state, credential) {
         Ok(claims) => token_device(protocol, user_id, client_id, claims)?,
         Err(token_error) => (
