@@ -21,18 +21,23 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Private binary protocol (PB) listener.
     pub pb_addr: String,
+    /// MQTT 3.1.1 / 5 listener.
     pub mqtt_addr: String,
+    /// XMPP client-to-server listener.
     pub xmpp_addr: String,
     /// Client HTTP API (`/v1/...`).
     pub http_addr: String,
     /// Signed admin API and `/metrics`.
     pub admin_addr: String,
+    /// Embedded store, `mqtt.redb`, the generated admin secret.
     pub data_dir: PathBuf,
     /// Empty: read `data_dir/admin-secret`, or generate and print one.
     pub admin_secret: String,
     /// `embedded` or an `amqp://` URL.
     pub store: String,
+    /// This node's number (1-1022), unique among nodes sharing a store.
     pub node_id: u16,
+    /// The XMPP domain users log in to (`user@domain`).
     pub xmpp_domain: String,
     /// Lifetime of tokens issued by `/admin/user/get_token`.
     pub token_ttl_secs: u64,
@@ -42,11 +47,16 @@ pub struct Config {
     pub device_secrets_max_total: usize,
     /// Largest HTTP request body (413 above it).
     pub max_body_bytes: usize,
+    /// Largest message payload the pipeline accepts.
     pub max_payload_bytes: usize,
     /// A new login on the same platform class does not kick the old one.
     pub multi_endpoint: bool,
+    /// Messages one user may send per `rate_limit_per_secs` (the
+    /// pipeline's rate limit; admin overrides per user).
     pub rate_limit_messages: u32,
     pub rate_limit_per_secs: u64,
+    /// How long a `clientMsgId` is remembered to answer a resend from
+    /// dedupe.
     pub dedupe_window_secs: u64,
     /// How long after sending a user may recall their own message.
     pub recall_window_secs: u64,
@@ -140,6 +150,7 @@ pub struct Config {
     pub review_url: String,
     /// `forward` (async, after store) or `review` (sync verdict before store).
     pub review_mode: String,
+    /// Time the review hook has for a verdict.
     pub review_timeout_ms: u64,
     /// On review timeout/error: pass (true) or refuse (false).
     pub review_fail_open: bool,
@@ -471,6 +482,26 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_example_file_lists_every_setting_with_its_default() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../imgate.toml.example");
+        // Unknown keys are refused (deny_unknown_fields): none is stale.
+        let example = super::Config::load_from(Some(&path), &[]).unwrap();
+        assert_eq!(
+            serde_json::to_value(&example).unwrap(),
+            serde_json::to_value(super::Config::default()).unwrap(),
+            "imgate.toml.example and the defaults differ"
+        );
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = toml::Table::try_from(super::Config::default()).unwrap();
+        for key in defaults.keys() {
+            assert!(
+                text.lines().any(|l| l.starts_with(&format!("{key} = "))),
+                "{key} is missing from imgate.toml.example"
+            );
+        }
+    }
+
     #[test]
     fn unknown_imgate_variables_are_reported_with_the_closest_setting() {
         let env: Vec<(String, String)> = [
