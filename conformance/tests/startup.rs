@@ -1,8 +1,9 @@
 //! What `imgate serve` says at start: a mistyped `IMGATE_*` variable is
 //! reported (with the setting it probably meant) instead of silently
 //! ignored, the log has no terminal colour codes when it goes to a file,
-//! and a first start that fails on a taken port leaves nothing behind, so
-//! the retry prints the generated admin secret.
+//! `log_format = json` writes one JSON object per line, and a first start
+//! that fails on a taken port leaves nothing behind, so the retry prints
+//! the generated admin secret.
 
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -21,6 +22,23 @@ fn a_mistyped_variable_is_reported_and_the_log_file_has_no_colour_codes() {
     assert!(
         !log.contains('\u{1b}'),
         "ANSI escapes in a log file: {log:?}"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let g = Gateway::start_with(&[("IMGATE_LOG_FORMAT", "json")]);
+    let log = g.log();
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "no log at all");
+    for l in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("broker state loaded")),
+        "log: {log}"
     );
 }
 

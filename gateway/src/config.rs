@@ -166,6 +166,9 @@ pub struct Config {
     pub shutdown_grace_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
+    /// `text` (for people) or `json` (one JSON object per line, for log
+    /// collectors).
+    pub log_format: String,
     /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT, client
     /// HTTP and admin listeners and STARTTLS (required) on XMPP. Empty = no
     /// TLS.
@@ -244,6 +247,7 @@ impl Default for Config {
             hook_secret: String::new(),
             shutdown_grace_secs: 10,
             log: "info".into(),
+            log_format: "text".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
             proxy_protocol: String::new(),
@@ -340,6 +344,9 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json, not {:?}", self.log_format);
+        }
         if self.node_id > imgate_core::id::MAX_NODE_ID {
             bail!("node_id must be at most {}", imgate_core::id::MAX_NODE_ID);
         }

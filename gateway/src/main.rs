@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => {
             let config = config::Config::load(config.as_deref())?;
-            init_logging(&config.log);
+            init_logging(&config.log, config.log_format == "json");
             let env: Vec<(String, String)> = std::env::vars().collect();
             for (var, closest) in config::Config::unknown_env_vars(&env) {
                 match closest {
@@ -99,13 +99,16 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_logging(default: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+fn init_logging(default: &str, json: bool) {
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(std::io::stderr);
+    if json {
+        fmt.json().init();
+    } else {
         // Colours only for a person at a terminal, not in files/journald.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+        fmt.with_ansi(std::io::stderr().is_terminal()).init();
+    }
 }
