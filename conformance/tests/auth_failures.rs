@@ -1,6 +1,6 @@
 //! Refused logins are counted by protocol and reason in `/metrics`
 //! (`imgate_auth_failures_total`) and logged at info with the user and
-//! the reason; successful logins are logged at info too.
+//! the reason; logins and logouts are logged at info too.
 
 use imgate_codecs::mqtt::{Connect, Packet, Properties, Version};
 use imgate_conformance::mqtt::RawMqtt;
@@ -16,7 +16,8 @@ fn failures(g: &Gateway, protocol: &str, code: i32) -> u64 {
         .unwrap_or_else(|| panic!("no {needle} code {code} line in:\n{text}"))
 }
 
-/// An MQTT 5 CONNECT of `user` with `password`: the CONNACK code.
+/// An MQTT 5 CONNECT of `user` with `password`: the CONNACK code (the
+/// connection closes when this returns).
 fn mqtt_login(g: &Gateway, user: &str, client_id: &str, password: &str) -> u8 {
     let mut raw = RawMqtt::connect(g.addr("mqtt"), Version::V5);
     raw.send(

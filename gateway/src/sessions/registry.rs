@@ -80,6 +80,9 @@ impl Drop for SessionHandle {
     fn drop(&mut self) {
         let mut inner = lock(&self.inner);
         if let Some(list) = inner.users.get_mut(&self.user) {
+            if let Some(e) = list.iter().find(|e| e.id == self.id) {
+                tracing::info!(user = %self.user, device = %e.device, protocol = e.protocol.name(), "logout");
+            }
             list.retain(|e| e.id != self.id);
             if list.is_empty() {
                 inner.users.remove(&self.user);
@@ -209,6 +212,7 @@ impl SessionRegistry {
         let mut n = 0;
         for e in list.iter_mut() {
             if let Some(k) = e.kick.take() {
+                tracing::info!(user, device = %e.device, protocol = e.protocol.name(), code = code.as_i32(), reason, "kicking session");
                 n += usize::from(
                     k.send(Kick {
                         code,
@@ -231,6 +235,14 @@ impl SessionRegistry {
         let mut n = 0;
         for e in list.iter_mut().filter(|e| e.device == device) {
             if let Some(k) = e.kick.take() {
+                tracing::info!(
+                    user,
+                    device,
+                    protocol = e.protocol.name(),
+                    code = code.as_i32(),
+                    reason,
+                    "kicking session"
+                );
                 n += usize::from(
                     k.send(Kick {
                         code,
