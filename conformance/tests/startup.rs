@@ -90,3 +90,35 @@ fn a_start_that_fails_on_a_taken_port_leaves_the_secret_to_the_retry() {
     let stored = std::fs::read_to_string(data.join("admin-secret")).unwrap();
     assert_eq!(stored.trim(), secret);
 }
+
+#[test]
+fn check_config_reports_errors_and_typos_without_starting() {
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let out = Command::new(binary())
+            .arg("check-config")
+            .args(args)
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run imgate check-config");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../imgate.toml.example");
+    let (code, stdout, _) = run(&[], &["--config", example]);
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("configuration ok"), "{stdout}");
+    let (code, _, stderr) = run(&[("IMGATE_MQTT_ADRR", "x")], &[]);
+    assert_eq!(code, Some(0), "a typo is a warning: {stderr}");
+    assert!(stderr.contains("did you mean IMGATE_MQTT_ADDR"), "{stderr}");
+    let (code, _, stderr) = run(&[("IMGATE_NODE_ID", "lots")], &[]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("IMGATE_NODE_ID must be an integer"),
+        "{stderr}"
+    );
+}

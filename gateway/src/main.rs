@@ -60,6 +60,14 @@ enum Command {
         #[arg(long, short, env = "IMGATE_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// Check a configuration (the file and the IMGATE_* environment) without
+    /// starting: errors and unknown variables are printed; exit code 1 if
+    /// it would not start.
+    CheckConfig {
+        /// Path to imgate.toml.
+        #[arg(long, short, env = "IMGATE_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Call the admin API of a running gateway.
     Admin(cli::admin::AdminArgs),
     /// Import messages from another system (JSONL, one message per line) into a running gateway.
@@ -93,9 +101,37 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(server::serve(config))
         }
+        Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Admin(args) => cli::admin::run(args),
         Command::Import(args) => cli::migrate::run_import(args),
         Command::Export(args) => cli::migrate::run_export(args),
+    }
+}
+
+/// `imgate check-config`: what `serve` would refuse, and what it would
+/// ignore.
+fn check_config(path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let unknown = config::Config::unknown_env_vars(&env);
+    for (var, closest) in &unknown {
+        match closest {
+            Some(c) => eprintln!("warning: {var} is not a setting (ignored); did you mean {c}?"),
+            None => eprintln!("warning: {var} is not a setting (ignored)"),
+        }
+    }
+    match config::Config::load_from(path, &env) {
+        Ok(_) => {
+            println!(
+                "configuration ok{}",
+                path.map(|p| format!(": {}", p.display()))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
