@@ -37,6 +37,19 @@ pub enum AdminCommand {
         #[arg(long)]
         user: String,
     },
+    /// A user's online sessions on the node the CLI talks to.
+    Sessions {
+        #[arg(long)]
+        user: String,
+    },
+    /// End the sessions of one device of a user (every device without
+    /// `--device`) on every node; credentials stay valid.
+    Kick {
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// Send a text message as a user.
     Send {
         #[arg(long)]
@@ -130,6 +143,13 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             println!("{}", super::admin_devices::revoke_tokens(&client, &user)?);
             return Ok(());
         }
+        AdminCommand::Sessions { user } => {
+            client.call("/admin/user/sessions", &json!({ "userId": user }))?
+        }
+        AdminCommand::Kick { user, device } => client.call(
+            "/admin/user/kick",
+            &json!({ "userId": user, "deviceId": device }),
+        )?,
         AdminCommand::Send {
             from,
             to,

@@ -37,6 +37,7 @@ pub fn admin_router(state: AppState) -> Router {
         .merge(super::admin_policy::routes())
         .merge(super::admin_acl::routes())
         .merge(super::admin_devices::routes())
+        .merge(super::admin_sessions::routes())
         .merge(super::admin_migration::routes())
         .route("/metrics", get(metrics))
         .route(

@@ -9,6 +9,7 @@ mod admin_api;
 mod admin_devices;
 mod admin_migration;
 mod admin_policy;
+mod admin_sessions;
 mod auth;
 mod body;
 mod client_api;

@@ -17,6 +17,16 @@ use super::registry::{Login, SessionRegistry};
 
 /// The announcement topic of logins.
 pub const LOGIN_TOPIC: &str = "login";
+/// The announcement topic of admin kicks (`/admin/user/kick`).
+pub const KICK_TOPIC: &str = "kick";
+
+/// An admin kick: the sessions of `device` (every device when None) of
+/// `user`, on every node.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct KickNotice {
+    pub user: String,
+    pub device: Option<String>,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct LoginNotice {
@@ -82,6 +92,29 @@ pub async fn follow_topic<T: DeserializeOwned>(
             Err(e) => tracing::warn!(error = %e, topic, "undecodable announcement"),
         }
     }
+}
+
+/// Announce an admin kick to every node (this one included: it applies
+/// it when the announcement comes back, in the cluster's order).
+pub async fn announce_kick(store: &dyn Store, notice: &KickNotice) -> Result<(), String> {
+    let payload = serde_json::to_string(notice).map_err(|e| e.to_string())?;
+    store
+        .announce(KICK_TOPIC.to_string(), payload)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Apply the cluster's admin kicks to this node's sessions until the
+/// store closes.
+pub async fn follow_kicks(store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+    follow_topic(store, KICK_TOPIC, |n: KickNotice, _local| {
+        const REASON: &str = "kicked by the administrator";
+        match &n.device {
+            Some(d) => sessions.kick_device(&n.user, d, imgate_core::ErrorCode::KickedOff, REASON),
+            None => sessions.kick_user(&n.user, imgate_core::ErrorCode::KickedOff, REASON),
+        };
+    })
+    .await;
 }
 
 /// Apply the cluster's logins to this node's sessions until the store

@@ -105,6 +105,7 @@ impl SessionRegistry {
     /// nodes' logins here (see [`super::cluster`]).
     pub fn join_cluster(self: &Arc<Self>, store: Arc<dyn Store>) {
         if self.cluster.set(store.clone()).is_ok() {
+            tokio::spawn(super::cluster::follow_kicks(store.clone(), self.clone()));
             tokio::spawn(super::cluster::follow_logins(store, self.clone()));
         }
     }
@@ -254,6 +255,20 @@ impl SessionRegistry {
         }
         list.retain(|e| e.kick.is_some());
         n
+    }
+
+    /// The sessions of `user` on this node: (device, protocol, whether
+    /// its login is placed in the cluster order).
+    pub fn sessions_of(&self, user: &str) -> Vec<(String, Protocol, bool)> {
+        lock(&self.inner)
+            .users
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .map(|e| (e.device.clone(), e.protocol, e.announced))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Devices of `user` online on this node.
