@@ -309,6 +309,26 @@ impl Gateway {
     pub fn data_dir(&self) -> &Path {
         &self.data_dir
     }
+
+    /// Run `imgate admin ARGS` against this gateway as an operator would
+    /// (the secret from the data directory); its stdout. Panics with the
+    /// stderr if it fails.
+    pub fn admin_cli(&self, args: &[&str]) -> String {
+        let out = Command::new(binary())
+            .arg("admin")
+            .args(args)
+            .env_remove("IMGATE_ADMIN_SECRET")
+            .env("IMGATE_ADMIN_URL", self.admin_url())
+            .env("IMGATE_DATA_DIR", self.data_dir())
+            .output()
+            .expect("running imgate admin");
+        assert!(
+            out.status.success(),
+            "imgate admin {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
 }
 
 impl Drop for Gateway {

@@ -2,11 +2,9 @@
 //! user's sessions on the node, `POST /admin/user/kick` ends one device's
 //! sessions (or all of the user's) with code 7, and the CLI does both.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use imgate_codecs::pb::PbServerMessage;
-use imgate_conformance::gateway::binary;
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
 
@@ -82,22 +80,8 @@ fn list_and_kick_one_device_then_all_and_the_cli_does_both() {
     wait_for_sessions(&g, &alice, &[("laptop", "pb")]);
 
     // The CLI: list, then kick every device.
-    let cli = |args: &[&str]| -> Value {
-        let out = Command::new(binary())
-            .arg("admin")
-            .args(args)
-            .env_remove("IMGATE_ADMIN_SECRET")
-            .env("IMGATE_ADMIN_URL", g.admin_url())
-            .env("IMGATE_DATA_DIR", g.data_dir())
-            .output()
-            .expect("running imgate admin");
-        assert!(
-            out.status.success(),
-            "imgate admin {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).expect("JSON output")
-    };
+    let cli =
+        |args: &[&str]| -> Value { serde_json::from_str(&g.admin_cli(args)).expect("JSON output") };
     let listed = cli(&["sessions", "--user", &alice]);
     assert_eq!(listed["sessions"][0]["deviceId"], "laptop", "{listed}");
     cli(&["kick", "--user", &alice]);

@@ -6,32 +6,13 @@ use std::process::Command;
 use imgate_conformance::gateway::binary;
 use imgate_conformance::{Client, Gateway};
 
-fn admin_cli(g: &Gateway, args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .arg("admin")
-        .args(args)
-        .env_remove("IMGATE_ADMIN_SECRET")
-        .env("IMGATE_ADMIN_URL", g.admin_url())
-        .env("IMGATE_DATA_DIR", g.data_dir())
-        .output()
-        .expect("running imgate admin");
-    assert!(
-        out.status.success(),
-        "imgate admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
 #[test]
 fn walkthrough_alice_to_bob_with_the_cli() {
     let g = Gateway::start();
-    let token = admin_cli(&g, &["get-token", "bob"]).trim().to_string();
-    let sent: serde_json::Value = serde_json::from_str(&admin_cli(
-        &g,
-        &["send", "--from", "alice", "--to", "bob", "hi"],
-    ))
-    .unwrap();
+    let token = g.admin_cli(&["get-token", "bob"]).trim().to_string();
+    let sent: serde_json::Value =
+        serde_json::from_str(&g.admin_cli(&["send", "--from", "alice", "--to", "bob", "hi"]))
+            .unwrap();
     let bob = Client::new(&g.http_url(), &token);
     let msgs = bob.sync_all(0);
     assert_eq!(msgs.len(), 1);
@@ -39,28 +20,22 @@ fn walkthrough_alice_to_bob_with_the_cli() {
     assert_eq!(msgs[0]["sender"], "alice");
     assert_eq!(msgs[0]["messageUid"], sent["messageUid"]);
 
-    admin_cli(
-        &g,
-        &[
-            "group-create",
-            "cli-team",
-            "--owner",
-            "alice",
-            "--members",
-            "bob,carol",
-        ],
-    );
-    admin_cli(
-        &g,
-        &[
-            "send",
-            "--from",
-            "carol",
-            "--group",
-            "cli-team",
-            "hello team",
-        ],
-    );
+    g.admin_cli(&[
+        "group-create",
+        "cli-team",
+        "--owner",
+        "alice",
+        "--members",
+        "bob,carol",
+    ]);
+    g.admin_cli(&[
+        "send",
+        "--from",
+        "carol",
+        "--group",
+        "cli-team",
+        "hello team",
+    ]);
     assert_eq!(bob.sync_all(0).len(), 2);
 }
 
@@ -80,19 +55,19 @@ fn cli_without_a_secret_says_where_it_looked() {
 #[test]
 fn policy_commands_take_effect_without_restart() {
     let g = Gateway::start();
-    admin_cli(&g, &["words-add", "darn", "坏词"]);
-    let listed: serde_json::Value = serde_json::from_str(&admin_cli(&g, &["words"])).unwrap();
+    g.admin_cli(&["words-add", "darn", "坏词"]);
+    let listed: serde_json::Value = serde_json::from_str(&g.admin_cli(&["words"])).unwrap();
     assert_eq!(listed["words"], serde_json::json!(["darn", "坏词"]));
     let alice = g.client("alice", "web");
     assert_eq!(alice.send_text("bob", "darn", "1").code(), 242);
     let hits: serde_json::Value =
-        serde_json::from_str(&admin_cli(&g, &["hits", "--user", "alice"])).unwrap();
+        serde_json::from_str(&g.admin_cli(&["hits", "--user", "alice"])).unwrap();
     assert_eq!(hits["hits"][0]["words"], serde_json::json!(["darn"]));
-    admin_cli(&g, &["words-del", "darn"]);
+    g.admin_cli(&["words-del", "darn"]);
     assert_eq!(alice.send_text("bob", "darn", "2").code(), 0);
-    admin_cli(&g, &["status", "alice", "muted"]);
+    g.admin_cli(&["status", "alice", "muted"]);
     assert_eq!(alice.send_text("bob", "hi", "3").code(), 8);
-    admin_cli(&g, &["status", "alice", "normal"]);
+    g.admin_cli(&["status", "alice", "normal"]);
     assert_eq!(alice.send_text("bob", "hi", "4").code(), 0);
     // Recall of one's own message over HTTP.
     let uid = alice.send_text("bob", "oops", "5").result()["messageUid"]

@@ -5,13 +5,11 @@
 //! a user (MQTT 5 Assigned Client Identifier); revoking every token of a
 //! user; platform-less logins that never kick each other.
 
-use std::process::Command;
 use std::time::Duration;
 
 use imgate_codecs::mqtt::{ConnAck, Connect, Packet, Properties, Version};
 use imgate_codecs::pb::PbServerMessage;
 use imgate_codecs::xmpp::ns;
-use imgate_conformance::gateway::binary;
 use imgate_conformance::mqtt::RawMqtt;
 use imgate_conformance::xmpp::{auth_plain, stream_header, XmppRaw};
 use imgate_conformance::{unique, Client, Gateway, PbClient, WAIT};
@@ -341,49 +339,27 @@ fn two_devices_with_platform_less_tokens_never_kick_each_other() {
     assert_not_kicked(&mut bot1b, "bot1");
 }
 
-fn admin_cli(g: &Gateway, args: &[&str]) -> String {
-    let out = Command::new(binary())
-        .arg("admin")
-        .args(args)
-        .env_remove("IMGATE_ADMIN_SECRET")
-        .env("IMGATE_ADMIN_URL", g.admin_url())
-        .env("IMGATE_DATA_DIR", g.data_dir())
-        .output()
-        .expect("running imgate admin");
-    assert!(
-        out.status.success(),
-        "imgate admin {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 output")
-}
-
 #[test]
 fn the_cli_issues_lists_and_revokes_device_secrets_and_tokens() {
     let g = Gateway::start();
     let user = unique("cli-iot");
-    let secret = admin_cli(
-        &g,
-        &["device-secret", "issue", "--user", &user, "--device", "d1"],
-    )
-    .trim()
-    .to_string();
+    let secret = g
+        .admin_cli(&["device-secret", "issue", "--user", &user, "--device", "d1"])
+        .trim()
+        .to_string();
     assert_eq!(mqtt_code(&g, &user, &secret, "d1"), 0);
     let list: Value =
-        serde_json::from_str(&admin_cli(&g, &["device-secret", "list", "--user", &user]))
+        serde_json::from_str(&g.admin_cli(&["device-secret", "list", "--user", &user]))
             .expect("JSON list");
     assert_eq!(list["devices"][0]["deviceId"], "d1");
-    admin_cli(
-        &g,
-        &["device-secret", "revoke", "--user", &user, "--device", "d1"],
-    );
+    g.admin_cli(&["device-secret", "revoke", "--user", &user, "--device", "d1"]);
     assert_eq!(mqtt_code(&g, &user, &secret, "d1"), 0x86);
 
     // get-token without a device: any device of the user.
-    let token = admin_cli(&g, &["get-token", &user]).trim().to_string();
+    let token = g.admin_cli(&["get-token", &user]).trim().to_string();
     assert_eq!(pb_code(&g, &user, &token, "one"), 0);
     assert_eq!(pb_code(&g, &user, &token, "two"), 0);
-    admin_cli(&g, &["revoke-tokens", "--user", &user]);
+    g.admin_cli(&["revoke-tokens", "--user", &user]);
     assert_eq!(pb_code(&g, &user, &token, "one"), 6);
 }
 
