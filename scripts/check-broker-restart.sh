@@ -45,7 +45,7 @@ trap cleanup EXIT
 
 IMGATE_DATA_DIR=$dir IMGATE_STORE="${url}${sep}prefix=${prefix}" IMGATE_HTTP_ADDR=127.0.0.1:0 \
 IMGATE_ADMIN_ADDR=127.0.0.1:0 IMGATE_PB_ADDR=127.0.0.1:0 IMGATE_MQTT_ADDR=127.0.0.1:0 \
-IMGATE_XMPP_ADDR=127.0.0.1:0 IMGATE_RATE_LIMIT_MESSAGES=100000000 RUST_LOG=info \
+IMGATE_XMPP_ADDR=127.0.0.1:0 IMGATE_WS_ADDR=127.0.0.1:0 IMGATE_RATE_LIMIT_MESSAGES=100000000 RUST_LOG=info \
   "$bin" serve >"$dir/out" 2>"$dir/err" &
 pid=$!
 for _ in $(seq 1 600); do grep -q '^ready' "$dir/out" 2>/dev/null && break; sleep 0.05; done

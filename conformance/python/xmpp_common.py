@@ -21,11 +21,17 @@ def make_client(jid, token, plugins=("xep_0030", "xep_0184", "xep_0199")):
     """A slixmpp client that authenticates with SASL PLAIN: user id + token.
     Plain TCP by default; with IMGATE_XMPP_CAFILE set (a gateway with a
     certificate), STARTTLS is required and the server certificate is
-    verified against that file."""
+    verified against that file; with IMGATE_XMPP_DIRECT_TLS too, TLS from
+    the first byte (XEP-0368, the gateway's `xmpps` listener) instead."""
     client = slixmpp.ClientXMPP(jid, token)
     client.enable_direct_tls = False
     cafile = os.environ.get("IMGATE_XMPP_CAFILE")
-    if cafile:
+    if cafile and os.environ.get("IMGATE_XMPP_DIRECT_TLS"):
+        client.enable_direct_tls = True
+        client.enable_starttls = False
+        client.enable_plaintext = False
+        client.ca_certs = cafile
+    elif cafile:
         client.enable_starttls = True
         client.enable_plaintext = False
         client.ca_certs = cafile

@@ -44,6 +44,13 @@ pub fn binary() -> PathBuf {
 }
 
 /// A running gateway process.
+/// Every listener of the gateway's listener table (DESIGN §5.6): each one
+/// a test gateway starts gets an ephemeral port (`IMGATE_<NAME>_ADDR`),
+/// and its `listening <name>` line tells the port.
+pub const LISTENERS: [&str; 11] = [
+    "PB", "MQTT", "XMPP", "HTTP", "ADMIN", "WS", "PBS", "MQTTS", "XMPPS", "HTTPS", "WSS",
+];
+
 pub struct Gateway {
     child: Option<Child>,
     pub data_dir: PathBuf,
@@ -141,8 +148,8 @@ impl Gateway {
             .env("IMGATE_DATA_DIR", &data_dir)
             .env("IMGATE_STORE", "embedded")
             .env("RUST_LOG", "info");
-        for proto in ["PB", "MQTT", "XMPP", "HTTP", "ADMIN"] {
-            cmd.env(format!("IMGATE_{proto}_ADDR"), "127.0.0.1:0");
+        for listener in LISTENERS {
+            cmd.env(format!("IMGATE_{listener}_ADDR"), "127.0.0.1:0");
         }
         for (k, v) in &env {
             cmd.env(k, v);

@@ -281,7 +281,10 @@ impl XmppScript {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> XmppScript {
-        let (host, port) = g.addr("xmpp").rsplit_once(':').expect("host:port");
+        // Direct TLS (XEP-0368) has a listener of its own.
+        let direct_tls = env.iter().any(|(k, _)| *k == "IMGATE_XMPP_DIRECT_TLS");
+        let listener = if direct_tls { "xmpps" } else { "xmpp" };
+        let (host, port) = g.addr(listener).rsplit_once(':').expect("host:port");
         let mut child = Command::new(python())
             .envs(env.iter().copied())
             .arg(python_dir().join(name))

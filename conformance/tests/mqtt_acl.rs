@@ -325,8 +325,8 @@ fn a_bad_acl_file_stops_serve_with_its_line() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    for proto in ["PB", "MQTT", "XMPP", "HTTP", "ADMIN"] {
-        cmd.env(format!("IMGATE_{proto}_ADDR"), "127.0.0.1:0");
+    for listener in imgate_conformance::gateway::LISTENERS {
+        cmd.env(format!("IMGATE_{listener}_ADDR"), "127.0.0.1:0");
     }
     let child = cmd.spawn().expect("starting imgate");
     let pid = child.id();

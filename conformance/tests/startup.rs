@@ -55,8 +55,8 @@ fn a_start_that_fails_on_a_taken_port_leaves_the_secret_to_the_retry() {
             .env_remove("IMGATE_CONFIG")
             .env("IMGATE_DATA_DIR", &data)
             .env("IMGATE_STORE", "embedded");
-        for proto in ["MQTT", "XMPP", "HTTP", "ADMIN"] {
-            cmd.env(format!("IMGATE_{proto}_ADDR"), "127.0.0.1:0");
+        for listener in imgate_conformance::gateway::LISTENERS {
+            cmd.env(format!("IMGATE_{listener}_ADDR"), "127.0.0.1:0");
         }
         cmd.env("IMGATE_PB_ADDR", pb_addr)
             .stdin(Stdio::null())

@@ -1,10 +1,12 @@
-//! TLS when a certificate is configured (DESIGN §8, §5.4): the gateway runs
-//! with the suite's self-signed test certificate (`conformance/fixtures/tls`)
-//! and real clients speak to it: PB, MQTT and HTTP over implicit TLS (a
-//! rustls client trusting that certificate), XMPP with STARTTLS through
-//! slixmpp (verifying the certificate). Plain clients are refused: on the
-//! implicit-TLS listeners the handshake fails, on XMPP SASL is refused until
-//! STARTTLS. The admin API is HTTPS as well (the CLI verifies it) unless
+//! TLS when a certificate is configured (DESIGN §8, §5.4, §5.6): the gateway
+//! runs with the suite's self-signed test certificate
+//! (`conformance/fixtures/tls`) and real clients speak to it: PB, MQTT and
+//! HTTP over implicit TLS on their TLS listeners (`pbs`, `mqtts`, `https`;
+//! a rustls client trusting that certificate), XMPP with STARTTLS on the
+//! plain listener and direct TLS on `xmpps` through slixmpp (verifying the
+//! certificate). The plain listeners keep running side by side. Plain
+//! bytes to a TLS listener get no protocol answer; on plain XMPP SASL is
+//! refused until STARTTLS. The admin API is HTTPS as well (the CLI verifies it) unless
 //! `admin_tls = false`. A bad certificate setting stops the start with a
 //! clear error.
 
@@ -39,9 +41,10 @@ fn pb_over_tls_logs_in_sends_and_receives() {
     let (a, b) = (unique("tls-a"), unique("tls-b"));
     let at = g.admin().token(&a, "phone", ANDROID);
     let bt = g.admin().token(&b, "phone", ANDROID);
-    let mut alice = PbClient::connect_tls(g.addr("pb"));
+    let mut alice = PbClient::connect_tls(g.addr("pbs"));
     assert_eq!(alice.login(&a, &at, "phone", ANDROID).code, 0);
-    let mut bob = PbClient::connect_tls(g.addr("pb"));
+    // Side by side: bob is on the plain listener.
+    let mut bob = PbClient::connect(g.addr("pb"));
     assert_eq!(bob.login(&b, &bt, "phone", ANDROID).code, 0);
     let sent = alice.send_text(&b, "over tls", "tls-1");
     assert_eq!(sent.code, 0);
@@ -51,11 +54,15 @@ fn pb_over_tls_logs_in_sends_and_receives() {
     assert_eq!(m.message_id, sent.message_id);
     assert_eq!(m.sender, a);
     bob.ack(m.message_id);
+    let back = bob.send_text(&a, "over plain", "tls-2");
+    assert_eq!(back.code, 0);
+    let m = alice.next_deliver(WAIT).expect("alice gets it over TLS");
+    assert_eq!(m.message_id, back.message_id);
 
-    // A plain-TCP client gets no PB answer: its login frame is not a TLS
-    // handshake, so at most a TLS alert record (0x15) comes back before
-    // the close.
-    let mut plain = std::net::TcpStream::connect(g.addr("pb")).expect("connect");
+    // A plain-TCP client on the TLS listener gets no PB answer: its login
+    // frame is not a TLS handshake, so at most a TLS alert record (0x15)
+    // comes back before the close.
+    let mut plain = std::net::TcpStream::connect(g.addr("pbs")).expect("connect");
     plain.set_read_timeout(Some(WAIT)).ok();
     let mut frame = bytes::BytesMut::new();
     let login = imgate_codecs::pb::PbRequest::Login(imgate_codecs::pb::proto::LoginRequest {
@@ -82,7 +89,7 @@ fn pb_over_tls_logs_in_sends_and_receives() {
 #[test]
 fn https_healthz_and_client_api() {
     let g = tls_gateway();
-    let mut conn = Conn::connect_tls(g.addr("http")).expect("TLS to the http listener");
+    let mut conn = Conn::connect_tls(g.addr("https")).expect("TLS to the https listener");
     conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .expect("write request");
     let mut reply = Vec::new();
@@ -93,12 +100,26 @@ fn https_healthz_and_client_api() {
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 
     // Plain HTTP to the HTTPS port gets no HTTP answer.
-    let mut plain = std::net::TcpStream::connect(g.addr("http")).expect("connect");
+    let mut plain = std::net::TcpStream::connect(g.addr("https")).expect("connect");
     plain.set_read_timeout(Some(WAIT)).ok();
     let _ = plain.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let mut buf = Vec::new();
     let _ = plain.read_to_end(&mut buf);
     assert!(!String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"));
+
+    // The plain listener runs side by side.
+    let mut plain = std::net::TcpStream::connect(g.addr("http")).expect("connect");
+    plain.set_read_timeout(Some(WAIT)).ok();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .expect("write");
+    let mut buf = Vec::new();
+    let _ = plain.read_to_end(&mut buf);
+    assert!(
+        String::from_utf8_lossy(&buf).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
 
     // The admin API is HTTPS too (`g.admin()` speaks it).
     let token = g.admin().token("tls-user", "pc", 3);
@@ -206,8 +227,17 @@ fn mqtt_connect_over_tls_gets_connack_0() {
     let g = tls_gateway();
     let user = unique("tls-m");
     let token = g.admin().token(&user, "dev1", 3);
-    for version in [Version::V4, Version::V5] {
-        let mut raw = RawMqtt::connect_tls(g.addr("mqtt"), version);
+    for (version, tls) in [
+        (Version::V4, true),
+        (Version::V5, true),
+        // Side by side: the plain listener too.
+        (Version::V5, false),
+    ] {
+        let mut raw = if tls {
+            RawMqtt::connect_tls(g.addr("mqtts"), version)
+        } else {
+            RawMqtt::connect(g.addr("mqtt"), version)
+        };
         raw.send(
             &Packet::Connect(Connect {
                 version,
@@ -222,7 +252,7 @@ fn mqtt_connect_over_tls_gets_connack_0() {
             version,
         );
         match raw.recv() {
-            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0, "{version:?}"),
+            Some(Packet::ConnAck(a)) => assert_eq!(a.code, 0, "{version:?} tls={tls}"),
             other => panic!("expected CONNACK over TLS, got {other:?}"),
         }
     }
@@ -259,11 +289,59 @@ fn xmpp_starttls_with_slixmpp_logs_in_and_chats() {
     // Cross-protocol over TLS on both sides: PB (implicit TLS) → XMPP
     // (STARTTLS).
     let pt = g.admin().token(&a, "phone", ANDROID);
-    let mut pb = PbClient::connect_tls(g.addr("pb"));
+    let mut pb = PbClient::connect_tls(g.addr("pbs"));
     assert_eq!(pb.login(&a, &pt, "phone", ANDROID).code, 0);
     assert_eq!(pb.send_text(&b, "from pb", "tls-x1").code, 0);
     let got = XmppScript::spawn_with(&g, DOMAIN, "xmpp_recv.py", &[&b, &bt, "1"], &env).finish();
     assert_eq!(got["received"][0]["body"], "from pb", "{got}");
+}
+
+#[test]
+fn xmpp_direct_tls_with_slixmpp_logs_in_and_chats_with_a_starttls_client() {
+    let g = tls_gateway();
+    let ca = tls::cert_path().display().to_string();
+    let direct = [
+        ("IMGATE_XMPP_CAFILE", ca.as_str()),
+        ("IMGATE_XMPP_DIRECT_TLS", "1"),
+    ];
+    let starttls = [("IMGATE_XMPP_CAFILE", ca.as_str())];
+    let (a, b) = (unique("tls-da"), unique("tls-db"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let login = XmppScript::spawn_with(&g, DOMAIN, "xmpp_login.py", &[&a, &at], &direct).finish();
+    assert_eq!(login["ok"], true, "{login}");
+    // Direct TLS offers no STARTTLS (it is encrypted already): SASL first.
+    let mut c = Conn::connect_tls(g.addr("xmpps")).expect("TLS to xmpps");
+    c.write_all(stream_header(DOMAIN).as_bytes())
+        .expect("header");
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("</stream:features>") {
+        let n = c.read(&mut buf).expect("features");
+        assert!(n > 0, "closed before features: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert!(
+        seen.contains("PLAIN") && !seen.contains("starttls"),
+        "{seen}"
+    );
+
+    // The recipient is online with STARTTLS on the plain listener.
+    let mut recv = XmppScript::spawn_with(&g, DOMAIN, "xmpp_recv.py", &[&b, &bt, "1"], &starttls);
+    assert_eq!(recv.next_line()["event"], "ready");
+    let to = format!("{b}@{DOMAIN}");
+    let sent = XmppScript::spawn_with(
+        &g,
+        DOMAIN,
+        "xmpp_send.py",
+        &[&a, &at, &to, "direct"],
+        &direct,
+    )
+    .finish();
+    assert_eq!(sent["sent_ids"].as_array().map(Vec::len), Some(1), "{sent}");
+    assert_eq!(sent["errors"].as_array().map(Vec::len), Some(0), "{sent}");
+    let got = recv.finish();
+    assert_eq!(got["received"][0]["body"], "direct", "{got}");
 }
 
 #[test]
@@ -326,7 +404,7 @@ fn bad_certificate_settings_stop_the_start() {
             .env_remove("IMGATE_ADMIN_SECRET")
             .env_remove("IMGATE_CONFIG")
             .envs(
-                ["PB", "MQTT", "XMPP", "HTTP", "ADMIN"]
+                imgate_conformance::gateway::LISTENERS
                     .map(|p| (format!("IMGATE_{p}_ADDR"), "127.0.0.1:0".to_string())),
             )
             .stdin(Stdio::null())

@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use imgate_core::pipeline::{
-    Limits, PipelineConfig, Protocol, RateLimitConfig, ReviewConfig, ReviewMode, WordStrategies,
-    WordStrategy,
+    Limits, PipelineConfig, RateLimitConfig, ReviewConfig, ReviewMode, WordStrategies, WordStrategy,
 };
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +28,17 @@ pub struct Config {
     pub http_addr: String,
     /// Signed admin API and `/metrics`.
     pub admin_addr: String,
+    /// The WebSocket listener: `/mqtt`, `/xmpp-websocket` (RFC 7395) and
+    /// `/pb` (DESIGN §5.6).
+    pub ws_addr: String,
+    /// With a certificate (`tls_cert`), TLS listeners next to the plain
+    /// ones: PB, MQTT, XMPP direct TLS (XEP-0368), HTTPS and WebSocket
+    /// over TLS. Without one they do not open.
+    pub pbs_addr: String,
+    pub mqtts_addr: String,
+    pub xmpps_addr: String,
+    pub https_addr: String,
+    pub wss_addr: String,
     /// Embedded store, `mqtt.redb`, the generated admin secret.
     pub data_dir: PathBuf,
     /// Empty: read `data_dir/admin-secret`, or generate and print one.
@@ -169,14 +179,15 @@ pub struct Config {
     /// `text` (for people) or `json` (one JSON object per line, for log
     /// collectors).
     pub log_format: String,
-    /// PEM certificate chain; with `tls_key`, TLS on the PB, MQTT, client
-    /// HTTP and admin listeners and STARTTLS (required) on XMPP. Empty = no
-    /// TLS.
+    /// PEM certificate chain; with `tls_key`, the TLS listeners open
+    /// (`pbs`, `mqtts`, `xmpps`, `https`, `wss`) next to the plain ones,
+    /// the admin API is HTTPS (see `admin_tls`) and the plain XMPP listener
+    /// requires STARTTLS. Empty = no TLS.
     pub tls_cert: String,
     /// PEM private key of `tls_cert`.
     pub tls_key: String,
     /// Listeners behind a TCP load balancer that sends the PROXY protocol
-    /// (v1 or v2), e.g. `"mqtt,http,pb,xmpp"`: on each, every connection
+    /// (v1 or v2), e.g. `"mqtt,http,pb,xmpp,ws,mqtts"` (listener names): on each, every connection
     /// must start with the header, and its client address replaces the
     /// socket's peer (per-IP limits, logs). Empty = none. Never `admin`.
     pub proxy_protocol: String,
@@ -194,6 +205,12 @@ impl Default for Config {
             xmpp_addr: "0.0.0.0:5222".into(),
             http_addr: "0.0.0.0:8080".into(),
             admin_addr: "127.0.0.1:18080".into(),
+            ws_addr: "0.0.0.0:8083".into(),
+            pbs_addr: "0.0.0.0:8101".into(),
+            mqtts_addr: "0.0.0.0:8883".into(),
+            xmpps_addr: "0.0.0.0:5223".into(),
+            https_addr: "0.0.0.0:8443".into(),
+            wss_addr: "0.0.0.0:8084".into(),
             data_dir: PathBuf::from("imgate-data"),
             admin_secret: String::new(),
             store: "embedded".into(),
@@ -368,9 +385,9 @@ impl Config {
         Ok(())
     }
 
-    /// The listeners of `proxy_protocol`; an unknown name (or `admin`) is
-    /// an error.
-    pub fn proxy_protocol_listeners(&self) -> anyhow::Result<Vec<Protocol>> {
+    /// The listeners of `proxy_protocol` (names of the listener table);
+    /// an unknown name (or `admin`) is an error.
+    pub fn proxy_protocol_listeners(&self) -> anyhow::Result<Vec<&'static str>> {
         let mut listeners = Vec::new();
         for name in self
             .proxy_protocol
@@ -378,17 +395,14 @@ impl Config {
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
-            let listener = match name {
-                "pb" => Protocol::Pb,
-                "mqtt" => Protocol::Mqtt,
-                "xmpp" => Protocol::Xmpp,
-                "http" => Protocol::Http,
-                other => {
-                    bail!("proxy_protocol: {other:?} is not a listener (pb, mqtt, xmpp or http)")
-                }
+            let Some(spec) = crate::listeners::by_name(name).filter(|l| l.name != "admin") else {
+                bail!(
+                    "proxy_protocol: {name:?} is not a client listener ({})",
+                    crate::listeners::names().replace("admin, ", "")
+                )
             };
-            if !listeners.contains(&listener) {
-                listeners.push(listener);
+            if !listeners.contains(&spec.name) {
+                listeners.push(spec.name);
             }
         }
         Ok(listeners)
@@ -614,7 +628,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.proxy_protocol_listeners().unwrap(),
-            [Protocol::Mqtt, Protocol::Http, Protocol::Pb, Protocol::Xmpp]
+            ["mqtt", "http", "pb", "xmpp"]
         );
         let c = Config::load_from(
             None,

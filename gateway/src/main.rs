@@ -24,6 +24,7 @@ mod cli;
 mod config;
 mod device_secrets;
 mod http;
+mod listeners;
 mod metrics;
 mod mqtt;
 mod pb;
@@ -32,8 +33,8 @@ mod secrets;
 mod server;
 mod sessions;
 mod state;
-mod tls;
 mod token;
+mod transport;
 mod xmpp;
 
 use std::path::PathBuf;

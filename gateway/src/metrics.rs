@@ -1,5 +1,6 @@
 //! Prometheus metrics (text exposition format) without a metrics crate:
-//! connections per protocol, messages in/out per protocol, pipeline
+//! connections per protocol and per listener (the rows of
+//! `crate::listeners::LISTENERS`), messages in/out per protocol, pipeline
 //! rejections by reason, refused logins by protocol and reason, and send
 //! latency (pipeline incl. durable store).
 
@@ -11,13 +12,10 @@ use std::time::Duration;
 use imgate_core::pipeline::Protocol;
 use imgate_core::ErrorCode;
 
-const PROTOCOLS: [Protocol; 5] = [
-    Protocol::Pb,
-    Protocol::Mqtt,
-    Protocol::Xmpp,
-    Protocol::Http,
-    Protocol::Admin,
-];
+use crate::listeners::LISTENERS;
+
+const PROTOCOLS: [Protocol; Protocol::ALL.len()] = Protocol::ALL;
+const N: usize = PROTOCOLS.len();
 /// Upper bounds (seconds) of the latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0,
@@ -34,17 +32,19 @@ const AUTH_REASONS: [ErrorCode; 5] = [
 ];
 
 fn proto_index(p: Protocol) -> usize {
-    PROTOCOLS.iter().position(|x| *x == p).unwrap_or(0)
+    p.index()
 }
 
 #[derive(Default)]
 pub struct Metrics {
-    connections: [AtomicI64; 5],
-    messages_in: [AtomicU64; 5],
-    messages_out: [AtomicU64; 5],
+    connections: [AtomicI64; N],
+    /// Open connections per listener (index into `LISTENERS`).
+    listener_connections: [AtomicI64; LISTENERS.len()],
+    messages_in: [AtomicU64; N],
+    messages_out: [AtomicU64; N],
     rejections: [AtomicU64; ErrorCode::ALL.len()],
     /// Refused logins, per protocol and reason.
-    auth_failures: [[AtomicU64; AUTH_REASONS.len()]; 5],
+    auth_failures: [[AtomicU64; AUTH_REASONS.len()]; N],
     latency_buckets: [AtomicU64; BUCKETS.len()],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -62,7 +62,29 @@ impl Drop for ConnectionGuard {
     }
 }
 
+/// Decrements a listener's connection gauge when dropped.
+pub struct ListenerGuard {
+    metrics: Arc<Metrics>,
+    index: usize,
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.metrics.listener_connections[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Metrics {
+    /// An open connection on the listener called `name`.
+    pub fn listener_connection(self: &Arc<Self>, name: &str) -> Option<ListenerGuard> {
+        let index = LISTENERS.iter().position(|l| l.name == name)?;
+        self.listener_connections[index].fetch_add(1, Ordering::Relaxed);
+        Some(ListenerGuard {
+            metrics: self.clone(),
+            index,
+        })
+    }
+
     pub fn connection(self: &Arc<Self>, protocol: Protocol) -> ConnectionGuard {
         self.connections[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
         ConnectionGuard {
@@ -133,6 +155,19 @@ impl Metrics {
         for p in PROTOCOLS {
             let v = self.connections[proto_index(p)].load(Ordering::Relaxed);
             let _ = writeln!(out, "imgate_connections{{protocol=\"{}\"}} {v}", p.name());
+        }
+        let _ = writeln!(
+            out,
+            "# HELP imgate_listener_connections Open connections per listener (transport included: mqtt, mqtts, ws, ...)."
+        );
+        let _ = writeln!(out, "# TYPE imgate_listener_connections gauge");
+        for (l, v) in LISTENERS.iter().zip(&self.listener_connections) {
+            let v = v.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "imgate_listener_connections{{listener=\"{}\"}} {v}",
+                l.name
+            );
         }
         for (name, help, arr) in [
             (
@@ -215,10 +250,14 @@ mod tests {
         let m = Arc::new(Metrics::default());
         {
             let _g = m.connection(Protocol::Http);
+            let _l = m.listener_connection("wss");
+            assert!(m.listener_connection("smtp").is_none());
             m.message_in(Protocol::Http, Duration::from_millis(3));
             m.rejection(ErrorCode::OverFrequency);
             let text = m.render();
             assert!(text.contains("imgate_connections{protocol=\"http\"} 1"));
+            assert!(text.contains("imgate_listener_connections{listener=\"wss\"} 1"));
+            assert!(text.contains("imgate_listener_connections{listener=\"ws\"} 0"));
             assert!(text.contains("imgate_messages_in_total{protocol=\"http\"} 1"));
             assert!(
                 text.contains("imgate_rejections_total{reason=\"over_frequency\",code=\"250\"} 1")
@@ -229,5 +268,8 @@ mod tests {
         assert!(m
             .render()
             .contains("imgate_connections{protocol=\"http\"} 0"));
+        assert!(m
+            .render()
+            .contains("imgate_listener_connections{listener=\"wss\"} 0"));
     }
 }

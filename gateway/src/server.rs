@@ -1,6 +1,7 @@
-//! `imgate serve`: open the store, build the pipeline, bind every listener,
-//! print `listening <proto> <addr>` lines and `ready`, run until SIGINT or
-//! SIGTERM, then drain (DESIGN §5, §8).
+//! `imgate serve`: open the store, build the pipeline, bind every listener
+//! of the listener table (`crate::listeners`), print `listening <name>
+//! <addr>` lines and `ready`, run until SIGINT or SIGTERM, then drain
+//! (DESIGN §5, §5.6, §8).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use imgate_adapters::HttpReviewHook;
 use imgate_adapters::{EmbeddedConfig, EmbeddedStore};
-use imgate_core::pipeline::{build_pipeline, PolicyParts, Protocol, ReviewHook};
+use imgate_core::pipeline::{build_pipeline, PolicyParts, ReviewHook};
 use imgate_core::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -16,14 +17,14 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::http::{admin_router, client_router};
+use crate::listeners::{ListenerSpec, Service, LISTENERS};
 use crate::metrics::Metrics;
 use crate::mqtt;
 use crate::pb;
 use crate::policy::PolicyState;
 use crate::secrets;
-use crate::sessions::{
-    run_listener, AdmittingListener, ConnLimiter, OrderedAppends, SessionRegistry,
-};
+use crate::sessions::listener::Handler;
+use crate::sessions::{run_listener, ConnLimiter, OrderedAppends, SessionRegistry};
 use crate::state::{AppState, Shared};
 use crate::token::TokenIssuer;
 use crate::xmpp;
@@ -65,12 +66,81 @@ async fn open_store(
     )
 }
 
-async fn bind(what: &str, addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| {
-        format!(
-            "cannot listen for {what} on {addr} (set IMGATE_{}_ADDR)",
-            what.to_uppercase()
-        )
+/// Bind every enabled row of the listener table, in its order.
+async fn bind_all(
+    config: &Config,
+    have_cert: bool,
+) -> anyhow::Result<Vec<(&'static ListenerSpec, TcpListener)>> {
+    let mut bound = Vec::new();
+    for spec in LISTENERS.iter().filter(|l| l.enabled(config, have_cert)) {
+        let addr = (spec.addr)(config).trim();
+        let listener = TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen for {} on {addr} (set IMGATE_{}_ADDR; empty disables it)",
+                spec.name,
+                spec.name.to_uppercase()
+            )
+        })?;
+        bound.push((spec, listener));
+    }
+    Ok(bound)
+}
+
+/// The handler of each service (one per protocol, shared by every
+/// listener and transport that carries it).
+struct Handlers {
+    pb: Handler,
+    mqtt: Handler,
+    xmpp: Handler,
+    http: Handler,
+    admin: Handler,
+}
+
+impl Handlers {
+    fn of(&self, service: Service) -> Handler {
+        match service {
+            Service::Pb => self.pb.clone(),
+            Service::Mqtt => self.mqtt.clone(),
+            Service::Xmpp => self.xmpp.clone(),
+            Service::Http => self.http.clone(),
+            Service::Admin => self.admin.clone(),
+            Service::WebSocket => self.websocket(),
+        }
+    }
+
+    /// The WebSocket listener: the upgrade picks the protocol by path, then
+    /// that protocol's handler runs on the WebSocket stream.
+    fn websocket(&self) -> Handler {
+        let (pb, mqtt, xmpp) = (self.pb.clone(), self.mqtt.clone(), self.xmpp.clone());
+        Arc::new(move |stream, peer, state: AppState| {
+            let (pb, mqtt, xmpp) = (pb.clone(), mqtt.clone(), xmpp.clone());
+            Box::pin(async move {
+                let limit = state.login_timeout();
+                let upgraded = crate::transport::websocket::accept(stream, &state.config, limit);
+                let Some((service, stream)) = Box::pin(upgraded).await else {
+                    tracing::debug!(%peer, "websocket upgrade refused");
+                    return;
+                };
+                let handler = match service {
+                    Service::Pb => pb,
+                    Service::Mqtt => mqtt,
+                    _ => xmpp,
+                };
+                let _conn = service.protocol().map(|p| state.metrics.connection(p));
+                handler(stream, peer, state).await
+            })
+        })
+    }
+}
+
+fn http_handler(router: axum::Router) -> Handler {
+    Arc::new(move |stream, peer, state| {
+        Box::pin(crate::http::serve::serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            state,
+        ))
     })
 }
 
@@ -79,15 +149,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config.write_timeout_secs.max(1),
     ));
     // Certificate problems stop the start before anything else happens.
-    let tls = crate::tls::acceptor(&config)?;
+    let tls = crate::transport::tls::acceptor(&config)?;
     // Ports next: a port that is taken stops the start before anything is
     // written (the admin secret of a first start is generated, and
     // printed, only by the start that succeeds).
-    let pb = bind("pb", &config.pb_addr).await?;
-    let mqtt_listener = bind("mqtt", &config.mqtt_addr).await?;
-    let xmpp_listener = bind("xmpp", &config.xmpp_addr).await?;
-    let http = bind("http", &config.http_addr).await?;
-    let admin = bind("admin", &config.admin_addr).await?;
+    let listeners = bind_all(&config, tls.is_some()).await?;
     let (secret, generated) = secrets::admin_secret(&config.admin_secret, &config.data_dir)?;
     let (store, rabbit) = open_store(&config).await?;
     let policy = Arc::new(PolicyState::load(store.as_ref(), &config.data_dir).await?);
@@ -197,11 +263,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         // Shared subscriptions: one copy per message across the nodes.
         mqtt::cluster::share_groups(&mqtt_broker, state.store.clone(), config.node_id);
     }
-    println!("listening pb {}", pb.local_addr()?);
-    println!("listening mqtt {}", mqtt_listener.local_addr()?);
-    println!("listening xmpp {}", xmpp_listener.local_addr()?);
-    println!("listening http {}", http.local_addr()?);
-    println!("listening admin {}", admin.local_addr()?);
+    for (spec, listener) in &listeners {
+        println!("listening {} {}", spec.name, listener.local_addr()?);
+    }
     if generated {
         println!("admin-secret {secret}");
         tracing::info!(
@@ -209,81 +273,47 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             "generated the admin secret and stored it in the data directory"
         );
     }
-    let admin_tls = state.tls.clone().filter(|_| state.config.admin_tls);
-    match (&state.tls, &admin_tls) {
-        (Some(_), Some(_)) => {
-            tracing::info!("TLS on pb, mqtt, http and admin; STARTTLS required on xmpp")
+    if state.tls.is_some() {
+        tracing::info!(
+            admin_https = state.config.admin_tls,
+            "TLS listeners open next to the plain ones; STARTTLS required on plain xmpp"
+        );
+        if !state.config.admin_tls {
+            tracing::warn!("admin_tls = false: the admin API is plain HTTP");
         }
-        (Some(_), None) => tracing::warn!(
-            "TLS on pb, mqtt and http; STARTTLS required on xmpp; admin_tls = false: \
-             the admin API is plain HTTP"
-        ),
-        (None, _) => {}
     }
     println!("ready");
     tracing::info!(data_dir = %config.data_dir.display(), store = %config.store, "imgate is ready");
 
-    let mut servers: JoinSet<std::io::Result<()>> = JoinSet::new();
-    let st = state.clone();
-    servers.spawn(async move {
-        run_listener(Protocol::Pb, pb, st, true, pb::handle_connection).await;
-        Ok(())
-    });
-    let st = state.clone();
-    let xmpp_handler = xmpp::connection_handler(&state);
-    servers.spawn(async move {
-        // XMPP upgrades with STARTTLS inside the stream instead.
-        run_listener(Protocol::Xmpp, xmpp_listener, st, false, xmpp_handler).await;
-        Ok(())
-    });
-    let st = state.clone();
-    servers.spawn(async move {
-        mqtt::serve(mqtt_listener, st, mqtt_broker).await;
-        Ok(())
-    });
-    // Client HTTP goes through connection admission like every protocol;
-    // the admin API (localhost by default) has its own listener cap but
+    let handlers = Handlers {
+        pb: Arc::new(|stream, peer, state| Box::pin(pb::handle_connection(stream, peer, state))),
+        mqtt: mqtt::start(&state, mqtt_broker),
+        xmpp: xmpp::connection_handler(&state),
+        http: http_handler(client_router(state.clone())),
+        admin: http_handler(admin_router(state.clone())),
+    };
+    // Every listener runs the one accept loop (admission, PROXY header,
+    // TLS, then its service's handler); the admin API has its own cap but
     // no per-IP limits, so it stays reachable under a flood from one
-    // address. (With a certificate both are HTTPS, unless `admin_tls =
-    // false`.) Both bound header and body times (http::serve).
-    let client_http = AdmittingListener::new(
-        http,
-        state.conn_limiter.clone(),
-        state.metrics.clone(),
-        Protocol::Http,
-        state.tls.clone().map(|a| (a, login_timeout(&state))),
-    );
-    let st = state.clone();
-    let router = client_router(state.clone());
-    servers.spawn(async move {
-        crate::http::serve::serve(client_http, router, st).await;
-        Ok(())
-    });
-    let admin = AdmittingListener::new(
-        admin,
-        state.conn_limiter.clone(),
-        state.metrics.clone(),
-        Protocol::Admin,
-        admin_tls.map(|a| (a, login_timeout(&state))),
-    )
-    .without_per_ip_limits();
-    let st = state.clone();
-    let router = admin_router(state.clone());
-    servers.spawn(async move {
-        crate::http::serve::serve(admin, router, st).await;
-        Ok(())
-    });
+    // address.
+    let mut servers: JoinSet<()> = JoinSet::new();
+    for (spec, listener) in listeners {
+        let tls = state.tls.clone().filter(|_| spec.tls(&state.config, true));
+        servers.spawn(run_listener(
+            spec,
+            listener,
+            state.clone(),
+            tls,
+            handlers.of(spec.service),
+        ));
+    }
 
     wait_for_signal().await;
     tracing::info!("shutting down: draining sessions");
     let _ = shutdown_tx.send(true);
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let drained = tokio::time::timeout(grace, async {
-        while let Some(r) = servers.join_next().await {
-            if let Ok(Err(e)) = r {
-                tracing::warn!(error = %e, "listener ended with an error");
-            }
-        }
+        while servers.join_next().await.is_some() {}
     })
     .await;
     if drained.is_err() {
@@ -291,11 +321,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The time a new connection has for its TLS handshake (and login).
-pub fn login_timeout(state: &AppState) -> Duration {
-    Duration::from_secs(state.config.login_timeout_secs.max(1))
 }
 
 async fn wait_for_signal() {

@@ -60,7 +60,7 @@ pub struct Shared {
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
     /// TLS for the client listeners, if a certificate is configured.
-    pub tls: Option<crate::tls::TlsAcceptor>,
+    pub tls: Option<crate::transport::TlsAcceptor>,
     /// Turns true when the gateway starts draining.
     pub shutdown: watch::Receiver<bool>,
     /// Delivery acks of this node's devices, in any protocol (XMPP turns
@@ -77,6 +77,12 @@ pub struct DeliveryAck {
 }
 
 impl AppState {
+    /// The time a new connection has for its PROXY header, TLS handshake,
+    /// WebSocket upgrade and login.
+    pub fn login_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.config.login_timeout_secs.max(1))
+    }
+
     /// Run one send through the pipeline and count it.
     pub async fn send(&self, cmd: SendCommand) -> Result<SendAck, ImError> {
         self.send_owned(cmd).await

@@ -137,6 +137,19 @@ impl Element {
         out
     }
 
+    /// Serialize as a document of its own, every namespace declared (one
+    /// WebSocket message of RFC 7395 §3.3.3): the root says `xmlns`, a
+    /// `stream:` root declares the `stream` prefix.
+    pub fn to_standalone_xml(&self) -> String {
+        let mut out = String::new();
+        self.write_xml(&mut out, "");
+        if self.ns == ns::STREAM {
+            let at = "<stream:".len() + self.name.len();
+            out.insert_str(at, &format!(" xmlns:stream='{}'", ns::STREAM));
+        }
+        out
+    }
+
     /// Serialize, writing `xmlns` only where the namespace differs from
     /// `parent_ns`.
     pub fn write_xml(&self, out: &mut String, parent_ns: &str) {
@@ -252,5 +265,22 @@ mod tests {
     fn attribute_whitespace_and_quotes_are_escaped() {
         let e = Element::new("x", ns::CLIENT).attr("v", "a'b\"c\n\td");
         assert_eq!(e.to_xml(), "<x v='a&apos;b&quot;c&#xA;&#x9;d'/>");
+    }
+
+    #[test]
+    fn standalone_xml_declares_every_namespace() {
+        let m = Element::new("message", ns::CLIENT)
+            .attr("to", "b@x")
+            .child(Element::new("body", ns::CLIENT).text("hi"));
+        assert_eq!(
+            m.to_standalone_xml(),
+            "<message xmlns='jabber:client' to='b@x'><body>hi</body></message>"
+        );
+        let f = Element::new("features", ns::STREAM).child(Element::new("bind", ns::BIND));
+        assert_eq!(
+            f.to_standalone_xml(),
+            "<stream:features xmlns:stream='http://etherx.jabber.org/streams'>\
+             <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></stream:features>"
+        );
     }
 }

@@ -23,6 +23,7 @@ use tokio_util::codec::Decoder;
 
 use super::element::Element;
 use super::error::XmppCodecError;
+use super::ns;
 use super::tree::{parse_stanza, parse_stream_header, Scope};
 
 /// Default largest stanza, in bytes (RFC 6120 §13.12 asks for at least
@@ -77,6 +78,12 @@ pub struct XmppFramer {
     depth: usize,
     markup_start: usize,
     item_start: Option<usize>,
+    /// RFC 7395 framing (XMPP over WebSocket): no stream element; every
+    /// top-level element is a stanza, `<open/>` and `<close/>` of the
+    /// framing namespace open and close the stream.
+    websocket: bool,
+    /// Websocket framing: an `<open/>` has been read (and not restarted).
+    opened: bool,
 }
 
 const CDATA_OPEN: &[u8] = b"<![CDATA[";
@@ -96,7 +103,22 @@ impl XmppFramer {
             depth: 0,
             markup_start: 0,
             item_start: None,
+            websocket: false,
+            opened: false,
         }
+    }
+
+    /// A framer of RFC 7395 framing (XMPP over WebSocket): the stream
+    /// opens with `<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>`
+    /// ([`XmppEvent::StreamOpen`] with that element's attributes), stanzas
+    /// are top-level elements in `jabber:client`, `<close/>` ends it
+    /// ([`XmppEvent::StreamClose`]). Anything before `<open/>` is refused.
+    pub fn websocket(max_stanza: usize, max_depth: usize) -> XmppFramer {
+        let mut framer = XmppFramer::new(max_stanza, max_depth);
+        framer.websocket = true;
+        // Scan as inside a stream from the start: there is no stream tag.
+        framer.in_stream = true;
+        framer
     }
 
     /// The stanza size limit.
@@ -114,13 +136,21 @@ impl XmppFramer {
     /// Expect a new stream header (after SASL success or STARTTLS). Bytes
     /// already buffered stay; they belong to the new stream.
     pub fn restart(&mut self) {
-        self.in_stream = false;
+        if self.websocket {
+            self.opened = false;
+        } else {
+            self.in_stream = false;
+        }
         self.reset_scan();
     }
 
     /// Whether a stream header has been read.
     pub fn in_stream(&self) -> bool {
-        self.in_stream
+        if self.websocket {
+            self.opened
+        } else {
+            self.in_stream
+        }
     }
 
     fn reset_scan(&mut self) {
@@ -196,7 +226,26 @@ impl XmppFramer {
         let start = self.item_start.unwrap_or(0);
         src.advance(start);
         let text = self.take_item(src, end - start)?;
-        parse_stanza(&text, &self.scope, self.max_depth).map(XmppEvent::Stanza)
+        let el = parse_stanza(&text, &self.scope, self.max_depth)?;
+        if !self.websocket {
+            return Ok(XmppEvent::Stanza(el));
+        }
+        if el.is("open", ns::FRAMING) {
+            self.opened = true;
+            return Ok(XmppEvent::StreamOpen(el));
+        }
+        if el.is("close", ns::FRAMING) {
+            self.opened = false;
+            return Ok(XmppEvent::StreamClose);
+        }
+        if !self.opened {
+            return Err(XmppCodecError::BadStreamHeader(format!(
+                "expected <open xmlns='{}'/>, got <{}>",
+                ns::FRAMING,
+                el.name
+            )));
+        }
+        Ok(XmppEvent::Stanza(el))
     }
 
     /// An end tag ends at `end` (its `>`).
@@ -559,5 +608,63 @@ mod tests {
             f.decode(&mut buf).unwrap(),
             Some(XmppEvent::Stanza(_))
         ));
+    }
+
+    #[test]
+    fn websocket_framing_opens_carries_stanzas_and_closes() {
+        let mut f = XmppFramer::websocket(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH);
+        let mut buf = BytesMut::from(
+            "<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>\
+             <message xmlns='jabber:client' to='b@localhost'><body>hi</body></message>\
+             <close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>",
+        );
+        let events = all(&mut f, &mut buf);
+        assert_eq!(events.len(), 3, "{events:?}");
+        match &events[0] {
+            XmppEvent::StreamOpen(h) => assert_eq!(h.get_attr("to"), Some("localhost")),
+            other => panic!("{other:?}"),
+        }
+        match &events[1] {
+            XmppEvent::Stanza(m) => {
+                assert!(m.is("message", ns::CLIENT));
+                assert_eq!(
+                    m.get_child("body", ns::CLIENT).map(|b| b.text_content()),
+                    Some("hi".to_string())
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(events[2], XmppEvent::StreamClose);
+    }
+
+    #[test]
+    fn websocket_framing_refuses_stanzas_before_open_and_after_a_restart() {
+        let mut f = XmppFramer::websocket(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH);
+        let mut buf = BytesMut::from("<message><body>x</body></message>");
+        assert!(matches!(
+            f.decode(&mut buf),
+            Err(XmppCodecError::BadStreamHeader(_))
+        ));
+        let mut f = XmppFramer::websocket(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH);
+        let mut buf =
+            BytesMut::from("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' version='1.0'/>");
+        assert!(matches!(
+            f.decode(&mut buf),
+            Ok(Some(XmppEvent::StreamOpen(_)))
+        ));
+        assert!(f.in_stream());
+        f.restart();
+        assert!(!f.in_stream());
+        let mut buf = BytesMut::from("<iq type='get' id='1'/>");
+        assert!(
+            f.decode(&mut buf).is_err(),
+            "a restart expects a new <open/>"
+        );
+        // The stream tag of TCP framing is no WebSocket stream.
+        let mut f = XmppFramer::websocket(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH);
+        let mut buf = BytesMut::from(
+            "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
+        );
+        assert!(f.decode(&mut buf).map(|e| e.is_none()).unwrap_or(true));
     }
 }

@@ -5,6 +5,8 @@
 pub const CLIENT: &str = "jabber:client";
 /// The `stream:` prefix namespace (RFC 6120 §4.8.2).
 pub const STREAM: &str = "http://etherx.jabber.org/streams";
+/// XMPP over WebSocket framing (RFC 7395): `<open/>` and `<close/>`.
+pub const FRAMING: &str = "urn:ietf:params:xml:ns:xmpp-framing";
 /// Stream error conditions (RFC 6120 §4.9.3).
 pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// Stanza error conditions (RFC 6120 §8.3.3).

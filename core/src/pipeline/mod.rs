@@ -53,6 +53,22 @@ pub enum Protocol {
 }
 
 impl Protocol {
+    /// Every protocol, in [`Protocol::index`] order: per-protocol tables
+    /// (metrics) are sized by it, so a new protocol needs no other edit
+    /// there.
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Pb,
+        Protocol::Mqtt,
+        Protocol::Xmpp,
+        Protocol::Http,
+        Protocol::Admin,
+    ];
+
+    /// The position in [`Protocol::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Pb => "pb",

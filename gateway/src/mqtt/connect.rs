@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use crate::tls::ClientStream;
+use crate::transport::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
     reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,

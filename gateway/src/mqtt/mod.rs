@@ -23,36 +23,35 @@ mod session;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgate_core::pipeline::Protocol;
-use tokio::net::TcpListener;
-
 pub use broker::{cluster, Broker};
 
-use crate::sessions::run_listener;
+use crate::sessions::listener::Handler;
 use crate::state::AppState;
 
 /// How often delayed wills and session expiry are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
 
-/// Serve MQTT on `listener` until the gateway drains.
-pub async fn serve(listener: TcpListener, state: AppState, broker: Arc<Broker>) {
-    let sweeper = {
-        let broker = broker.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(SWEEP_EVERY);
-            loop {
-                tick.tick().await;
-                broker.sweep();
+/// The MQTT connection handler of every listener that carries MQTT
+/// (`mqtt`, `mqtts`, `/mqtt` on `ws`/`wss`), and the broker's sweeper
+/// (delayed wills, session expiry), which runs until the gateway drains.
+pub fn start(state: &AppState, broker: Arc<Broker>) -> Handler {
+    let sweeper = broker.clone();
+    let st = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => sweeper.sweep(),
+                _ = st.draining() => return,
             }
-        })
-    };
-    run_listener(
-        Protocol::Mqtt,
-        listener,
-        state,
-        true,
-        move |stream, peer, state| session::handle_connection(stream, peer, state, broker.clone()),
-    )
-    .await;
-    sweeper.abort();
+        }
+    });
+    Arc::new(move |stream, peer, state| {
+        Box::pin(session::handle_connection(
+            stream,
+            peer,
+            state,
+            broker.clone(),
+        ))
+    })
 }

@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tls::ClientStream;
+use crate::transport::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
     encoded_len, reason, Connect, Disconnect, MqttFramer, Packet, Properties, Property, QoS,

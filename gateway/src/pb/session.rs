@@ -33,7 +33,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::delivered::DeliveredIds;
-use crate::tls::ClientStream;
+use crate::transport::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,

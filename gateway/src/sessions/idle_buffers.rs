@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio_util::codec::{Decoder, Framed};
 
-use crate::tls::ClientStream;
+use crate::transport::ClientStream;
 
 /// Bytes read at once when a silent connection becomes readable (freed
 /// again when all of them are decoded).

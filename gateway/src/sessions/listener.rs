@@ -1,8 +1,11 @@
-//! The accept loop every TCP protocol shares: admission (per-IP connection
-//! rate, global cap on open connections), one task per connection, the TLS
-//! handshake there when the listener uses implicit TLS, and on shutdown:
-//! stop accepting, then wait for the sessions to drain (each session
-//! watches the shutdown signal itself).
+//! The one accept loop every listener runs (a row of
+//! `crate::listeners::LISTENERS`): admission (per-IP connection rate and
+//! open cap, the listener's own cap), one task per connection, and in that
+//! task the PROXY protocol header (on a `proxy_protocol` listener), the
+//! TLS handshake (implicit-TLS rows) and the handler. On shutdown: stop
+//! accepting, then wait for the sessions to drain (each session watches
+//! the shutdown signal itself). Accept errors (out of file descriptors)
+//! back off briefly instead of spinning.
 //!
 //! On a `proxy_protocol` listener the accept loop only takes a slot under
 //! the listener's cap; the connection's task reads the PROXY header
@@ -12,36 +15,39 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
-use imgate_core::pipeline::Protocol;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::proxy_header;
+use crate::listeners::ListenerSpec;
 use crate::state::AppState;
-use crate::tls::{self, ClientStream};
+use crate::transport::{self, ClientStream, TlsAcceptor};
 
-/// Accept connections on `listener` and run `handler` on each. With
-/// `implicit_tls` and a configured certificate, every connection goes
-/// through the TLS handshake first (bounded by `login_timeout_secs`, in the
-/// connection's own task); otherwise the handler gets the plain stream.
-pub async fn run_listener<F, Fut>(
-    protocol: Protocol,
+/// What runs on an admitted connection (after TLS, if any).
+pub type Handler = Arc<
+    dyn Fn(ClientStream, SocketAddr, AppState) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// How long the loop pauses after a failed accept (EMFILE and the like).
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accept connections on `listener` and run `handler` on each; with `tls`,
+/// every connection goes through the TLS handshake first (bounded by
+/// `login_timeout_secs`, in the connection's own task).
+pub async fn run_listener(
+    spec: &'static ListenerSpec,
     listener: TcpListener,
     state: AppState,
-    implicit_tls: bool,
-    handler: F,
-) where
-    F: Fn(ClientStream, SocketAddr, AppState) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let handler = std::sync::Arc::new(handler);
-    let acceptor = if implicit_tls {
-        state.tls.clone()
-    } else {
-        None
-    };
-    let limit = crate::server::login_timeout(&state);
+    tls: Option<TlsAcceptor>,
+    handler: Handler,
+) {
+    let limit = state.login_timeout();
     let mut sessions = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -53,28 +59,34 @@ pub async fn run_listener<F, Fut>(
         let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
-                tracing::warn!(protocol = protocol.name(), error = %e, "accept failed");
+                tracing::warn!(listener = spec.name, error = %e, "accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             }
         };
-        let proxy_header = state.conn_limiter.proxy_header_timeout(protocol);
-        let admitted = match proxy_header {
-            // The per-IP limits wait for the client's address.
-            Some(_) => state.conn_limiter.admit_capped(protocol),
-            None => state.conn_limiter.admit(protocol, peer.ip()),
+        let proxy_header = state
+            .conn_limiter
+            .proxy_header_timeout(spec.name)
+            .filter(|_| spec.per_ip_limits);
+        let admitted = match (proxy_header, spec.per_ip_limits) {
+            // The per-IP limits wait for the client's address (or do not
+            // apply: the admin listener).
+            (Some(_), _) | (None, false) => state.conn_limiter.admit_capped(spec.name),
+            (None, true) => state.conn_limiter.admit(spec.name, peer.ip()),
         };
         let permit = match admitted {
             Ok(p) => p,
             Err(why) => {
-                tracing::debug!(protocol = protocol.name(), %peer, ?why, "connection refused");
+                tracing::debug!(listener = spec.name, %peer, ?why, "connection refused");
                 drop(stream);
                 continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = state.metrics.connection(protocol);
+        let gauge = state.metrics.listener_connection(spec.name);
+        let conn = spec.service.protocol().map(|p| state.metrics.connection(p));
         let handler = handler.clone();
-        let acceptor = acceptor.clone();
+        let acceptor = tls.clone();
         let state = state.clone();
         sessions.spawn(async move {
             let mut stream = stream;
@@ -83,7 +95,7 @@ pub async fn run_listener<F, Fut>(
                 Some(header_limit) => {
                     let limiter = state.conn_limiter.clone();
                     let proxied = proxy_header::admit_proxied(
-                        protocol,
+                        spec.name,
                         &mut stream,
                         peer,
                         permit,
@@ -101,14 +113,13 @@ pub async fn run_listener<F, Fut>(
                 }
             };
             // Boxed: the handshake's state is not kept for the session's life.
-            match Box::pin(tls::accept(acceptor.as_ref(), stream, limit)).await {
+            match Box::pin(transport::accept(acceptor.as_ref(), stream, limit)).await {
                 Ok(stream) => handler(stream, peer, state).await,
                 Err(e) => {
-                    tracing::debug!(protocol = protocol.name(), %peer, error = %e, "TLS handshake failed");
+                    tracing::debug!(listener = spec.name, %peer, error = %e, "TLS handshake failed");
                 }
             }
-            drop(conn);
-            drop(permit);
+            drop((conn, gauge, permit));
         });
     }
     while sessions.join_next().await.is_some() {}

@@ -17,7 +17,7 @@ pub mod send_window;
 pub mod write_deadline;
 
 pub use append_order::OrderedAppends;
-pub use conn_limit::{AdmittingListener, ConnLimiter};
+pub use conn_limit::ConnLimiter;
 pub use listener::run_listener;
 pub use login::login;
 pub use registry::{Kick, SessionHandle, SessionRegistry};

@@ -18,7 +18,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use imgate_codecs::proxy::{self, Decoded, ProxyError};
-use imgate_core::pipeline::Protocol;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::conn_limit::{ConnLimiter, Permit};
@@ -82,7 +81,7 @@ async fn read_exact_header<S: AsyncRead + Unpin>(
 /// permit and the address the session is to use, or `None` (the refusal
 /// is logged) and the connection is to be closed.
 pub async fn admit_proxied<S: AsyncRead + Unpin>(
-    protocol: Protocol,
+    listener: &str,
     io: &mut S,
     peer: SocketAddr,
     permit: Permit,
@@ -92,14 +91,14 @@ pub async fn admit_proxied<S: AsyncRead + Unpin>(
     let client = match read_header(io, limit).await {
         Ok(source) => source.unwrap_or(peer),
         Err(e) => {
-            tracing::debug!(protocol = protocol.name(), %peer, error = %e, "connection refused: bad PROXY header");
+            tracing::debug!(listener, %peer, error = %e, "connection refused: bad PROXY header");
             return None;
         }
     };
     match limiter.admit_ip(permit, client.ip()) {
         Ok(permit) => Some((permit, client)),
         Err(why) => {
-            tracing::debug!(protocol = protocol.name(), peer = %client, via = %peer, ?why, "connection refused");
+            tracing::debug!(listener, peer = %client, via = %peer, ?why, "connection refused");
             None
         }
     }
@@ -165,9 +164,9 @@ mod tests {
             async move {
                 let (mut client, mut server) = tokio::io::duplex(1024);
                 client.write_all(header).await.unwrap();
-                let permit = limiter.admit_capped(Protocol::Pb).unwrap();
+                let permit = limiter.admit_capped("pb").unwrap();
                 admit_proxied(
-                    Protocol::Pb,
+                    "pb",
                     &mut server,
                     peer,
                     permit,

@@ -1,5 +1,8 @@
 //! `XmppConnection`: one client socket with its read buffer and
 //! [`XmppFramer`] — events in, XML text out (mini-redis `connection.rs`).
+//! On a WebSocket (RFC 7395) the framer reads `<open/>`/`<close/>` framing
+//! and every element is written as a message of its own, with its
+//! namespaces declared.
 //!
 //! Reading is cancel-safe (bytes land in the buffer and are framed on the
 //! next call), so the session can `select!` on it next to deliveries and
@@ -17,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::sessions::idle_buffers::READ_CHUNK;
-use crate::tls::{ClientStream, TlsAcceptor};
+use crate::transport::{ClientStream, TlsAcceptor};
 
 /// The reason a read ended the stream.
 #[derive(Debug)]
@@ -30,6 +33,9 @@ pub enum ReadEnd {
 
 pub struct XmppConnection {
     stream: ClientStream,
+    /// RFC 7395 framing: one element per WebSocket message, `<open/>` and
+    /// `<close/>` instead of the stream tag.
+    websocket: bool,
     buf: BytesMut,
     framer: XmppFramer,
     /// Our stream header has been written (errors must follow one).
@@ -41,9 +47,18 @@ pub struct XmppConnection {
 }
 
 impl XmppConnection {
-    pub fn new(stream: ClientStream, framer: XmppFramer) -> XmppConnection {
+    /// A connection on `stream`, with the framer of its transport: the
+    /// stream tag on TCP and TLS, RFC 7395 framing on a WebSocket.
+    pub fn new(stream: ClientStream, max_stanza: usize, max_depth: usize) -> XmppConnection {
+        let websocket = stream.websocket().is_some();
+        let framer = if websocket {
+            XmppFramer::websocket(max_stanza, max_depth)
+        } else {
+            XmppFramer::new(max_stanza, max_depth)
+        };
         XmppConnection {
             stream,
+            websocket,
             buf: BytesMut::new(),
             framer,
             header_sent: false,
@@ -121,9 +136,42 @@ impl XmppConnection {
         std::mem::take(&mut self.activity)
     }
 
-    /// Whether the stream runs over TLS (after STARTTLS).
+    /// Whether the stream runs over TLS (after STARTTLS, direct TLS, `wss`).
     pub fn is_tls(&self) -> bool {
         self.stream.is_tls()
+    }
+
+    /// Whether STARTTLS can run here: plain TCP only.
+    pub fn can_starttls(&self) -> bool {
+        matches!(self.stream, ClientStream::Plain(_))
+    }
+
+    /// A batch of stanzas for one [`XmppConnection::write_batch`].
+    pub fn batch(&self) -> OutBatch {
+        OutBatch {
+            xml: String::new(),
+            ends: Vec::new(),
+            standalone: self.websocket,
+        }
+    }
+
+    /// Write a batch: one socket write on TCP, one message per stanza on
+    /// a WebSocket; false if the peer is gone.
+    pub async fn write_batch(&mut self, batch: OutBatch) -> bool {
+        if !self.websocket {
+            return self.write_str(&batch.xml).await;
+        }
+        let stream = &mut self.stream;
+        crate::sessions::write_deadline::bounded(async {
+            let mut start = 0;
+            for end in batch.ends {
+                stream.write_all(&batch.xml.as_bytes()[start..end]).await?;
+                start = end;
+            }
+            stream.flush().await
+        })
+        .await
+        .is_ok()
     }
 
     /// STARTTLS (RFC 6120 §5.4.3.3): after `<proceed/>` was written, run
@@ -147,19 +195,36 @@ impl XmppConnection {
     /// Write raw XML text; false if the peer is gone.
     /// (Within the write deadline: a peer that stops reading is dropped,
     /// see [`crate::sessions::write_deadline`].)
-    pub async fn write_str(&mut self, xml: &str) -> bool {
-        crate::sessions::write_deadline::bounded(self.stream.write_all(xml.as_bytes()))
-            .await
-            .is_ok()
+    /// On a WebSocket `xml` must be one element (one message).
+    async fn write_str(&mut self, xml: &str) -> bool {
+        let stream = &mut self.stream;
+        crate::sessions::write_deadline::bounded(async {
+            stream.write_all(xml.as_bytes()).await?;
+            stream.flush().await
+        })
+        .await
+        .is_ok()
     }
 
     pub async fn write_element(&mut self, el: &Element) -> bool {
+        if self.websocket {
+            return self.write_str(&el.to_standalone_xml()).await;
+        }
         self.write_str(&el.to_xml()).await
     }
 
-    /// Our stream header (RFC 6120 §4.7), answering the client's.
+    /// Our stream header (RFC 6120 §4.7), answering the client's; on a
+    /// WebSocket the `<open/>` of RFC 7395 §3.4.
     pub async fn write_header(&mut self, domain: &str, stream_id: &str) -> bool {
         self.header_sent = true;
+        if self.websocket {
+            let open = Element::new("open", ns::FRAMING)
+                .attr("id", stream_id)
+                .attr("from", domain)
+                .attr("version", "1.0")
+                .attr("xml:lang", "en");
+            return self.write_element(&open).await;
+        }
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='{}' xmlns:stream='{}' id='{}' from='{}' version='1.0' xml:lang='en'>",
             ns::CLIENT,
@@ -181,16 +246,47 @@ impl XmppConnection {
         let err = Element::new("error", ns::STREAM)
             .child(Element::new(condition, ns::STREAM_ERRORS))
             .child(Element::new("text", ns::STREAM_ERRORS).text(text));
+        if self.websocket {
+            let _ = self.write_element(&err).await;
+            self.close().await;
+            return;
+        }
         let _ = self
             .write_str(&format!("{}</stream:stream>", err.to_xml()))
             .await;
-        let _ = self.stream.shutdown().await;
+        let _ = crate::sessions::write_deadline::bounded(self.stream.shutdown()).await;
     }
 
-    /// Close the stream cleanly.
+    /// Close the stream cleanly (`</stream:stream>`, or `<close/>` and
+    /// the WebSocket close on a WebSocket).
     pub async fn close(&mut self) {
-        let _ = self.write_str("</stream:stream>").await;
-        let _ = self.stream.shutdown().await;
+        if self.websocket {
+            let _ = self
+                .write_element(&Element::new("close", ns::FRAMING))
+                .await;
+        } else {
+            let _ = self.write_str("</stream:stream>").await;
+        }
+        let _ = crate::sessions::write_deadline::bounded(self.stream.shutdown()).await;
+    }
+}
+
+/// Stanzas rendered for one write (see [`XmppConnection::batch`]).
+pub struct OutBatch {
+    xml: String,
+    /// On a WebSocket: where each stanza ends in `xml`.
+    ends: Vec<usize>,
+    standalone: bool,
+}
+
+impl OutBatch {
+    pub fn push(&mut self, el: &Element) {
+        if self.standalone {
+            self.xml.push_str(&el.to_standalone_xml());
+            self.ends.push(self.xml.len());
+        } else {
+            el.write_xml(&mut self.xml, ns::CLIENT);
+        }
     }
 }
 

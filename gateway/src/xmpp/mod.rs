@@ -32,13 +32,12 @@ mod session;
 mod sm_cluster;
 mod stream_management;
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::tls::ClientStream;
-use imgate_codecs::xmpp::{XmppFramer, XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
+use crate::transport::ClientStream;
+use imgate_codecs::xmpp::{XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
 
 use crate::state::AppState;
 use connection::XmppConnection;
@@ -54,14 +53,11 @@ pub struct XmppContext {
     pub receipts: receipts::PendingReceipts,
 }
 
-/// The per-connection handler for `run_listener`, sharing one
-/// [`XmppContext`] between the listener's sessions.
-pub fn connection_handler(
-    state: &AppState,
-) -> impl Fn(ClientStream, SocketAddr, AppState) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>>
-       + Send
-       + Sync
-       + 'static {
+/// The per-connection handler of every listener that carries XMPP
+/// (`xmpp`, `xmpps`, `/xmpp-websocket` on `ws`/`wss`), sharing one
+/// [`XmppContext`] between all their sessions (routing, stream
+/// management and receipts see every one).
+pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handler {
     // Other nodes exist only on a shared store: only then are there
     // remote cursor moves to follow and SM states to tell.
     let clustered = state.config.store != "embedded";
@@ -78,7 +74,9 @@ pub fn connection_handler(
         tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
     }
-    move |stream, peer, state| Box::pin(handle_connection(stream, peer, state, ctx.clone()))
+    Arc::new(move |stream, peer, state| {
+        Box::pin(handle_connection(stream, peer, state, ctx.clone()))
+    })
 }
 
 async fn handle_connection(
@@ -102,11 +100,8 @@ async fn open(
     state: AppState,
     ctx: Arc<XmppContext>,
 ) -> Option<Box<session::Live>> {
-    let mut conn = XmppConnection::new(
-        stream,
-        XmppFramer::new(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH),
-    )
-    .with_preauth_limit(state.config.xmpp_preauth_max_stanza);
+    let mut conn = XmppConnection::new(stream, DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH)
+        .with_preauth_limit(state.config.xmpp_preauth_max_stanza);
     let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
     let negotiated = match tokio::time::timeout(
         limit,

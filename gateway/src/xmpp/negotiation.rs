@@ -3,13 +3,16 @@
 //! binding, XEP-0198 resumption of an earlier session (of any node: see
 //! `sm_cluster`).
 //!
-//! With a certificate configured (`tls_cert`/`tls_key`), the first features
-//! offer only STARTTLS, marked `<required/>` (RFC 6120 §5.3.1): `<starttls/>`
+//! With a certificate configured (`tls_cert`/`tls_key`), on the plain TCP
+//! listener the first features offer only STARTTLS, marked `<required/>` (RFC 6120 §5.3.1): `<starttls/>`
 //! is answered with `<proceed/>`, the TLS handshake runs on the same TCP
 //! connection and the client opens a new stream (§5.4.3.3), whose features
 //! are the SASL ones. `<auth>` before TLS gets `<failure><encryption-required/>`
 //! (RFC 6120 §6.4.1 / §6.5) and a `policy-violation` stream error; any
-//! other element too.
+//! other element too. The direct-TLS listener (`xmpps`, XEP-0368) starts
+//! encrypted and goes straight to SASL; so does XMPP over WebSocket
+//! (RFC 7395: `wss` is its TLS, and a plain `ws` listener is plain like
+//! every plain listener).
 //!
 //! Before SASL succeeds only `<auth>` (and `<abort>`) is accepted: any other
 //! element is a `<not-authorized/>` stream error and the connection closes.
@@ -53,7 +56,9 @@ pub async fn negotiate(
     ctx: &XmppContext,
 ) -> Result<Negotiated, Refused> {
     let domain = ctx.normalizer.domain().to_string();
-    if let Some(acceptor) = &state.tls {
+    // Plain TCP only: a direct-TLS connection (`xmpps`, XEP-0368) is
+    // encrypted already, and a WebSocket has no STARTTLS (`wss` is its TLS).
+    if let Some(acceptor) = state.tls.as_ref().filter(|_| conn.can_starttls()) {
         open_stream(conn, &domain, starttls_features()).await?;
         starttls(conn, state, acceptor, &domain).await?;
     }
@@ -75,7 +80,7 @@ fn starttls_features() -> Element {
 async fn starttls(
     conn: &mut XmppConnection,
     state: &AppState,
-    acceptor: &crate::tls::TlsAcceptor,
+    acceptor: &crate::transport::TlsAcceptor,
     domain: &str,
 ) -> Result<(), Refused> {
     let el = match conn.read_event().await {
@@ -95,7 +100,7 @@ async fn starttls(
         if !conn.write_element(&Element::new("proceed", ns::TLS)).await {
             return Err(Refused);
         }
-        let limit = crate::server::login_timeout(state);
+        let limit = state.login_timeout();
         if !conn.start_tls(acceptor, limit).await {
             tracing::debug!("xmpp STARTTLS handshake failed");
             return Err(Refused);

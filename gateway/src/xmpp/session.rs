@@ -45,7 +45,7 @@ use imgate_core::store::DeviceFeed;
 use imgate_core::{now_ms, ErrorCode, Message};
 use tokio::sync::mpsc;
 
-use super::connection::{ReadEnd, XmppConnection};
+use super::connection::{OutBatch, ReadEnd, XmppConnection};
 use super::negotiation::Negotiated;
 use super::router::RouteHandle;
 use super::stream_management::SmGuard;
@@ -378,7 +378,7 @@ impl Session {
     /// [`WRITE_BATCH`]) in one socket write, with one SM `<r/>` for all of
     /// them: a flood costs one write per batch instead of two per message.
     async fn deliver(&mut self, first: Arc<Message>, feed: &mut DeviceFeed) -> bool {
-        let mut out = String::new();
+        let mut out = self.conn.batch();
         // No more than the SM window has room for (at least `first`: the
         // loop delivers only with room).
         let batch = match self.sm.as_ref() {
@@ -403,9 +403,9 @@ impl Session {
         }
         // Ask for an SM ack right away so the store learns of the deliveries.
         if self.sm.is_some() {
-            Element::new("r", ns::SM).write_xml(&mut out, ns::CLIENT);
+            out.push(&Element::new("r", ns::SM));
         }
-        if !self.conn.write_str(&out).await {
+        if !self.conn.write_batch(out).await {
             return false;
         }
         for id in ids {
@@ -424,15 +424,17 @@ impl Session {
     }
 
     /// One delivered message's stanza, appended to `out`.
-    fn render_delivery(&self, msg: &Message, out: &mut String) {
+    fn render_delivery(&self, msg: &Message, out: &mut OutBatch) {
         let opts = DeliveryOptions {
             delayed: msg.server_ts < self.started_ms,
             request_receipt: !matches!(msg.conversation.kind, 1..=3),
         };
-        self.ctx
-            .normalizer
-            .message_to_stanza(msg, &self.principal.user_id, &self.jid, opts)
-            .write_xml(out, ns::CLIENT);
+        out.push(&self.ctx.normalizer.message_to_stanza(
+            msg,
+            &self.principal.user_id,
+            &self.jid,
+            opts,
+        ));
     }
 
     /// Routed stanzas (presence, receipts) ready at once, in one write.
@@ -441,15 +443,15 @@ impl Session {
         first: Box<Element>,
         routed: &mut mpsc::Receiver<Box<Element>>,
     ) -> bool {
-        let mut out = String::new();
-        first.write_xml(&mut out, ns::CLIENT);
+        let mut out = self.conn.batch();
+        out.push(&first);
         let mut count = 1u32;
         while (count as usize) < WRITE_BATCH {
             let Ok(el) = routed.try_recv() else { break };
-            el.write_xml(&mut out, ns::CLIENT);
+            out.push(&el);
             count += 1;
         }
-        if !self.conn.write_str(&out).await {
+        if !self.conn.write_batch(out).await {
             return false;
         }
         if let Some(sm) = self.sm.as_mut() {
