@@ -162,8 +162,28 @@ pub struct Config {
     /// (`X-Imgate-Timestamp`, `X-Imgate-Signature`; docs/security.md).
     /// Empty = requests go unsigned (logged at startup).
     pub hook_secret: String,
+    /// Event webhook URL (http://): connected, disconnected, delivered
+    /// and read events are POSTed to it as JSON, signed with
+    /// `hook_secret` (docs/operations.md). Empty = no webhook.
+    pub webhook_url: String,
+    /// The events sent, from `connected,disconnected,delivered,read`.
+    pub webhook_events: String,
+    /// Events waiting to be sent at most; when full, new events are
+    /// dropped and counted (`imgate_webhook_events_total`).
+    pub webhook_queue: usize,
+    /// Attempts after a failed one (non-2xx, error, timeout) before an
+    /// event is dropped.
+    pub webhook_retries: u32,
+    /// Wait before the first retry, doubled at each one (up to 30 s).
+    pub webhook_backoff_ms: u64,
+    /// Time one webhook request has for its reply.
+    pub webhook_timeout_ms: u64,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
+    /// At shutdown, seconds during which `/readyz` answers 503 while
+    /// everything still serves, before the listeners close (time for a
+    /// load balancer to take the node out). 0 = close at once.
+    pub shutdown_ready_delay_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
     /// `text` (for people) or `json` (one JSON object per line, for log
@@ -245,7 +265,14 @@ impl Default for Config {
             review_content_types: String::new(),
             review_queue: 10_000,
             hook_secret: String::new(),
+            webhook_url: String::new(),
+            webhook_events: "connected,disconnected,delivered,read".into(),
+            webhook_queue: 10_000,
+            webhook_retries: 5,
+            webhook_backoff_ms: 500,
+            webhook_timeout_ms: 5000,
             shutdown_grace_secs: 10,
+            shutdown_ready_delay_secs: 0,
             log: "info".into(),
             log_format: "text".into(),
             tls_cert: String::new(),
@@ -365,6 +392,7 @@ impl Config {
             bail!("tls_cert and tls_key must be set together (or both left empty)");
         }
         self.proxy_protocol_listeners()?;
+        crate::webhooks::validate(self)?;
         Ok(())
     }
 

@@ -34,6 +34,7 @@ mod sessions;
 mod state;
 mod tls;
 mod token;
+mod webhooks;
 mod xmpp;
 
 use std::path::PathBuf;

@@ -15,6 +15,7 @@ mod body;
 mod client_api;
 mod error;
 mod events;
+mod health;
 mod query;
 pub mod serve;
 
