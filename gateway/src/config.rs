@@ -515,8 +515,76 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// docs/configuration.md, rendered from `imgate.toml.example` (whose keys
+/// and defaults a test checks against [`Config`]): one row per setting
+/// with its default, its environment variable and its comment.
+#[cfg(test)]
+fn configuration_reference(example: &str) -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Every setting of `imgate serve`, with its default and its environment\n\
+         variable. Settings come from the defaults, then the file given with\n\
+         `--config` (or `IMGATE_CONFIG`), then the environment, which wins.\n\
+         `imgate check-config` checks a file and the environment without\n\
+         starting (unknown `IMGATE_*` variables are reported, with the setting\n\
+         they probably meant). Durations are in the unit their name ends with.\n\n\
+         This page is generated from `imgate.toml.example`, which a test checks\n\
+         against `gateway/src/config.rs`; another test fails when this page is\n\
+         stale. Regenerate it with\n\
+         `IMGATE_TEST_BLESS=1 cargo test -p imgate --bin imgate configuration_reference`.\n\n\
+         | setting | default | environment | meaning |\n\
+         |---|---|---|---|\n",
+    );
+    let cell = |s: &str| s.replace('|', "\\|");
+    for block in example.split("\n\n") {
+        let comment: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .collect();
+        let keys: Vec<(&str, &str)> = block
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(" = "))
+            .collect();
+        let meaning = comment.join(" ");
+        for (i, (key, value)) in keys.iter().enumerate() {
+            let meaning = if i == 0 { meaning.clone() } else { "(see above)".into() };
+            out.push_str(&format!(
+                "| `{key}` | `{}` | `IMGATE_{}` | {} |\n",
+                cell(value),
+                key.to_ascii_uppercase(),
+                cell(&meaning)
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn configuration_reference_is_generated_from_the_example() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example = std::fs::read_to_string(root.join("imgate.toml.example")).unwrap();
+        let want = super::configuration_reference(&example);
+        let path = root.join("docs/configuration.md");
+        if std::env::var_os("IMGATE_TEST_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/configuration.md is stale: regenerate it with \
+             IMGATE_TEST_BLESS=1 cargo test -p imgate --bin imgate configuration_reference"
+        );
+        let defaults = toml::Table::try_from(super::Config::default()).unwrap();
+        for key in defaults.keys() {
+            let row = format!("| `{key}` |");
+            assert!(have.contains(&row), "{key} is not in docs/configuration.md");
+        }
+    }
+
     #[test]
     fn the_example_file_lists_every_setting_with_its_default() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../imgate.toml.example");
