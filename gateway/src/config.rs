@@ -549,7 +549,11 @@ fn configuration_reference(example: &str) -> String {
             .collect();
         let meaning = comment.join(" ");
         for (i, (key, value)) in keys.iter().enumerate() {
-            let meaning = if i == 0 { meaning.clone() } else { "(see above)".into() };
+            let meaning = if i == 0 {
+                meaning.clone()
+            } else {
+                "(see above)".into()
+            };
             out.push_str(&format!(
                 "| `{key}` | `{}` | `IMGATE_{}` | {} |\n",
                 cell(value),
