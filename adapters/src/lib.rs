@@ -13,16 +13,20 @@
 //!   user listeners, cursor and announcement watchers).
 //! - [`review_hook`]: the HTTP client behind the pipeline's review hook
 //!   (forward and review modes).
+//! - [`event_hook`]: the event webhooks' sender (bounded queue, retries,
+//!   signed like the review hook).
 //!
 //! Adapters never see codecs: they store and route `Message`s only.
 #![forbid(unsafe_code)]
 
 pub mod embedded;
+pub mod event_hook;
 mod index;
 pub mod rabbit;
 pub mod review_hook;
 mod router;
 
 pub use embedded::{EmbeddedConfig, EmbeddedStore};
+pub use event_hook::{EventHook, EventHookConfig};
 pub use rabbit::{RabbitConfig, RabbitStore};
 pub use review_hook::HttpReviewHook;

@@ -136,3 +136,48 @@ impl FakeHttp {
         got.clone()
     }
 }
+
+/// What a hook receiver does (docs/security.md): recompute
+/// `sha256=HMAC-SHA256(secret, timestamp + "." + body)` over the body it
+/// received and compare in constant time.
+pub fn signature_verifies(secret: &str, timestamp: &str, body: &[u8], header: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some(hex_sig) = header.strip_prefix("sha256=") else {
+        return false;
+    };
+    let Ok(sig) = hex::decode(hex_sig) else {
+        return false;
+    };
+    let Ok(mut mac) = <Hmac<sha2::Sha256>>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+impl FakeHttp {
+    /// Wait (bounded) until the requests received satisfy `done`; all of
+    /// them, whether or not they did.
+    pub fn wait_until(
+        &self,
+        within: Duration,
+        done: impl Fn(&[RawRequest]) -> bool,
+    ) -> Vec<RawRequest> {
+        let deadline = Instant::now() + within;
+        loop {
+            let n = self.raw.lock().unwrap().len();
+            let got = self.raw.lock().unwrap().clone();
+            if done(&got) {
+                return got;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return got;
+            }
+            // Until one more request arrives (or the time is up).
+            self.wait_for(n + 1, left);
+        }
+    }
+}

@@ -280,6 +280,17 @@ impl Gateway {
         }
     }
 
+    /// Send SIGTERM and return at once (the process drains meanwhile).
+    pub fn send_sigterm(&self) {
+        if let Some(c) = &self.child {
+            let status = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status()
+                .expect("running kill");
+            assert!(status.success(), "kill -TERM failed");
+        }
+    }
+
     /// SIGTERM and wait for the process to exit; its exit status.
     pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;

@@ -172,8 +172,28 @@ pub struct Config {
     /// (`X-Imgate-Timestamp`, `X-Imgate-Signature`; docs/security.md).
     /// Empty = requests go unsigned (logged at startup).
     pub hook_secret: String,
+    /// Event webhook URL (http://): connected, disconnected, delivered
+    /// and read events are POSTed to it as JSON, signed with
+    /// `hook_secret` (docs/operations.md). Empty = no webhook.
+    pub webhook_url: String,
+    /// The events sent, from `connected,disconnected,delivered,read`.
+    pub webhook_events: String,
+    /// Events waiting to be sent at most; when full, new events are
+    /// dropped and counted (`imgate_webhook_events_total`).
+    pub webhook_queue: usize,
+    /// Attempts after a failed one (non-2xx, error, timeout) before an
+    /// event is dropped.
+    pub webhook_retries: u32,
+    /// Wait before the first retry, doubled at each one (up to 30 s).
+    pub webhook_backoff_ms: u64,
+    /// Time one webhook request has for its reply.
+    pub webhook_timeout_ms: u64,
     /// Seconds that draining sessions get at shutdown.
     pub shutdown_grace_secs: u64,
+    /// At shutdown, seconds during which `/readyz` answers 503 while
+    /// everything still serves, before the listeners close (time for a
+    /// load balancer to take the node out). 0 = close at once.
+    pub shutdown_ready_delay_secs: u64,
     /// `tracing` filter, e.g. `info` or `imgate=debug`.
     pub log: String,
     /// `text` (for people) or `json` (one JSON object per line, for log
@@ -262,7 +282,14 @@ impl Default for Config {
             review_content_types: String::new(),
             review_queue: 10_000,
             hook_secret: String::new(),
+            webhook_url: String::new(),
+            webhook_events: "connected,disconnected,delivered,read".into(),
+            webhook_queue: 10_000,
+            webhook_retries: 5,
+            webhook_backoff_ms: 500,
+            webhook_timeout_ms: 5000,
             shutdown_grace_secs: 10,
+            shutdown_ready_delay_secs: 0,
             log: "info".into(),
             log_format: "text".into(),
             tls_cert: String::new(),
@@ -382,6 +409,7 @@ impl Config {
             bail!("tls_cert and tls_key must be set together (or both left empty)");
         }
         self.proxy_protocol_listeners()?;
+        crate::webhooks::validate(self)?;
         Ok(())
     }
 
@@ -501,8 +529,80 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// docs/configuration.md, rendered from `imgate.toml.example` (whose keys
+/// and defaults a test checks against [`Config`]): one row per setting
+/// with its default, its environment variable and its comment.
+#[cfg(test)]
+fn configuration_reference(example: &str) -> String {
+    let mut out = String::from(
+        "# Configuration reference\n\n\
+         Every setting of `imgate serve`, with its default and its environment\n\
+         variable. Settings come from the defaults, then the file given with\n\
+         `--config` (or `IMGATE_CONFIG`), then the environment, which wins.\n\
+         `imgate check-config` checks a file and the environment without\n\
+         starting (unknown `IMGATE_*` variables are reported, with the setting\n\
+         they probably meant). Durations are in the unit their name ends with.\n\n\
+         This page is generated from `imgate.toml.example`, which a test checks\n\
+         against `gateway/src/config.rs`; another test fails when this page is\n\
+         stale. Regenerate it with\n\
+         `IMGATE_TEST_BLESS=1 cargo test -p imgate --bin imgate configuration_reference`.\n\n\
+         | setting | default | environment | meaning |\n\
+         |---|---|---|---|\n",
+    );
+    let cell = |s: &str| s.replace('|', "\\|");
+    for block in example.split("\n\n") {
+        let comment: Vec<&str> = block
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .map(str::trim)
+            .collect();
+        let keys: Vec<(&str, &str)> = block
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split_once(" = "))
+            .collect();
+        let meaning = comment.join(" ");
+        for (i, (key, value)) in keys.iter().enumerate() {
+            let meaning = if i == 0 {
+                meaning.clone()
+            } else {
+                "(see above)".into()
+            };
+            out.push_str(&format!(
+                "| `{key}` | `{}` | `IMGATE_{}` | {} |\n",
+                cell(value),
+                key.to_ascii_uppercase(),
+                cell(&meaning)
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn configuration_reference_is_generated_from_the_example() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let example = std::fs::read_to_string(root.join("imgate.toml.example")).unwrap();
+        let want = super::configuration_reference(&example);
+        let path = root.join("docs/configuration.md");
+        if std::env::var_os("IMGATE_TEST_BLESS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            have == want,
+            "docs/configuration.md is stale: regenerate it with \
+             IMGATE_TEST_BLESS=1 cargo test -p imgate --bin imgate configuration_reference"
+        );
+        let defaults = toml::Table::try_from(super::Config::default()).unwrap();
+        for key in defaults.keys() {
+            let row = format!("| `{key}` |");
+            assert!(have.contains(&row), "{key} is not in docs/configuration.md");
+        }
+    }
+
     #[test]
     fn the_example_file_lists_every_setting_with_its_default() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../imgate.toml.example");

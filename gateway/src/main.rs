@@ -35,6 +35,7 @@ mod sessions;
 mod state;
 mod token;
 mod transport;
+mod webhooks;
 mod xmpp;
 
 use std::path::PathBuf;

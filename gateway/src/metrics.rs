@@ -1,8 +1,10 @@
 //! Prometheus metrics (text exposition format) without a metrics crate:
 //! connections per protocol and per listener (the rows of
 //! `crate::listeners::LISTENERS`), messages in/out per protocol, pipeline
-//! rejections by reason, refused logins by protocol and reason, and send
-//! latency (pipeline incl. durable store).
+//! rejections by reason, refused logins by protocol and reason, send
+//! latency (pipeline incl. durable store), store append latency, unacked
+//! deliveries, and the queues of the review hook and the event webhooks.
+//! docs/operations.md lists them for operators.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -45,9 +47,54 @@ pub struct Metrics {
     rejections: [AtomicU64; ErrorCode::ALL.len()],
     /// Refused logins, per protocol and reason.
     auth_failures: [[AtomicU64; AUTH_REASONS.len()]; N],
-    latency_buckets: [AtomicU64; BUCKETS.len()],
-    latency_count: AtomicU64,
-    latency_sum_us: AtomicU64,
+    send_latency: Histogram,
+    /// `Store::append` alone: from issuing the append to durable.
+    append_latency: Histogram,
+}
+
+/// A latency histogram over [`BUCKETS`].
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, latency: Duration) {
+        let secs = latency.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let v = self.buckets[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {count}");
+    }
+}
+
+/// What an outbound hook's queue reports (review hook forwards, event
+/// webhooks): its depth and bound now, and its counters.
+pub struct HookQueue<'a> {
+    pub depth: usize,
+    pub capacity: usize,
+    /// (outcome, count) pairs of the `_total` counter.
+    pub outcomes: &'a [(&'a str, u64)],
 }
 
 /// Decrements the connection gauge when dropped.
@@ -95,15 +142,12 @@ impl Metrics {
 
     pub fn message_in(&self, protocol: Protocol, latency: Duration) {
         self.messages_in[proto_index(protocol)].fetch_add(1, Ordering::Relaxed);
-        let secs = latency.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.latency_count.fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_us
-            .fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        self.send_latency.observe(latency);
+    }
+
+    /// One `Store::append` of the pipeline took `latency` (to durable).
+    pub fn store_append(&self, latency: Duration) {
+        self.append_latency.observe(latency);
     }
 
     pub fn message_out(&self, protocol: Protocol) {
@@ -125,31 +169,55 @@ impl Metrics {
         }
     }
 
-    /// Counters of the review hook's forwarder, appended to the output.
-    pub fn render_review(out: &mut String, stats: &imgate_adapters::review_hook::ReviewStats) {
-        use std::sync::atomic::Ordering::Relaxed;
+    /// An outbound hook's queue, appended to the output as
+    /// `{prefix}_queue_depth`, `{prefix}_queue_capacity` (gauges) and
+    /// `{prefix}_total{outcome}` (counter).
+    pub fn render_hook_queue(out: &mut String, prefix: &str, what: &str, q: &HookQueue<'_>) {
         let _ = writeln!(
             out,
-            "# HELP imgate_review_forward_total Review-hook forwards by outcome."
+            "# HELP {prefix}_queue_depth {what} waiting in the queue (or being sent)."
         );
-        let _ = writeln!(out, "# TYPE imgate_review_forward_total counter");
-        for (outcome, v) in [
-            ("delivered", stats.forwarded.load(Relaxed)),
-            ("dropped_queue_full", stats.dropped.load(Relaxed)),
-            ("failed_after_retries", stats.failed.load(Relaxed)),
-        ] {
-            let _ = writeln!(
-                out,
-                "imgate_review_forward_total{{outcome=\"{outcome}\"}} {v}"
-            );
+        let _ = writeln!(out, "# TYPE {prefix}_queue_depth gauge");
+        let _ = writeln!(out, "{prefix}_queue_depth {}", q.depth);
+        let _ = writeln!(
+            out,
+            "# HELP {prefix}_queue_capacity Bound of the {what} queue."
+        );
+        let _ = writeln!(out, "# TYPE {prefix}_queue_capacity gauge");
+        let _ = writeln!(out, "{prefix}_queue_capacity {}", q.capacity);
+        let _ = writeln!(out, "# HELP {prefix}_total {what} by outcome.");
+        let _ = writeln!(out, "# TYPE {prefix}_total counter");
+        for (outcome, v) in q.outcomes {
+            let _ = writeln!(out, "{prefix}_total{{outcome=\"{outcome}\"}} {v}");
         }
+    }
+
+    /// The review hook's forwarder (`imgate_review_forward_*`).
+    pub fn render_review(out: &mut String, hook: &imgate_adapters::HttpReviewHook) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let stats = &hook.stats;
+        let (depth, capacity) = hook.queue_depth();
+        Self::render_hook_queue(
+            out,
+            "imgate_review_forward",
+            "Review-hook forwards",
+            &HookQueue {
+                depth,
+                capacity,
+                outcomes: &[
+                    ("delivered", stats.forwarded.load(Relaxed)),
+                    ("dropped_queue_full", stats.dropped.load(Relaxed)),
+                    ("failed_after_retries", stats.failed.load(Relaxed)),
+                ],
+            },
+        );
     }
 
     pub fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "# HELP imgate_connections Open client connections and streams."
+            "# HELP imgate_connections Open client connections and streams per protocol (every transport)."
         );
         let _ = writeln!(out, "# TYPE imgate_connections gauge");
         for p in PROTOCOLS {
@@ -222,21 +290,26 @@ impl Metrics {
                 );
             }
         }
-        let name = "imgate_send_duration_seconds";
+        self.send_latency.render(
+            &mut out,
+            "imgate_send_duration_seconds",
+            "Time from pipeline entry to durable ack.",
+        );
+        self.append_latency.render(
+            &mut out,
+            "imgate_store_append_duration_seconds",
+            "Time of the pipeline's Store::append, from issuing it to durable.",
+        );
         let _ = writeln!(
             out,
-            "# HELP {name} Time from pipeline entry to durable ack."
+            "# HELP imgate_deliveries_unacked Deliveries handed to devices attached to this node and not acked yet."
         );
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (i, le) in BUCKETS.iter().enumerate() {
-            let v = self.latency_buckets[i].load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {v}");
-        }
-        let count = self.latency_count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let sum = self.latency_sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}");
-        let _ = writeln!(out, "{name}_count {count}");
+        let _ = writeln!(out, "# TYPE imgate_deliveries_unacked gauge");
+        let _ = writeln!(
+            out,
+            "imgate_deliveries_unacked {}",
+            imgate_core::store::unacked_deliveries().max(0)
+        );
         out
     }
 }
@@ -253,6 +326,7 @@ mod tests {
             let _l = m.listener_connection("wss");
             assert!(m.listener_connection("smtp").is_none());
             m.message_in(Protocol::Http, Duration::from_millis(3));
+            m.store_append(Duration::from_micros(700));
             m.rejection(ErrorCode::OverFrequency);
             let text = m.render();
             assert!(text.contains("imgate_connections{protocol=\"http\"} 1"));
@@ -264,6 +338,10 @@ mod tests {
             );
             assert!(text.contains("imgate_send_duration_seconds_bucket{le=\"0.005\"} 1"));
             assert!(text.contains("imgate_send_duration_seconds_bucket{le=\"0.002\"} 0"));
+            assert!(text.contains("imgate_store_append_duration_seconds_bucket{le=\"0.0005\"} 0"));
+            assert!(text.contains("imgate_store_append_duration_seconds_bucket{le=\"0.001\"} 1"));
+            assert!(text.contains("imgate_store_append_duration_seconds_count 1"));
+            assert!(text.contains("# TYPE imgate_deliveries_unacked gauge"));
         }
         assert!(m
             .render()

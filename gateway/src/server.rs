@@ -192,9 +192,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Sessions pipeline their sends; the pipeline's appends keep each
     // session's order (see sessions::append_order). Both stores fix an
     // append's place when it is queued (`Store::append_queued`).
-    let ordered: Arc<dyn Store> = Arc::new(OrderedAppends::new(store.clone()));
+    let metrics = Arc::new(Metrics::default());
+    let ordered: Arc<dyn Store> =
+        Arc::new(OrderedAppends::new(store.clone()).with_metrics(metrics.clone()));
     let pipeline = build_pipeline(&config.pipeline(), ordered, &parts);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let webhooks = crate::webhooks::Webhooks::from_config(&config)?;
+    let sessions = Arc::new(SessionRegistry::new(config.multi_endpoint));
+    if let Some(w) = &webhooks {
+        sessions.set_webhooks(w.clone());
+    }
     let state = AppState::new(Shared {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),
         admin_secret: Arc::from(secret.as_str()),
@@ -205,8 +212,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         config: Arc::new(config.clone()),
         store,
         pipeline,
-        metrics: Arc::new(Metrics::default()),
-        sessions: Arc::new(SessionRegistry::new(config.multi_endpoint)),
+        metrics,
+        sessions,
         conn_limiter: Arc::new(
             ConnLimiter::new(
                 config.conn_rate_per_ip,
@@ -222,6 +229,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         mqtt_acl: mqtt_acl.clone(),
         credentials,
         review: review.map(|(h, _)| h),
+        webhooks,
+        ready: std::sync::atomic::AtomicBool::new(true),
         tls,
         shutdown: shutdown_rx,
         delivery_acks: tokio::sync::broadcast::channel(1024).0,
@@ -309,6 +318,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 
     wait_for_signal().await;
+    state
+        .ready
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let delay = Duration::from_secs(state.config.shutdown_ready_delay_secs);
+    if !delay.is_zero() {
+        // Load balancers see /readyz fail and take the node out while
+        // everything still serves (a second signal cuts it short).
+        tracing::info!(
+            secs = delay.as_secs(),
+            "shutting down: not ready, still serving"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = wait_for_signal() => {}
+        }
+    }
     tracing::info!("shutting down: draining sessions");
     let _ = shutdown_tx.send(true);
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);

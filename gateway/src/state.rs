@@ -59,6 +59,10 @@ pub struct Shared {
     pub credentials: Arc<crate::device_secrets::DeviceCredentials>,
     /// The review hook, if configured (its counters are exported).
     pub review: Option<Arc<HttpReviewHook>>,
+    /// The event webhooks, if configured (`crate::webhooks`).
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    /// False once shutdown began: `/readyz` answers 503.
+    pub ready: std::sync::atomic::AtomicBool,
     /// TLS for the client listeners, if a certificate is configured.
     pub tls: Option<crate::transport::TlsAcceptor>,
     /// Turns true when the gateway starts draining.
@@ -113,6 +117,10 @@ impl AppState {
     /// listeners of [`Self::delivery_acks`].
     pub async fn ack_delivery(&self, user: &str, device: &str, message_id: u64) -> StoreResult<()> {
         self.store.ack(user, device, message_id).await?;
+        if let Some(hooks) = &self.webhooks {
+            let protocol = self.sessions.protocol_of(user, device);
+            hooks.delivered(user, device, protocol, message_id);
+        }
         let _ = self.delivery_acks.send(DeliveryAck {
             user: user.to_string(),
             device: device.to_string(),
@@ -140,6 +148,16 @@ impl AppState {
         }
         self.ack_delivery(user, device, message_id).await?;
         Ok(true)
+    }
+
+    /// A user read a conversation: the hook point of the conversation-read
+    /// feature (call it once the read is recorded); sends the `read`
+    /// webhook event.
+    #[allow(dead_code, reason = "called by the conversation-read feature")]
+    pub fn conversation_read(&self, event: &crate::webhooks::ReadEvent) {
+        if let Some(hooks) = &self.webhooks {
+            hooks.read(event);
+        }
     }
 
     /// Resolves when the gateway starts shutting down.

@@ -1,5 +1,6 @@
 //! A small HTTP/1.1 JSON POST client on hyper (plain http:// only); each
 //! request is signed when a hook secret is configured (see `signature`).
+//! The review hook and the event webhooks (`crate::event_hook`) share it.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -25,9 +26,9 @@ impl HttpClient {
     pub fn new(url: &str, signer: Option<HookSigner>) -> Result<Self, String> {
         let url: Uri = url
             .parse()
-            .map_err(|e| format!("bad review URL {url:?}: {e}"))?;
+            .map_err(|e| format!("bad hook URL {url:?}: {e}"))?;
         if url.scheme_str() != Some("http") {
-            return Err("the review URL must be http://".into());
+            return Err("the hook URL must be http://".into());
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
         Ok(HttpClient {

@@ -13,7 +13,7 @@
 //! Both are signed with the hook secret when one is configured
 //! (`signature`: `X-Imgate-Timestamp` and `X-Imgate-Signature`).
 
-mod client;
+pub(crate) mod client;
 mod signature;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +46,14 @@ pub struct HttpReviewHook {
     client: HttpClient,
     queue: mpsc::Sender<Value>,
     pub stats: Arc<ReviewStats>,
+}
+
+impl HttpReviewHook {
+    /// Forwards queued and not yet taken by a worker, and the bound.
+    pub fn queue_depth(&self) -> (usize, usize) {
+        let bound = self.queue.max_capacity();
+        (bound - self.queue.capacity(), bound)
+    }
 }
 
 fn draft_json(d: &Draft) -> Value {

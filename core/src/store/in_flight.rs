@@ -14,11 +14,26 @@
 //! dropped from tracking and the cursor is frozen just below it for the
 //! rest of this attachment: deliveries go on, nothing is lost (everything
 //! from the frozen point is redelivered after a reconnect).
+//!
+//! Every window adds its unacked entries to one process-wide gauge,
+//! [`unacked_deliveries`] (the gateway exports it as
+//! `imgate_deliveries_unacked`): deliveries handed to the devices attached
+//! to this process and not acked yet.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
+
+/// Unacked entries of every [`InFlight`] window of this process.
+static UNACKED: AtomicI64 = AtomicI64::new(0);
+
+/// Deliveries handed to the devices attached to this process and not
+/// acked yet (the tracked ones: at most `capacity` per device).
+pub fn unacked_deliveries() -> i64 {
+    UNACKED.load(Ordering::Relaxed)
+}
 
 pub struct InFlight {
     state: Mutex<State>,
@@ -67,12 +82,14 @@ impl InFlight {
         if s.window.len() >= self.capacity {
             if let Some((oldest, acked)) = s.window.pop_front() {
                 if !acked {
+                    UNACKED.fetch_sub(1, Ordering::Relaxed);
                     let below = oldest.saturating_sub(1);
                     s.frozen = Some(s.frozen.map_or(below, |f| f.min(below)));
                 }
             }
         }
         s.window.push_back((id, false));
+        UNACKED.fetch_add(1, Ordering::Relaxed);
         s.last = id;
     }
 
@@ -82,7 +99,11 @@ impl InFlight {
         let Ok(i) = s.window.binary_search_by_key(&id, |e| e.0) else {
             return false;
         };
+        if s.window[i].1 {
+            return false;
+        }
         s.window[i].1 = true;
+        UNACKED.fetch_sub(1, Ordering::Relaxed);
         if i != 0 {
             return false;
         }
@@ -111,6 +132,15 @@ impl InFlight {
     /// Unacked deliveries tracked now.
     pub fn unacked(&self) -> usize {
         self.lock().window.iter().filter(|e| !e.1).count()
+    }
+}
+
+impl Drop for InFlight {
+    /// The device detached: what it did not ack leaves the gauge (it stays
+    /// pending in the store and is delivered again at its next attach).
+    fn drop(&mut self) {
+        let left = self.lock().window.iter().filter(|e| !e.1).count();
+        UNACKED.fetch_sub(left as i64, Ordering::Relaxed);
     }
 }
 

@@ -10,7 +10,7 @@ mod in_flight;
 mod types;
 
 pub use feed::{CatchUp, CatchUpPage, DeviceFeed, Lag, UserFeed, UserFeedEnd};
-pub use in_flight::InFlight;
+pub use in_flight::{unacked_deliveries, InFlight};
 pub use types::{
     Appended, Group, ImportMessage, Imported, NewMessage, Recalled, SyncPage, IMPORT_MS_FULL,
     IMPORT_TOO_OLD,

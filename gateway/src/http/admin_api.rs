@@ -1,5 +1,6 @@
 //! The signed admin API (DESIGN §5.5): tokens, server-side sends, recall,
-//! groups; plus unsigned `/metrics` (Prometheus) and `/healthz`.
+//! groups; plus unsigned `/metrics` (Prometheus), `/healthz` and
+//! `/readyz` (see [`super::health`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -40,10 +41,7 @@ pub fn admin_router(state: AppState) -> Router {
         .merge(super::admin_sessions::routes())
         .merge(super::admin_migration::routes())
         .route("/metrics", get(metrics))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
-        )
+        .merge(super::health::routes())
         .fallback(super::query::not_found)
         .method_not_allowed_fallback(super::query::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
@@ -67,7 +65,10 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], {
         let mut text = state.metrics.render();
         if let Some(hook) = &state.review {
-            crate::metrics::Metrics::render_review(&mut text, &hook.stats);
+            crate::metrics::Metrics::render_review(&mut text, hook);
+        }
+        if let Some(hooks) = &state.webhooks {
+            hooks.render_metrics(&mut text);
         }
         text
     })

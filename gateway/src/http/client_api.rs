@@ -1,6 +1,7 @@
 //! Client API (DESIGN §5.5), bearer token: `POST /v1/messages`,
 //! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE),
-//! `POST /v1/recall` (own messages, within the recall window).
+//! `POST /v1/recall` (own messages, within the recall window); plus
+//! `/healthz` and `/readyz` (see [`super::health`]).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
@@ -31,10 +32,7 @@ pub fn client_router(state: AppState) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/events", get(events::events))
         .route("/v1/recall", post(recall))
-        .route(
-            "/healthz",
-            get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),
-        )
+        .merge(super::health::routes())
         .fallback(super::query::not_found)
         .method_not_allowed_fallback(super::query::method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

@@ -15,8 +15,11 @@ mod body;
 mod client_api;
 mod error;
 mod events;
+mod health;
 mod query;
 pub mod serve;
+#[cfg(test)]
+mod spec_routes;
 
 pub use admin_api::admin_router;
 pub use client_api::client_router;

@@ -127,13 +127,30 @@ fn take_turn() -> Option<SendTurn> {
 }
 
 /// The pipeline's store, with appends in session order (module doc).
+/// With metrics, each append's time from issuing to durable (not the
+/// wait for its turn) goes to `imgate_store_append_duration_seconds`.
 pub struct OrderedAppends {
     inner: Arc<dyn Store>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl OrderedAppends {
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        OrderedAppends { inner }
+        OrderedAppends {
+            inner,
+            metrics: None,
+        }
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn observe(&self, started: std::time::Instant) {
+        if let Some(m) = &self.metrics {
+            m.store_append(started.elapsed());
+        }
     }
 }
 
@@ -142,12 +159,21 @@ impl Store for OrderedAppends {
         let turn = take_turn();
         Box::pin(async move {
             let Some(mut turn) = turn else {
-                return self.inner.append(msg).await;
+                let started = std::time::Instant::now();
+                let result = self.inner.append(msg).await;
+                self.observe(started);
+                return result;
             };
             turn.predecessors_done().await;
+            let started = std::time::Instant::now();
             let queued = self.inner.append_queued(msg).await;
             turn.issued();
-            queued?.await
+            let result = match queued {
+                Ok(durable) => durable.await,
+                Err(e) => Err(e),
+            };
+            self.observe(started);
+            result
         })
     }
 

@@ -12,6 +12,11 @@
 //! remote login only once its own announcement went through (so it came
 //! first). Two logins racing on two nodes thus end with exactly one
 //! survivor, the one announced last.
+//!
+//! Every protocol's login goes through [`SessionRegistry::register`] and
+//! every session's end through [`SessionHandle`]'s drop, so the event
+//! webhooks' `connected` and `disconnected` are emitted here, once for
+//! all protocols ([`SessionRegistry::set_webhooks`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +26,8 @@ use imgate_core::model::PlatformClass;
 use imgate_core::pipeline::{Principal, Protocol};
 use imgate_core::{ErrorCode, Store};
 use tokio::sync::oneshot;
+
+use crate::webhooks::{EventKind, Webhooks};
 
 /// Why a session must end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +65,8 @@ pub struct SessionRegistry {
     multi_endpoint: bool,
     /// Where logins are announced to the other nodes, once joined.
     cluster: OnceLock<Arc<dyn Store>>,
+    /// Where `connected` / `disconnected` events go, if configured.
+    webhooks: OnceLock<Arc<Webhooks>>,
 }
 
 fn lock(m: &Mutex<Inner>) -> MutexGuard<'_, Inner> {
@@ -74,6 +83,9 @@ pub struct SessionHandle {
     inner: Arc<Mutex<Inner>>,
     /// Fires when a newer login kicks this session.
     pub kicked: oneshot::Receiver<Kick>,
+    /// The session's device and protocol, and where its `disconnected`
+    /// event goes.
+    ended: Option<(String, Protocol, Arc<Webhooks>)>,
 }
 
 impl Drop for SessionHandle {
@@ -88,6 +100,10 @@ impl Drop for SessionHandle {
                 inner.users.remove(&self.user);
             }
         }
+        drop(inner);
+        if let Some((device, protocol, hooks)) = self.ended.take() {
+            hooks.session(EventKind::Disconnected, &self.user, &device, protocol);
+        }
     }
 }
 
@@ -98,7 +114,23 @@ impl SessionRegistry {
             next_id: AtomicU64::new(1),
             multi_endpoint,
             cluster: OnceLock::new(),
+            webhooks: OnceLock::new(),
         }
+    }
+
+    /// Emit `connected` and `disconnected` events of later sessions.
+    pub fn set_webhooks(&self, webhooks: Arc<Webhooks>) {
+        let _ = self.webhooks.set(webhooks);
+    }
+
+    /// The protocol of `device`'s session of `user` on this node, if any.
+    pub fn protocol_of(&self, user: &str, device: &str) -> Option<Protocol> {
+        lock(&self.inner)
+            .users
+            .get(user)?
+            .iter()
+            .find(|e| e.device == device)
+            .map(|e| e.protocol)
     }
 
     /// Announce every later login through `store` and apply the other
@@ -136,11 +168,16 @@ impl SessionRegistry {
         if let Some(store) = self.cluster.get() {
             super::cluster::announce_login(store.clone(), &p.user_id, &p.device_id, p.platform, id);
         }
+        let hooks = self.webhooks.get().cloned();
+        if let Some(h) = &hooks {
+            h.session(EventKind::Connected, &p.user_id, &p.device_id, p.protocol);
+        }
         SessionHandle {
             id,
             user: p.user_id.clone(),
             inner: self.inner.clone(),
             kicked: rx,
+            ended: hooks.map(|h| (p.device_id.clone(), p.protocol, h)),
         }
     }
 
