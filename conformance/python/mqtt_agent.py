@@ -85,7 +85,12 @@ class Agent:
                       client_id=c.get("client_id", ""), protocol=version)
         if version == mqtt.MQTTv311:
             kwargs["clean_session"] = c.get("clean", True)
-        cl = mqtt.Client(**kwargs)
+        # "transport": "websockets" speaks MQTT over WebSocket (the
+        # gateway's `ws` listener, path "/mqtt", subprotocol "mqtt").
+        transport = c.get("transport", "tcp")
+        cl = mqtt.Client(**kwargs, transport=transport)
+        if transport == "websockets":
+            cl.ws_set_options(path=c.get("ws_path", "/mqtt"))
         cl.manual_ack_set(c.get("manual_ack", False))
         if c.get("user") is not None:
             cl.username_pw_set(c["user"], c.get("token"))

@@ -16,6 +16,7 @@ pub mod private_rabbit;
 pub mod rabbit_support;
 pub mod sse;
 pub mod tls;
+pub mod ws;
 pub mod xmpp;
 
 pub use gateway::Gateway;

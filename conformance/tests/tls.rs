@@ -420,3 +420,55 @@ fn bad_certificate_settings_stop_the_start() {
         );
     }
 }
+
+#[test]
+fn websocket_over_tls_carries_pb_next_to_plain_ws() {
+    use imgate_conformance::ws::WsClient;
+    let g = tls_gateway();
+    let (a, b) = (unique("wss-a"), unique("wss-b"));
+    let at = g.admin().token(&a, "web", 2);
+    let bt = g.admin().token(&b, "web", 2);
+    let login = |ws: &mut WsClient, user: &str, token: &str| {
+        let mut buf = bytes::BytesMut::new();
+        let req = imgate_codecs::pb::PbRequest::Login(imgate_codecs::pb::proto::LoginRequest {
+            user_id: user.into(),
+            token: token.into(),
+            client_id: "web".into(),
+            platform: 2,
+        });
+        tokio_util::codec::Encoder::encode(
+            &mut imgate_codecs::pb::PbFramer::new(1 << 20),
+            req.to_frame(1),
+            &mut buf,
+        )
+        .expect("encode");
+        ws.send_binary(buf.to_vec());
+        let reply = ws.recv_binary(WAIT).expect("login response");
+        let mut reply = bytes::BytesMut::from(&reply[..]);
+        let frame = tokio_util::codec::Decoder::decode(
+            &mut imgate_codecs::pb::PbFramer::new(1 << 20),
+            &mut reply,
+        )
+        .expect("frame")
+        .expect("whole frame");
+        match imgate_codecs::pb::PbServerMessage::decode(&frame).expect("decodes") {
+            imgate_codecs::pb::PbServerMessage::LoginResponse(r) => r.code,
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut secure = WsClient::connect_tls(g.addr("wss"), "/pb", &[]).expect("wss upgrade");
+    assert_eq!(login(&mut secure, &a, &at), 0);
+    // The plain WebSocket listener runs side by side.
+    let mut plain = WsClient::connect(g.addr("ws"), "/pb", &[]).expect("ws upgrade");
+    assert_eq!(login(&mut plain, &b, &bt), 0);
+    // Plain bytes to the wss listener get no upgrade.
+    let mut raw = std::net::TcpStream::connect(g.addr("wss")).expect("connect");
+    raw.set_read_timeout(Some(WAIT)).ok();
+    let _ = raw.write_all(b"GET /pb HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut reply = Vec::new();
+    let _ = raw.read_to_end(&mut reply);
+    assert!(
+        !String::from_utf8_lossy(&reply).contains("HTTP/1.1"),
+        "{reply:?}"
+    );
+}
