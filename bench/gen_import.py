@@ -26,7 +26,6 @@ with open(out, "w") as f:
     for n in range(count):
         if groups and n % 5 == 0:
             g = (n // 5) % groups
-            sender = f"{prefix}-u{(g * 7 + n) % members % (pairs * 2)}"
             sender = f"{prefix}-u{(g * 7 + (n % members)) % (pairs * 2)}"
             conv = {"type": 1, "target": f"{prefix}-g{g}", "line": 0}
         else:

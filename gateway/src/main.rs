@@ -70,9 +70,9 @@ enum Command {
     },
     /// Call the admin API of a running gateway.
     Admin(cli::admin::AdminArgs),
-    /// Import messages from another system (JSONL, one message per line) into a running gateway.
+    /// Import messages, groups and users from another system (JSONL, one per line; docs/migration.md) into a running gateway.
     Import(cli::import::ImportArgs),
-    /// Export every stored message of a running gateway as JSONL.
+    /// Export the users, groups and every stored message of a running gateway as JSONL.
     Export(cli::export::ExportArgs),
 }
 
