@@ -115,6 +115,9 @@ impl Store for NullStore {
     fn group<'a>(&'a self, _: &'a str) -> BoxFuture<'a, R<Option<Group>>> {
         ready(Ok(None))
     }
+    fn scan_groups<'a>(&'a self, _: &'a str, _: usize) -> BoxFuture<'a, R<(Vec<Group>, bool)>> {
+        ready(Ok((Vec::new(), false)))
+    }
     fn put_group(&self, _: Group) -> BoxFuture<'_, R<()>> {
         ready(Ok(()))
     }

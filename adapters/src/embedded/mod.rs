@@ -302,6 +302,15 @@ impl Store for EmbeddedStore {
         Box::pin(self.read(move |txn| read::group(txn, &id)))
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        let after = after.to_string();
+        Box::pin(self.read(move |txn| read::scan_groups(txn, &after, limit)))
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.write(|reply| WriteOp::PutGroup { group, reply }))
     }

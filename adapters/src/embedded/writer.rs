@@ -274,13 +274,15 @@ impl Writer {
             }
             WriteOp::DeleteGroup { group_id, .. } => Ok(Done::Existed(t.delete_group(group_id)?)),
             WriteOp::Import { batch, .. } => {
-                let mut out = Vec::with_capacity(batch.len());
-                for item in batch {
-                    out.push(Imported {
+                let placed = t.import_batch(batch)?;
+                let out = batch
+                    .iter()
+                    .zip(placed)
+                    .map(|(item, result)| Imported {
                         old_id: item.old_id.clone(),
-                        result: t.import(item)?,
-                    });
-                }
+                        result,
+                    })
+                    .collect();
                 Ok(Done::Imported(out))
             }
         }

@@ -179,6 +179,26 @@ pub fn group(txn: &ReadTransaction, id: &str) -> Result<Option<Group>, StoreErro
         .transpose()
 }
 
+/// Groups with an id above `after`, by id, at most `limit`, and whether
+/// more follow (export).
+pub fn scan_groups(
+    txn: &ReadTransaction,
+    after: &str,
+    limit: usize,
+) -> Result<(Vec<Group>, bool), StoreError> {
+    let t = txn.open_table(tables::GROUPS).map_err(io)?;
+    let mut out = Vec::new();
+    let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+    for entry in t.range::<&str>(range).map_err(io)? {
+        let (_, v) = entry.map_err(io)?;
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
+    }
+    Ok((out, false))
+}
+
 pub fn setting(txn: &ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
     let t = txn.open_table(tables::SETTINGS).map_err(io)?;
     let found = t.get(key).map_err(io)?;

@@ -60,10 +60,6 @@ impl<'t> IndexWrite<'t> {
         }
     }
 
-    pub(crate) fn row_exists(&self, id: u64) -> Result<bool, StoreError> {
-        Ok(self.tail.get(&self.messages, id)?.is_some())
-    }
-
     /// Store a new message (counted for its sender's day).
     pub fn insert(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
         self.insert_uncounted(stored)?;
@@ -158,28 +154,17 @@ impl<'t> IndexWrite<'t> {
         Ok(())
     }
 
-    /// One imported message: `(id, duplicate)` or why it was refused.
-    pub fn import(
-        &mut self,
-        item: &ImportMessage,
-    ) -> Result<Result<(u64, bool), String>, StoreError> {
-        let placed = match import::choose_id(self, item)? {
-            Ok((id, false)) => id,
-            other => return Ok(other),
-        };
-        let stored = StoredMessage {
-            message: Message {
-                message_id: placed,
-                ..item.message.clone()
-            },
-            recipients: item.recipients.clone(),
-            sender_device: None,
-        };
-        self.insert_uncounted(&stored)?;
-        self.imports
-            .insert(item.old_id.as_str(), placed)
-            .map_err(io)?;
-        Ok(Ok((placed, false)))
+    /// Imported messages (migration), a whole batch in this
+    /// transaction: for each, `(id, duplicate)` or why it was refused
+    /// (`import.rs`).
+    pub fn import_batch(&mut self, batch: &[ImportMessage]) -> Result<import::Placed, StoreError> {
+        import::import_batch(self, batch)
+    }
+
+    /// Rows in ascending id order, each chunk they land in read and
+    /// written once (imports).
+    pub(crate) fn put_rows_sorted(&mut self, rows: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.tail.put_sorted(&mut self.messages, rows)
     }
 
     /// Write the rows still held in memory (the open chunk). `finish`

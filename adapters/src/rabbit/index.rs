@@ -376,13 +376,15 @@ impl Index {
                 )
             }
             Record::Import { items, .. } => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    out.push(Imported {
+                let placed = t.index.import_batch(items)?;
+                let out = items
+                    .iter()
+                    .zip(placed)
+                    .map(|(item, result)| Imported {
                         old_id: item.old_id.clone(),
-                        result: t.index.import(item)?,
-                    });
-                }
+                        result,
+                    })
+                    .collect();
                 (Outcome::Imported(out), None)
             }
             Record::Announce {
@@ -595,6 +597,10 @@ impl Index {
 
     pub fn group(&self, id: &str) -> Result<Option<Group>, StoreError> {
         read::group(&*self.begin_read()?, id)
+    }
+
+    pub fn scan_groups(&self, after: &str, limit: usize) -> Result<(Vec<Group>, bool), StoreError> {
+        read::scan_groups(&*self.begin_read()?, after, limit)
     }
 
     /// The next page of a device's timeline after `after` (its catch-up).

@@ -559,6 +559,15 @@ impl Store for RabbitStore {
         Box::pin(self.read(move |i| i.group(&id)))
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        let after = after.to_string();
+        Box::pin(self.read(move |i| i.scan_groups(&after, limit)))
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let outcome = self

@@ -133,6 +133,14 @@ pub trait Store: Send + Sync + 'static {
     /// A group by id.
     fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<Option<Group>>>;
 
+    /// Groups with an id above `after` (by id), at most `limit`, and
+    /// whether more follow (export).
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>>;
+
     /// Create or replace a group durably.
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>>;
 

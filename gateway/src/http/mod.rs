@@ -8,6 +8,7 @@ mod admin_acl;
 mod admin_api;
 mod admin_devices;
 mod admin_migration;
+mod admin_migration_people;
 mod admin_policy;
 mod admin_sessions;
 mod auth;

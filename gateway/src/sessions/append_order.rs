@@ -241,6 +241,14 @@ impl Store for OrderedAppends {
         self.inner.group(group_id)
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        self.inner.scan_groups(after, limit)
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         self.inner.put_group(group)
     }
