@@ -8,7 +8,9 @@ use imgate_core::StoreError;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Deserialize;
 
-use crate::index::tables::{self as index_tables, io, FORMAT, FORMAT_KEY, META};
+use crate::index::tables::{
+    self as index_tables, io, FORMAT, FORMAT_BEFORE_CONVERSATIONS, FORMAT_KEY, META,
+};
 use crate::index::{last_id, IndexWrite, StoredMessage};
 
 /// (user, device) → delivery cursor: the highest id of the user's timeline
@@ -47,8 +49,20 @@ pub fn prepare(db: &redb::Database) -> Result<u64, StoreError> {
         .list_tables()
         .map_err(io)?
         .any(|t| t.name() == V1_MESSAGES.name());
+    let format = {
+        let meta = txn.open_table(META).map_err(io)?;
+        let found = meta.get(FORMAT_KEY).map_err(io)?;
+        found.map(|v| v.value())
+    };
     if has_v1 {
         convert_v1(&txn)?;
+    }
+    if has_v1 || format == Some(FORMAT_BEFORE_CONVERSATIONS) {
+        let n = crate::index::conversations::rebuild(&txn)?;
+        tracing::info!(
+            messages = n,
+            "embedded store: conversations built from the stored history"
+        );
     }
     let last = {
         let messages = txn.open_table(index_tables::MESSAGES).map_err(io)?;

@@ -3,7 +3,7 @@
 //! an earlier import of the same old id got.
 
 use imgate_core::id::import_ids;
-use imgate_core::store::{ImportMessage, IMPORT_MS_FULL, IMPORT_TOO_OLD};
+use imgate_core::store::{ImportMessage, IMPORT_LIVE_ONLY, IMPORT_MS_FULL, IMPORT_TOO_OLD};
 use imgate_core::StoreError;
 use redb::ReadableTable;
 
@@ -18,6 +18,9 @@ pub(crate) fn choose_id(
 ) -> Result<Result<(u64, bool), String>, StoreError> {
     if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
         return Ok(Ok((id.value(), true)));
+    }
+    if item.message.payload.is_live_only() {
+        return Ok(Err(IMPORT_LIVE_ONLY.into()));
     }
     let Some(candidates) = import_ids(item.message.server_ts) else {
         return Ok(Err(IMPORT_TOO_OLD.into()));
