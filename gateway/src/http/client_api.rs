@@ -1,6 +1,8 @@
 //! Client API (DESIGN §5.5), bearer token: `POST /v1/messages`,
 //! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE),
-//! `POST /v1/recall` (own messages, within the recall window).
+//! `POST /v1/recall` (own messages, within the recall window),
+//! `GET /v1/conversations`, `POST /v1/conversations/read`
+//! (`conversations.rs`).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
@@ -31,6 +33,11 @@ pub fn client_router(state: AppState) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/events", get(events::events))
         .route("/v1/recall", post(recall))
+        .route("/v1/conversations", get(super::conversations::list))
+        .route(
+            "/v1/conversations/read",
+            post(super::conversations::mark_read),
+        )
         .route(
             "/healthz",
             get(|| async { Json(json!({"code": 0, "msg": "ok"})) }),

@@ -13,6 +13,7 @@ mod admin_sessions;
 mod auth;
 mod body;
 mod client_api;
+mod conversations;
 mod error;
 mod events;
 mod query;
