@@ -45,6 +45,11 @@
 //! - Delivery is at-least-once from the cursor: a device that moves to
 //!   another node before its last acks were flushed (or whose node died)
 //!   gets those messages again, with the same ids.
+//! - Live-only messages (persist flag 0/4) go through the log to reach
+//!   every node's devices but are never indexed; read positions
+//!   (`Store::mark_read`) are log records too, applied in log order.
+//!   Each node prunes its own index (`Store::prune`: expiry,
+//!   `retention_days`).
 //! - History is kept whole by default (`log_max_age` / `log_max_bytes`
 //!   set a retention); groups and settings live in their own stream and
 //!   survive any history retention. Control records expire
