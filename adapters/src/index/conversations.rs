@@ -9,7 +9,8 @@
 //!   position. Imports and conversions touch without counting (history
 //!   a user arrives with is read).
 //! - A removed message (recall, expiry) takes its unread back; one aged
-//!   out by the retention takes the whole entry when it was the newest.
+//!   out by the retention takes the whole entry when it was the newest or
+//!   the last one left.
 //! - Marking read moves the position forward and recounts what follows
 //!   it (at most [`MAX_RECOUNT`] messages looked at).
 //!
@@ -138,18 +139,20 @@ pub fn touch(
 }
 
 /// A message left `user`'s conversation `key`; `aged_out`: by the
-/// retention (everything older went before it).
+/// retention (everything older went before it); `emptied`: and nothing
+/// newer is left in the conversation.
 pub fn untouch(
     table: &mut ConversationTable<'_>,
     user: &str,
     key: &str,
     m: &Message,
     aged_out: bool,
+    emptied: bool,
 ) -> Result<(), StoreError> {
     let Some(mut e) = get(table, user, key)? else {
         return Ok(());
     };
-    if aged_out && e.last_id <= m.message_id {
+    if emptied || (aged_out && e.last_id <= m.message_id) {
         table
             .remove((user.as_bytes(), key.as_bytes()))
             .map_err(io)?;
@@ -325,5 +328,78 @@ mod tests {
         let mut bad = e.encode();
         bad.push(0xff);
         assert!(Entry::decode(&bad).is_err());
+    }
+
+    fn stored(id: u64, from: &str, to: &str, flag: i32) -> StoredMessage {
+        let mut payload = imgate_core::model::MessagePayload::text("x");
+        payload.persist_flag = flag;
+        StoredMessage {
+            message: Message {
+                message_id: id,
+                sender: from.into(),
+                conversation: Conversation::private(to),
+                payload,
+                server_ts: imgate_core::id::timestamp_of(id),
+                client_msg_id: String::new(),
+                to_users: vec![],
+            },
+            recipients: vec![from.into(), to.into()],
+            sender_device: None,
+        }
+    }
+
+    #[test]
+    fn unread_counts_follow_inserts_reads_removals_and_the_retention() {
+        use super::super::write::IndexWrite;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("c.redb")).unwrap();
+        let base = imgate_core::id::first_id_at(1_800_000_000_000);
+        let id = |n: u64| base + (n << 22);
+        let txn = db.begin_write().unwrap();
+        tables::create_all(&txn).unwrap();
+        let key = Conversation::private("bob").history_key("alice");
+        {
+            let mut t = IndexWrite::open(&txn).unwrap();
+            t.insert(&stored(id(1), "alice", "bob", 3)).unwrap();
+            t.insert(&stored(id(2), "alice", "bob", 1)).unwrap();
+            t.insert(&stored(id(3), "bob", "alice", 3)).unwrap();
+            t.insert(&stored(id(4), "alice", "bob", 3)).unwrap();
+            t.insert(&stored(id(5), "alice", "bob", 0)).unwrap();
+            t.finish(0).unwrap();
+        }
+        txn.commit().unwrap();
+        let state = |db: &redb::Database, user: &str| {
+            let r = db.begin_read().unwrap();
+            let p = list(&r, user, 0, 10, 0).unwrap();
+            p.conversations
+                .first()
+                .map(|c| (c.last_message_id, c.read_upto, c.unread))
+        };
+        // Flag 3 from alice counts; flag 1, bob's own and flag 0 do not.
+        assert_eq!(state(&db, "bob"), Some((id(4), 0, 2)));
+        assert_eq!(state(&db, "alice"), Some((id(4), 0, 1)));
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = IndexWrite::open(&txn).unwrap();
+            let r = t.mark_read("bob", &key, id(2)).unwrap().unwrap();
+            assert_eq!((r.read_upto, r.unread), (id(2), 1));
+            // A recalled unread one is given back; a read one is not.
+            t.remove(id(4)).unwrap();
+            t.remove(id(1)).unwrap();
+            assert!(t.mark_read("carol", &key, 0).unwrap().is_none());
+            t.finish(0).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(state(&db, "bob"), Some((id(4), id(2), 0)));
+        // The retention takes the conversation once its newest went.
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = IndexWrite::open(&txn).unwrap();
+            let p = t.prune(0, Some(id(3) + 1), 100).unwrap();
+            assert_eq!((p.aged_out, p.more), (2, false));
+            t.finish(0).unwrap();
+        }
+        txn.commit().unwrap();
+        assert_eq!(state(&db, "bob"), None);
     }
 }

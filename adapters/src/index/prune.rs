@@ -13,7 +13,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use super::messages::each_from;
 use super::tables::io;
-use super::write::IndexWrite;
+use super::write::{IndexWrite, Removal};
 
 /// (expires at ms, message_id): messages with an `expireDuration`.
 pub const EXPIRES: TableDefinition<(i64, u64), ()> = TableDefinition::new("expires");
@@ -45,7 +45,7 @@ impl IndexWrite<'_> {
             pruned.more = true;
         }
         for (at, id) in due {
-            if self.remove_pruned(id, false)?.is_none() {
+            if self.remove_as(id, Removal::Expired)?.is_none() {
                 // A stale entry (the row went another way).
                 self.expires.remove((at, id)).map_err(io)?;
             }
@@ -69,7 +69,7 @@ impl IndexWrite<'_> {
             Ok(true)
         })?;
         for id in old {
-            if self.remove_pruned(id, true)?.is_some() {
+            if self.remove_as(id, Removal::AgedOut)?.is_some() {
                 pruned.aged_out += 1;
             }
         }

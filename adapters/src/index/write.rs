@@ -12,7 +12,7 @@ use imgate_core::id::timestamp_of;
 use imgate_core::model::Message;
 use imgate_core::store::{Group, ImportMessage};
 use imgate_core::{utc_day, StoreError};
-use redb::{Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
 use super::conversations::{self, ConversationTable, CONVERSATIONS};
 use super::dedupe::DedupeMemory;
@@ -38,6 +38,14 @@ pub struct IndexWrite<'t> {
     tail: Tail,
     /// Messages counted in this transaction, per UTC day and sender.
     daily: HashMap<i64, HashMap<String, u64>>,
+}
+
+/// Why a message leaves the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Recall,
+    Expired,
+    AgedOut,
 }
 
 /// What a resend check found: the original's id, and the original itself
@@ -120,16 +128,18 @@ impl<'t> IndexWrite<'t> {
     /// Take a message out of history, sync, every timeline and unread
     /// count (recall).
     pub fn remove(&mut self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
-        self.remove_pruned(id, false)
+        self.remove_as(id, Removal::Recall)
     }
 
-    /// [`Self::remove`]; `aged_out`: by the retention (a conversation whose
-    /// newest message it was leaves the user's list).
-    pub(crate) fn remove_pruned(
+    /// [`Self::remove`] for a reason: pruned (expired or aged out), a
+    /// conversation with nothing left leaves the user's list; aged out, one
+    /// whose newest message it was too.
+    pub(crate) fn remove_as(
         &mut self,
         id: u64,
-        aged_out: bool,
+        why: Removal,
     ) -> Result<Option<StoredMessage>, StoreError> {
+        let aged_out = why == Removal::AgedOut;
         let Some(bytes) = self.tail.remove(&mut self.messages, id)? else {
             return Ok(None);
         };
@@ -137,9 +147,18 @@ impl<'t> IndexWrite<'t> {
         let m = &stored.message;
         let key = m.conversation.history_key(&m.sender);
         self.conv_index.remove((key.as_bytes(), id)).map_err(io)?;
+        // Pruned with nothing newer left (the newer ones recalled or
+        // expired): the conversation is gone.
+        let emptied = why != Removal::Recall
+            && self
+                .conv_index
+                .range((key.as_bytes(), id)..=(key.as_bytes(), u64::MAX))
+                .map_err(io)?
+                .next()
+                .is_none();
         for user in &stored.recipients {
             self.timeline.remove((user.as_bytes(), id)).map_err(io)?;
-            conversations::untouch(&mut self.conversations, user, &key, m, aged_out)?;
+            conversations::untouch(&mut self.conversations, user, &key, m, aged_out, emptied)?;
         }
         if let Some(at) = m.expires_at() {
             self.expires.remove((at, id)).map_err(io)?;

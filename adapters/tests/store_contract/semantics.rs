@@ -133,6 +133,8 @@ pub async fn expired_messages_are_not_delivered_synced_or_listed<B: Backend>(b: 
     let pruned = store.prune(now_ms() + 86_401_000, None).await.unwrap();
     assert_eq!(pruned.expired, 1);
     assert!(synced(&store, "bob").await.is_empty());
+    let convs = store.conversations("bob", 0, 10).await.unwrap();
+    assert!(convs.conversations.is_empty(), "nothing left: off the list");
     drop(tablet);
     b.close(store).await;
 }
