@@ -151,6 +151,25 @@ impl Store for NullStore {
     fn sent_on_day<'a>(&'a self, _: &'a str, _: i64) -> BoxFuture<'a, R<u64>> {
         ready(Ok(0))
     }
+    fn conversations<'a>(
+        &'a self,
+        _: &'a str,
+        _: u64,
+        _: usize,
+    ) -> BoxFuture<'a, R<imgate_core::store::ConversationPage>> {
+        ready(Ok(Default::default()))
+    }
+    fn mark_read<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Conversation,
+        _: u64,
+    ) -> BoxFuture<'a, R<Option<imgate_core::store::ReadState>>> {
+        ready(Ok(None))
+    }
+    fn prune(&self, _: i64, _: Option<i64>) -> BoxFuture<'_, R<imgate_core::store::Pruned>> {
+        ready(Ok(Default::default()))
+    }
 }
 
 /// The stack over a [`NullStore`]. `dedupe_window`: how long sends are

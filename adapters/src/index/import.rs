@@ -15,11 +15,12 @@ use std::collections::{HashMap, HashSet};
 
 use imgate_core::id::import_ids;
 use imgate_core::model::Message;
-use imgate_core::store::{ImportMessage, IMPORT_MS_FULL, IMPORT_TOO_OLD};
+use imgate_core::store::{ImportMessage, IMPORT_LIVE_ONLY, IMPORT_MS_FULL, IMPORT_TOO_OLD};
 use imgate_core::StoreError;
 use redb::{ReadableTable, Table};
 
 use super::chunk;
+use super::conversations;
 use super::row::{self, StoredMessage};
 use super::tables::{corrupt, io};
 use super::write::IndexWrite;
@@ -77,6 +78,32 @@ pub(crate) fn import_batch(
     for (user, id) in &timeline {
         t.timeline.insert((user.as_bytes(), *id), ()).map_err(io)?;
     }
+    // Imported history is read history: each recipient's conversation
+    // entry only moves to its newest message (one update per user and
+    // conversation, not per message), never counts as unread.
+    let mut newest: HashMap<(&str, &str), (u64, &ImportMessage)> = HashMap::new();
+    let by_id: HashMap<u64, &ImportMessage> = fresh.iter().map(|(id, m)| (*id, *m)).collect();
+    for (key, id) in &conv {
+        let Some(item) = by_id.get(id) else { continue };
+        for user in &item.recipients {
+            let slot = newest
+                .entry((user.as_str(), key.as_str()))
+                .or_insert((*id, item));
+            if *id > slot.0 {
+                *slot = (*id, item);
+            }
+        }
+        if let Some(at) = item.message.expires_at() {
+            t.expires.insert((at, *id), ()).map_err(io)?;
+        }
+    }
+    for ((user, key), (id, item)) in newest {
+        let m = Message {
+            message_id: id,
+            ..item.message.clone()
+        };
+        conversations::touch(&mut t.conversations, user, key, &m, false)?;
+    }
     let mut old: Vec<(&str, u64)> = fresh
         .iter()
         .map(|(id, item)| (item.old_id.as_str(), *id))
@@ -114,6 +141,9 @@ fn choose_id(
     }
     if let Some(id) = t.imports.get(item.old_id.as_str()).map_err(io)? {
         return Ok(Ok((id.value(), true)));
+    }
+    if item.message.payload.is_live_only() {
+        return Ok(Err(IMPORT_LIVE_ONLY.into()));
     }
     let Some(candidates) = import_ids(item.message.server_ts) else {
         return Ok(Err(IMPORT_TOO_OLD.into()));

@@ -14,6 +14,9 @@ use imgate_core::model::{Conversation, MessagePayload};
 use imgate_core::store::{DeviceFeed, Group, ImportMessage, NewMessage};
 use imgate_core::{now_ms, utc_day, Store};
 
+mod semantics;
+pub use semantics::*;
+
 /// One `#[tokio::test]` per contract scenario. `$make` turns the test's
 /// name into `Option<impl Backend>` (None: skipped, e.g. no broker).
 macro_rules! contract_tests {
@@ -31,6 +34,10 @@ macro_rules! contract_tests {
             import_keeps_time_order_is_idempotent_and_is_history_only,
             import_batches_below_live_history_interleave_in_time_order,
             daily_count_is_stored_messages_and_survives_reopen,
+            live_only_messages_are_delivered_never_stored,
+            expired_messages_are_not_delivered_synced_or_listed,
+            retention_prunes_old_history_and_conversations,
+            conversations_count_unread_and_mark_read_is_durable,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {$(
@@ -366,7 +373,7 @@ pub async fn settings_are_durable_and_watched_and_announcements_local<B: Backend
     b.close(store).await;
 }
 
-fn imported(old_id: &str, ts: i64, text: &str) -> ImportMessage {
+pub fn imported(old_id: &str, ts: i64, text: &str) -> ImportMessage {
     ImportMessage {
         old_id: old_id.into(),
         message: Message {

@@ -14,6 +14,7 @@ mod admin_sessions;
 mod auth;
 mod body;
 mod client_api;
+mod conversations;
 mod error;
 mod events;
 mod health;
