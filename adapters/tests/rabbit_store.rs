@@ -169,6 +169,57 @@ async fn groups_are_shared_by_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_positions_and_unread_counts_are_the_same_on_every_node() {
+    let Some(url) = amqp_url("read_positions_and_unread_counts_are_the_same_on_every_node") else {
+        return;
+    };
+    let ns = Ns::new(url, "readpos");
+    let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = ns.open(da.path(), 1).await;
+    let b = ns.open(db.path(), 2).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        ids.push(
+            s.append(private("alice", "bob", &format!("u{i}"), "hi"))
+                .await
+                .unwrap()
+                .message
+                .message_id,
+        );
+    }
+    let unread = |s: &RabbitStore| {
+        let s = s.clone();
+        async move {
+            let page = s.conversations("bob", 0, 10).await.unwrap();
+            page.conversations.first().map(|c| (c.read_upto, c.unread))
+        }
+    };
+    eventually("three unread on both nodes", || async {
+        unread(&a).await == Some((0, 3)) && unread(&b).await == Some((0, 3))
+    })
+    .await;
+    // Read on node A up to the first: node B agrees.
+    let r = a
+        .mark_read(
+            "bob",
+            &imgate_core::model::Conversation::private("alice"),
+            ids[0],
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((r.read_upto, r.unread), (ids[0], 2));
+    eventually("the read position on node B", || async {
+        unread(&b).await == Some((ids[0], 2))
+    })
+    .await;
+    a.close().await;
+    b.close().await;
+    ns.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_reach_every_node_and_later_nodes() {
     let Some(url) = amqp_url("settings_reach_every_node_and_later_nodes") else {
         return;

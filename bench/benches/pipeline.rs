@@ -115,6 +115,9 @@ impl Store for NullStore {
     fn group<'a>(&'a self, _: &'a str) -> BoxFuture<'a, R<Option<Group>>> {
         ready(Ok(None))
     }
+    fn scan_groups<'a>(&'a self, _: &'a str, _: usize) -> BoxFuture<'a, R<(Vec<Group>, bool)>> {
+        ready(Ok((Vec::new(), false)))
+    }
     fn put_group(&self, _: Group) -> BoxFuture<'_, R<()>> {
         ready(Ok(()))
     }
@@ -147,6 +150,25 @@ impl Store for NullStore {
     }
     fn sent_on_day<'a>(&'a self, _: &'a str, _: i64) -> BoxFuture<'a, R<u64>> {
         ready(Ok(0))
+    }
+    fn conversations<'a>(
+        &'a self,
+        _: &'a str,
+        _: u64,
+        _: usize,
+    ) -> BoxFuture<'a, R<imgate_core::store::ConversationPage>> {
+        ready(Ok(Default::default()))
+    }
+    fn mark_read<'a>(
+        &'a self,
+        _: &'a str,
+        _: &'a Conversation,
+        _: u64,
+    ) -> BoxFuture<'a, R<Option<imgate_core::store::ReadState>>> {
+        ready(Ok(None))
+    }
+    fn prune(&self, _: i64, _: Option<i64>) -> BoxFuture<'_, R<imgate_core::store::Pruned>> {
+        ready(Ok(Default::default()))
     }
 }
 

@@ -108,6 +108,8 @@ async fn send_all(p: &mut PbSender, plan: &SenderPlan, run: &InboxRun) -> anyhow
             payload: Some(proto::MessagePayload {
                 r#type: 1,
                 searchable_content: text,
+                // 3: an ordinary message (0, the proto3 default, is live only).
+                persist_flag: 3,
                 ..Default::default()
             }),
             to_users: vec![],

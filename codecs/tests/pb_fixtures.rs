@@ -195,6 +195,61 @@ fn cases() -> Vec<(&'static str, u16, Expected)> {
                 code: 248,
             })),
         ),
+        (
+            "conversations_request",
+            8,
+            Request(PbRequest::Conversations(proto::ConversationsRequest {
+                before: 0x0123_4567_89ab_cdf0,
+                limit: 20,
+            })),
+        ),
+        (
+            "conversations_response",
+            8,
+            Server(PbServerMessage::ConversationsResponse(
+                proto::ConversationsResponse {
+                    code: 0,
+                    conversations: vec![
+                        proto::ConversationInfo {
+                            conversation: Some(conversation()),
+                            last_message: Some(message()),
+                            last_message_id: 0x0123_4567_89ab_cdef,
+                            read_upto: 0x0123_4567_89ab_cd00,
+                            unread: 4,
+                        },
+                        proto::ConversationInfo {
+                            conversation: Some(proto::Conversation {
+                                r#type: 0,
+                                target: "bob".into(),
+                                line: 0,
+                            }),
+                            last_message: None,
+                            last_message_id: 0x0123_4567_89ab_0000,
+                            read_upto: 0x0123_4567_89ab_0000,
+                            unread: 0,
+                        },
+                    ],
+                    has_more: true,
+                },
+            )),
+        ),
+        (
+            "mark_read_request",
+            9,
+            Request(PbRequest::MarkRead(proto::MarkReadRequest {
+                conversation: Some(conversation()),
+                message_id: 0x0123_4567_89ab_cdef,
+            })),
+        ),
+        (
+            "mark_read_response",
+            9,
+            Server(PbServerMessage::MarkReadResponse(proto::MarkReadResponse {
+                code: 0,
+                read_upto: 0x0123_4567_89ab_cdef,
+                unread: 0,
+            })),
+        ),
         ("heartbeat", 6, Request(PbRequest::Heartbeat)),
         (
             "error",

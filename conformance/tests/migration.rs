@@ -28,6 +28,12 @@ fn summary(out: &Output) -> Value {
     serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("summary {text:?}: {e}"))
 }
 
+/// The message counts of a summary.
+fn counts(out: &Output) -> Value {
+    let s = summary(out);
+    json!({"imported": s["imported"], "duplicates": s["duplicates"], "failed": s["failed"]})
+}
+
 fn write_lines(path: &Path, lines: &[Value]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(path, text).expect("writing the JSONL file");
@@ -92,9 +98,10 @@ fn import_keeps_time_order_and_is_idempotent_and_export_round_trips() {
     let first = cli(&g, &["import", file_arg, "--batch", "3"]);
     assert!(!first.status.success(), "bad lines make the import fail");
     assert_eq!(
-        summary(&first),
+        counts(&first),
         json!({"imported": 4, "duplicates": 0, "failed": 3})
     );
+    assert_eq!(summary(&first)["refused"], json!({"251": 2, "253": 1}));
     let errors = String::from_utf8_lossy(&first.stderr);
     assert!(errors.contains("line 5: code 251"), "{errors}");
     assert!(errors.contains("line 6: code 251"), "{errors}");
@@ -117,7 +124,7 @@ fn import_keeps_time_order_and_is_idempotent_and_export_round_trips() {
     // Idempotent: the same file again stores nothing new.
     let again = cli(&g, &["import", file_arg]);
     assert_eq!(
-        summary(&again),
+        counts(&again),
         json!({"imported": 0, "duplicates": 4, "failed": 3})
     );
     assert_eq!(g.client(&bob, "web").sync_all(0).len(), 5);
@@ -135,7 +142,8 @@ fn import_keeps_time_order_and_is_idempotent_and_export_round_trips() {
     let first_id = r["messageUid"].as_u64().expect("new id");
     assert!(first_id < live.result()["messageUid"].as_u64().unwrap());
 
-    // Export everything; import it into a fresh gateway: same history.
+    // Export everything (the group first); import it into a fresh
+    // gateway: the same group, the same history.
     let exported = dir.path().join("export.jsonl");
     let out = cli(&g, &["export", "--out", exported.to_str().unwrap()]);
     assert!(
@@ -144,9 +152,9 @@ fn import_keeps_time_order_and_is_idempotent_and_export_round_trips() {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = std::fs::read_to_string(&exported).unwrap();
-    assert_eq!(text.lines().count(), 5);
+    assert_eq!(text.lines().count(), 6);
+    assert!(text.starts_with(r#"{"group":"#), "{text}");
     let g2 = Gateway::start();
-    g2.admin().create_group(&team, &alice, &[&bob, &carol]);
     let copied = cli(&g2, &["import", exported.to_str().unwrap()]);
     assert!(
         copied.status.success(),
@@ -154,9 +162,10 @@ fn import_keeps_time_order_and_is_idempotent_and_export_round_trips() {
         String::from_utf8_lossy(&copied.stderr)
     );
     assert_eq!(
-        summary(&copied),
+        counts(&copied),
         json!({"imported": 5, "duplicates": 0, "failed": 0})
     );
+    assert_eq!(summary(&copied)["groups"], 1);
     assert_eq!(history(&g2, &bob, 0, &alice), seen);
     assert_eq!(
         history(&g2, &carol, 1, &team),

@@ -219,6 +219,31 @@ fn replies_of_the_main_calls_validate_against_the_spec() {
         "{hist}"
     );
     r.client("GET", "/v1/sync", "?since=x", &alice_token, None);
+    let bob_token_conv = bob_token.clone();
+    let convs = r.client(
+        "GET",
+        "/v1/conversations",
+        "?limit=5",
+        &bob_token_conv,
+        None,
+    );
+    assert_eq!(convs["result"]["conversations"][0]["unread"], 1, "{convs}");
+    let read = json!({"conv": {"type": 0, "target": alice, "line": 0}, "messageUid": uid});
+    let marked = r.client(
+        "POST",
+        "/v1/conversations/read",
+        "",
+        &bob_token_conv,
+        Some(read),
+    );
+    assert_eq!(marked["result"]["unread"], 0, "{marked}");
+    r.client(
+        "GET",
+        "/v1/conversations",
+        "?before=x",
+        &bob_token_conv,
+        None,
+    );
     r.client(
         "GET",
         "/v1/history",

@@ -242,6 +242,8 @@ fn group_over_pb_and_rejections_carry_codes() {
         payload: Some(proto::MessagePayload {
             r#type: 1,
             searchable_content: text.into(),
+            // 3: an ordinary message (0, the proto3 default, is live only).
+            persist_flag: 3,
             ..Default::default()
         }),
         to_users: vec![],

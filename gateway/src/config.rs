@@ -70,6 +70,12 @@ pub struct Config {
     pub dedupe_window_secs: u64,
     /// How long after sending a user may recall their own message.
     pub recall_window_secs: u64,
+    /// Days of history kept (sync, history, MAM, conversations); older
+    /// messages are pruned from the store's index. 0 = keep forever. On
+    /// RabbitMQ the log stream's own retention is `log_max_age`.
+    pub retention_days: u64,
+    /// Seconds between pruning passes (expired messages, retention).
+    pub prune_interval_secs: u64,
     /// Operations per group commit of the embedded store (1 = an fsync per
     /// message, for comparison).
     pub embedded_max_batch: usize,
@@ -246,6 +252,8 @@ impl Default for Config {
             rate_limit_per_secs: 5,
             dedupe_window_secs: 600,
             recall_window_secs: 120,
+            retention_days: 0,
+            prune_interval_secs: 60,
             embedded_max_batch: 512,
             store_cache_mb: 64,
             dedupe_capacity: 1_000_000,

@@ -22,6 +22,7 @@ mod admin_nonces;
 mod admin_sign;
 mod cli;
 mod config;
+mod conversations;
 mod device_secrets;
 mod http;
 mod listeners;
@@ -29,6 +30,7 @@ mod metrics;
 mod mqtt;
 mod pb;
 mod policy;
+mod pruning;
 mod secrets;
 mod server;
 mod sessions;
@@ -72,10 +74,10 @@ enum Command {
     },
     /// Call the admin API of a running gateway.
     Admin(cli::admin::AdminArgs),
-    /// Import messages from another system (JSONL, one message per line) into a running gateway.
-    Import(cli::migrate::ImportArgs),
-    /// Export every stored message of a running gateway as JSONL.
-    Export(cli::migrate::ExportArgs),
+    /// Import messages, groups and users from another system (JSONL, one per line; docs/migration.md) into a running gateway.
+    Import(cli::import::ImportArgs),
+    /// Export the users, groups and every stored message of a running gateway as JSONL.
+    Export(cli::export::ExportArgs),
 }
 
 /// With `--features mimalloc`: per-thread heaps without glibc's arena
@@ -105,8 +107,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::CheckConfig { config } => check_config(config.as_deref()),
         Command::Admin(args) => cli::admin::run(args),
-        Command::Import(args) => cli::migrate::run_import(args),
-        Command::Export(args) => cli::migrate::run_export(args),
+        Command::Import(args) => cli::import::run_import(args),
+        Command::Export(args) => cli::export::run_export(args),
     }
 }
 

@@ -253,6 +253,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     );
     // The login kick rule across nodes.
     state.sessions.join_cluster(state.store.clone());
+    // Expired messages and the retention (docs/messages.md).
+    tokio::spawn(crate::pruning::run(
+        state.store.clone(),
+        crate::pruning::retention_ms(config.retention_days),
+        Duration::from_secs(config.prune_interval_secs),
+        state.shutdown.clone(),
+    ));
 
     let mqtt_broker = mqtt::Broker::open(
         &config.data_dir,

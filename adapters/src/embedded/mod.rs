@@ -32,8 +32,9 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Announcement, Appended, BoxFuture, CursorMoved, DeviceFeed, Group, ImportMessage, Imported,
-    NewMessage, Recalled, SettingChange, StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, ConversationPage, CursorMoved, DeviceFeed, Group,
+    ImportMessage, Imported, NewMessage, Pruned, ReadState, Recalled, SettingChange, StoreResult,
+    SyncPage, UserFeed,
 };
 use imgate_core::{Store, StoreError};
 use tokio::sync::{mpsc, oneshot};
@@ -302,6 +303,15 @@ impl Store for EmbeddedStore {
         Box::pin(self.read(move |txn| read::group(txn, &id)))
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        let after = after.to_string();
+        Box::pin(self.read(move |txn| read::scan_groups(txn, &after, limit)))
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(self.write(|reply| WriteOp::PutGroup { group, reply }))
     }
@@ -354,5 +364,35 @@ impl Store for EmbeddedStore {
     fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
         let user = user.to_string();
         Box::pin(self.read(move |txn| read::sent_on_day(txn, &user, day)))
+    }
+
+    fn conversations<'a>(
+        &'a self,
+        user: &'a str,
+        before: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<ConversationPage>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |txn| read::conversations(txn, &user, before, limit)))
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conversation: &'a Conversation,
+        upto: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<ReadState>>> {
+        let key = conversation.history_key(user);
+        Box::pin(self.write(move |reply| WriteOp::MarkRead {
+            user: user.to_string(),
+            key,
+            upto,
+            reply,
+        }))
+    }
+
+    fn prune(&self, now: i64, retention_ms: Option<i64>) -> BoxFuture<'_, StoreResult<Pruned>> {
+        let cutoff = retention_ms.map(|r| imgate_core::id::first_id_at(now.saturating_sub(r)));
+        Box::pin(self.write(move |reply| WriteOp::Prune { now, cutoff, reply }))
     }
 }

@@ -8,7 +8,9 @@ use imgate_core::StoreError;
 use redb::{ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 use serde::Deserialize;
 
-use crate::index::tables::{self as index_tables, io, FORMAT, FORMAT_KEY, META};
+use crate::index::tables::{
+    self as index_tables, io, FORMAT, FORMAT_BEFORE_CONVERSATIONS, FORMAT_KEY, META,
+};
 use crate::index::{last_id, IndexWrite, StoredMessage};
 
 /// (user, device) → delivery cursor: the highest id of the user's timeline
@@ -47,8 +49,20 @@ pub fn prepare(db: &redb::Database) -> Result<u64, StoreError> {
         .list_tables()
         .map_err(io)?
         .any(|t| t.name() == V1_MESSAGES.name());
+    let format = {
+        let meta = txn.open_table(META).map_err(io)?;
+        let found = meta.get(FORMAT_KEY).map_err(io)?;
+        found.map(|v| v.value())
+    };
     if has_v1 {
         convert_v1(&txn)?;
+    }
+    if has_v1 || format == Some(FORMAT_BEFORE_CONVERSATIONS) {
+        let n = crate::index::conversations::rebuild(&txn)?;
+        tracing::info!(
+            messages = n,
+            "embedded store: conversations built from the stored history"
+        );
     }
     let last = {
         let messages = txn.open_table(index_tables::MESSAGES).map_err(io)?;
@@ -183,5 +197,49 @@ mod tests {
         drop(r);
         // Opening again changes nothing.
         assert_eq!(prepare(&db).unwrap(), 30);
+    }
+
+    #[test]
+    fn a_file_without_conversations_gets_them_built_as_read() {
+        use crate::index::conversations::CONVERSATIONS;
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("v2.redb")).unwrap();
+        prepare(&db).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut index = IndexWrite::open(&txn).unwrap();
+            for id in [10, 20] {
+                let mut message = serde_json::from_slice::<V1Row>(&v1_row(id, "x"))
+                    .unwrap()
+                    .message;
+                message.payload.expire_duration = 60;
+                index
+                    .insert(&StoredMessage {
+                        message,
+                        recipients: vec!["alice".into(), "bob".into()],
+                        sender_device: None,
+                    })
+                    .unwrap();
+            }
+            index.finish(0).unwrap();
+        }
+        // As the second format left it: no conversations, format 2.
+        txn.delete_table(CONVERSATIONS).unwrap();
+        txn.delete_table(crate::index::prune::EXPIRES).unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(FORMAT_KEY, FORMAT_BEFORE_CONVERSATIONS)
+            .unwrap();
+        txn.commit().unwrap();
+        assert_eq!(prepare(&db).unwrap(), 20);
+        let r = db.begin_read().unwrap();
+        let page = read::conversations(&r, "bob", 0, 10).unwrap();
+        assert_eq!(page.conversations.len(), 1);
+        let c = &page.conversations[0];
+        assert_eq!((c.last_message_id, c.read_upto, c.unread), (20, 20, 0));
+        assert_eq!(c.conversation.target, "alice");
+        use redb::ReadableTableMetadata;
+        let expires = r.open_table(crate::index::prune::EXPIRES).unwrap();
+        assert_eq!(expires.len().unwrap(), 2, "expiry entries rebuilt too");
     }
 }

@@ -14,7 +14,7 @@ use imgate_core::id::MessageIdGenerator;
 use imgate_core::model::Message;
 use imgate_core::now_ms;
 use imgate_core::store::{
-    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, StoreResult,
+    Appended, Group, ImportMessage, Imported, NewMessage, Pruned, ReadState, Recalled, StoreResult,
 };
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable};
@@ -63,6 +63,19 @@ pub enum WriteOp {
         batch: Vec<ImportMessage>,
         reply: oneshot::Sender<StoreResult<Vec<Imported>>>,
     },
+    /// A user read a conversation (history key) up to an id (0: newest).
+    MarkRead {
+        user: String,
+        key: String,
+        upto: u64,
+        reply: oneshot::Sender<StoreResult<Option<ReadState>>>,
+    },
+    /// Remove expired messages, and those below `cutoff` (the retention).
+    Prune {
+        now: i64,
+        cutoff: Option<u64>,
+        reply: oneshot::Sender<StoreResult<Pruned>>,
+    },
     /// Stop after the ops already queued; answered once the writer let go
     /// of the database.
     Close { reply: oneshot::Sender<()> },
@@ -77,6 +90,8 @@ enum Done {
     Existed(bool),
     SettingPut,
     Imported(Vec<Imported>),
+    Read(Option<ReadState>),
+    Pruned(Pruned),
 }
 
 /// A commit of only cursor moves is not fsynced (losing it means a
@@ -273,14 +288,24 @@ impl Writer {
                 Ok(Done::SettingPut)
             }
             WriteOp::DeleteGroup { group_id, .. } => Ok(Done::Existed(t.delete_group(group_id)?)),
+            WriteOp::MarkRead {
+                user, key, upto, ..
+            } => Ok(Done::Read(t.mark_read(user, key, *upto)?)),
+            WriteOp::Prune { now, cutoff, .. } => Ok(Done::Pruned(t.prune(
+                *now,
+                *cutoff,
+                crate::index::prune::PRUNE_BATCH,
+            )?)),
             WriteOp::Import { batch, .. } => {
-                let mut out = Vec::with_capacity(batch.len());
-                for item in batch {
-                    out.push(Imported {
+                let placed = t.import_batch(batch)?;
+                let out = batch
+                    .iter()
+                    .zip(placed)
+                    .map(|(item, result)| Imported {
                         old_id: item.old_id.clone(),
-                        result: t.import(item)?,
-                    });
-                }
+                        result,
+                    })
+                    .collect();
                 Ok(Done::Imported(out))
             }
         }
@@ -356,6 +381,12 @@ impl Writer {
             (WriteOp::Import { reply, .. }, Done::Imported(r)) => {
                 let _ = reply.send(Ok(r));
             }
+            (WriteOp::MarkRead { reply, .. }, Done::Read(r)) => {
+                let _ = reply.send(Ok(r));
+            }
+            (WriteOp::Prune { reply, .. }, Done::Pruned(p)) => {
+                let _ = reply.send(Ok(p));
+            }
             (op, _) => fail(op, &StoreError::Corrupt("writer result mismatch".into())),
         }
     }
@@ -387,6 +418,8 @@ fn fail(op: WriteOp, e: &StoreError) {
         WriteOp::DeleteGroup { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::PutSetting { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::Import { reply, .. } => drop(reply.send(Err(err()))),
+        WriteOp::MarkRead { reply, .. } => drop(reply.send(Err(err()))),
+        WriteOp::Prune { reply, .. } => drop(reply.send(Err(err()))),
         WriteOp::Close { reply } => drop(reply.send(())),
     }
 }

@@ -212,6 +212,31 @@ impl Tail {
         Ok(())
     }
 
+    /// Store rows given in ascending id order (an import batch): the ones
+    /// above the highest id are appended, the others merged into the
+    /// chunks covering them, each such chunk read and written once and
+    /// cut into pieces of about [`CHUNK_TARGET`] bytes.
+    pub fn put_sorted(
+        &mut self,
+        table: &mut MessageTable<'_>,
+        rows: &[(u64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        self.load(table)?;
+        let split = rows.partition_point(|(id, _)| *id <= self.last);
+        let (below, above) = rows.split_at(split);
+        if !below.is_empty() {
+            self.settle(table)?;
+            let mut rest = below;
+            while let Some(&(first, _)) = rest.first() {
+                rest = merge_into_covering(table, first, rest)?;
+            }
+        }
+        for (id, row) in above {
+            self.put(table, *id, row)?;
+        }
+        Ok(())
+    }
+
     /// Write the open chunk if it changed (before the commit).
     pub fn flush(&mut self, table: &mut MessageTable<'_>) -> Result<(), StoreError> {
         if let Some((key, bytes, dirty)) = &mut self.open {
@@ -231,6 +256,71 @@ impl Tail {
         self.loaded = false;
         Ok(())
     }
+}
+
+/// Merge the leading rows of `rows` (ascending, the first one `first`)
+/// that belong to the chunk covering `first` (or, below the first chunk,
+/// to the gap before it) into it; the rows left for later chunks.
+fn merge_into_covering<'r>(
+    table: &mut MessageTable<'_>,
+    first: u64,
+    rows: &'r [(u64, Vec<u8>)],
+) -> Result<&'r [(u64, Vec<u8>)], StoreError> {
+    let covering = covering(table, first)?;
+    // Every id of this chunk is below the next chunk's key.
+    let next = match first.checked_add(1) {
+        Some(after) => match table.range(after..).map_err(io)?.next() {
+            Some(e) => e.map_err(io)?.0.value(),
+            None => u64::MAX,
+        },
+        None => u64::MAX,
+    };
+    let n = rows.partition_point(|(id, _)| *id < next);
+    let (mine, rest) = rows.split_at(n);
+    let old: Vec<(u64, &[u8])> = match &covering {
+        Some((key, bytes)) => chunk::entries(*key, bytes)
+            .collect::<Result<_, _>>()
+            .map_err(corrupt)?,
+        None => Vec::new(),
+    };
+    // Both ascending: merge (a new row replaces a stored one of its id).
+    let mut merged: Vec<(u64, &[u8])> = Vec::with_capacity(old.len() + mine.len());
+    let (mut a, mut b) = (old.into_iter().peekable(), mine.iter().peekable());
+    loop {
+        let take_new = match (a.peek().map(|e| e.0), b.peek().map(|e| e.0)) {
+            (None, None) => break,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(x), Some(y)) => {
+                if x == y {
+                    a.next();
+                }
+                y <= x
+            }
+        };
+        if take_new {
+            if let Some((id, row)) = b.next() {
+                merged.push((*id, row.as_slice()));
+            }
+        } else if let Some(e) = a.next() {
+            merged.push(e);
+        }
+    }
+    // Cut into pieces; the first keeps the stored key (or takes its own).
+    let mut piece_key = covering.as_ref().map_or(first, |(key, _)| *key);
+    let mut piece: Vec<u8> = Vec::with_capacity(CHUNK_TARGET + 256);
+    for (id, row) in merged {
+        if piece.len() >= CHUNK_TARGET {
+            table.insert(piece_key, piece.as_slice()).map_err(io)?;
+            piece.clear();
+            piece_key = id;
+        }
+        chunk::push(&mut piece, piece_key, id, row);
+    }
+    if !piece.is_empty() {
+        table.insert(piece_key, piece.as_slice()).map_err(io)?;
+    }
+    Ok(rest)
 }
 
 /// The chunk whose key is at or below `id`.
@@ -317,6 +407,46 @@ mod tests {
         .unwrap();
         assert_eq!(from, [20_501, 21_000, 21_007]);
         assert_eq!(last_id(&t).unwrap(), 99_999);
+        drop(t);
+        drop(r);
+        // A sorted batch over every case: below the first chunk, inside
+        // and between stored chunks, replacing a stored id, above the top.
+        let batch: Vec<(u64, Vec<u8>)> = [1, 2, 999, 1_004, 1_005, 1_010, 20_502]
+            .into_iter()
+            .chain((30_000..36_000).step_by(3))
+            .chain([41_000, 41_001, 99_999, 100_000, 100_003])
+            .map(|id| (id, format!("new-{id}").into_bytes()))
+            .collect();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut t = txn.open_table(T).unwrap();
+            let mut tail = Tail::default();
+            tail.put_sorted(&mut t, &batch).unwrap();
+            tail.flush(&mut t).unwrap();
+        }
+        txn.commit().unwrap();
+        for (id, row) in &batch {
+            expected.insert(*id, row.clone());
+        }
+        let r = db.begin_read().unwrap();
+        let t = r.open_table(T).unwrap();
+        let mut all = Vec::new();
+        each_from(&t, 0, |id, b| {
+            all.push((id, b.to_vec()));
+            Ok(true)
+        })
+        .unwrap();
+        assert_eq!(all, expected.clone().into_iter().collect::<Vec<_>>());
+        let mut rows = Rows::new(&t);
+        for (id, want) in &expected {
+            assert_eq!(rows.bytes(*id).unwrap(), Some(&want[..]), "id {id}");
+        }
+        // Every chunk stays near the target, keys below their ids.
+        for e in t.iter().unwrap() {
+            let (k, v) = e.unwrap();
+            assert!(v.value().len() < 2 * CHUNK_TARGET, "chunk {}", k.value());
+        }
+        assert_eq!(last_id(&t).unwrap(), 100_003);
         // Dense: far fewer entries than rows.
         assert!(
             t.len().unwrap() * 10 < expected.len() as u64,

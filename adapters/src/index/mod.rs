@@ -13,13 +13,21 @@
 //! - `row.rs`: the binary row codec;
 //! - `write.rs`: [`IndexWrite`], the writes inside one transaction;
 //! - `read.rs`: reads on a snapshot;
-//! - `dedupe.rs`: the resend memory; `import.rs`: ids for imports.
+//! - `dedupe.rs`: the resend memory; `import.rs`: ids for imports;
+//! - `conversations.rs`: each user's conversation list (newest id, read
+//!   position, unread count);
+//! - `prune.rs`: expired messages and the retention.
+//!
+//! Message semantics (`docs/messages.md`): a live-only message (persist
+//! flag 0 or 4) is never written; reads skip expired messages.
 
 mod chunk;
+pub mod conversations;
 pub(crate) mod daily_sent;
 mod dedupe;
 mod import;
 mod messages;
+pub mod prune;
 pub mod read;
 mod row;
 pub mod tables;

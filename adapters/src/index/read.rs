@@ -1,11 +1,12 @@
 //! Reads of the index on a redb read snapshot (callers run them on the
-//! blocking pool).
+//! blocking pool). Sync, device pages and history leave out messages
+//! whose `expireDuration` passed (pruning removes them later).
 
 use std::sync::Arc;
 
 use imgate_core::id::{node_of, IMPORT_NODE_ID};
-use imgate_core::store::{CatchUpPage, Group, SyncPage};
-use imgate_core::StoreError;
+use imgate_core::store::{CatchUpPage, ConversationPage, Group, SyncPage};
+use imgate_core::{now_ms, StoreError};
 use redb::ReadTransaction;
 
 use super::messages::{each_from, Rows};
@@ -43,6 +44,7 @@ pub fn sync(
     let mut rows = Rows::new(&messages);
     let mut page = SyncPage::default();
     let start = since.saturating_add(1);
+    let now = now_ms();
     for entry in timeline
         .range((user.as_bytes(), start)..=(user.as_bytes(), u64::MAX))
         .map_err(io)?
@@ -53,7 +55,9 @@ pub fn sync(
             break;
         }
         if let Some(stored) = rows.get(k.value().1)? {
-            page.messages.push(Arc::new(stored.message));
+            if !stored.message.is_expired(now) {
+                page.messages.push(Arc::new(stored.message));
+            }
         }
     }
     Ok(page)
@@ -78,6 +82,7 @@ pub fn device_page(
         done: true,
         ..CatchUpPage::default()
     };
+    let now = now_ms();
     let start = after.saturating_add(1);
     for (scanned, entry) in timeline
         .range((user.as_bytes(), start)..=(user.as_bytes(), u64::MAX))
@@ -97,7 +102,7 @@ pub fn device_page(
             continue;
         };
         let own = stored.message.sender == user && stored.sender_device.as_deref() == Some(device);
-        if !own {
+        if !own && !stored.message.is_expired(now) {
             page.messages.push(Arc::new(stored.message));
         }
     }
@@ -119,6 +124,7 @@ pub fn history(
     let messages = txn.open_table(tables::MESSAGES).map_err(io)?;
     let mut rows = Rows::new(&messages);
     let mut page = SyncPage::default();
+    let now = now_ms();
     for entry in index
         .range((key.as_bytes(), 0)..(key.as_bytes(), before))
         .map_err(io)?
@@ -128,7 +134,7 @@ pub fn history(
         let Some(stored) = rows.get(k.value().1)? else {
             continue;
         };
-        if !stored.recipients.iter().any(|r| r == user) {
+        if !stored.recipients.iter().any(|r| r == user) || stored.message.is_expired(now) {
             continue;
         }
         if page.messages.len() == limit {
@@ -179,10 +185,41 @@ pub fn group(txn: &ReadTransaction, id: &str) -> Result<Option<Group>, StoreErro
         .transpose()
 }
 
+/// Groups with an id above `after`, by id, at most `limit`, and whether
+/// more follow (export).
+pub fn scan_groups(
+    txn: &ReadTransaction,
+    after: &str,
+    limit: usize,
+) -> Result<(Vec<Group>, bool), StoreError> {
+    let t = txn.open_table(tables::GROUPS).map_err(io)?;
+    let mut out = Vec::new();
+    let range = (std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded);
+    for entry in t.range::<&str>(range).map_err(io)? {
+        let (_, v) = entry.map_err(io)?;
+        if out.len() == limit {
+            return Ok((out, true));
+        }
+        out.push(serde_json::from_slice(v.value()).map_err(corrupt)?);
+    }
+    Ok((out, false))
+}
+
 pub fn setting(txn: &ReadTransaction, key: &str) -> Result<Option<String>, StoreError> {
     let t = txn.open_table(tables::SETTINGS).map_err(io)?;
     let found = t.get(key).map_err(io)?;
     Ok(found.map(|v| v.value().to_string()))
+}
+
+/// `user`'s conversations, newest activity first (see
+/// `conversations.rs`).
+pub fn conversations(
+    txn: &ReadTransaction,
+    user: &str,
+    before: u64,
+    limit: usize,
+) -> Result<ConversationPage, StoreError> {
+    super::conversations::list(txn, user, before, limit, now_ms())
 }
 
 pub fn sent_on_day(txn: &ReadTransaction, user: &str, day: i64) -> Result<u64, StoreError> {

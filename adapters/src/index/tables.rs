@@ -24,8 +24,13 @@ pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// `META` key of the index format; files of another format are converted
 /// or rebuilt by their store.
 pub const FORMAT_KEY: &str = "format";
-/// This module's format: binary rows, timelines, no dedupe or pending rows.
-pub const FORMAT: u64 = 2;
+/// This module's format: binary rows, timelines, no dedupe or pending rows;
+/// since 3, conversations and expiry entries.
+pub const FORMAT: u64 = 3;
+
+/// The format before conversations (converted by
+/// [`super::conversations::rebuild`]).
+pub const FORMAT_BEFORE_CONVERSATIONS: u64 = 2;
 
 pub fn io(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(format!("index: {e}"))
@@ -46,5 +51,8 @@ pub fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(IMPORTS).map_err(io)?;
     txn.open_table(META).map_err(io)?;
     txn.open_table(super::daily_sent::DAILY_SENT).map_err(io)?;
+    txn.open_table(super::conversations::CONVERSATIONS)
+        .map_err(io)?;
+    txn.open_table(super::prune::EXPIRES).map_err(io)?;
     Ok(())
 }

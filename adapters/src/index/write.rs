@@ -1,7 +1,10 @@
 //! Writing the index inside one write transaction: a message is one row
-//! (appended to the open chunk, `chunk.rs`), one conversation-index entry
-//! and one timeline entry per recipient user;
+//! (appended to the open chunk, `chunk.rs`), one conversation-index entry,
+//! one timeline entry and one conversation-list update per recipient user
+//! (`conversations.rs`), and an expiry entry if it expires (`prune.rs`);
 //! daily counts are added up in memory and written once per transaction.
+//! A live-only message (persist flag 0 or 4) writes nothing but its daily
+//! count: it is delivered, never stored.
 
 use std::collections::HashMap;
 
@@ -9,10 +12,12 @@ use imgate_core::id::timestamp_of;
 use imgate_core::model::Message;
 use imgate_core::store::{Group, ImportMessage};
 use imgate_core::{utc_day, StoreError};
-use redb::{Table, WriteTransaction};
+use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::conversations::{self, ConversationTable, CONVERSATIONS};
 use super::dedupe::DedupeMemory;
 use super::messages::{each_from, Tail};
+use super::prune::EXPIRES;
 use super::row::{self, StoredMessage};
 use super::tables::{self, corrupt, io};
 use super::{daily_sent, import};
@@ -27,10 +32,20 @@ pub struct IndexWrite<'t> {
     pub(crate) imports: Table<'t, &'static str, u64>,
     pub meta: Table<'t, &'static str, u64>,
     daily_sent: Table<'t, (i64, &'static str), u64>,
+    pub(crate) conversations: ConversationTable<'t>,
+    pub(crate) expires: Table<'t, (i64, u64), ()>,
     /// The message table's open last chunk.
     tail: Tail,
     /// Messages counted in this transaction, per UTC day and sender.
     daily: HashMap<i64, HashMap<String, u64>>,
+}
+
+/// Why a message leaves the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    Recall,
+    Expired,
+    AgedOut,
 }
 
 /// What a resend check found: the original's id, and the original itself
@@ -48,6 +63,8 @@ impl<'t> IndexWrite<'t> {
             imports: txn.open_table(tables::IMPORTS).map_err(io)?,
             meta: txn.open_table(tables::META).map_err(io)?,
             daily_sent: txn.open_table(daily_sent::DAILY_SENT).map_err(io)?,
+            conversations: txn.open_table(CONVERSATIONS).map_err(io)?,
+            expires: txn.open_table(EXPIRES).map_err(io)?,
             tail: Tail::default(),
             daily: HashMap::new(),
         })
@@ -60,13 +77,12 @@ impl<'t> IndexWrite<'t> {
         }
     }
 
-    pub(crate) fn row_exists(&self, id: u64) -> Result<bool, StoreError> {
-        Ok(self.tail.get(&self.messages, id)?.is_some())
-    }
-
-    /// Store a new message (counted for its sender's day).
+    /// Store a new message (counted for its sender's day and as unread
+    /// for its recipients). A live-only one is only counted for the day.
     pub fn insert(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
-        self.insert_uncounted(stored)?;
+        if !stored.message.payload.is_live_only() {
+            self.put(stored, true)?;
+        }
         let m = &stored.message;
         let day = self.daily.entry(utc_day(m.server_ts)).or_default();
         match day.get_mut(m.sender.as_str()) {
@@ -79,8 +95,12 @@ impl<'t> IndexWrite<'t> {
     }
 
     /// Row, conversation entry and timelines, not counted (imports,
-    /// conversions).
+    /// conversions): neither in the daily count nor as unread.
     pub fn insert_uncounted(&mut self, stored: &StoredMessage) -> Result<(), StoreError> {
+        self.put(stored, false)
+    }
+
+    fn put(&mut self, stored: &StoredMessage, unread: bool) -> Result<(), StoreError> {
         let m = &stored.message;
         let id = m.message_id;
         self.tail
@@ -93,12 +113,29 @@ impl<'t> IndexWrite<'t> {
             self.timeline
                 .insert((user.as_bytes(), id), ())
                 .map_err(io)?;
+            conversations::touch(&mut self.conversations, user, &key, m, unread)?;
+        }
+        if let Some(at) = m.expires_at() {
+            self.expires.insert((at, id), ()).map_err(io)?;
         }
         Ok(())
     }
 
-    /// Take a message out of history, sync and every timeline (recall).
+    /// Take a message out of history, sync, every timeline and unread
+    /// count (recall).
     pub fn remove(&mut self, id: u64) -> Result<Option<StoredMessage>, StoreError> {
+        self.remove_as(id, Removal::Recall)
+    }
+
+    /// [`Self::remove`] for a reason: pruned (expired or aged out), a
+    /// conversation with nothing left leaves the user's list; aged out, one
+    /// whose newest message it was too.
+    pub(crate) fn remove_as(
+        &mut self,
+        id: u64,
+        why: Removal,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        let aged_out = why == Removal::AgedOut;
         let Some(bytes) = self.tail.remove(&mut self.messages, id)? else {
             return Ok(None);
         };
@@ -106,10 +143,47 @@ impl<'t> IndexWrite<'t> {
         let m = &stored.message;
         let key = m.conversation.history_key(&m.sender);
         self.conv_index.remove((key.as_bytes(), id)).map_err(io)?;
+        // Pruned with nothing newer left (the newer ones recalled or
+        // expired): the conversation is gone.
+        let emptied = why != Removal::Recall
+            && self
+                .conv_index
+                .range((key.as_bytes(), id)..=(key.as_bytes(), u64::MAX))
+                .map_err(io)?
+                .next()
+                .is_none();
         for user in &stored.recipients {
             self.timeline.remove((user.as_bytes(), id)).map_err(io)?;
+            conversations::untouch(&mut self.conversations, user, &key, m, aged_out, emptied)?;
+        }
+        if let Some(at) = m.expires_at() {
+            self.expires.remove((at, id)).map_err(io)?;
         }
         Ok(Some(stored))
+    }
+
+    /// `user` read conversation `key` up to `upto` (0: its newest).
+    pub fn mark_read(
+        &mut self,
+        user: &str,
+        key: &str,
+        upto: u64,
+    ) -> Result<Option<imgate_core::store::ReadState>, StoreError> {
+        let (tail, messages) = (&self.tail, &self.messages);
+        let row = |id: u64| -> Result<Option<StoredMessage>, StoreError> {
+            match tail.get(messages, id)? {
+                Some(v) => row::decode(id, &v).map(Some).map_err(corrupt),
+                None => Ok(None),
+            }
+        };
+        conversations::mark_read(
+            &mut self.conversations,
+            &self.conv_index,
+            row,
+            user,
+            key,
+            upto,
+        )
     }
 
     /// A resend of `(sender, client_msg_id)` stored less than `window_ms`
@@ -158,28 +232,17 @@ impl<'t> IndexWrite<'t> {
         Ok(())
     }
 
-    /// One imported message: `(id, duplicate)` or why it was refused.
-    pub fn import(
-        &mut self,
-        item: &ImportMessage,
-    ) -> Result<Result<(u64, bool), String>, StoreError> {
-        let placed = match import::choose_id(self, item)? {
-            Ok((id, false)) => id,
-            other => return Ok(other),
-        };
-        let stored = StoredMessage {
-            message: Message {
-                message_id: placed,
-                ..item.message.clone()
-            },
-            recipients: item.recipients.clone(),
-            sender_device: None,
-        };
-        self.insert_uncounted(&stored)?;
-        self.imports
-            .insert(item.old_id.as_str(), placed)
-            .map_err(io)?;
-        Ok(Ok((placed, false)))
+    /// Imported messages (migration), a whole batch in this
+    /// transaction: for each, `(id, duplicate)` or why it was refused
+    /// (`import.rs`).
+    pub fn import_batch(&mut self, batch: &[ImportMessage]) -> Result<import::Placed, StoreError> {
+        import::import_batch(self, batch)
+    }
+
+    /// Rows in ascending id order, each chunk they land in read and
+    /// written once (imports).
+    pub(crate) fn put_rows_sorted(&mut self, rows: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.tail.put_sorted(&mut self.messages, rows)
     }
 
     /// Write the rows still held in memory (the open chunk). `finish`

@@ -34,13 +34,15 @@
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use imgate_core::model::Message;
-use imgate_core::store::{Group, Imported, Recalled, SyncPage};
+use imgate_core::store::{
+    ConversationPage, Group, Imported, Pruned, ReadState, Recalled, SyncPage,
+};
 use imgate_core::StoreError;
 use redb::{Database, Durability, ReadableTable, Table, TableDefinition};
 
 use super::record::{CursorEntry, Origin, Record, SnapshotPart};
 use super::topology::{CONTROL_KEY, STATE_KEY};
-use crate::index::tables::{self as index_tables, FORMAT, FORMAT_KEY};
+use crate::index::tables::{self as index_tables, FORMAT, FORMAT_BEFORE_CONVERSATIONS, FORMAT_KEY};
 use crate::index::{read, rebuild_dedupe, DedupeMemory, IndexWrite, StoredMessage};
 
 /// provisional id → (final id, is a duplicate of that final id).
@@ -92,6 +94,8 @@ pub enum Outcome {
     SettingPut(String, Arc<String>),
     /// What each imported message became.
     Imported(Vec<Imported>),
+    /// A conversation's read state after a mark-read (None: unknown).
+    MarkedRead(Option<ReadState>),
     /// An announcement: topic, payload, writer's time (nothing stored).
     Announced(String, String, i64),
     Marker,
@@ -211,7 +215,8 @@ impl Index {
             .map_err(io)?
             .next()
             .is_none();
-        if !fresh && format != Some(FORMAT) {
+        let upgrade = format == Some(FORMAT_BEFORE_CONVERSATIONS);
+        if !fresh && format != Some(FORMAT) && !upgrade {
             tracing::warn!(path = %path.display(), "rabbit index of an older format: rebuilding it from the stream");
             drop(db);
             std::fs::remove_file(path).map_err(io)?;
@@ -219,6 +224,13 @@ impl Index {
         }
         let txn = db.begin_write().map_err(io)?;
         index_tables::create_all(&txn)?;
+        if upgrade {
+            let n = crate::index::conversations::rebuild(&txn)?;
+            tracing::info!(
+                messages = n,
+                "rabbit index: conversations built from the indexed history"
+            );
+        }
         txn.open_table(PROV).map_err(io)?;
         txn.open_table(CURSORS).map_err(io)?;
         let pos = {
@@ -376,15 +388,23 @@ impl Index {
                 )
             }
             Record::Import { items, .. } => {
-                let mut out = Vec::with_capacity(items.len());
-                for item in items {
-                    out.push(Imported {
+                let placed = t.index.import_batch(items)?;
+                let out = items
+                    .iter()
+                    .zip(placed)
+                    .map(|(item, result)| Imported {
                         old_id: item.old_id.clone(),
-                        result: t.index.import(item)?,
-                    });
-                }
+                        result,
+                    })
+                    .collect();
                 (Outcome::Imported(out), None)
             }
+            Record::MarkRead {
+                user, key, upto, ..
+            } => (
+                Outcome::MarkedRead(t.index.mark_read(user, key, *upto)?),
+                None,
+            ),
             Record::Announce {
                 topic,
                 payload,
@@ -597,6 +617,10 @@ impl Index {
         read::group(&*self.begin_read()?, id)
     }
 
+    pub fn scan_groups(&self, after: &str, limit: usize) -> Result<(Vec<Group>, bool), StoreError> {
+        read::scan_groups(&*self.begin_read()?, after, limit)
+    }
+
     /// The next page of a device's timeline after `after` (its catch-up).
     pub fn device_page(
         &self,
@@ -657,6 +681,33 @@ impl Index {
             }
         }
         Ok((out, None))
+    }
+
+    /// `user`'s conversations, newest activity first.
+    pub fn conversations(
+        &self,
+        user: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<ConversationPage, StoreError> {
+        read::conversations(&*self.begin_read()?, user, before, limit)
+    }
+
+    /// One pruning pass over this node's index: expired messages, then
+    /// ids below `cutoff` (the retention). Blocks: call it on the blocking
+    /// pool.
+    pub fn prune(&self, now: i64, cutoff: Option<u64>) -> Result<Pruned, StoreError> {
+        let open = self.open_db();
+        let db = open.as_ref().ok_or_else(closed)?;
+        let txn = db.begin_write().map_err(io)?;
+        let pruned = {
+            let mut t = IndexWrite::open(&txn)?;
+            let pruned = t.prune(now, cutoff, crate::index::prune::PRUNE_BATCH)?;
+            t.flush_rows()?;
+            pruned
+        };
+        txn.commit().map_err(io)?;
+        Ok(pruned)
     }
 
     /// Forget devices not seen since `seen_before` (at most `limit` per

@@ -228,8 +228,14 @@ impl LogConsumer {
         for a in applied {
             let local = a.origin.boot == self.boot;
             if let Some((message, recipients, sender_device)) = &a.fan_out {
-                self.router
-                    .fan_out(message, recipients, sender_device.as_deref());
+                // A live-only message read back late (a replay after a
+                // restart) is not news any more: it is not delivered.
+                let stale = message.payload.is_live_only()
+                    && now_ms().saturating_sub(message.server_ts) > ANNOUNCEMENT_TTL_MS;
+                if !stale {
+                    self.router
+                        .fan_out(message, recipients, sender_device.as_deref());
+                }
             }
             match &a.outcome {
                 Outcome::SettingPut(key, value) => {

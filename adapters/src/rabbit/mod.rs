@@ -45,6 +45,11 @@
 //! - Delivery is at-least-once from the cursor: a device that moves to
 //!   another node before its last acks were flushed (or whose node died)
 //!   gets those messages again, with the same ids.
+//! - Live-only messages (persist flag 0/4) go through the log to reach
+//!   every node's devices but are never indexed; read positions
+//!   (`Store::mark_read`) are log records too, applied in log order.
+//!   Each node prunes its own index (`Store::prune`: expiry,
+//!   `retention_days`).
 //! - History is kept whole by default (`log_max_age` / `log_max_bytes`
 //!   set a retention); groups and settings live in their own stream and
 //!   survive any history retention. Control records expire
@@ -72,8 +77,8 @@ use std::time::Duration;
 
 use imgate_core::model::{Conversation, Message};
 use imgate_core::store::{
-    Announcement, Appended, BoxFuture, CursorMoved, DeviceFeed, Group, NewMessage, Recalled,
-    StoreResult, SyncPage, UserFeed,
+    Announcement, Appended, BoxFuture, ConversationPage, CursorMoved, DeviceFeed, Group,
+    NewMessage, Pruned, ReadState, Recalled, StoreResult, SyncPage, UserFeed,
 };
 use imgate_core::{now_ms, Store, StoreError};
 use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
@@ -559,6 +564,15 @@ impl Store for RabbitStore {
         Box::pin(self.read(move |i| i.group(&id)))
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        let after = after.to_string();
+        Box::pin(self.read(move |i| i.scan_groups(&after, limit)))
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         Box::pin(async move {
             let outcome = self
@@ -669,5 +683,50 @@ impl Store for RabbitStore {
     fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
         let user = user.to_string();
         Box::pin(self.read(move |i| i.sent_on_day(&user, day)))
+    }
+
+    fn conversations<'a>(
+        &'a self,
+        user: &'a str,
+        before: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<ConversationPage>> {
+        let user = user.to_string();
+        Box::pin(self.read(move |i| i.conversations(&user, before, limit)))
+    }
+
+    /// Through the log: every node applies it in log order.
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conversation: &'a Conversation,
+        upto: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<ReadState>>> {
+        let key = conversation.history_key(user);
+        let user = user.to_string();
+        Box::pin(async move {
+            let outcome = self
+                .write(
+                    |origin, _| Record::MarkRead {
+                        origin,
+                        user,
+                        key,
+                        upto,
+                    },
+                    None,
+                )
+                .await?;
+            match outcome {
+                Outcome::MarkedRead(r) => Ok(r),
+                _ => Err(unexpected("mark_read")),
+            }
+        })
+    }
+
+    /// This node's index only: each node prunes its own copy (the log's
+    /// own retention is `log_max_age` / `log_max_bytes`).
+    fn prune(&self, now: i64, retention_ms: Option<i64>) -> BoxFuture<'_, StoreResult<Pruned>> {
+        let cutoff = retention_ms.map(|r| imgate_core::id::first_id_at(now.saturating_sub(r)));
+        Box::pin(self.read(move |i| i.prune(now, cutoff)))
     }
 }

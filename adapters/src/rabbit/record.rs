@@ -58,6 +58,15 @@ pub enum Record {
         key: String,
         value: String,
     },
+    /// A user read a conversation (its history key) up to `upto` (0: its
+    /// newest message when the record is applied). In the log, so every
+    /// node applies it in the same order as the messages it counts.
+    MarkRead {
+        origin: Origin,
+        user: String,
+        key: String,
+        upto: u64,
+    },
     /// Messages from another system (migration, `Store::import`): every
     /// indexer places them the same way (same order, same free ids).
     Import {
@@ -151,6 +160,7 @@ impl Record {
             | Record::PutSetting { origin, .. }
             | Record::Announce { origin, .. }
             | Record::Import { origin, .. }
+            | Record::MarkRead { origin, .. }
             | Record::Cursors { origin, .. }
             | Record::Marker { origin, .. } => *origin,
         }
@@ -163,6 +173,7 @@ impl Record {
             Record::Message { .. }
             | Record::Recall { .. }
             | Record::Withdraw { .. }
+            | Record::MarkRead { .. }
             | Record::Import { .. } => LOG_KEY,
             Record::PutGroup { .. } | Record::DeleteGroup { .. } | Record::PutSetting { .. } => {
                 STATE_KEY

@@ -14,6 +14,9 @@ use imgate_core::model::{Conversation, MessagePayload};
 use imgate_core::store::{DeviceFeed, Group, ImportMessage, NewMessage};
 use imgate_core::{now_ms, utc_day, Store};
 
+mod semantics;
+pub use semantics::*;
+
 /// One `#[tokio::test]` per contract scenario. `$make` turns the test's
 /// name into `Option<impl Backend>` (None: skipped, e.g. no broker).
 macro_rules! contract_tests {
@@ -29,7 +32,12 @@ macro_rules! contract_tests {
             concurrent_appends_get_unique_ordered_ids,
             settings_are_durable_and_watched_and_announcements_local,
             import_keeps_time_order_is_idempotent_and_is_history_only,
+            import_batches_below_live_history_interleave_in_time_order,
             daily_count_is_stored_messages_and_survives_reopen,
+            live_only_messages_are_delivered_never_stored,
+            expired_messages_are_not_delivered_synced_or_listed,
+            retention_prunes_old_history_and_conversations,
+            conversations_count_unread_and_mark_read_is_durable,
         );
     };
     (@each $make:expr; $($name:ident),* $(,)?) => {$(
@@ -289,7 +297,18 @@ pub async fn groups_round_trip<B: Backend>(b: &B) {
     assert_eq!(store.group("g1").await.unwrap(), Some(g.clone()));
     b.close(store).await;
     let store = b.open().await;
-    assert_eq!(store.group("g1").await.unwrap(), Some(g), "durable");
+    assert_eq!(store.group("g1").await.unwrap(), Some(g.clone()), "durable");
+    // Export pages through the groups by id.
+    let g0 = Group {
+        id: "g0".into(),
+        ..g.clone()
+    };
+    store.put_group(g0.clone()).await.unwrap();
+    let (page, more) = store.scan_groups("", 1).await.unwrap();
+    assert_eq!((page, more), (vec![g0.clone()], true));
+    let (page, more) = store.scan_groups("g0", 10).await.unwrap();
+    assert_eq!((page, more), (vec![g.clone()], false));
+    assert!(store.delete_group("g0").await.unwrap());
     assert!(store.delete_group("g1").await.unwrap());
     assert!(!store.delete_group("g1").await.unwrap());
     assert_eq!(store.group("g1").await.unwrap(), None);
@@ -354,7 +373,7 @@ pub async fn settings_are_durable_and_watched_and_announcements_local<B: Backend
     b.close(store).await;
 }
 
-fn imported(old_id: &str, ts: i64, text: &str) -> ImportMessage {
+pub fn imported(old_id: &str, ts: i64, text: &str) -> ImportMessage {
     ImportMessage {
         old_id: old_id.into(),
         message: Message {
@@ -451,6 +470,75 @@ pub async fn import_keeps_time_order_is_idempotent_and_is_history_only<B: Backen
         assert_eq!(r.result, Ok((*id, true)));
     }
     assert_eq!(synced(&store, "bob").await.len(), 5);
+    b.close(store).await;
+}
+
+/// Big import batches below live history: a second import into the
+/// same milliseconds as a first one (rows merged into the chunks already
+/// there), an old id twice in one batch (the second answers the first's
+/// id), and sync, history and scan see every message once, by time.
+pub async fn import_batches_below_live_history_interleave_in_time_order<B: Backend>(b: &B) {
+    let store = b.open().await;
+    let live = store
+        .append(private("alice", "bob", "live-1", "live"))
+        .await
+        .unwrap()
+        .message;
+    let t = 1_735_689_600_000;
+    let n = 1_200_i64;
+    let first: Vec<ImportMessage> = (0..n)
+        .map(|i| imported(&format!("a-{i}"), t + 2 * i, &format!("a{i}")))
+        .collect();
+    let mut second: Vec<ImportMessage> = (0..n)
+        .rev()
+        .map(|i| imported(&format!("b-{i}"), t + i, &format!("b{i}")))
+        .collect();
+    second.push(imported("b-7", t + 7, "b7 again"));
+    let a = store.import(first).await.unwrap();
+    let bb = store.import(second).await.unwrap();
+    assert!(a
+        .iter()
+        .chain(&bb[..n as usize])
+        .all(|r| matches!(r.result, Ok((_, false)))));
+    let b7 = bb[(n - 1 - 7) as usize].result.clone().unwrap().0;
+    assert_eq!(
+        bb[n as usize].result,
+        Ok((b7, true)),
+        "same old id, same batch"
+    );
+    // Everyone once, by (timestamp, import order in that millisecond).
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.scan(after, 500).await.unwrap();
+        all.extend(page.messages.iter().cloned());
+        after = page.messages.last().map_or(after, |m| m.message_id);
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(all.len() as i64, 2 * n + 1);
+    assert!(all.windows(2).all(|w| w[0].message_id < w[1].message_id));
+    assert!(all.windows(2).all(|w| w[0].server_ts <= w[1].server_ts));
+    assert_eq!(all.last().map(|m| m.message_id), Some(live.message_id));
+    let key = |m: &Message| (m.server_ts, !m.payload.searchable_content.starts_with('a'));
+    assert!(
+        all.windows(2).all(|w| key(&w[0]) <= key(&w[1])),
+        "a before b in a shared ms"
+    );
+    assert_eq!(
+        synced(&store, "bob").await,
+        all.iter().map(|m| m.message_id).collect::<Vec<_>>()
+    );
+    let hist = store
+        .history("alice", &Conversation::private("bob"), 0, 5)
+        .await
+        .unwrap();
+    assert_eq!(hist.messages[0].message_id, live.message_id);
+    assert_eq!(
+        hist.messages[1].payload.searchable_content,
+        format!("a{}", n - 1)
+    );
     b.close(store).await;
 }
 

@@ -33,13 +33,21 @@ pub const SYNC_RESPONSE: u16 = 0x0306;
 pub const RECALL_REQUEST: u16 = 0x0307;
 /// Server → client; body `RecallResponse`.
 pub const RECALL_RESPONSE: u16 = 0x0308;
+/// Client → server; body `ConversationsRequest`.
+pub const CONVERSATIONS_REQUEST: u16 = 0x0309;
+/// Server → client; body `ConversationsResponse`.
+pub const CONVERSATIONS_RESPONSE: u16 = 0x030A;
+/// Client → server; body `MarkReadRequest`.
+pub const MARK_READ_REQUEST: u16 = 0x030B;
+/// Server → client; body `MarkReadResponse`.
+pub const MARK_READ_RESPONSE: u16 = 0x030C;
 /// Both directions, echoed; body `Heartbeat` (empty).
 pub const HEARTBEAT: u16 = 0x0701;
 /// Server → client; body `Error`.
 pub const ERROR: u16 = 0x0702;
 
 /// Every command of the contract, in table order.
-pub const ALL: [u16; 13] = [
+pub const ALL: [u16; 17] = [
     LOGIN_REQUEST,
     LOGIN_RESPONSE,
     KICK,
@@ -51,6 +59,10 @@ pub const ALL: [u16; 13] = [
     SYNC_RESPONSE,
     RECALL_REQUEST,
     RECALL_RESPONSE,
+    CONVERSATIONS_REQUEST,
+    CONVERSATIONS_RESPONSE,
+    MARK_READ_REQUEST,
+    MARK_READ_RESPONSE,
     HEARTBEAT,
     ERROR,
 ];
@@ -75,6 +87,10 @@ pub fn name(command: u16) -> Option<&'static str> {
         SYNC_RESPONSE => "SyncResponse",
         RECALL_REQUEST => "RecallRequest",
         RECALL_RESPONSE => "RecallResponse",
+        CONVERSATIONS_REQUEST => "ConversationsRequest",
+        CONVERSATIONS_RESPONSE => "ConversationsResponse",
+        MARK_READ_REQUEST => "MarkReadRequest",
+        MARK_READ_RESPONSE => "MarkReadResponse",
         HEARTBEAT => "Heartbeat",
         ERROR => "Error",
         _ => return None,

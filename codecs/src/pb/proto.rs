@@ -171,6 +171,61 @@ pub struct RecallResponse {
     pub code: i32,
 }
 
+/// `0x0309`, client → server: the caller's conversations.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct ConversationsRequest {
+    #[prost(uint64, tag = "1")]
+    pub before: u64,
+    #[prost(int32, tag = "2")]
+    pub limit: i32,
+}
+
+/// One conversation of a [`ConversationsResponse`].
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConversationInfo {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: Option<Conversation>,
+    #[prost(message, optional, tag = "2")]
+    pub last_message: Option<Message>,
+    #[prost(uint64, tag = "3")]
+    pub last_message_id: u64,
+    #[prost(uint64, tag = "4")]
+    pub read_upto: u64,
+    #[prost(uint64, tag = "5")]
+    pub unread: u64,
+}
+
+/// `0x030A`, server → client.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct ConversationsResponse {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub conversations: Vec<ConversationInfo>,
+    #[prost(bool, tag = "3")]
+    pub has_more: bool,
+}
+
+/// `0x030B`, client → server: mark a conversation read up to an id.
+#[derive(Clone, PartialEq, Eq, prost::Message)]
+pub struct MarkReadRequest {
+    #[prost(message, optional, tag = "1")]
+    pub conversation: Option<Conversation>,
+    #[prost(uint64, tag = "2")]
+    pub message_id: u64,
+}
+
+/// `0x030C`, server → client.
+#[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
+pub struct MarkReadResponse {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(uint64, tag = "2")]
+    pub read_upto: u64,
+    #[prost(uint64, tag = "3")]
+    pub unread: u64,
+}
+
 /// `0x0701`, both directions: an empty body, echoed with the same seq.
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
 pub struct Heartbeat {}

@@ -32,6 +32,10 @@ pub enum PbRequest {
     Sync(proto::SyncRequest),
     /// 0x0307.
     Recall(proto::RecallRequest),
+    /// 0x0309.
+    Conversations(proto::ConversationsRequest),
+    /// 0x030B.
+    MarkRead(proto::MarkReadRequest),
     /// 0x0701, answered with a heartbeat carrying the same seq.
     Heartbeat,
 }
@@ -65,6 +69,8 @@ impl PbRequest {
             commands::DELIVER_ACK => PbRequest::DeliverAck(decode_body(frame)?),
             commands::SYNC_REQUEST => PbRequest::Sync(decode_body(frame)?),
             commands::RECALL_REQUEST => PbRequest::Recall(decode_body(frame)?),
+            commands::CONVERSATIONS_REQUEST => PbRequest::Conversations(decode_body(frame)?),
+            commands::MARK_READ_REQUEST => PbRequest::MarkRead(decode_body(frame)?),
             commands::HEARTBEAT => {
                 let proto::Heartbeat {} = decode_body(frame)?;
                 PbRequest::Heartbeat
@@ -81,6 +87,8 @@ impl PbRequest {
             PbRequest::DeliverAck(_) => commands::DELIVER_ACK,
             PbRequest::Sync(_) => commands::SYNC_REQUEST,
             PbRequest::Recall(_) => commands::RECALL_REQUEST,
+            PbRequest::Conversations(_) => commands::CONVERSATIONS_REQUEST,
+            PbRequest::MarkRead(_) => commands::MARK_READ_REQUEST,
             PbRequest::Heartbeat => commands::HEARTBEAT,
         }
     }
@@ -93,6 +101,8 @@ impl PbRequest {
             PbRequest::DeliverAck(m) => m.encode_to_vec(),
             PbRequest::Sync(m) => m.encode_to_vec(),
             PbRequest::Recall(m) => m.encode_to_vec(),
+            PbRequest::Conversations(m) => m.encode_to_vec(),
+            PbRequest::MarkRead(m) => m.encode_to_vec(),
             PbRequest::Heartbeat => Vec::new(),
         };
         PbFrame::new(self.command(), seq, Bytes::from(body))

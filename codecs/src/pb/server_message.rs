@@ -34,6 +34,10 @@ pub enum PbServerMessage {
     SyncResponse(proto::SyncResponse),
     /// 0x0308, answers a recall.
     RecallResponse(proto::RecallResponse),
+    /// 0x030A, answers a conversations request.
+    ConversationsResponse(proto::ConversationsResponse),
+    /// 0x030C, answers a mark-read.
+    MarkReadResponse(proto::MarkReadResponse),
     /// 0x0701, the echo of a client heartbeat.
     Heartbeat,
     /// 0x0702, a refusal with a DESIGN §4 code.
@@ -51,6 +55,10 @@ impl PbServerMessage {
             commands::DELIVER => PbServerMessage::Deliver(decode_body(frame)?),
             commands::SYNC_RESPONSE => PbServerMessage::SyncResponse(decode_body(frame)?),
             commands::RECALL_RESPONSE => PbServerMessage::RecallResponse(decode_body(frame)?),
+            commands::CONVERSATIONS_RESPONSE => {
+                PbServerMessage::ConversationsResponse(decode_body(frame)?)
+            }
+            commands::MARK_READ_RESPONSE => PbServerMessage::MarkReadResponse(decode_body(frame)?),
             commands::HEARTBEAT => {
                 let proto::Heartbeat {} = decode_body(frame)?;
                 PbServerMessage::Heartbeat
@@ -69,6 +77,8 @@ impl PbServerMessage {
             PbServerMessage::Deliver(_) => commands::DELIVER,
             PbServerMessage::SyncResponse(_) => commands::SYNC_RESPONSE,
             PbServerMessage::RecallResponse(_) => commands::RECALL_RESPONSE,
+            PbServerMessage::ConversationsResponse(_) => commands::CONVERSATIONS_RESPONSE,
+            PbServerMessage::MarkReadResponse(_) => commands::MARK_READ_RESPONSE,
             PbServerMessage::Heartbeat => commands::HEARTBEAT,
             PbServerMessage::Error(_) => commands::ERROR,
         }
@@ -84,6 +94,8 @@ impl PbServerMessage {
             PbServerMessage::Deliver(m) => m.encode_to_vec(),
             PbServerMessage::SyncResponse(m) => m.encode_to_vec(),
             PbServerMessage::RecallResponse(m) => m.encode_to_vec(),
+            PbServerMessage::ConversationsResponse(m) => m.encode_to_vec(),
+            PbServerMessage::MarkReadResponse(m) => m.encode_to_vec(),
             PbServerMessage::Heartbeat => Vec::new(),
             PbServerMessage::Error(m) => m.encode_to_vec(),
         };

@@ -19,12 +19,23 @@ pub mod content_type {
     pub const TYPING: i32 = 91;
 }
 
-/// Persist flags of DESIGN §2.
+/// Persist flags of DESIGN §2 (what each means: `docs/messages.md`).
 pub mod persist_flag {
+    /// Delivered to online devices only; never in sync, history or MAM.
     pub const NOT_PERSISTED: i32 = 0;
+    /// Stored; not counted as unread.
     pub const PERSIST: i32 = 1;
+    /// Stored and counted as unread for its recipients.
     pub const PERSIST_AND_COUNT: i32 = 3;
+    /// Like 0 (live only), meant for signals such as typing.
     pub const TRANSPARENT: i32 = 4;
+}
+
+/// A JSON payload without `persistFlag` is an ordinary message (persist
+/// and count), as the XMPP `<payload>` default; the PB wire cannot tell an
+/// absent field from 0, so PB clients set it.
+fn default_persist_flag() -> i32 {
+    persist_flag::PERSIST_AND_COUNT
 }
 
 /// One message's content, protocol-independent. Field order and meaning
@@ -49,7 +60,7 @@ pub struct MessagePayload {
     pub media_type: i32,
     #[serde(rename = "remoteMediaUrl")]
     pub remote_media_url: String,
-    #[serde(rename = "persistFlag")]
+    #[serde(rename = "persistFlag", default = "default_persist_flag")]
     pub persist_flag: i32,
     #[serde(rename = "expireDuration")]
     pub expire_duration: i32,
@@ -71,6 +82,20 @@ impl MessagePayload {
             persist_flag: persist_flag::PERSIST_AND_COUNT,
             ..Default::default()
         }
+    }
+
+    /// Persist flag 0 or 4: delivered live to online devices only, never
+    /// stored (sync, history, MAM, conversations do not see it).
+    pub fn is_live_only(&self) -> bool {
+        matches!(
+            self.persist_flag,
+            persist_flag::NOT_PERSISTED | persist_flag::TRANSPARENT
+        )
+    }
+
+    /// Persist flag 3: counted as unread for its recipients.
+    pub fn counts_as_unread(&self) -> bool {
+        self.persist_flag == persist_flag::PERSIST_AND_COUNT
     }
 
     /// Bytes this payload occupies, for size limits.
@@ -155,6 +180,9 @@ mod tests {
             serde_json::from_str(r#"{"type":1,"searchableContent":"hi"}"#).unwrap();
         assert_eq!(p.searchable_content, "hi");
         assert!(p.data.is_empty());
+        assert_eq!(p.persist_flag, persist_flag::PERSIST_AND_COUNT, "absent: 3");
+        let p: MessagePayload = serde_json::from_str(r#"{"persistFlag":0}"#).unwrap();
+        assert!(p.is_live_only());
         assert!(serde_json::from_str::<MessagePayload>(r#"{"base64edData":"!!"}"#).is_err());
     }
 }

@@ -25,7 +25,7 @@ pub use quota::{Quota, QuotaLayer, SentCounter};
 pub use rate_limit::{RateLimit, RateLimitConfig, RateLimitLayer, RateLimiter};
 pub use recall::{recall, RecallOutcome};
 pub use review::{Review, ReviewConfig, ReviewHook, ReviewLayer, ReviewMode, Verdict};
-pub use store_service::{resolve_recipients, StoreService};
+pub use store_service::{group_recipients, resolve_recipients, StoreService};
 pub use validate::{Limits, Validate, ValidateLayer};
 pub use word_filter::{
     HitRecord, HitSink, WordFilterLayer, WordFilterService, WordStrategies, WordStrategy,

@@ -11,8 +11,32 @@ use tower::Service;
 
 use super::{SendAck, SendCommand};
 use crate::model::ConversationType;
-use crate::store::{NewMessage, Store};
+use crate::store::{Group, NewMessage, Store};
 use crate::{ErrorCode, ImError};
+
+/// The users a group message goes to, given its group (what
+/// [`resolve_recipients`] does once it has loaded the group; an import
+/// batch loads each group once for all its messages).
+pub fn group_recipients(group: &Group, cmd: &SendCommand) -> Result<Vec<String>, ImError> {
+    let d = &cmd.draft;
+    if !group.members.contains(&d.sender) && !cmd.principal.admin {
+        return Err(ImError::new(
+            ErrorCode::NotInGroup,
+            "sender is not a member of the group",
+        ));
+    }
+    let mut users: BTreeSet<String> = if d.to_users.is_empty() {
+        group.members.clone()
+    } else {
+        d.to_users
+            .iter()
+            .filter(|u| group.members.contains(*u))
+            .cloned()
+            .collect()
+    };
+    users.insert(d.sender.clone());
+    Ok(users.into_iter().collect())
+}
 
 #[derive(Clone)]
 pub struct StoreService {
@@ -45,23 +69,7 @@ pub async fn resolve_recipients(
                 .group(&d.conversation.target)
                 .await?
                 .ok_or_else(|| ImError::new(ErrorCode::NotExist, "group does not exist"))?;
-            if !group.members.contains(&d.sender) && !cmd.principal.admin {
-                return Err(ImError::new(
-                    ErrorCode::NotInGroup,
-                    "sender is not a member of the group",
-                ));
-            }
-            let mut users: BTreeSet<String> = if d.to_users.is_empty() {
-                group.members.clone()
-            } else {
-                d.to_users
-                    .iter()
-                    .filter(|u| group.members.contains(*u))
-                    .cloned()
-                    .collect()
-            };
-            users.insert(d.sender.clone());
-            Ok(users.into_iter().collect())
+            group_recipients(&group, cmd)
         }
         Some(ConversationType::Chatroom) | Some(ConversationType::Channel) => Err(ImError::new(
             ErrorCode::NotImplemented,

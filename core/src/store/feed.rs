@@ -145,12 +145,16 @@ impl DeviceFeed {
     pub async fn next(&mut self) -> Option<Arc<Message>> {
         match &mut self.source {
             Source::Snapshot { pending, seen } => {
-                if let Some(m) = pending.pop_front() {
-                    return Some(m);
+                while let Some(m) = pending.pop_front() {
+                    if !m.is_expired(crate::now_ms()) {
+                        return Some(m);
+                    }
                 }
                 loop {
                     let m = self.live.recv().await?;
-                    if seen.is_empty() || !seen.remove(&m.message_id) {
+                    if (seen.is_empty() || !seen.remove(&m.message_id))
+                        && !m.is_expired(crate::now_ms())
+                    {
                         return Some(m);
                     }
                 }
@@ -224,12 +228,16 @@ impl CursorFeed {
     }
 
     /// Yield `m` unless it is at or below the position (seen in a page
-    /// and live both).
+    /// and live both) or expired (its `expireDuration` passed: skipped).
     fn take(&mut self, m: Arc<Message>) -> Option<Arc<Message>> {
         if m.message_id <= self.position {
             return None;
         }
         self.position = m.message_id;
+        if m.is_expired(crate::now_ms()) {
+            // Never handed out: the cursor passes it with the next ack.
+            return None;
+        }
         self.in_flight.delivered(m.message_id);
         Some(m)
     }

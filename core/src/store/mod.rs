@@ -12,8 +12,8 @@ mod types;
 pub use feed::{CatchUp, CatchUpPage, DeviceFeed, Lag, UserFeed, UserFeedEnd};
 pub use in_flight::{unacked_deliveries, InFlight};
 pub use types::{
-    Appended, Group, ImportMessage, Imported, NewMessage, Recalled, SyncPage, IMPORT_MS_FULL,
-    IMPORT_TOO_OLD,
+    Appended, ConversationPage, ConversationSummary, Group, ImportMessage, Imported, NewMessage,
+    Pruned, ReadState, Recalled, SyncPage, IMPORT_LIVE_ONLY, IMPORT_MS_FULL, IMPORT_TOO_OLD,
 };
 
 use std::future::Future;
@@ -45,12 +45,25 @@ impl From<StoreError> for crate::ImError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Durable storage and delivery bookkeeping. See DESIGN §3 and §7.
+/// Most conversations a list reads per user (the newest by activity).
+pub const MAX_CONVERSATIONS: usize = 10_000;
+
+/// Durable storage and delivery bookkeeping. See DESIGN §3 and §7, and
+/// `docs/messages.md` for the message semantics.
+///
+/// Message semantics every store keeps alike: a message whose persist
+/// flag is 0 or 4 ([`crate::MessagePayload::is_live_only`]) gets an id and
+/// is fanned out to the recipients' attached devices, but is never
+/// stored: sync, history, `get`, conversations and offline devices never
+/// see it. A message whose `expireDuration` passed
+/// ([`crate::Message::is_expired`]) is no longer delivered, synced or
+/// listed, and [`Store::prune`] removes it.
 pub trait Store: Send + Sync + 'static {
     /// Append durably (fsync / publisher confirm) and fan out to every
     /// recipient device. Idempotent on `(sender, client_msg_id)` within the
     /// dedupe window: a repeat returns the original message with
-    /// `duplicate = true` and stores nothing.
+    /// `duplicate = true` and stores nothing. A live-only message (persist
+    /// flag 0 or 4) is given an id and fanned out, not stored.
     fn append(&self, msg: NewMessage) -> BoxFuture<'_, StoreResult<Appended>>;
 
     /// [`Store::append`] in two steps, for callers that must keep the order
@@ -133,6 +146,14 @@ pub trait Store: Send + Sync + 'static {
     /// A group by id.
     fn group<'a>(&'a self, group_id: &'a str) -> BoxFuture<'a, StoreResult<Option<Group>>>;
 
+    /// Groups with an id above `after` (by id), at most `limit`, and
+    /// whether more follow (export).
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>>;
+
     /// Create or replace a group durably.
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>>;
 
@@ -178,6 +199,36 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored message with id > `after`, ascending, at most `limit`
     /// (export).
     fn scan(&self, after: u64, limit: usize) -> BoxFuture<'_, StoreResult<SyncPage>>;
+
+    /// The conversations of `user`, newest activity first: those whose
+    /// last message id is below `before` (0 = from the newest), at most
+    /// `limit`, with each one's last visible message, read position and
+    /// unread count (persist flag 3 from others after the read position).
+    fn conversations<'a>(
+        &'a self,
+        user: &'a str,
+        before: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<ConversationPage>>;
+
+    /// `user` read `conversation` (as `user` addresses it) up to message
+    /// `upto` (0 = up to its newest message): the read position only moves
+    /// forward, the unread count is recounted after it. Durable and, on a
+    /// shared store, the same on every node. None if `user` has no such
+    /// conversation.
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conversation: &'a Conversation,
+        upto: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<ReadState>>>;
+
+    /// Maintenance: remove messages expired at `now` and, when
+    /// `retention_ms` is set, messages older than `now - retention_ms`
+    /// (history, sync, timelines, conversations), a bounded batch per
+    /// call. The stores call it periodically themselves when configured;
+    /// callers may run a pass at any time.
+    fn prune(&self, now: i64, retention_ms: Option<i64>) -> BoxFuture<'_, StoreResult<Pruned>>;
 
     /// How many messages `user` sent on UTC day `day` ([`crate::utc_day`]
     /// of their `server_ts`), counted in the same transaction that stores

@@ -67,6 +67,9 @@ pub struct ImportMessage {
 /// Why an import refuses a message stamped before the id epoch.
 pub const IMPORT_TOO_OLD: &str =
     "timestamp before 2024-01-01T00:00:00Z: message ids cannot express it";
+/// Why an import refuses a live-only message (persist flag 0 or 4).
+pub const IMPORT_LIVE_ONLY: &str =
+    "persistFlag 0 and 4 are delivered live only, never kept: not history";
 /// Why an import refuses a message whose millisecond has no id left.
 pub const IMPORT_MS_FULL: &str = "4096 messages were already imported in this millisecond";
 
@@ -77,4 +80,46 @@ pub struct Imported {
     /// `(message_id, duplicate)`: the id it got, or had got when the same
     /// old id was imported before; or why it was refused.
     pub result: Result<(u64, bool), String>,
+}
+
+/// One conversation in a user's list (`Store::conversations`).
+#[derive(Debug, Clone)]
+pub struct ConversationSummary {
+    /// As the user sees it: a private chat's target is the peer.
+    pub conversation: Conversation,
+    /// The newest message the user can still see in it (None when every
+    /// one was recalled, expired or pruned).
+    pub last_message: Option<Arc<Message>>,
+    /// The newest message id the conversation had for the user (its
+    /// place in the list, newest first).
+    pub last_message_id: u64,
+    /// The user's read position: messages up to this id are read.
+    pub read_upto: u64,
+    /// Messages with persist flag 3 from others after the read position.
+    pub unread: u64,
+}
+
+/// A page of a user's conversations, newest activity first.
+#[derive(Debug, Clone, Default)]
+pub struct ConversationPage {
+    pub conversations: Vec<ConversationSummary>,
+    pub has_more: bool,
+}
+
+/// A conversation's read state after `Store::mark_read`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadState {
+    pub read_upto: u64,
+    pub unread: u64,
+}
+
+/// What one `Store::prune` pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Messages whose `expireDuration` passed.
+    pub expired: usize,
+    /// Messages older than the retention.
+    pub aged_out: usize,
+    /// More are due: call again.
+    pub more: bool,
 }

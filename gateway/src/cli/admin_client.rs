@@ -11,6 +11,10 @@ use serde_json::Value;
 use super::admin_tls::AdminTls;
 use crate::{admin_sign, secrets};
 
+/// The largest reply `call_raw` reads (an import batch's answer is
+/// about 150 bytes per line).
+const MAX_REPLY_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The admin listener's address by default (`admin_addr`).
 const DEFAULT_ADMIN_HOST: &str = "127.0.0.1:18080";
 
@@ -102,20 +106,26 @@ impl AdminClient {
             .build();
     }
 
-    /// POST a signed JSON request; the `result` on code 0, an error naming
-    /// the code and message otherwise.
-    pub fn call(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    /// A signed POST to `path` (DESIGN §5.1: a fresh nonce and timestamp).
+    fn signed(&self, path: &str) -> anyhow::Result<(String, ureq::Request)> {
         let nonce = secrets::random_hex(8)?;
         let ts = imgate_core::now_ms().to_string();
         let sign = admin_sign::sign(&nonce, &self.secret, &ts);
         let url = format!("{}{}", self.base, path);
-        let resp = self
+        let req = self
             .agent
             .post(&url)
             .set("nonce", &nonce)
             .set("timestamp", &ts)
-            .set("sign", &sign)
-            .send_json(body.clone());
+            .set("sign", &sign);
+        Ok((url, req))
+    }
+
+    /// POST a signed JSON request; the `result` on code 0, an error naming
+    /// the code and message otherwise.
+    pub fn call(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let (url, req) = self.signed(path)?;
+        let resp = req.send_json(body.clone());
         let reply: Value = match resp {
             Ok(r) => r.into_json().context("reading the reply")?,
             Err(ureq::Error::Status(status, r)) => r.into_json().unwrap_or_else(
@@ -123,13 +133,48 @@ impl AdminClient {
             ),
             Err(e) => return Err(e).with_context(|| format!("calling {url}")),
         };
-        match reply.get("code").and_then(Value::as_i64) {
-            Some(0) => Ok(reply.get("result").cloned().unwrap_or(Value::Null)),
-            Some(code) => bail!(
-                "{path} failed: code {code}: {}",
-                reply.get("msg").and_then(Value::as_str).unwrap_or("")
-            ),
-            None => bail!("{path}: unexpected reply {reply}"),
-        }
+        result_of(path, reply)
+    }
+
+    /// POST a signed request whose JSON body is already serialized (the
+    /// importer joins raw lines); the reply decoded as `T`, which sees
+    /// the whole `{"code","msg","result"}` object.
+    pub fn call_raw<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &[u8],
+    ) -> anyhow::Result<T> {
+        let (url, req) = self.signed(path)?;
+        let resp = req.set("content-type", "application/json").send_bytes(body);
+        let r = match resp {
+            Ok(r) => r,
+            Err(ureq::Error::Status(_, r)) => r,
+            Err(e) => return Err(e).with_context(|| format!("calling {url}")),
+        };
+        let status = r.status();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(r.into_reader(), MAX_REPLY_BYTES),
+            &mut bytes,
+        )
+        .context("reading the reply")?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            anyhow!(
+                "{path}: HTTP {status}, unexpected reply ({e}): {}",
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
+            )
+        })
+    }
+}
+
+/// The `result` of a reply with code 0, else an error with its code.
+fn result_of(path: &str, reply: Value) -> anyhow::Result<Value> {
+    match reply.get("code").and_then(Value::as_i64) {
+        Some(0) => Ok(reply.get("result").cloned().unwrap_or(Value::Null)),
+        Some(code) => bail!(
+            "{path} failed: code {code}: {}",
+            reply.get("msg").and_then(Value::as_str).unwrap_or("")
+        ),
+        None => bail!("{path}: unexpected reply {reply}"),
     }
 }

@@ -7,4 +7,5 @@ pub mod admin;
 pub mod admin_client;
 pub mod admin_devices;
 pub mod admin_tls;
-pub mod migrate;
+pub mod export;
+pub mod import;

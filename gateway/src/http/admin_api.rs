@@ -40,6 +40,7 @@ pub fn admin_router(state: AppState) -> Router {
         .merge(super::admin_devices::routes())
         .merge(super::admin_sessions::routes())
         .merge(super::admin_migration::routes())
+        .merge(super::admin_migration_people::routes())
         .route("/metrics", get(metrics))
         .merge(super::health::routes())
         .fallback(super::query::not_found)
@@ -179,13 +180,13 @@ async fn recall(
 }
 
 #[derive(Deserialize)]
-struct GroupInfoReq {
+pub(super) struct GroupInfoReq {
     #[serde(rename = "targetId", default)]
-    target_id: String,
+    pub(super) target_id: String,
     #[serde(default)]
-    name: String,
+    pub(super) name: String,
     #[serde(default)]
-    owner: String,
+    pub(super) owner: String,
 }
 
 #[derive(Deserialize)]
@@ -200,7 +201,7 @@ struct GroupCreateReq {
 /// A member as a plain id or as `{"memberId": ...}` (the seeds' server).
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum MemberRef {
+pub(super) enum MemberRef {
     Id(String),
     Obj {
         #[serde(rename = "memberId")]
@@ -217,7 +218,18 @@ impl MemberRef {
     }
 }
 
-fn member_set(members: Vec<MemberRef>) -> Result<BTreeSet<String>, ApiError> {
+/// A group id as the admin API accepts it.
+pub(super) fn check_group_id(id: &str) -> Result<(), ApiError> {
+    if id.trim().is_empty() || id.len() > 128 || id.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "group id must be 1..128 bytes",
+        ));
+    }
+    Ok(())
+}
+
+pub(super) fn member_set(members: Vec<MemberRef>) -> Result<BTreeSet<String>, ApiError> {
     let set: BTreeSet<String> = members.into_iter().map(MemberRef::id).collect();
     if set.iter().any(|m| m.trim().is_empty() || m.len() > 128) {
         return Err(ApiError::new(
@@ -242,12 +254,7 @@ async fn group_create(
     } else {
         req.group.target_id.clone()
     };
-    if id.len() > 128 || id.chars().any(char::is_control) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameter,
-            "group id must be 1..128 bytes",
-        ));
-    }
+    check_group_id(&id)?;
     if state.store.group(&id).await?.is_some() {
         return Err(ApiError::new(
             ErrorCode::InvalidParameter,

@@ -14,9 +14,11 @@ use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
 use imgate_core::model::json::MessageJson;
-use imgate_core::model::{Conversation, Message, MessagePayload};
-use imgate_core::pipeline::{resolve_recipients, Draft, SendCommand};
-use imgate_core::store::{ImportMessage, IMPORT_TOO_OLD};
+use std::collections::HashMap;
+
+use imgate_core::model::{Conversation, ConversationType, Message, MessagePayload};
+use imgate_core::pipeline::{group_recipients, resolve_recipients, Draft, SendCommand};
+use imgate_core::store::{Group, ImportMessage, IMPORT_TOO_OLD};
 use imgate_core::{now_ms, ErrorCode, ImError};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,7 +29,7 @@ use super::{ok, ApiError};
 use crate::state::AppState;
 
 /// Most messages in one import request or export page.
-pub const MAX_BATCH: usize = 1000;
+pub(super) const MAX_BATCH: usize = 1000;
 /// How far in the future an imported timestamp may be (clock skew).
 const FUTURE_SLACK_MS: i64 = 60_000;
 
@@ -96,7 +98,12 @@ fn answer(old_id: &str, result: Result<(u64, bool), ImError>) -> Value {
 }
 
 /// Check one line and build what the store imports.
-async fn prepare(state: &AppState, raw: Value) -> Result<ImportMessage, (String, ImError)> {
+/// `groups`: the groups this request loaded so far (each once per request).
+async fn prepare(
+    state: &AppState,
+    groups: &mut HashMap<String, Option<Group>>,
+    raw: Value,
+) -> Result<ImportMessage, (String, ImError)> {
     let line: ImportLine = serde_json::from_value(raw).map_err(|e| {
         (
             String::new(),
@@ -132,9 +139,31 @@ async fn prepare(state: &AppState, raw: Value) -> Result<ImportMessage, (String,
         },
     };
     state.config.pipeline().limits.check(&cmd).map_err(fail)?;
-    let recipients = resolve_recipients(state.store.as_ref(), &cmd)
-        .await
-        .map_err(fail)?;
+    let recipients = match cmd.draft.conversation.conversation_type() {
+        Some(ConversationType::Group) => {
+            let target = &cmd.draft.conversation.target;
+            if !groups.contains_key(target) {
+                let group = state
+                    .store
+                    .group(target)
+                    .await
+                    .map_err(|e| fail(e.into()))?;
+                groups.insert(target.clone(), group);
+            }
+            match groups.get(target) {
+                Some(Some(group)) => group_recipients(group, &cmd).map_err(fail)?,
+                _ => {
+                    return Err(fail(ImError::new(
+                        ErrorCode::NotExist,
+                        "group does not exist",
+                    )))
+                }
+            }
+        }
+        _ => resolve_recipients(state.store.as_ref(), &cmd)
+            .await
+            .map_err(fail)?,
+    };
     let d = cmd.draft;
     Ok(ImportMessage {
         old_id,
@@ -165,8 +194,9 @@ async fn import(
     // Slot per input message: Ok(index into the store batch) or an answer.
     let mut slots = Vec::with_capacity(req.messages.len());
     let mut batch = Vec::new();
+    let mut groups = HashMap::new();
     for raw in req.messages {
-        match prepare(&state, raw).await {
+        match prepare(&state, &mut groups, raw).await {
             Ok(m) => {
                 slots.push(Ok(batch.len()));
                 batch.push(m);

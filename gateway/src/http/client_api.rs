@@ -1,7 +1,9 @@
 //! Client API (DESIGN §5.5), bearer token: `POST /v1/messages`,
 //! `GET /v1/sync?since=&limit=`, `GET /v1/history`, `GET /v1/events` (SSE),
-//! `POST /v1/recall` (own messages, within the recall window); plus
-//! `/healthz` and `/readyz` (see [`super::health`]).
+//! `POST /v1/recall` (own messages, within the recall window),
+//! `GET /v1/conversations`, `POST /v1/conversations/read`
+//! (`conversations.rs`); plus `/healthz` and `/readyz` (see
+//! [`super::health`]).
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
@@ -32,6 +34,11 @@ pub fn client_router(state: AppState) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/events", get(events::events))
         .route("/v1/recall", post(recall))
+        .route("/v1/conversations", get(super::conversations::list))
+        .route(
+            "/v1/conversations/read",
+            post(super::conversations::mark_read),
+        )
         .merge(super::health::routes())
         .fallback(super::query::not_found)
         .method_not_allowed_fallback(super::query::method_not_allowed)

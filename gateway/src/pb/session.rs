@@ -17,7 +17,8 @@
 //!   this session, see `delivered`, or one the store lists the user as a
 //!   recipient of); any other is refused with Error 253, so that nobody
 //!   can tell a sender they got a message they never had.
-//! - `SyncRequest`, `RecallRequest`, a second `LoginRequest` and
+//! - `SyncRequest`, `RecallRequest`, `ConversationsRequest`,
+//!   `MarkReadRequest` (`conversations.rs`), a second `LoginRequest` and
 //!   undecodable frames: held (reading stops) until every earlier send is
 //!   answered, so a sync or recall right after a send sees it.
 //!
@@ -402,6 +403,14 @@ async fn handle_frame(
                 },
             };
             send(conn, PbFrame::response(commands::SYNC_RESPONSE, seq, &resp)).await
+        }
+        PbRequest::Conversations(req) => {
+            let frame = super::conversations::list(state, &principal.user_id, seq, req).await;
+            send(conn, frame).await
+        }
+        PbRequest::MarkRead(req) => {
+            let frame = super::conversations::mark_read(state, &principal.user_id, seq, req).await;
+            send(conn, frame).await
         }
         PbRequest::Recall(req) => {
             let window = Duration::from_secs(state.config.recall_window_secs);

@@ -241,6 +241,14 @@ impl Store for OrderedAppends {
         self.inner.group(group_id)
     }
 
+    fn scan_groups<'a>(
+        &'a self,
+        after: &'a str,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<(Vec<Group>, bool)>> {
+        self.inner.scan_groups(after, limit)
+    }
+
     fn put_group(&self, group: Group) -> BoxFuture<'_, StoreResult<()>> {
         self.inner.put_group(group)
     }
@@ -283,6 +291,32 @@ impl Store for OrderedAppends {
 
     fn sent_on_day<'a>(&'a self, user: &'a str, day: i64) -> BoxFuture<'a, StoreResult<u64>> {
         self.inner.sent_on_day(user, day)
+    }
+
+    fn conversations<'a>(
+        &'a self,
+        user: &'a str,
+        before: u64,
+        limit: usize,
+    ) -> BoxFuture<'a, StoreResult<imgate_core::store::ConversationPage>> {
+        self.inner.conversations(user, before, limit)
+    }
+
+    fn mark_read<'a>(
+        &'a self,
+        user: &'a str,
+        conversation: &'a imgate_core::Conversation,
+        upto: u64,
+    ) -> BoxFuture<'a, StoreResult<Option<imgate_core::store::ReadState>>> {
+        self.inner.mark_read(user, conversation, upto)
+    }
+
+    fn prune(
+        &self,
+        now: i64,
+        retention_ms: Option<i64>,
+    ) -> BoxFuture<'_, StoreResult<imgate_core::store::Pruned>> {
+        self.inner.prune(now, retention_ms)
     }
 }
 
