@@ -67,3 +67,25 @@ fn refused_logins_are_counted_by_protocol_and_reason_and_logged() {
         "log: {log}"
     );
 }
+
+#[test]
+fn http_bearer_tokens_go_through_the_same_login_and_are_counted() {
+    let g = Gateway::start();
+    assert_eq!(failures(&g, "http", 6), 0);
+    let client = |token: &str| imgate_conformance::Client::new(&g.http_url(), token);
+    let bad = client("not-a-token").get("/v1/sync?since=0");
+    assert_eq!(bad.status, 401, "{bad:?}");
+    assert_eq!(failures(&g, "http", 6), 1, "a bad bearer token: code 6");
+    // A forbidden user's valid token is refused like on every protocol.
+    let user = unique("http-forbidden");
+    let token = g.admin().token(&user, "web", 2);
+    assert_eq!(client(&token).get("/v1/sync?since=0").status, 200);
+    let set = g.admin().post(
+        "/admin/user/status",
+        &serde_json::json!({"userId": user, "status": 2}),
+    );
+    assert_eq!(set.status, 200, "{set:?}");
+    let refused = client(&token).get("/v1/sync?since=0");
+    assert_ne!(refused.status, 200, "{refused:?}");
+    assert_eq!(failures(&g, "http", 245), 1, "a forbidden user: 245");
+}

@@ -328,11 +328,11 @@ fn tls_follows_the_header() {
 
     let tls_env = tls::gateway_env();
     let mut env: Vec<(&str, &str)> = tls_env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    env.push(("IMGATE_PROXY_PROTOCOL", "pb,http"));
+    env.push(("IMGATE_PROXY_PROTOCOL", "pbs,https"));
     let g = Gateway::start_with(&env);
 
     // HTTPS: the header in the clear, then the handshake and a request.
-    let mut tcp = TcpStream::connect(g.addr("http")).expect("http connect");
+    let mut tcp = TcpStream::connect(g.addr("https")).expect("https connect");
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.write_all(&v1("10.0.0.1", 4000)).unwrap();
     let mut https = Conn::tls_over(tcp).expect("TLS after the PROXY header");
@@ -349,7 +349,7 @@ fn tls_follows_the_header() {
 
     // PB over TLS: a login after a v2 header.
     let token = g.admin().token("alice", "phone", ANDROID);
-    let mut tcp = TcpStream::connect(g.addr("pb")).expect("pb connect");
+    let mut tcp = TcpStream::connect(g.addr("pbs")).expect("pbs connect");
     tcp.set_read_timeout(Some(WAIT)).unwrap();
     tcp.write_all(&v2(Ipv4Addr::new(10, 0, 0, 2), 4000))
         .unwrap();

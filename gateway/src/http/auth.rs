@@ -37,21 +37,8 @@ impl FromRequestParts<AppState> for ClientAuth {
                     "Authorization must be Bearer <token>",
                 )
             })?;
-        let claims = crate::sessions::login::verify_token(state, token)?;
-        state.policy.book.check_login(&claims.user_id)?;
-        // An any-device token names no device: HTTP clients of it share one.
-        let device_id = if claims.any_device() {
-            "http".to_string()
-        } else {
-            claims.client_id
-        };
-        Ok(ClientAuth(Principal {
-            user_id: claims.user_id,
-            device_id,
-            platform: Platform::from_i32(claims.platform),
-            protocol: Protocol::Http,
-            admin: false,
-        }))
+        // The one login of every protocol (sessions::login).
+        Ok(ClientAuth(crate::sessions::login::bearer(state, token)?))
     }
 }
 

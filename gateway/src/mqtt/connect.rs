@@ -13,7 +13,6 @@
 //! sends). MQTT 3.1.1 allows that only with clean session = 1
 //! (§3.1.3.1): with clean session = 0 an empty id is refused with 0x02.
 
-use std::time::Duration;
 
 use crate::transport::ClientStream;
 use futures_util::SinkExt;
@@ -35,7 +34,7 @@ const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
 /// Read and check CONNECT; on success the client and its principal
 /// (CONNACK not sent yet). On failure the refusal is sent and None.
 pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Connect, Principal)> {
-    let timeout = Duration::from_secs(state.config.login_timeout_secs.max(1));
+    let timeout = state.login_timeout();
     let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(Packet::Connect(c)))) => c,
         Ok(Some(Err(

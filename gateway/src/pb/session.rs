@@ -85,7 +85,7 @@ async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
 /// The first frame must be a valid Login; anything else gets Error 244.
 /// Returns the principal and the login request's seq.
 async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u16)> {
-    let timeout = Duration::from_secs(state.config.login_timeout_secs);
+    let timeout = state.login_timeout();
     let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(frame))) => frame,
         Ok(Some(Err(e))) => {
@@ -288,8 +288,10 @@ async fn run_session(live: Box<Live>, state: AppState) {
             msg = next_delivery(&mut feed) => {
                 let Some(msg) = msg else {
                     // Replaced by a newer session of this device, or too
-                    // slow: the client reconnects and gets what is pending.
+                    // slow: the client reconnects and gets what is pending
+                    // (told so, as MQTT and XMPP clients are).
                     Box::pin(answer_in_flight(&mut conn, &mut window)).await;
+                    let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "deliveries stopped; reconnect")).await;
                     return;
                 };
                 let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));

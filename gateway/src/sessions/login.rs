@@ -43,21 +43,44 @@ pub fn login(
             device = %p.device_id,
             "login"
         ),
-        Err(e) => {
-            state.metrics.auth_failure(protocol, e.code);
-            if login_log_budget() {
-                tracing::info!(
-                    protocol = protocol.name(),
-                    user = %user_id,
-                    client_id = %client_id,
-                    code = e.code.as_i32(),
-                    reason = %e.message,
-                    "login refused"
-                );
-            }
-        }
+        Err(e) => refused(state, protocol, user_id, client_id, e),
     }
     result
+}
+
+/// An HTTP request's bearer token: the same checks as every protocol's
+/// login (signature, expiry, revocation, the device binding, the user's
+/// status), counted and logged when refused; a request is not a session,
+/// so success is not logged. An any-device token's HTTP clients share the
+/// device `http`.
+pub fn bearer(state: &AppState, token: &str) -> Result<Principal, ImError> {
+    let claims = verify_token(state, token);
+    let user = claims
+        .as_ref()
+        .map(|c| c.user_id.clone())
+        .unwrap_or_default();
+    let result = claims.and_then(|c| {
+        let device = if c.any_device() { "http" } else { "" };
+        check_login(state, Protocol::Http, &c.user_id, token, device)
+    });
+    if let Err(e) = &result {
+        refused(state, Protocol::Http, &user, "", e);
+    }
+    result
+}
+
+fn refused(state: &AppState, protocol: Protocol, user_id: &str, client_id: &str, e: &ImError) {
+    state.metrics.auth_failure(protocol, e.code);
+    if login_log_budget() {
+        tracing::info!(
+            protocol = protocol.name(),
+            user = %user_id,
+            client_id = %client_id,
+            code = e.code.as_i32(),
+            reason = %e.message,
+            "login refused"
+        );
+    }
 }
 
 /// At most this many refused logins are logged per second (the rest are

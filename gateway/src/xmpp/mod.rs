@@ -34,7 +34,6 @@ mod stream_management;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::transport::ClientStream;
 use imgate_codecs::xmpp::{XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
@@ -102,7 +101,7 @@ async fn open(
 ) -> Option<Box<session::Live>> {
     let mut conn = XmppConnection::new(stream, DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH)
         .with_preauth_limit(state.config.xmpp_preauth_max_stanza);
-    let limit = Duration::from_secs(state.config.login_timeout_secs.max(1));
+    let limit = state.login_timeout();
     let negotiated = match tokio::time::timeout(
         limit,
         Box::pin(negotiation::negotiate(&mut conn, &state, &ctx)),

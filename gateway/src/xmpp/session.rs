@@ -253,8 +253,13 @@ impl Session {
                 }
                 msg = feed.next(), if stalled.is_none() => {
                     // None: replaced by a newer session of this device, or
-                    // too slow; the client reconnects and gets what is pending.
-                    let Some(msg) = msg else { return End::Lost };
+                    // too slow; the client reconnects (or resumes) and gets
+                    // what is pending — told so, as PB and MQTT clients are.
+                    let Some(msg) = msg else {
+                        let domain = self.domain();
+                        Box::pin(self.conn.stream_error(&domain, "undefined-condition", "4 deliveries stopped; reconnect")).await;
+                        return End::Lost;
+                    };
                     if !Box::pin(self.deliver(msg, feed)).await {
                         return End::Lost;
                     }
