@@ -305,10 +305,18 @@ fn refused_upgrades_get_an_http_error_with_a_code() {
     // MQTT's subprotocol is picked among the offered ones.
     let ws = WsClient::connect(g.addr("ws"), "/mqtt", &["foo", "mqtt"]).expect("upgrade");
     assert_eq!(ws.subprotocol.as_deref(), Some("mqtt"));
-    // The metrics count the WebSocket listener's connections.
-    let metrics = g.admin().get_text("/metrics");
-    assert!(
-        metrics.contains("imgate_listener_connections{listener=\"ws\"} 1"),
-        "{metrics}"
-    );
+    // The metrics count the WebSocket listener's connections: this one
+    // (the refused ones close on their own time, so wait for them).
+    let deadline = std::time::Instant::now() + WAIT;
+    let line = "imgate_listener_connections{listener=\"ws\"} 1\n";
+    loop {
+        let metrics = g.admin().get_text("/metrics");
+        if metrics.contains(line) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        // Polling a gauge that moves on the server's own schedule.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(ws);
 }

@@ -204,6 +204,19 @@ impl XmppFramer {
             return Ok(Some(XmppEvent::StreamOpen(header)));
         }
         if self.depth == 0 {
+            if self.websocket && !self_closing {
+                let name: Vec<u8> = src[self.markup_start + 1..end]
+                    .iter()
+                    .copied()
+                    .take_while(|b| !b.is_ascii_whitespace() && *b != b'>' && *b != b'/')
+                    .collect();
+                if name == b"stream:stream" || name == b"stream" {
+                    return Err(XmppCodecError::BadStreamHeader(format!(
+                        "over WebSocket the stream opens with <open xmlns='{}'/> (RFC 7395)",
+                        ns::FRAMING
+                    )));
+                }
+            }
             self.item_start = Some(self.markup_start);
         }
         if self_closing {
@@ -660,11 +673,15 @@ mod tests {
             f.decode(&mut buf).is_err(),
             "a restart expects a new <open/>"
         );
-        // The stream tag of TCP framing is no WebSocket stream.
+        // The stream tag of TCP framing is no WebSocket stream: refused at
+        // once, not waited on for its end tag.
         let mut f = XmppFramer::websocket(DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH);
         let mut buf = BytesMut::from(
             "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>",
         );
-        assert!(f.decode(&mut buf).map(|e| e.is_none()).unwrap_or(true));
+        assert!(matches!(
+            f.decode(&mut buf),
+            Err(XmppCodecError::BadStreamHeader(_))
+        ));
     }
 }

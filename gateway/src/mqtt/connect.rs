@@ -13,7 +13,6 @@
 //! sends). MQTT 3.1.1 allows that only with clean session = 1
 //! (§3.1.3.1): with clean session = 0 an empty id is refused with 0x02.
 
-
 use crate::transport::ClientStream;
 use futures_util::SinkExt;
 use imgate_codecs::mqtt::{
