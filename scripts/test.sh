@@ -26,6 +26,10 @@ echo "== python clients for the conformance suite (paho-mqtt, slixmpp)"
 IMGATE_TEST_PYTHON=$(bash scripts/python-venv.sh | tail -n 1)
 export IMGATE_TEST_PYTHON
 
+echo "== node clients for the conformance suite (MQTT.js in headless chromium, xmpp.js)"
+IMGATE_TEST_CHROMIUM=$(bash scripts/node-deps.sh | tail -n 1)
+export IMGATE_TEST_CHROMIUM
+
 echo "== cargo test"
 cargo test --workspace --locked
 

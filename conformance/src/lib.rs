@@ -11,6 +11,7 @@ pub mod fake_http;
 pub mod gateway;
 pub mod http;
 pub mod mqtt;
+pub mod node;
 pub mod pb;
 pub mod private_rabbit;
 pub mod rabbit_support;
