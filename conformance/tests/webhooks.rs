@@ -82,6 +82,12 @@ fn logins_logouts_and_acks_are_signed_events_and_a_500_is_retried() {
     pb.ack(uid);
     // Her session ends.
     drop(pb);
+    // Bob reads his conversation with alice over HTTP.
+    let read = g.client(&bob, "web").post(
+        "/v1/conversations/read",
+        &json!({"conv": {"type": 0, "target": alice, "line": 0}, "messageUid": uid}),
+    );
+    assert_eq!(read.code(), 0, "{:?}", read.body);
 
     let is = |kind: &'static str, user: String, device: &'static str, proto: &'static str| {
         move |e: &Value| {
@@ -103,6 +109,13 @@ fn logins_logouts_and_acks_are_signed_events_and_a_500_is_retried() {
                 delivered(e)
                     && e["messageUid"] == uid
                     && e["messageUidStr"].as_str() == Some(uid_str.as_str())
+            }
+        }),
+        Box::new({
+            let read = is("read", bob.clone(), "web", "http");
+            let alice = alice.clone();
+            move |e: &Value| {
+                read(e) && e["messageUid"] == uid && e["conv"]["target"] == alice.as_str()
             }
         }),
     ];

@@ -38,6 +38,25 @@ pub async fn list(
 /// target is the peer) up to `upto` (0 = everything in it). The read
 /// position only moves forward. 251 for a malformed conversation, 253 if
 /// the user has no such conversation.
+/// [`mark_read`] by a logged-in client, from any protocol: recorded,
+/// then announced as the `read` event webhook (`crate::webhooks`).
+pub async fn read_by(
+    state: &crate::state::AppState,
+    principal: &imgate_core::pipeline::Principal,
+    conversation: &Conversation,
+    upto: u64,
+) -> Result<ReadState, ImError> {
+    let r = mark_read(state.store.as_ref(), &principal.user_id, conversation, upto).await?;
+    state.conversation_read(&crate::webhooks::ReadEvent {
+        user: principal.user_id.clone(),
+        device: principal.device_id.clone(),
+        protocol: principal.protocol,
+        conversation: conversation.clone(),
+        message_id: r.read_upto,
+    });
+    Ok(r)
+}
+
 pub async fn mark_read(
     store: &dyn Store,
     user: &str,

@@ -150,10 +150,8 @@ impl AppState {
         Ok(true)
     }
 
-    /// A user read a conversation: the hook point of the conversation-read
-    /// feature (call it once the read is recorded); sends the `read`
-    /// webhook event.
-    #[allow(dead_code, reason = "called by the conversation-read feature")]
+    /// A user read a conversation (recorded by `conversations::read_by`):
+    /// sends the `read` webhook event.
     pub fn conversation_read(&self, event: &crate::webhooks::ReadEvent) {
         if let Some(hooks) = &self.webhooks {
             hooks.read(event);

@@ -73,7 +73,6 @@ pub async fn mark_read(
             "messageUid must be a message id",
         )
     })?;
-    let r =
-        conversations::mark_read(state.store.as_ref(), &principal.user_id, &req.conv, upto).await?;
+    let r = conversations::read_by(&state, &principal, &req.conv, upto).await?;
     Ok(ok(conversations::read_json(&req.conv, &r)))
 }

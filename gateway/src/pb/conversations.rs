@@ -34,23 +34,22 @@ pub async fn list(
 /// The answer to a `MarkReadRequest` from `user`.
 pub async fn mark_read(
     state: &AppState,
-    user: &str,
+    principal: &imgate_core::pipeline::Principal,
     seq: u16,
     req: proto::MarkReadRequest,
 ) -> PbFrame {
     let conv = PbNormalizer::conversation_to_core(req.conversation.unwrap_or_default());
-    let resp =
-        match conversations::mark_read(state.store.as_ref(), user, &conv, req.message_id).await {
-            Ok(r) => proto::MarkReadResponse {
-                code: 0,
-                read_upto: r.read_upto,
-                unread: r.unread,
-            },
-            Err(e) => proto::MarkReadResponse {
-                code: e.code.as_i32(),
-                ..Default::default()
-            },
-        };
+    let resp = match conversations::read_by(state, principal, &conv, req.message_id).await {
+        Ok(r) => proto::MarkReadResponse {
+            code: 0,
+            read_upto: r.read_upto,
+            unread: r.unread,
+        },
+        Err(e) => proto::MarkReadResponse {
+            code: e.code.as_i32(),
+            ..Default::default()
+        },
+    };
     PbFrame::response(commands::MARK_READ_RESPONSE, seq, &resp)
 }
 

@@ -411,7 +411,7 @@ async fn handle_frame(
             send(conn, frame).await
         }
         PbRequest::MarkRead(req) => {
-            let frame = super::conversations::mark_read(state, &principal.user_id, seq, req).await;
+            let frame = super::conversations::mark_read(state, principal, seq, req).await;
             send(conn, frame).await
         }
         PbRequest::Recall(req) => {
