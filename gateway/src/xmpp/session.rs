@@ -271,6 +271,7 @@ impl Session {
     fn finish(mut self, end: End) {
         if self.available {
             self.broadcast_presence(false);
+            super::roster::spawn_gone(&self.state, &self.ctx, &self.principal.user_id, &self.jid);
         }
         if let Some(guard) = self.sm.take() {
             self.ctx.sm.detach(guard, matches!(end, End::Lost));
@@ -285,7 +286,13 @@ impl Session {
             return self.handle_sm(&el).await;
         }
         if el.ns == ns::CLIENT && el.name == "message" {
-            self.start_message(el).await;
+            // One naming an earlier message waits until those are stored
+            // (`references`).
+            if self.window.is_empty() || !super::references::refers_to_earlier(&el) {
+                self.start_message(el).await;
+            } else {
+                self.held = Some(el);
+            }
             return true;
         }
         if !self.window.is_empty() {
