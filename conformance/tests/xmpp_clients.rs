@@ -182,3 +182,19 @@ fn slixmpp_carbons_show_one_device_what_the_other_sent_and_received() {
     assert_eq!(out["pc_got"], "answer");
     assert_eq!(out["phone_got"], "answer");
 }
+
+#[test]
+fn slixmpp_roster_lists_conversation_partners_with_their_presence() {
+    let g = Gateway::start();
+    let (a, b, stranger) = (unique("ro-a"), unique("ro-b"), unique("ro-s"));
+    let r = g.client(&b, "web").send_text(&a, "hello a", "ro-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_roster.py", &[&a, &at, &b, &bt]);
+    let b_jid = format!("{b}@{DOMAIN}");
+    assert_eq!(out["roster"][&b_jid], "both", "{out}");
+    assert!(out["roster"].get(format!("{stranger}@{DOMAIN}")).is_none());
+    assert_eq!(out["roster"].as_object().unwrap().len(), 1, "{out}");
+    assert_eq!(out["peer_online"], format!("{b_jid}/pc"), "{out}");
+}
