@@ -198,3 +198,51 @@ fn slixmpp_roster_lists_conversation_partners_with_their_presence() {
     assert_eq!(out["roster"].as_object().unwrap().len(), 1, "{out}");
     assert_eq!(out["peer_online"], format!("{b_jid}/pc"), "{out}");
 }
+
+#[test]
+fn slixmpp_scram_sha1_and_sha256_with_a_device_secret() {
+    let g = Gateway::start_with(&[("IMGATE_XMPP_SCRAM", "true")]);
+    let user = unique("sc-u");
+    let r = g.admin().post(
+        "/admin/device/secret/issue",
+        &json!({"userId": user, "deviceId": "sensor-1"}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let secret = r.result()["secret"].as_str().expect("secret").to_string();
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
+        let out = run_script(&g, "xmpp_scram.py", &[&user, &secret, mech]);
+        assert_eq!(out["ok"], true, "{mech}: {out}");
+        assert_eq!(out["mech"], mech);
+        assert_eq!(
+            out["jid"],
+            format!("{user}@{DOMAIN}/sensor-1"),
+            "the secret's device"
+        );
+        let wrong = run_script(&g, "xmpp_scram.py", &[&user, "ds1_not-the-secret", mech]);
+        assert_eq!(wrong["ok"], false, "{mech}: {wrong}");
+    }
+    // A token cannot do SCRAM (the server never holds it) but still logs
+    // in with PLAIN, which slixmpp falls back to.
+    let token = g.admin().token(&user, "pc", 3);
+    let only_scram = run_script(&g, "xmpp_scram.py", &[&user, &token, "SCRAM-SHA-256"]);
+    assert_eq!(only_scram["ok"], false, "{only_scram}");
+    let fallback = run_script(&g, "xmpp_scram.py", &[&user, &token, "SCRAM-SHA-256,PLAIN"]);
+    assert_eq!(fallback["ok"], true, "{fallback}");
+    assert_eq!(fallback["mech"], "PLAIN");
+}
+
+#[test]
+fn scram_is_not_offered_unless_enabled() {
+    let g = Gateway::start();
+    let user = unique("sc-off");
+    let r = g.admin().post(
+        "/admin/device/secret/issue",
+        &json!({"userId": user, "deviceId": "d1"}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let secret = r.result()["secret"].as_str().expect("secret").to_string();
+    let out = run_script(&g, "xmpp_scram.py", &[&user, &secret, "SCRAM-SHA-256"]);
+    assert_eq!(out["ok"], false, "{out}");
+    let plain = run_script(&g, "xmpp_scram.py", &[&user, &secret, "PLAIN"]);
+    assert_eq!(plain["ok"], true, "{plain}");
+}

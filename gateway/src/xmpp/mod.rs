@@ -17,6 +17,7 @@
 //! - [`references`]: reactions, corrections and retractions (the messages
 //!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
+//! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
 //! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
 //! required before SASL (see [`negotiation`]); without them TLS is not
@@ -36,6 +37,7 @@ mod references;
 mod roster;
 mod router;
 mod routing;
+pub(crate) mod scram;
 mod session;
 mod sm_cluster;
 mod stream_management;
