@@ -8,7 +8,8 @@
 //! The id a client names is the one it knows: the `messageUid` of a
 //! delivered message (its stanza id), or its own stanza id (the
 //! `clientMsgId`) for a message it sent. [`resolve`] finds either, among
-//! the messages the user can see. Such a stanza waits until the messages
+//! the messages the user can see; one naming a message imgate does not
+//! know is routed unchanged, like a chat state. Such a stanza waits until the messages
 //! sent before it are stored (`Session::handle_element` holds it), so it
 //! may name a message sent just before.
 
@@ -158,6 +159,10 @@ impl Session {
         .await;
         match built {
             Ok(draft) => self.start_draft(el, draft),
+            // A message imgate does not know (another server's, older than
+            // the archive): passed on as it is, as a server that only
+            // routes would.
+            Err(e) if e.code == ErrorCode::NotExist => self.start_transient(el).await,
             Err(e) => self.push_error(&el, &e),
         }
     }
@@ -184,6 +189,9 @@ impl Session {
         };
         let target = match target {
             Ok(m) => m,
+            // Not a message of this user that imgate knows: passed on as
+            // it is (the recipient's client may know it).
+            Err(e) if e.code == ErrorCode::NotExist => return self.start_transient(el).await,
             Err(e) => return self.push_error(&el, &e),
         };
         let store = self.state.store.clone();
