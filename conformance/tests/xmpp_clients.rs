@@ -246,3 +246,28 @@ fn scram_is_not_offered_unless_enabled() {
     let plain = run_script(&g, "xmpp_scram.py", &[&user, &secret, "PLAIN"]);
     assert_eq!(plain["ok"], true, "{plain}");
 }
+
+#[test]
+fn slixmpp_block_list_refuses_messages_in_every_protocol() {
+    let g = Gateway::start();
+    let (a, b) = (unique("bl-a"), unique("bl-b"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_blocking.py", &[&a, &at, &b, &bt]);
+    assert_eq!(
+        out["blocked"],
+        json!([format!("{b}@{DOMAIN}"), "toto@example.com"]),
+        "{out}"
+    );
+    assert!(
+        out["refused"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("245"),
+        "{out}"
+    );
+    assert_eq!(out["after"], json!([]), "{out}");
+    // Unblocked again: an HTTP send from B to A goes through.
+    let r = g.client(&b, "web").send_text(&a, "hello again", "bl-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+}

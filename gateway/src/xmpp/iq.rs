@@ -32,6 +32,7 @@ pub const FEATURES: &[&str] = &[
     ns::REACTIONS,
     ns::CORRECTION,
     ns::RETRACT,
+    ns::BLOCKING,
     ns::IMGATE_PAYLOAD,
 ];
 
@@ -99,6 +100,7 @@ impl Session {
                     "248 every device of a user gets every message",
                 ),
             ),
+            (_, ns::BLOCKING, _) => return self.handle_blocking(el, payload).await,
             ("set", ns::MAM, "query") => {
                 return self.handle_mam(el, payload).await;
             }

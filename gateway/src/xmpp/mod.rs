@@ -15,7 +15,8 @@
 //!   [`receipts`]: receipts from acks on any node; [`routing`]: IQs and
 //!   body-less messages to full and bare JIDs, on any node.
 //! - [`references`]: reactions, corrections and retractions (the messages
-//!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read.
+//!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
+//!   [`blocking`]: XEP-0191 block lists in the policy.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
@@ -24,6 +25,7 @@
 //! offered (run XMPP behind a TLS-terminating proxy or on a trusted
 //! network).
 
+mod blocking;
 mod chat_markers;
 mod connection;
 mod errors;
