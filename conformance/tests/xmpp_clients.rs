@@ -271,3 +271,28 @@ fn slixmpp_block_list_refuses_messages_in_every_protocol() {
     let r = g.client(&b, "web").send_text(&a, "hello again", "bl-1");
     assert_eq!(r.code(), 0, "{:?}", r.body);
 }
+
+#[test]
+fn admin_membership_changes_arrive_as_room_presence() {
+    let g = Gateway::start();
+    let (a, c, grp) = (unique("mm-a"), unique("mm-c"), unique("mm-room"));
+    g.admin().create_group(&grp, &a, &[&a]);
+    let at = g.admin().token(&a, "pc", 3);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&a, &at, &grp]);
+    assert_eq!(s.next_line()["event"], "joined");
+    let r = g.admin().post(
+        "/admin/group/member/add",
+        &json!({"operator": a, "groupId": grp, "members": [c]}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let online = s.next_line();
+    assert_eq!(online["nick"], c, "{online}");
+    let r = g.admin().post(
+        "/admin/group/member/del",
+        &json!({"operator": a, "groupId": grp, "members": [c]}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let out = s.finish();
+    assert_eq!(out["offline"], c, "{out}");
+    assert_eq!(out["codes"], json!([321]), "{out}");
+}

@@ -87,6 +87,7 @@ pub fn connection_handler(
         clustered,
     });
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
+    tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
     if clustered {
         let cursors = state.store.watch_cursors();
         tokio::spawn(receipts::follow_cursors(cursors, ctx.clone()));

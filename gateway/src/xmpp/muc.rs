@@ -14,7 +14,12 @@
 //! Sending stays the group send of DESIGN §2; the sender's resource gets
 //! its message reflected once stored ([`reflection`]). Room disco
 //! (§6.4): identity `conference/text` and the room features; the groups
-//! service answers disco#info as a MUC service.
+//! service answers disco#info as a MUC service. Membership changes made
+//! through the admin API ([`follow_group_changes`]) come as presence to
+//! the members' available resources: an added member's available
+//! presence, a removed one's unavailable presence with status 321 (to
+//! the removed user with 110 too). Joins and leaves of other members'
+//! clients are not shown (members are the occupants).
 
 use imgate_codecs::xmpp::timestamp::xep0082;
 use imgate_codecs::xmpp::{ns, DeliveryOptions, Element};
@@ -22,9 +27,15 @@ use imgate_core::model::{Conversation, Message};
 use imgate_core::pipeline::{Draft, SendAck};
 use imgate_core::store::Group;
 
+use std::sync::Arc;
+
+use imgate_core::Store;
+
 use super::errors::{condition_element, error_reply};
 use super::session::Session;
 use super::XmppContext;
+use crate::group_events::{GroupChange, GROUP_TOPIC};
+use crate::sessions::cluster::follow_topic;
 
 /// Most history messages sent on join.
 pub const MAX_HISTORY: usize = 50;
@@ -63,6 +74,57 @@ pub fn reflection(ctx: &XmppContext, draft: Draft, ack: &SendAck, jid: &str) -> 
         el.set_attr("id", msg.client_msg_id.clone());
     }
     el
+}
+
+/// Show the admin API's membership changes to this node's XMPP sessions
+/// until the store closes (every node applies every change, its own too).
+pub async fn follow_group_changes(store: Arc<dyn Store>, ctx: Arc<XmppContext>) {
+    follow_topic(store, GROUP_TOPIC, |c: GroupChange, _local| {
+        let room = format!("{}@{}", c.group, ctx.normalizer.group_domain());
+        let affiliation = |u: &str| if u == c.owner { "owner" } else { "member" };
+        let watchers: Vec<&String> = c.members.iter().chain(&c.removed).collect();
+        for watcher in watchers {
+            for added in c.added.iter().filter(|a| *a != watcher) {
+                ctx.router.send_to_available(watcher, |resource| {
+                    Element::new("presence", ns::CLIENT)
+                        .attr("from", format!("{room}/{added}"))
+                        .attr(
+                            "to",
+                            format!("{watcher}@{}/{resource}", ctx.normalizer.domain()),
+                        )
+                        .child(
+                            Element::new("x", ns::MUC_USER).child(
+                                occupant_item(affiliation(added))
+                                    .attr("jid", ctx.normalizer.user_jid(added)),
+                            ),
+                        )
+                });
+            }
+            for removed in &c.removed {
+                ctx.router.send_to_available(watcher, |resource| {
+                    let mut x = Element::new("x", ns::MUC_USER)
+                        .child(
+                            Element::new("item", ns::MUC_USER)
+                                .attr("affiliation", "none")
+                                .attr("role", "none"),
+                        )
+                        .child(Element::new("status", ns::MUC_USER).attr("code", "321"));
+                    if removed == watcher {
+                        x = x.child(Element::new("status", ns::MUC_USER).attr("code", "110"));
+                    }
+                    Element::new("presence", ns::CLIENT)
+                        .attr("from", format!("{room}/{removed}"))
+                        .attr(
+                            "to",
+                            format!("{watcher}@{}/{resource}", ctx.normalizer.domain()),
+                        )
+                        .attr("type", "unavailable")
+                        .child(x)
+                });
+            }
+        }
+    })
+    .await;
 }
 
 fn occupant_item(affiliation: &str) -> Element {
