@@ -90,6 +90,10 @@ impl Session {
 
     /// A body-less message with nothing to store: routed as it is.
     pub(super) async fn start_transient(&mut self, el: Element) {
+        if !self.route_budget.take() {
+            tracing::debug!(user = %self.principal.user_id, "xmpp: routing budget spent; stanza dropped");
+            return self.window.push(async { None });
+        }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
         match self.addressee_of(&el) {

@@ -134,6 +134,17 @@ impl Session {
     /// full JID as `from`; a request for a resource that is not connected
     /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2).
     async fn route_iq(&mut self, el: &Element, user: &str, resource: &str) -> bool {
+        let request = matches!(el.get_attr("type"), Some("get") | Some("set"));
+        if !self.route_budget.take() {
+            if !request {
+                return true;
+            }
+            let err =
+                condition_element("resource-constraint", "wait", "250 too many stanzas routed");
+            return self
+                .send_stanza(&error_reply(el, &self.jid, err), None)
+                .await;
+        }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
         let routed = routing::route(
@@ -144,7 +155,6 @@ impl Session {
             stamped,
         )
         .await;
-        let request = matches!(el.get_attr("type"), Some("get") | Some("set"));
         if routed == Routed::Nowhere && request {
             let err = condition_element(
                 "service-unavailable",

@@ -93,6 +93,9 @@ impl Session {
 
     /// Presence of type subscribe / unsubscribe / probe to `contact`.
     pub(super) async fn handle_subscription(&mut self, el: &Element, contact: &str) -> bool {
+        if !self.route_budget.take() {
+            return true;
+        }
         let contact_jid = self.ctx.normalizer.user_jid(contact);
         match el.get_attr("type") {
             Some("subscribe") => {
@@ -144,6 +147,9 @@ impl Session {
 
     /// After initial presence: tell every contact, and probe them.
     pub(super) async fn announce_to_contacts(&mut self, available: bool) {
+        if !self.route_budget.take() {
+            return;
+        }
         let user = self.principal.user_id.clone();
         for c in contacts(self.state.store.as_ref(), &user).await {
             let mut p = Element::new("presence", ns::CLIENT)

@@ -23,6 +23,45 @@ use serde::{Deserialize, Serialize};
 use super::XmppContext;
 use crate::sessions::cluster::follow_topic;
 
+/// Stanzas a session may route per [`BUDGET_WINDOW`] (IQs, chat states,
+/// directed presence and presence changes to contacts); more are dropped,
+/// so that one client cannot flood other sessions or, on a cluster, the
+/// announcement stream. Stored messages have the pipeline's rate limit.
+pub const ROUTE_BUDGET: u32 = 100;
+pub const BUDGET_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A session's routing budget (fixed window).
+#[derive(Debug)]
+pub struct RouteBudget {
+    window_start: std::time::Instant,
+    used: u32,
+}
+
+impl Default for RouteBudget {
+    fn default() -> Self {
+        RouteBudget {
+            window_start: std::time::Instant::now(),
+            used: 0,
+        }
+    }
+}
+
+impl RouteBudget {
+    /// Whether one more stanza may be routed now.
+    pub fn take(&mut self) -> bool {
+        let now = std::time::Instant::now();
+        if now.duration_since(self.window_start) >= BUDGET_WINDOW {
+            self.window_start = now;
+            self.used = 0;
+        }
+        if self.used >= ROUTE_BUDGET {
+            return false;
+        }
+        self.used += 1;
+        true
+    }
+}
+
 /// The announcement topic of routed stanzas.
 pub const ROUTE_TOPIC: &str = "xmpp.route";
 
@@ -200,6 +239,17 @@ mod tests {
 
     fn of(to: Option<&str>) -> Addressee {
         addressee(to, "localhost", "groups.localhost", "alice", "pc")
+    }
+
+    #[test]
+    fn the_budget_refuses_past_its_limit() {
+        let mut b = RouteBudget::default();
+        for _ in 0..ROUTE_BUDGET {
+            assert!(b.take());
+        }
+        assert!(!b.take());
+        b.window_start -= BUDGET_WINDOW;
+        assert!(b.take(), "a new window");
     }
 
     #[test]

@@ -81,6 +81,8 @@ pub struct Session {
     pub(super) window: SendWindow<MessageDone>,
     /// A stanza waiting until `window` is empty.
     pub(super) held: Option<Element>,
+    /// What this session may route to others (`routing`).
+    pub(super) route_budget: super::routing::RouteBudget,
 }
 
 /// How the loop ended, for stream management.
@@ -132,6 +134,7 @@ pub async fn start(
         ping_counter: 0,
         window: SendWindow::new(state.config.send_window),
         held: None,
+        route_budget: Default::default(),
     };
     if let Some((guard, h)) = resumed {
         if !Box::pin(session.resume(guard, h)).await {
