@@ -19,7 +19,11 @@ SLIX_VERSION=$("$PY" -c 'import slixmpp; print(slixmpp.__version__)')
 WORK=$(mktemp -d)
 chmod 755 "$WORK" # prosody runs as its own user
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
 
 # The itests from the source distribution (PyPI, via pip).
@@ -60,12 +64,18 @@ CFG
 chown prosody:prosody "$WORK/prosody/prosody.cfg.lua" 2>/dev/null || true
 prosodyctl --config "$WORK/prosody/prosody.cfg.lua" register one localhost "$PASS1" >/dev/null
 prosodyctl --config "$WORK/prosody/prosody.cfg.lua" register two localhost "$PASS2" >/dev/null
+if (exec 3<>/dev/tcp/127.0.0.1/$PROSODY_PORT) 2>/dev/null; then
+  echo "port $PROSODY_PORT is in use (set PROSODY_PORT)" >&2
+  exit 1
+fi
 prosody --config "$WORK/prosody/prosody.cfg.lua" > "$WORK/prosody/console.log" 2>&1 &
-PIDS+=($!)
+PROSODY_PID=$!
+PIDS+=($PROSODY_PID)
 for _ in $(seq 100); do
   (exec 3<>/dev/tcp/127.0.0.1/$PROSODY_PORT) 2>/dev/null && break
   sleep 0.1
 done
+kill -0 "$PROSODY_PID" || { echo "prosody did not start:" >&2; cat "$WORK/prosody/console.log" >&2; exit 1; }
 
 run_itests() { # NAME PORT PASS1 PASS2 MUC_SERVER
   CI_ACCOUNT1=one@localhost CI_ACCOUNT1_PASSWORD=$3 \

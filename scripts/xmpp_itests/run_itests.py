@@ -30,14 +30,14 @@ def patch(host, port):
         c.enable_starttls = False
         c.enable_direct_tls = False
         c.enable_plaintext = True
-        c["feature_mechanisms"].unencrypted_plain = True
-        c["feature_mechanisms"].unencrypted_scram = True
+        c.plugin["feature_mechanisms"].unencrypted_plain = True
+        c.plugin["feature_mechanisms"].unencrypted_scram = True
 
     async def connect_clients(self):
         for c in self.clients:
             c.connect(host, int(port))
         await asyncio.wait_for(
-            asyncio.gather(*[c.wait_until("session_start") for c in self.clients]), 30
+            asyncio.gather(*[c.wait_until("session_start") for c in self.clients]), 15
         )
 
     integration.SlixIntegration.add_client = add_client
@@ -79,7 +79,7 @@ def main(itests_dir, host, port, room, results_path):
 
     def bounded(self, method):
         async def within_limit():
-            return await asyncio.wait_for(method(), 60)
+            return await asyncio.wait_for(method(), 20)
 
         # A coroutine function, so that the runner awaits it.
         return self._callMaybeAsync(within_limit)
