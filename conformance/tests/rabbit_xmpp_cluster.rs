@@ -279,3 +279,51 @@ fn sm_resumes_on_the_other_node_after_kill_9() {
     assert_eq!(synced_from(&c.b, &alice, &bob), 2, "b-1 and b-2, once each");
     assert_eq!(synced_from(&c.b, &bob, &bob), 2);
 }
+
+#[test]
+fn iqs_and_chat_states_route_to_a_client_on_the_other_node() {
+    let Some(url) = amqp_url("iqs_and_chat_states_route_to_a_client_on_the_other_node") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let (alice, bob) = (unique("xr-alice"), unique("xr-bob"));
+    let mut a = xmpp(&c.a, &alice, "pc", 3);
+    let mut b = xmpp(&c.b, &bob, "pc", 3);
+    let (alice_full, bob_full) = (format!("{alice}@{DOMAIN}/pc"), format!("{bob}@{DOMAIN}/pc"));
+    // An IQ to Bob's full JID reaches Bob's client on node B, and its
+    // answer comes back to Alice on node A (RFC 6120 §10.5.4).
+    a.send(&format!(
+        "<iq type='get' id='v1' to='{bob_full}'><query xmlns='jabber:iq:version'/></iq>"
+    ));
+    let q = b
+        .wait_for(|e| e.name == "iq" && e.get_attr("id") == Some("v1"), WAIT)
+        .expect("the IQ on node B");
+    assert_eq!(q.get_attr("from"), Some(alice_full.as_str()));
+    assert_eq!(q.get_attr("type"), Some("get"));
+    b.send(&format!(
+        "<iq type='result' id='v1' to='{alice_full}'><query xmlns='jabber:iq:version'><name>raw</name></query></iq>"
+    ));
+    let answer = a
+        .wait_for(|e| e.name == "iq" && e.get_attr("id") == Some("v1"), WAIT)
+        .expect("the answer on node A");
+    assert_eq!(answer.get_attr("type"), Some("result"));
+    assert_eq!(answer.get_attr("from"), Some(bob_full.as_str()));
+
+    // A chat state to Bob's bare JID reaches his available resource.
+    b.send("<presence/><iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    b.wait_for(|e| e.get_attr("id") == Some("p1"), WAIT)
+        .expect("ping answered: the presence was handled");
+    a.send(&format!(
+        "<message to='{bob}@{DOMAIN}' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+    ));
+    let state = b
+        .wait_for(
+            |e| {
+                e.get_child("composing", "http://jabber.org/protocol/chatstates")
+                    .is_some()
+            },
+            WAIT,
+        )
+        .expect("the chat state on node B");
+    assert_eq!(state.get_attr("from"), Some(alice_full.as_str()));
+}

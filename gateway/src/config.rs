@@ -124,6 +124,10 @@ pub struct Config {
     /// `write_timeout_secs` is closed with `policy-violation`. What it did
     /// not ack stays pending in the store and comes again at its next login.
     pub xmpp_sm_max_unacked: usize,
+    /// Offer SASL SCRAM-SHA-256 and SCRAM-SHA-1 on XMPP (device secrets
+    /// as the password; tokens need PLAIN): off by default, since clients
+    /// that prefer SCRAM may not fall back to PLAIN for a token.
+    pub xmpp_scram: bool,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -269,6 +273,7 @@ impl Default for Config {
             mqtt_acl_file: String::new(),
             xmpp_preauth_max_stanza: 16 * 1024,
             xmpp_sm_max_unacked: 1000,
+            xmpp_scram: false,
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,

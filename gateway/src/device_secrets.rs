@@ -52,6 +52,28 @@ struct SecretRecord {
     hash: String,
     #[serde(rename = "issuedMs")]
     issued_ms: i64,
+    /// SCRAM keys (hex `storedKey:serverKey`) for XMPP SCRAM-SHA-1 and
+    /// -256 logins (`xmpp::scram`); absent on secrets issued before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scram1: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    scram256: Option<String>,
+}
+
+fn scram_hex(k: &crate::xmpp::scram::Keys) -> String {
+    format!(
+        "{}:{}",
+        hex::encode(&k.stored_key),
+        hex::encode(&k.server_key)
+    )
+}
+
+fn scram_keys(s: &str) -> Option<crate::xmpp::scram::Keys> {
+    let (stored, server) = s.split_once(':')?;
+    Some(crate::xmpp::scram::Keys {
+        stored_key: hex::decode(stored).ok()?,
+        server_key: hex::decode(server).ok()?,
+    })
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -217,9 +239,12 @@ impl DeviceCredentials {
         check_id(user, "userId")?;
         check_id(device, "deviceId")?;
         let secret = new_secret()?;
+        use crate::xmpp::scram::{derive, Hash};
         let record = SecretRecord {
             hash: hex::encode(digest(&secret)),
             issued_ms: now_ms,
+            scram1: Some(scram_hex(&derive(Hash::Sha1, user, &secret))),
+            scram256: Some(scram_hex(&derive(Hash::Sha256, user, &secret))),
         };
         let limits = self.limits;
         self.change(store, now_ms, |s| {
@@ -338,6 +363,29 @@ impl DeviceCredentials {
                 .find(|(_, r)| digest_matches(&presented, &r.hash))
                 .map(|(d, _)| d.clone()),
         }
+    }
+
+    /// The SCRAM keys of `user`'s device secrets for `hash`, by device
+    /// (what an XMPP SCRAM proof is checked against).
+    pub fn scram_candidates(
+        &self,
+        user: &str,
+        hash: crate::xmpp::scram::Hash,
+    ) -> Vec<(String, crate::xmpp::scram::Keys)> {
+        let s = self.read();
+        let Some(devices) = s.devices.get(user) else {
+            return Vec::new();
+        };
+        devices
+            .iter()
+            .filter_map(|(d, r)| {
+                let keys = match hash {
+                    crate::xmpp::scram::Hash::Sha1 => r.scram1.as_deref(),
+                    crate::xmpp::scram::Hash::Sha256 => r.scram256.as_deref(),
+                }?;
+                Some((d.clone(), scram_keys(keys)?))
+            })
+            .collect()
     }
 
     /// A token of `user` issued at `issued_ms` (None: before issue times

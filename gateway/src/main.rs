@@ -4,6 +4,7 @@
 //! - `server`: `imgate serve`: listeners, startup lines, graceful shutdown.
 //! - `config`: defaults, `imgate.toml`, `IMGATE_*` overrides.
 //! - `sessions`: login, kick rule and accept loop shared by TCP protocols.
+//! - `group_events`: admin group membership changes told to every node.
 //! - `pb`: the private binary protocol sessions.
 //! - `mqtt`: MQTT 3.1.1/5 sessions, the IM topic namespace and the broker.
 //! - `xmpp`: XMPP-lite sessions (SASL, binding, receipts, SM, MAM).
@@ -24,6 +25,7 @@ mod cli;
 mod config;
 mod conversations;
 mod device_secrets;
+mod group_events;
 mod http;
 mod listeners;
 mod metrics;

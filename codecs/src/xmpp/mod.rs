@@ -11,6 +11,9 @@
 //! - [`jid`]: `local@domain/resource` addresses.
 //! - [`payload`]: `<payload xmlns='urn:imgate:payload'>` ↔ the
 //!   `MessagePayload` fields `<body>` cannot carry.
+//! - [`extensions`]: what a `<message>`'s extension elements mean (chat
+//!   states, markers, reactions, corrections, retraction) and how the
+//!   others travel in the payload's `extra`.
 //! - [`normalizer`]: [`XmppNormalizer`], `<message>` ↔ `Draft`/`Message`.
 //! - [`timestamp`]: XEP-0082 date-times for `<delay>` and MAM filters.
 //! - [`ns`]: the namespaces, as constants.
@@ -38,6 +41,7 @@
 
 pub mod element;
 pub mod error;
+pub mod extensions;
 pub mod framer;
 pub mod jid;
 pub mod normalizer;

@@ -4,7 +4,9 @@
 //! (`type='chat'`); group `g` is `g@groups.<domain>` (`type='groupchat'`,
 //! delivered from `g@groups.<domain>/<sender>` as a MUC room would).
 //! Content: `<body>` ↔ `searchable_content`; everything else in
-//! [`super::payload`]. Ids: the client's stanza `id` is the
+//! [`super::payload`]; other extension elements travel in `extra`, and
+//! reactions, corrections and recall notices are written as their XEP
+//! elements ([`super::extensions`]). Ids: the client's stanza `id` is the
 //! `client_msg_id` (idempotent resends); a delivered message's stanza `id`
 //! and its XEP-0359 `<stanza-id>` are the `messageUid`, which is also what
 //! the recipient's XEP-0184 receipt and MAM results refer to.
@@ -13,11 +15,12 @@
 //! XEP-0280 carbon (`<sent>` wrapping the original), so a client shows it
 //! as outgoing.
 
-use imgate_core::model::{Conversation, ConversationType, Message};
+use imgate_core::model::{content_type, Conversation, ConversationType, Message};
 use imgate_core::pipeline::Draft;
 use imgate_core::{ErrorCode, ImError};
 
 use super::element::Element;
+use super::extensions::{carried_xml, merge_into_extra, split_extra, Reference};
 use super::jid::Jid;
 use super::ns;
 use super::payload::{
@@ -120,7 +123,13 @@ impl XmppNormalizer {
                 "type='groupchat' goes to group@groups.<domain>, other messages to user@<domain>",
             ));
         }
-        let (payload, extras) = decode_payload(body.as_deref(), payload_el)?;
+        let (mut payload, extras) = decode_payload(body.as_deref(), payload_el)?;
+        // Extension elements travel in `extra` (module `extensions`).
+        if let Some(xml) = carried_xml(stanza) {
+            if let Some(extra) = merge_into_extra(&payload.extra, &xml) {
+                payload.extra = extra;
+            }
+        }
         if let Some(t) = extras.conv_type {
             conversation.kind = t;
         }
@@ -212,7 +221,18 @@ impl XmppNormalizer {
         opts: DeliveryOptions,
     ) -> Element {
         let id = msg.message_id.to_string();
-        let p = &msg.payload;
+        // Carried extension elements come out of `extra` (module
+        // `extensions`); the rest of `extra` stays in the payload element.
+        let (rest, carried) = split_extra(&msg.payload.extra);
+        let stripped;
+        let p = if carried.is_empty() && rest == msg.payload.extra {
+            &msg.payload
+        } else {
+            let mut copy = msg.payload.clone();
+            copy.extra = rest;
+            stripped = copy;
+            &stripped
+        };
         let mut el = Element::new("message", ns::CLIENT)
             .attr("from", from)
             .attr("to", to)
@@ -235,6 +255,12 @@ impl XmppNormalizer {
             line: msg.conversation.line,
             to_users: msg.to_users.clone(),
         };
+        if let Some(reference) = self.reference_element(msg, viewer) {
+            el = el.child(reference);
+        }
+        for e in carried {
+            el = el.child(e);
+        }
         if needs_payload_element(p, &extras) {
             el = el.child(encode_payload(p, &extras));
         }
@@ -254,6 +280,47 @@ impl XmppNormalizer {
             );
         }
         el
+    }
+}
+
+impl XmppNormalizer {
+    /// The standard element of a message that refers to another one:
+    /// XEP-0444 reactions, XEP-0308 correction, XEP-0424 retraction (a
+    /// recall notice), each naming the message by the id `viewer`'s
+    /// client knows.
+    fn reference_element(&self, msg: &Message, viewer: &str) -> Option<Element> {
+        let p = &msg.payload;
+        let group = is_group_like(&msg.conversation);
+        match p.content_type {
+            content_type::REACTION => {
+                let r = Reference::from_json(&p.content)?;
+                let mut el =
+                    Element::new("reactions", ns::REACTIONS).attr("id", r.id_for(viewer, group));
+                for reaction in &r.reactions {
+                    el = el.child(Element::new("reaction", ns::REACTIONS).text(reaction.clone()));
+                }
+                Some(el)
+            }
+            content_type::EDIT => {
+                let r = Reference::from_json(&p.content)?;
+                Some(Element::new("replace", ns::CORRECTION).attr("id", r.id_for(viewer, group)))
+            }
+            content_type::RECALL => {
+                // content: the recalled id; extra: its sender's client id.
+                let client_msg_id = serde_json::from_str::<serde_json::Value>(&p.extra)
+                    .ok()
+                    .and_then(|v| v.get("clientMsgId")?.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                let r = Reference {
+                    message_uid: p.content.clone(),
+                    sender: msg.sender.clone(),
+                    client_msg_id,
+                    reactions: Vec::new(),
+                };
+                Some(Element::new("retract", ns::RETRACT).attr("id", r.id_for(viewer, group)))
+            }
+            _ => None,
+        }
     }
 }
 
@@ -359,5 +426,97 @@ mod tests {
             .get_child("message", ns::CLIENT)
             .unwrap();
         assert_eq!(inner.get_attr("to"), Some("bob@localhost"));
+    }
+
+    #[test]
+    fn references_name_the_id_each_viewer_knows() {
+        let n = XmppNormalizer::new("localhost");
+        let reference = Reference {
+            message_uid: "7".into(),
+            sender: "bob".into(),
+            client_msg_id: "b-1".into(),
+            reactions: vec!["👍".into()],
+        };
+        let mut p = MessagePayload {
+            content_type: content_type::REACTION,
+            content: reference.to_json(),
+            persist_flag: 1,
+            ..Default::default()
+        };
+        let m = msg(Conversation::private("bob"), p.clone());
+        let to_bob = n.message_to_stanza(&m, "bob", "bob@localhost/pc", DeliveryOptions::default());
+        let r = to_bob.get_child("reactions", ns::REACTIONS).unwrap();
+        assert_eq!(r.get_attr("id"), Some("b-1"));
+        assert_eq!(r.elements().next().unwrap().text_content(), "👍");
+        assert!(to_bob.get_child("body", ns::CLIENT).is_none());
+        p.content_type = content_type::EDIT;
+        p.searchable_content = "fixed".into();
+        let mut m = msg(Conversation::private("bob"), p);
+        m.sender = "bob".into();
+        m.conversation = Conversation::private("alice");
+        let to_alice = n.message_to_stanza(
+            &m,
+            "alice",
+            "alice@localhost/pc",
+            DeliveryOptions::default(),
+        );
+        let replace = to_alice.get_child("replace", ns::CORRECTION).unwrap();
+        assert_eq!(replace.get_attr("id"), Some("7"));
+        let recall = MessagePayload {
+            content_type: content_type::RECALL,
+            content: "7".into(),
+            extra: "{\"operator\":\"alice\",\"clientMsgId\":\"a-1\"}".into(),
+            persist_flag: 1,
+            ..Default::default()
+        };
+        let m = msg(Conversation::private("bob"), recall);
+        let to_bob = n.message_to_stanza(&m, "bob", "bob@localhost/pc", DeliveryOptions::default());
+        assert_eq!(
+            to_bob
+                .get_child("retract", ns::RETRACT)
+                .unwrap()
+                .get_attr("id"),
+            Some("7")
+        );
+        let own = n.message_to_stanza(
+            &m,
+            "alice",
+            "alice@localhost/phone",
+            DeliveryOptions::default(),
+        );
+        let inner = own
+            .get_child("sent", ns::CARBONS)
+            .and_then(|s| s.get_child("forwarded", ns::FORWARD))
+            .and_then(|f| f.get_child("message", ns::CLIENT))
+            .unwrap();
+        assert_eq!(
+            inner
+                .get_child("retract", ns::RETRACT)
+                .unwrap()
+                .get_attr("id"),
+            Some("a-1")
+        );
+    }
+
+    #[test]
+    fn carried_extensions_come_back_and_leave_extra() {
+        let n = XmppNormalizer::new("localhost");
+        let stanza = Element::new("message", ns::CLIENT)
+            .attr("to", "bob@localhost")
+            .attr("type", "chat")
+            .attr("id", "c1")
+            .child(Element::new("body", ns::CLIENT).text("hi"))
+            .child(Element::new("active", ns::CHAT_STATES));
+        let d = n.message_to_draft(&stanza, "alice").unwrap().unwrap();
+        assert!(d.payload.extra.contains("chatstates"));
+        let m = msg(d.conversation, d.payload);
+        let out = n.message_to_stanza(&m, "bob", "bob@localhost/pc", DeliveryOptions::default());
+        assert!(out.get_child("active", ns::CHAT_STATES).is_some());
+        // Plain text otherwise: no payload element for the extra.
+        assert!(
+            out.get_child(PAYLOAD, ns::IMGATE_PAYLOAD).is_none(),
+            "{}",
+            out.to_xml()
+        );
     }
 }

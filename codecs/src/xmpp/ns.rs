@@ -51,3 +51,25 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 /// imgate's own element carrying every `MessagePayload` field that
 /// `<body>` cannot (DESIGN §5.4).
 pub const IMGATE_PAYLOAD: &str = "urn:imgate:payload";
+/// XEP-0085 chat state notifications.
+pub const CHAT_STATES: &str = "http://jabber.org/protocol/chatstates";
+/// XEP-0333 displayed markers.
+pub const CHAT_MARKERS: &str = "urn:xmpp:chat-markers:0";
+/// XEP-0444 message reactions.
+pub const REACTIONS: &str = "urn:xmpp:reactions:0";
+/// XEP-0308 last message correction.
+pub const CORRECTION: &str = "urn:xmpp:message-correct:0";
+/// XEP-0424 message retraction (version 1).
+pub const RETRACT: &str = "urn:xmpp:message-retract:1";
+/// XEP-0428 fallback indication.
+pub const FALLBACK: &str = "urn:xmpp:fallback:0";
+/// XEP-0334 message processing hints.
+pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0045 multi-user chat (the join element).
+pub const MUC: &str = "http://jabber.org/protocol/muc";
+/// XEP-0045 multi-user chat (occupant information).
+pub const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+/// XEP-0191 blocking command.
+pub const BLOCKING: &str = "urn:xmpp:blocking";
+/// XEP-0313 archive results (inside a message).
+pub const MAM_RESULT: &str = MAM;

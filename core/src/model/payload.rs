@@ -17,6 +17,14 @@ pub mod content_type {
     pub const RECALL: i32 = 80;
     pub const TIP: i32 = 90;
     pub const TYPING: i32 = 91;
+    /// Reactions to a message (XEP-0444 on XMPP): `content` is JSON
+    /// `{"messageUid","sender","clientMsgId","reactions":[..]}`, the
+    /// reactor's current set (empty: all removed). See docs/xmpp.md.
+    pub const REACTION: i32 = 120;
+    /// A correction of an earlier message (XEP-0308 on XMPP): the new text
+    /// in `searchableContent`, `content` is JSON
+    /// `{"messageUid","sender","clientMsgId"}` naming the corrected one.
+    pub const EDIT: i32 = 121;
 }
 
 /// Persist flags of DESIGN §2 (what each means: `docs/messages.md`).

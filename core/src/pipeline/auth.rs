@@ -75,7 +75,15 @@ where
             if cmd.principal.admin {
                 Ok(())
             } else {
-                self.policy.check_send(&cmd.draft.sender)
+                self.policy.check_send(&cmd.draft.sender).and_then(|()| {
+                    // A user's block list (XEP-0191) covers private messages.
+                    if cmd.draft.conversation.kind == 0 {
+                        self.policy
+                            .check_blocks(&cmd.draft.sender, &cmd.draft.conversation.target)
+                    } else {
+                        Ok(())
+                    }
+                })
             }
         });
         match checked {

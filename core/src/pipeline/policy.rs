@@ -1,6 +1,14 @@
 //! Per-user policy set through the admin API: status (normal / muted /
-//! forbidden), rate-limit overrides, and the daily quota counters. Shared
-//! by the auth and rate-limit layers and by every protocol's login.
+//! forbidden), rate-limit overrides, and the daily quota counters; and
+//! each user's own block list (XMPP XEP-0191): a private message between
+//! two users one of whom blocks the other is refused with 245. Shared by
+//! the auth and rate-limit layers and by every protocol's login.
+
+/// Most users one user may block.
+pub const MAX_BLOCKED_PER_USER: usize = 500;
+/// Most block-list entries of all users together (the policy is one
+/// stored snapshot).
+pub const MAX_BLOCKED_TOTAL: usize = 100_000;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -48,6 +56,9 @@ pub struct PolicySnapshot {
     /// user → (messages, per seconds)
     #[serde(default)]
     pub rate_overrides: HashMap<String, (u32, u64)>,
+    /// user → the users they block.
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub blocks: HashMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Live per-user policy.
@@ -116,6 +127,70 @@ impl PolicyBook {
         }
     }
 
+    /// Refuse a private message between `sender` and `target` when one
+    /// blocks the other (245).
+    pub fn check_blocks(&self, sender: &str, target: &str) -> Result<(), ImError> {
+        let s = self.read();
+        if s.blocks.get(target).is_some_and(|b| b.contains(sender)) {
+            return Err(ImError::new(
+                ErrorCode::UserBlocked,
+                "blocked by the recipient",
+            ));
+        }
+        if s.blocks.get(sender).is_some_and(|b| b.contains(target)) {
+            return Err(ImError::new(ErrorCode::UserBlocked, "you block this user"));
+        }
+        Ok(())
+    }
+
+    /// The users `user` blocks.
+    pub fn blocked_by(&self, user: &str) -> Vec<String> {
+        self.read()
+            .blocks
+            .get(user)
+            .map(|b| b.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Add `targets` to `user`'s block list (within the limits; nothing
+    /// changes when they would be passed).
+    pub fn block(&self, user: &str, targets: &[String]) -> Result<(), ImError> {
+        let mut s = self.write();
+        let total: usize = s.blocks.values().map(|b| b.len()).sum();
+        let list = s.blocks.get(user);
+        let new: Vec<&String> = targets
+            .iter()
+            .filter(|t| *t != user && !list.is_some_and(|l| l.contains(*t)))
+            .collect();
+        let have = list.map_or(0, |l| l.len());
+        if have + new.len() > MAX_BLOCKED_PER_USER || total + new.len() > MAX_BLOCKED_TOTAL {
+            return Err(ImError::new(
+                ErrorCode::OverFrequency,
+                format!("at most {MAX_BLOCKED_PER_USER} blocked users"),
+            ));
+        }
+        let new: Vec<String> = new.into_iter().cloned().collect();
+        s.blocks.entry(user.to_string()).or_default().extend(new);
+        Ok(())
+    }
+
+    /// Remove `targets` (all when empty) from `user`'s block list.
+    pub fn unblock(&self, user: &str, targets: &[String]) {
+        let mut s = self.write();
+        if targets.is_empty() {
+            s.blocks.remove(user);
+            return;
+        }
+        if let Some(list) = s.blocks.get_mut(user) {
+            for t in targets {
+                list.remove(t);
+            }
+            if list.is_empty() {
+                s.blocks.remove(user);
+            }
+        }
+    }
+
     pub fn rate_override(&self, user: &str) -> Option<RateLimitConfig> {
         self.read()
             .rate_overrides
@@ -154,5 +229,26 @@ mod tests {
         assert_eq!(p.check_login("a").unwrap_err().code, ErrorCode::UserBlocked);
         p.set_status("a", UserStatus::Normal);
         assert!(p.snapshot().statuses.is_empty());
+    }
+
+    #[test]
+    fn blocks_refuse_private_messages_both_ways_within_limits() {
+        let p = PolicyBook::default();
+        p.block("bob", &["alice".into(), "bob".into()]).unwrap();
+        assert_eq!(p.blocked_by("bob"), ["alice"]);
+        assert_eq!(
+            p.check_blocks("alice", "bob").unwrap_err().code,
+            ErrorCode::UserBlocked
+        );
+        assert_eq!(
+            p.check_blocks("bob", "alice").unwrap_err().code,
+            ErrorCode::UserBlocked
+        );
+        assert!(p.check_blocks("carol", "bob").is_ok());
+        let many: Vec<String> = (0..MAX_BLOCKED_PER_USER).map(|i| format!("u{i}")).collect();
+        assert!(p.block("bob", &many).is_err(), "over the per-user limit");
+        assert_eq!(p.blocked_by("bob").len(), 1, "nothing changed");
+        p.unblock("bob", &[]);
+        assert!(p.check_blocks("alice", "bob").is_ok());
     }
 }

@@ -53,7 +53,13 @@ pub async fn recall(
                 content_type: content_type::RECALL,
                 content: message_id.to_string(),
                 persist_flag: persist_flag::PERSIST,
-                extra: serde_json::json!({ "operator": operator }).to_string(),
+                // The sender's own client knows the message by its client id
+                // (an XMPP retraction names it so).
+                extra: serde_json::json!({
+                    "operator": operator,
+                    "clientMsgId": recalled.client_msg_id,
+                })
+                .to_string(),
                 ..Default::default()
             },
             client_msg_id: format!("recall-{message_id}"),

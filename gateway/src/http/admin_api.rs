@@ -302,9 +302,14 @@ async fn group_member_add(
     JsonBody(req): JsonBody<GroupMembersReq>,
 ) -> Result<Json<Value>, ApiError> {
     let mut group = load_group(&state, &req.group_id).await?;
-    group.members.extend(member_set(req.members)?);
+    let added: Vec<String> = member_set(req.members)?
+        .into_iter()
+        .filter(|m| group.members.insert(m.clone()))
+        .collect();
     let count = group.members.len();
+    let change = members_changed(&group, added, Vec::new());
     state.store.put_group(group).await?;
+    crate::group_events::announce(state.store.as_ref(), change).await;
     Ok(ok(json!({ "groupId": req.group_id, "memberCount": count })))
 }
 
@@ -314,12 +319,29 @@ async fn group_member_del(
     JsonBody(req): JsonBody<GroupMembersReq>,
 ) -> Result<Json<Value>, ApiError> {
     let mut group = load_group(&state, &req.group_id).await?;
-    for m in member_set(req.members)? {
-        group.members.remove(&m);
-    }
+    let removed: Vec<String> = member_set(req.members)?
+        .into_iter()
+        .filter(|m| group.members.remove(m))
+        .collect();
     let count = group.members.len();
+    let change = members_changed(&group, Vec::new(), removed);
     state.store.put_group(group).await?;
+    crate::group_events::announce(state.store.as_ref(), change).await;
     Ok(ok(json!({ "groupId": req.group_id, "memberCount": count })))
+}
+
+fn members_changed(
+    group: &Group,
+    added: Vec<String>,
+    removed: Vec<String>,
+) -> crate::group_events::GroupChange {
+    crate::group_events::GroupChange {
+        group: group.id.clone(),
+        owner: group.owner.clone(),
+        members: group.members.iter().cloned().collect(),
+        added,
+        removed,
+    }
 }
 
 #[derive(Deserialize)]

@@ -10,21 +10,20 @@
 //! waiting (see `receipts`). A receipt counts only from a recipient of
 //! the message (`AppState::ack_claimed`): any other is dropped (no ack,
 //! no receipt for the sender) and, on a message with nothing else in it,
-//! answered with an `<item-not-found/>` error (code 253). Presence goes
-//! to the user's own other resources; a MUC-style join of a group is
-//! answered with the self presence so MUC clients consider themselves
-//! joined.
+//! answered with an `<item-not-found/>` error (code 253). What a message
+//! is (content, correction, reaction, retraction, marker, chat state) is
+//! `extensions::classify`'s answer; the non-content kinds live in
+//! `references` and `chat_markers`. Presence goes to the user's own other
+//! resources and contacts (`roster`); presence to a room is `muc`'s.
 
-use imgate_codecs::xmpp::{ns, Element, Jid};
+use imgate_codecs::xmpp::extensions::{classify, Classified};
+use imgate_codecs::xmpp::{ns, Element};
 use imgate_core::pipeline::SendCommand;
 use imgate_core::{ErrorCode, ImError};
 
 use super::errors::{error_element, error_reply};
+use super::routing::Addressee;
 use super::session::Session;
-
-/// The MUC user namespace (XEP-0045), for the join answer.
-const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
-const MUC: &str = "http://jabber.org/protocol/muc";
 
 impl Session {
     /// A client `<message>`: its receipt (if any) is applied at once; the
@@ -35,51 +34,68 @@ impl Session {
             Some(received) => self.handle_receipt(received).await,
             None => None,
         };
-        match self
+        match classify(&el) {
+            Classified::Content { replaces } => {
+                self.start_content(el, replaces.as_deref()).await;
+            }
+            Classified::Reaction { id, reactions } => self.start_reaction(el, id, reactions).await,
+            Classified::Retraction { id } => self.start_retraction(el, id).await,
+            Classified::Marker { kind, id } => self.start_marker(el, kind, id).await,
+            Classified::Transient => self.start_transient(el).await,
+            // A receipt alone: nothing more; a refused receipt is the
+            // stanza's error.
+            Classified::Nothing => match refused_receipt {
+                Some(e) => self.push_error(&el, &e),
+                None => self.window.push(async { None }),
+            },
+        }
+    }
+
+    /// A message with content: through the pipeline (a correction as an
+    /// `EDIT` of the message it names). A group message is reflected to
+    /// the sending resource once stored, as a MUC room does (XEP-0045
+    /// §7.4), with the client's own id.
+    async fn start_content(&mut self, el: Element, replaces: Option<&str>) {
+        let draft = match self
             .ctx
             .normalizer
             .message_to_draft(&el, &self.principal.user_id)
         {
-            Ok(Some(draft)) => {
-                // A private message's receipt goes back to its sender:
-                // remember what it needs (`receipts::PendingReceipts`).
-                let recipient =
-                    (draft.conversation.kind == 0).then(|| draft.conversation.target.clone());
-                let sender = draft.sender.clone();
-                let pipelined = self.state.send_owned(SendCommand {
-                    principal: self.principal.clone(),
-                    draft,
-                });
-                let jid = self.jid.clone();
-                let ctx = self.ctx.clone();
-                self.window.push(async move {
-                    match pipelined.await {
-                        Ok(ack) => {
-                            if let Some(recipient) = recipient {
-                                ctx.receipts.record(
-                                    ack.message_id,
-                                    &sender,
-                                    &recipient,
-                                    &ack.client_msg_id,
-                                );
-                            }
-                            None
-                        }
-                        Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
+            Ok(Some(draft)) => draft,
+            Ok(None) => return self.window.push(async { None }),
+            Err(e) => return self.push_error(&el, &e),
+        };
+        let draft = match replaces {
+            Some(id) => self.as_correction(draft, id).await,
+            None => draft,
+        };
+        // A private message's receipt goes back to its sender:
+        // remember what it needs (`receipts::PendingReceipts`).
+        let recipient = (draft.conversation.kind == 0).then(|| draft.conversation.target.clone());
+        let reflect = (draft.conversation.kind != 0).then(|| draft.clone());
+        let sender = draft.sender.clone();
+        let pipelined = self.state.send_owned(SendCommand {
+            principal: self.principal.clone(),
+            draft,
+        });
+        let jid = self.jid.clone();
+        let ctx = self.ctx.clone();
+        self.window.push(async move {
+            match pipelined.await {
+                Ok(ack) => {
+                    if let Some(recipient) = recipient {
+                        ctx.receipts.record(
+                            ack.message_id,
+                            &sender,
+                            &recipient,
+                            &ack.client_msg_id,
+                        );
                     }
-                });
+                    reflect.map(|d| super::muc::reflection(&ctx, d, &ack, &jid))
+                }
+                Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
             }
-            // No content (a receipt, a chat state): nothing to store; a
-            // refused receipt is the stanza's error.
-            Ok(None) => {
-                let reply = refused_receipt.map(|e| error_reply(&el, &self.jid, error_element(&e)));
-                self.window.push(async move { reply });
-            }
-            Err(e) => {
-                let reply = error_reply(&el, &self.jid, error_element(&e));
-                self.window.push(async move { Some(reply) });
-            }
-        }
+        });
     }
 
     /// The recipient's receipt: ack it. The sender's receipt comes from
@@ -107,11 +123,16 @@ impl Session {
     }
 
     pub(super) async fn handle_presence(&mut self, el: &Element) -> bool {
-        if let Some(to) = el.get_attr("to").and_then(Jid::parse) {
-            if to.domain == self.ctx.normalizer.group_domain() && el.get_child("x", MUC).is_some() {
-                return self.answer_group_join(&to).await;
+        match self.addressee_of(el) {
+            Addressee::Room { group, nick } => {
+                return self.handle_room_presence(el, &group, nick.as_deref()).await;
             }
-            // Subscriptions and directed presence: no roster here.
+            Addressee::Account { user } => return self.handle_subscription(el, &user).await,
+            Addressee::Server => {}
+            // Directed presence elsewhere: nothing to do.
+            _ => return true,
+        }
+        if el.get_attr("to").is_some() && el.get_attr("type").is_some() {
             return true;
         }
         match el.get_attr("type") {
@@ -121,7 +142,10 @@ impl Session {
                 self.ctx.router.set_available(&self.route, true);
                 self.broadcast_presence(true);
                 if first {
-                    return self.send_own_resources().await;
+                    if !self.send_own_resources().await {
+                        return false;
+                    }
+                    self.announce_to_contacts(true).await;
                 }
                 true
             }
@@ -129,6 +153,7 @@ impl Session {
                 self.available = false;
                 self.ctx.router.set_available(&self.route, false);
                 self.broadcast_presence(false);
+                self.announce_to_contacts(false).await;
                 true
             }
             Some(_) => true,
@@ -167,41 +192,5 @@ impl Session {
             }
         }
         true
-    }
-
-    /// A MUC join of `group@groups.domain/nick`: members get the self
-    /// presence (status 110); others a `<forbidden/>` presence error.
-    async fn answer_group_join(&mut self, room: &Jid) -> bool {
-        let group_id = room.local.clone().unwrap_or_default();
-        let member = matches!(
-            self.state.store.group(&group_id).await,
-            Ok(Some(g)) if g.members.contains(&self.principal.user_id)
-        );
-        let from = format!("{}/{}", room.bare(), self.principal.user_id);
-        let reply = if member {
-            Element::new("presence", ns::CLIENT)
-                .attr("from", from)
-                .attr("to", self.jid.clone())
-                .child(
-                    Element::new("x", MUC_USER)
-                        .child(
-                            Element::new("item", MUC_USER)
-                                .attr("affiliation", "member")
-                                .attr("role", "participant"),
-                        )
-                        .child(Element::new("status", MUC_USER).attr("code", "110")),
-                )
-        } else {
-            Element::new("presence", ns::CLIENT)
-                .attr("from", from)
-                .attr("to", self.jid.clone())
-                .attr("type", "error")
-                .child(super::errors::condition_element(
-                    "forbidden",
-                    "auth",
-                    "9 not in group",
-                ))
-        };
-        self.send_stanza(&reply, None).await
     }
 }

@@ -1,5 +1,11 @@
-//! Client `<iq>` requests: XEP-0199 ping, XEP-0030 disco (which features
-//! this server supports), an empty roster, the legacy session element,
+//! Client `<iq>` stanzas. Addressed to another client's full JID they are
+//! routed there, answers included ([`super::routing`], RFC 6120
+//! §10.5.3.2; `<service-unavailable/>` when that resource is not
+//! connected). Addressed to another account's bare JID the server answers
+//! on its behalf (§10.5.3.1: disco#info with an account identity,
+//! anything else `<service-unavailable/>`). Addressed to the server or
+//! the sender's own JID: XEP-0199 ping, XEP-0030 disco (which features
+//! this server supports), the roster, the legacy session element,
 //! XEP-0313 MAM queries ([`super::mam`]). Anything else is
 //! `<service-unavailable/>`; answers to the server's own pings are
 //! dropped.
@@ -8,6 +14,7 @@ use imgate_codecs::xmpp::{ns, Element};
 
 use super::errors::{condition_element, error_element, error_reply};
 use super::mam;
+use super::routing::{self, Addressee, Routed};
 use super::session::Session;
 
 /// The features answered to disco#info, in the order listed.
@@ -20,13 +27,39 @@ pub const FEATURES: &[&str] = &[
     ns::MAM,
     ns::RSM,
     ns::STANZA_ID,
+    ns::CARBONS,
+    ns::CHAT_MARKERS,
+    ns::REACTIONS,
+    ns::CORRECTION,
+    ns::RETRACT,
+    ns::BLOCKING,
     ns::IMGATE_PAYLOAD,
 ];
 
 impl Session {
     pub(super) async fn handle_iq(&mut self, el: &Element) -> bool {
         let kind = el.get_attr("type").unwrap_or_default();
-        if kind == "result" || kind == "error" {
+        let answer = kind == "result" || kind == "error";
+        match self.addressee_of(el) {
+            Addressee::Server => {}
+            Addressee::Resource { user, resource } => {
+                return self.route_iq(el, &user, &resource).await;
+            }
+            Addressee::Account { .. } if answer => return true,
+            Addressee::Account { .. } => return self.answer_for_account(el).await,
+            Addressee::Room { .. } | Addressee::RoomService => {
+                return self.handle_room_iq(el).await;
+            }
+            Addressee::Elsewhere if answer => return true,
+            Addressee::Elsewhere => {
+                let err =
+                    condition_element("remote-server-not-found", "cancel", "253 no such server");
+                return self
+                    .send_stanza(&error_reply(el, &self.jid, err), None)
+                    .await;
+            }
+        }
+        if answer {
             return true;
         }
         let Some(payload) = el.elements().next() else {
@@ -51,8 +84,23 @@ impl Session {
             ("get", ns::DISCO_ITEMS, "query") => {
                 result().child(Element::new("query", ns::DISCO_ITEMS))
             }
-            ("get", ns::ROSTER, "query") => result().child(Element::new("query", ns::ROSTER)),
+            (_, ns::ROSTER, "query") => return self.handle_roster(el).await,
             ("set", ns::SESSION, "session") => result(),
+            // XEP-0280: every device of a user always gets the messages
+            // sent to it and, as `<sent>` carbons, the ones its other
+            // devices sent (DESIGN §2 multi-device sync), so carbons are
+            // on from the start and cannot be turned off.
+            ("set", ns::CARBONS, "enable") => result(),
+            ("set", ns::CARBONS, "disable") => error_reply(
+                el,
+                &self.jid,
+                condition_element(
+                    "not-allowed",
+                    "cancel",
+                    "248 every device of a user gets every message",
+                ),
+            ),
+            (_, ns::BLOCKING, _) => return self.handle_blocking(el, payload).await,
             ("set", ns::MAM, "query") => {
                 return self.handle_mam(el, payload).await;
             }
@@ -62,6 +110,85 @@ impl Session {
                 &self.jid,
                 condition_element("not-allowed", "cancel", "2 the resource is already bound"),
             ),
+            _ => error_reply(
+                el,
+                &self.jid,
+                condition_element("service-unavailable", "cancel", "254 not supported"),
+            ),
+        };
+        self.send_stanza(&reply, None).await
+    }
+
+    /// Where a stanza from this session is addressed.
+    pub(super) fn addressee_of(&self, el: &Element) -> Addressee {
+        routing::addressee(
+            el.get_attr("to"),
+            self.ctx.normalizer.domain(),
+            self.ctx.normalizer.group_domain(),
+            &self.principal.user_id,
+            &self.principal.device_id,
+        )
+    }
+
+    /// An IQ for another client's resource: routed with this session's
+    /// full JID as `from`; a request for a resource that is not connected
+    /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2).
+    async fn route_iq(&mut self, el: &Element, user: &str, resource: &str) -> bool {
+        let request = matches!(el.get_attr("type"), Some("get") | Some("set"));
+        if !self.route_budget.take() {
+            if !request {
+                return true;
+            }
+            let err =
+                condition_element("resource-constraint", "wait", "250 too many stanzas routed");
+            return self
+                .send_stanza(&error_reply(el, &self.jid, err), None)
+                .await;
+        }
+        let mut stamped = el.clone();
+        stamped.set_attr("from", self.jid.clone());
+        let routed = routing::route(
+            self.state.store.as_ref(),
+            &self.ctx,
+            user,
+            Some(resource),
+            stamped,
+        )
+        .await;
+        if routed == Routed::Nowhere && request {
+            let err = condition_element(
+                "service-unavailable",
+                "cancel",
+                "253 that resource is not connected",
+            );
+            return self
+                .send_stanza(&error_reply(el, &self.jid, err), None)
+                .await;
+        }
+        true
+    }
+
+    /// A request to another account's bare JID, answered by the server on
+    /// its behalf (RFC 6120 §10.5.3.1).
+    async fn answer_for_account(&mut self, el: &Element) -> bool {
+        let payload = el.elements().next();
+        let reply = match payload {
+            Some(q) if el.get_attr("type") == Some("get") && q.is("query", ns::DISCO_INFO) => {
+                Element::new("iq", ns::CLIENT)
+                    .attr("type", "result")
+                    .attr_opt("id", el.get_attr("id"))
+                    .attr_opt("from", el.get_attr("to"))
+                    .attr("to", self.jid.clone())
+                    .child(
+                        Element::new("query", ns::DISCO_INFO)
+                            .attr_opt("node", q.get_attr("node"))
+                            .child(
+                                Element::new("identity", ns::DISCO_INFO)
+                                    .attr("category", "account")
+                                    .attr("type", "registered"),
+                            ),
+                    )
+            }
             _ => error_reply(
                 el,
                 &self.jid,

@@ -12,22 +12,34 @@
 //! - [`stream_management`]: resumable XEP-0198 state; [`sm_cluster`]:
 //!   resumption on another node.
 //! - [`router`]: node-local routing of presence and receipts;
-//!   [`receipts`]: receipts from acks on any node.
+//!   [`receipts`]: receipts from acks on any node; [`routing`]: IQs and
+//!   body-less messages to full and bare JIDs, on any node.
+//! - [`references`]: reactions, corrections and retractions (the messages
+//!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
+//!   [`blocking`]: XEP-0191 block lists in the policy.
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
+//! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
 //! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
 //! required before SASL (see [`negotiation`]); without them TLS is not
 //! offered (run XMPP behind a TLS-terminating proxy or on a trusted
 //! network).
 
+mod blocking;
+mod chat_markers;
 mod connection;
 mod errors;
 mod inbound;
 mod iq;
 mod mam;
+mod muc;
 mod negotiation;
 mod receipts;
+mod references;
+mod roster;
 mod router;
+mod routing;
+pub(crate) mod scram;
 mod session;
 mod sm_cluster;
 mod stream_management;
@@ -50,6 +62,8 @@ pub struct XmppContext {
     pub sm: SmRegistry,
     /// This node's XMPP senders' private messages awaiting a receipt.
     pub receipts: receipts::PendingReceipts,
+    /// Whether other nodes share the store (routed stanzas are announced).
+    pub clustered: bool,
 }
 
 /// The per-connection handler of every listener that carries XMPP
@@ -65,12 +79,15 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         router: XmppRouter::default(),
         sm: SmRegistry::new(clustered),
         receipts: receipts::PendingReceipts::default(),
+        clustered,
     });
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
+    tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
     if clustered {
         let cursors = state.store.watch_cursors();
         tokio::spawn(receipts::follow_cursors(cursors, ctx.clone()));
         tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(routing::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
     }
     Arc::new(move |stream, peer, state| {

@@ -27,6 +27,7 @@ use imgate_core::ErrorCode;
 
 use super::connection::{ReadEnd, XmppConnection};
 use super::errors::condition_element;
+use super::scram;
 use super::stream_management::SmGuard;
 use super::XmppContext;
 use crate::sessions::{self, SessionHandle};
@@ -62,7 +63,7 @@ pub async fn negotiate(
         open_stream(conn, &domain, starttls_features()).await?;
         starttls(conn, state, acceptor, &domain).await?;
     }
-    open_stream(conn, &domain, sasl_features()).await?;
+    open_stream(conn, &domain, sasl_features(state.config.xmpp_scram)).await?;
     let principal = authenticate(conn, state, &domain).await?;
     conn.authenticated();
     conn.restart_stream();
@@ -124,11 +125,61 @@ async fn starttls(
     Err(Refused)
 }
 
-fn sasl_features() -> Element {
-    Element::new("features", ns::STREAM).child(
-        Element::new("mechanisms", ns::SASL)
-            .child(Element::new("mechanism", ns::SASL).text("PLAIN")),
-    )
+/// The SASL mechanisms, strongest first: SCRAM (device secrets) only
+/// with `xmpp_scram` (see `scram`), PLAIN always.
+fn sasl_features(scram: bool) -> Element {
+    let mut mechanisms = Element::new("mechanisms", ns::SASL);
+    if scram {
+        for hash in [scram::Hash::Sha256, scram::Hash::Sha1] {
+            mechanisms =
+                mechanisms.child(Element::new("mechanism", ns::SASL).text(hash.mechanism()));
+        }
+    }
+    mechanisms = mechanisms.child(Element::new("mechanism", ns::SASL).text("PLAIN"));
+    Element::new("features", ns::STREAM).child(mechanisms)
+}
+
+/// One SCRAM exchange after `<auth>`: the principal, or the failure to
+/// send (Err(None): the connection ended or the client gave up).
+async fn scram_exchange(
+    conn: &mut XmppConnection,
+    state: &AppState,
+    hash: scram::Hash,
+    auth: &Element,
+) -> Result<Principal, Option<Element>> {
+    let fail = |e: scram::ScramError| Some(sasl_failure(e.0, &e.1));
+    let first = scram::sasl_text(auth)
+        .and_then(|t| scram::parse_client_first(&t))
+        .map_err(fail)?;
+    let exchange = scram::ServerExchange::new(hash, first, &super::random_id());
+    let response = scram::challenge(conn, exchange.server_first())
+        .await
+        .ok_or(None)?;
+    let client_final = scram::sasl_text(&response).map_err(fail)?;
+    let user = exchange.user().to_string();
+    let candidates = state.credentials.scram_candidates(&user, hash);
+    let keys: Vec<scram::Keys> = candidates.iter().map(|(_, k)| k.clone()).collect();
+    let (index, server_final) = match exchange.finish(&client_final, &keys) {
+        Ok(found) => found,
+        Err(e) => {
+            state
+                .metrics
+                .auth_failure(Protocol::Xmpp, ErrorCode::AuthFailure);
+            return Err(fail(e));
+        }
+    };
+    let device = candidates[index].0.clone();
+    let principal = sessions::login::login_verified_device(state, Protocol::Xmpp, &user, &device)
+        .map_err(|e| {
+        Some(sasl_failure(
+            "not-authorized",
+            &format!("{} {}", e.code.as_i32(), e.message),
+        ))
+    })?;
+    if !conn.write_element(&scram::success(&server_final)).await {
+        return Err(None);
+    }
+    Ok(principal)
 }
 
 fn bound_features() -> Element {
@@ -247,10 +298,20 @@ async fn authenticate(
             return Err(Refused);
         }
         attempts += 1;
-        let failure = if el.get_attr("mechanism") != Some("PLAIN") {
+        let scram_hash = el
+            .get_attr("mechanism")
+            .and_then(scram::Hash::from_mechanism)
+            .filter(|_| state.config.xmpp_scram);
+        let failure = if let Some(hash) = scram_hash {
+            match scram_exchange(conn, state, hash, &el).await {
+                Ok(p) => return Ok(p),
+                Err(Some(failure)) => failure,
+                Err(None) => return Err(Refused),
+            }
+        } else if el.get_attr("mechanism") != Some("PLAIN") {
             sasl_failure(
                 "invalid-mechanism",
-                "only PLAIN (user id + token) is offered",
+                "only the offered mechanisms: PLAIN (user id + token or device secret), SCRAM with xmpp_scram",
             )
         } else {
             match parse_plain(&el.text_content()) {

@@ -1,8 +1,10 @@
 //! `XmppRouter`: the XMPP sessions of this node by user, for what is not a
-//! stored message — presence to a user's other resources and XEP-0184
+//! stored message — presence to a user's other resources, XEP-0184
 //! receipts forwarded to the original sender (other nodes' receipts come
-//! through [`super::receipts`]). Best effort: messages themselves always
-//! go through the store.
+//! through [`super::receipts`]), and stanzas addressed to a full or bare
+//! JID that are not stored ([`super::routing`]: IQs, chat states,
+//! markers). Best effort: messages with content always go through the
+//! store.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +103,20 @@ impl XmppRouter {
         }
     }
 
+    /// Every resource of `user` on this node that announced presence.
+    pub fn available_of(&self, user: &str) -> Vec<String> {
+        lock(&self.routes)
+            .users
+            .get(user)
+            .map(|l| {
+                l.iter()
+                    .filter(|r| r.available)
+                    .map(|r| r.resource.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Resources of `user` other than `except` that announced presence.
     pub fn available_resources(&self, user: &str, except: &RouteHandle) -> Vec<String> {
         lock(&self.routes)
@@ -113,6 +129,34 @@ impl XmppRouter {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Queue `el` for the session of `user` bound to `resource`; false if
+    /// there is none on this node (or its queue is full).
+    pub fn send_to_resource(&self, user: &str, resource: &str, el: Element) -> bool {
+        let routes = lock(&self.routes);
+        let Some(r) = routes
+            .users
+            .get(user)
+            .and_then(|l| l.iter().rev().find(|r| r.resource == resource))
+        else {
+            return false;
+        };
+        r.tx.try_send(Box::new(el)).is_ok()
+    }
+
+    /// Queue a stanza built per resource for every available session of
+    /// `user` (RFC 6121 §8.5.2.1.1: a message to a bare JID goes to the
+    /// resources that sent presence); how many got it.
+    pub fn send_to_available(&self, user: &str, make: impl Fn(&str) -> Element) -> usize {
+        let routes = lock(&self.routes);
+        let Some(list) = routes.users.get(user) else {
+            return 0;
+        };
+        list.iter()
+            .filter(|r| r.available)
+            .filter(|r| r.tx.try_send(Box::new(make(&r.resource))).is_ok())
+            .count()
     }
 
     /// Queue a stanza built per resource for every session of `user`

@@ -81,6 +81,8 @@ pub struct Session {
     pub(super) window: SendWindow<MessageDone>,
     /// A stanza waiting until `window` is empty.
     pub(super) held: Option<Element>,
+    /// What this session may route to others (`routing`).
+    pub(super) route_budget: super::routing::RouteBudget,
 }
 
 /// How the loop ended, for stream management.
@@ -132,6 +134,7 @@ pub async fn start(
         ping_counter: 0,
         window: SendWindow::new(state.config.send_window),
         held: None,
+        route_budget: Default::default(),
     };
     if let Some((guard, h)) = resumed {
         if !Box::pin(session.resume(guard, h)).await {
@@ -276,6 +279,7 @@ impl Session {
     fn finish(mut self, end: End) {
         if self.available {
             self.broadcast_presence(false);
+            super::roster::spawn_gone(&self.state, &self.ctx, &self.principal.user_id, &self.jid);
         }
         if let Some(guard) = self.sm.take() {
             self.ctx.sm.detach(guard, matches!(end, End::Lost));
@@ -290,7 +294,13 @@ impl Session {
             return self.handle_sm(&el).await;
         }
         if el.ns == ns::CLIENT && el.name == "message" {
-            self.start_message(el).await;
+            // One naming an earlier message waits until those are stored
+            // (`references`).
+            if self.window.is_empty() || !super::references::refers_to_earlier(&el) {
+                self.start_message(el).await;
+            } else {
+                self.held = Some(el);
+            }
             return true;
         }
         if !self.window.is_empty() {

@@ -1,0 +1,74 @@
+"""Two members join their group as a MUC room with slixmpp's
+join_muc_wait (occupants, self-presence, history, subject), talk, look
+at the room's disco and leave. Prints one JSON object.
+
+usage: xmpp_muc.py HOST PORT DOMAIN A A_TOKEN B B_TOKEN GROUP"""
+
+import asyncio
+
+from xmpp_common import TIMEOUT, emit, event_future, make_client, run, start
+
+PLUGINS = ("xep_0030", "xep_0045", "xep_0199")
+
+
+async def main(host, port, domain, a, a_token, b, b_token, group):
+    alice = make_client(f"{a}@{domain}", a_token, PLUGINS)
+    bob = make_client(f"{b}@{domain}", b_token, PLUGINS)
+    await start(alice, host, port)
+    await start(bob, host, port)
+    room = f"{group}@groups.{domain}"
+    out = {}
+    from slixmpp.exceptions import PresenceError
+
+    try:
+        own, subject, occupants, history = await alice["xep_0045"].join_muc_wait(
+            room, "alice-nick", maxstanzas=10, timeout=TIMEOUT
+        )
+    except PresenceError as exc:
+        emit({"join_error": exc.presence["error"]["condition"]})
+        await alice.disconnect()
+        await bob.disconnect()
+        return
+    out["self_codes"] = sorted(own["muc"]["status_codes"])
+    out["self_nick"] = own["from"].resource
+    out["subject"] = subject["subject"]
+    out["occupants"] = sorted(p["from"].resource for p in occupants)
+    out["history"] = [h["body"] for h in history]
+    await bob["xep_0045"].join_muc_wait(room, b, maxstanzas=0, timeout=TIMEOUT)
+
+    got = event_future(bob, "groupchat_message")
+    reflected = event_future(alice, "groupchat_message")
+    m = alice.make_message(mto=room, mbody="hello room", mtype="groupchat")
+    out["sent_id"] = m["id"]
+    m.send()
+    msg = await asyncio.wait_for(got, TIMEOUT)
+    out["bob_got"] = {"from": str(msg["from"]), "body": msg["body"]}
+    ref = await asyncio.wait_for(reflected, TIMEOUT)
+    out["reflection_id"] = ref["id"]
+
+    info = await alice["xep_0030"].get_info(jid=room, timeout=TIMEOUT)
+    out["room_identities"] = [list(i)[:2] for i in info["disco_info"]["identities"]]
+    out["room_has_muc"] = "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
+
+    # slixmpp forgets the room on leave_muc, before the answer comes.
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import MatchXPath
+
+    left = asyncio.get_event_loop().create_future()
+
+    def on_presence(pres):
+        if pres["type"] == "unavailable" and pres["from"] == own["from"] and not left.done():
+            left.set_result(pres)
+
+    alice.register_handler(Callback("leave", MatchXPath("{jabber:client}presence"), on_presence))
+    alice["xep_0045"].leave_muc(room, own["from"].resource)
+    gone = await asyncio.wait_for(left, TIMEOUT)
+    out["left_from"] = str(gone["from"])
+    out["left_codes"] = sorted(gone["muc"]["status_codes"])
+
+    emit(out)
+    await alice.disconnect()
+    await bob.disconnect()
+
+
+run(main)

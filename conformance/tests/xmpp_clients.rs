@@ -1,0 +1,309 @@
+//! What real XMPP clients do on every start, with slixmpp (scripts in
+//! `conformance/python/`): IQs routed to another client's full JID,
+//! body-less messages (chat states, markers, reactions) and corrections
+//! with the ids each client knows, groups joined as MUC rooms, carbons,
+//! and retraction ↔ recall across protocols.
+
+use imgate_conformance::xmpp::{run_script, XmppScript};
+use imgate_conformance::{unique, Gateway};
+use serde_json::{json, Value};
+
+const DOMAIN: &str = "localhost";
+
+fn of_type(msgs: &[Value], t: i64) -> Vec<&Value> {
+    msgs.iter().filter(|m| m["payload"]["type"] == t).collect()
+}
+
+#[test]
+fn slixmpp_iqs_route_to_full_jids_and_extensions_keep_their_ids() {
+    let g = Gateway::start();
+    let (a, b) = (unique("rt-a"), unique("rt-b"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_routing.py", &[&a, &at, &b, &bt, "pc"]);
+    let bob_full = format!("{b}@{DOMAIN}/pc");
+    // RFC 6120 §10.5.4: answered by Bob's client, not the server.
+    assert_eq!(out["version_from"], bob_full, "{out}");
+    assert_eq!(out["version_name"], "Slixmpp", "{out}");
+    let features: Vec<&str> = out["disco_features"]
+        .as_array()
+        .expect("features")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(features.contains(&"jabber:iq:version"), "{out}");
+    assert!(
+        !features.contains(&"urn:xmpp:mam:2"),
+        "the server's features: {out}"
+    );
+    assert_eq!(out["absent"], "service-unavailable", "{out}");
+    assert_eq!(out["chat_state_from"], format!("{a}@{DOMAIN}/pc"), "{out}");
+    // Bob's client knows its message by its own id; Alice's by the
+    // messageUid it was delivered with.
+    let bob_id = out["bob_sent_id"].clone();
+    assert_ne!(out["alice_saw_id"], bob_id);
+    assert_eq!(out["displayed_id"], bob_id, "{out}");
+    assert_eq!(out["reaction_id"], bob_id, "{out}");
+    assert_eq!(out["reactions"], json!(["👍"]), "{out}");
+    assert_eq!(out["correction_body"], "second try", "{out}");
+    assert_eq!(out["correction_replaces"], out["alice_saw_id"], "{out}");
+
+    // Other protocols see the reaction and the correction as content
+    // types naming the message; the chat state and marker were not stored.
+    let msgs = g.client(&a, "web").sync_all(0);
+    let uid = out["alice_saw_id"].as_str().expect("id");
+    let reactions = of_type(&msgs, 120);
+    assert_eq!(reactions.len(), 1, "{msgs:?}");
+    let r: Value =
+        serde_json::from_str(reactions[0]["payload"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(r["messageUid"], uid);
+    assert_eq!(r["reactions"], json!(["👍"]));
+    let edits = of_type(&msgs, 121);
+    assert_eq!(edits.len(), 1, "{msgs:?}");
+    assert_eq!(edits[0]["payload"]["searchableContent"], "second try");
+    let e: Value = serde_json::from_str(edits[0]["payload"]["content"].as_str().unwrap()).unwrap();
+    assert_eq!(e["messageUid"], uid);
+    assert_eq!(
+        msgs.len(),
+        3,
+        "message, reaction, correction only: {msgs:?}"
+    );
+    // Alice's <displayed/> moved her read position in the conversation
+    // with Bob (as an HTTP or PB read would).
+    let convs = g.client(&a, "web").get("/v1/conversations");
+    let with_bob = convs.result()["conversations"]
+        .as_array()
+        .expect("conversations")
+        .iter()
+        .find(|c| c["conv"]["target"] == b.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no conversation with bob: {:?}", convs.body));
+    assert_eq!(with_bob["readUptoStr"], uid, "{with_bob}");
+}
+
+#[test]
+fn slixmpp_joins_a_group_as_a_room_with_history_subject_and_occupants() {
+    let g = Gateway::start();
+    let (a, b, grp) = (unique("mu-a"), unique("mu-b"), unique("room"));
+    g.admin().create_group(&grp, &a, &[&a, &b]);
+    let bob_http = g.client(&b, "web");
+    for (i, text) in ["h1", "h2"].iter().enumerate() {
+        let r = bob_http.post(
+            "/v1/messages",
+            &json!({"conv": {"type": 1, "target": grp, "line": 0},
+                    "payload": {"type": 1, "searchableContent": text},
+                    "clientMsgId": format!("hist-{i}")}),
+        );
+        assert_eq!(r.code(), 0, "{:?}", r.body);
+    }
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc.py", &[&a, &at, &b, &bt, &grp]);
+    let room = format!("{grp}@groups.{DOMAIN}");
+    let codes = out["self_codes"].as_array().expect("codes");
+    assert!(codes.contains(&json!(110)), "{out}");
+    assert!(
+        codes.contains(&json!(210)),
+        "nick replaced by the user id: {out}"
+    );
+    assert_eq!(out["self_nick"], a);
+    assert_eq!(out["subject"], grp);
+    assert!(
+        out["occupants"].as_array().unwrap().contains(&json!(b)),
+        "{out}"
+    );
+    assert_eq!(out["history"], json!(["h1", "h2"]), "{out}");
+    assert_eq!(out["bob_got"]["from"], format!("{room}/{a}"));
+    assert_eq!(out["bob_got"]["body"], "hello room");
+    assert_eq!(out["reflection_id"], out["sent_id"], "{out}");
+    assert_eq!(out["room_identities"][0], json!(["conference", "text"]));
+    assert_eq!(out["room_has_muc"], true);
+    assert_eq!(out["left_from"], format!("{room}/{a}"));
+    assert!(
+        out["left_codes"].as_array().unwrap().contains(&json!(110)),
+        "{out}"
+    );
+}
+
+#[test]
+fn slixmpp_non_member_cannot_join_a_room() {
+    let g = Gateway::start();
+    let (a, b, grp) = (unique("mx-a"), unique("mx-b"), unique("closed"));
+    g.admin().create_group(&grp, &b, &[&b]);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc.py", &[&a, &at, &b, &bt, &grp]);
+    assert_eq!(out["join_error"], "registration-required", "{out}");
+}
+
+#[test]
+fn xmpp_retraction_recalls_the_message_for_an_http_recipient() {
+    let g = Gateway::start();
+    let (x, h) = (unique("rx-x"), unique("rx-h"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "send", &h]);
+    let sent = s.next_line();
+    assert_eq!(sent["event"], "sent", "{sent}");
+    let out = s.finish();
+    assert_eq!(out["errors"], json!([]), "{out}");
+    let msgs = g.client(&h, "web").sync_all(0);
+    assert!(
+        msgs.iter().all(|m| m["clientMsgId"] != sent["id"]),
+        "recalled from history: {msgs:?}"
+    );
+    let notices = of_type(&msgs, 80);
+    assert_eq!(notices.len(), 1, "{msgs:?}");
+    assert_eq!(notices[0]["sender"], x);
+    let extra: Value =
+        serde_json::from_str(notices[0]["payload"]["extra"].as_str().unwrap()).unwrap();
+    assert_eq!(extra["clientMsgId"], sent["id"]);
+}
+
+#[test]
+fn http_recall_arrives_as_an_xmpp_retraction() {
+    let g = Gateway::start();
+    let (x, h) = (unique("rr-x"), unique("rr-h"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "recv", &h]);
+    assert_eq!(s.next_line()["event"], "ready");
+    let http = g.client(&h, "web");
+    let r = http.send_text(&x, "oops", "rr-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let uid = r.result()["messageUid"].as_u64().expect("uid");
+    let got = s.next_line();
+    assert_eq!(got["id"], uid.to_string(), "{got}");
+    let r = http.post("/v1/recall", &json!({"messageUid": uid}));
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let out = s.finish();
+    assert_eq!(out["retract_id"], uid.to_string(), "{out}");
+    assert_eq!(out["from"], format!("{h}@{DOMAIN}"));
+}
+
+#[test]
+fn slixmpp_carbons_show_one_device_what_the_other_sent_and_received() {
+    let g = Gateway::start();
+    let (a, b) = (unique("cb-a"), unique("cb-b"));
+    let pc = g.admin().token(&a, "pc", 3);
+    let phone = g.admin().token(&a, "phone", 2);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_carbons.py", &[&a, &pc, &phone, &b, &bt]);
+    assert_eq!(out["server_carbons"], true, "{out}");
+    assert_eq!(out["carbon_sent"]["body"], "from the pc", "{out}");
+    assert_eq!(out["carbon_sent"]["to"], format!("{b}@{DOMAIN}"));
+    assert_eq!(out["pc_got"], "answer");
+    assert_eq!(out["phone_got"], "answer");
+}
+
+#[test]
+fn slixmpp_roster_lists_conversation_partners_with_their_presence() {
+    let g = Gateway::start();
+    let (a, b, stranger) = (unique("ro-a"), unique("ro-b"), unique("ro-s"));
+    let r = g.client(&b, "web").send_text(&a, "hello a", "ro-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_roster.py", &[&a, &at, &b, &bt]);
+    let b_jid = format!("{b}@{DOMAIN}");
+    assert_eq!(out["roster"][&b_jid], "both", "{out}");
+    assert!(out["roster"].get(format!("{stranger}@{DOMAIN}")).is_none());
+    assert_eq!(out["roster"].as_object().unwrap().len(), 1, "{out}");
+    assert_eq!(out["peer_online"], format!("{b_jid}/pc"), "{out}");
+}
+
+#[test]
+fn slixmpp_scram_sha1_and_sha256_with_a_device_secret() {
+    let g = Gateway::start_with(&[("IMGATE_XMPP_SCRAM", "true")]);
+    let user = unique("sc-u");
+    let r = g.admin().post(
+        "/admin/device/secret/issue",
+        &json!({"userId": user, "deviceId": "sensor-1"}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let secret = r.result()["secret"].as_str().expect("secret").to_string();
+    for mech in ["SCRAM-SHA-256", "SCRAM-SHA-1"] {
+        let out = run_script(&g, "xmpp_scram.py", &[&user, &secret, mech]);
+        assert_eq!(out["ok"], true, "{mech}: {out}");
+        assert_eq!(out["mech"], mech);
+        assert_eq!(
+            out["jid"],
+            format!("{user}@{DOMAIN}/sensor-1"),
+            "the secret's device"
+        );
+        let wrong = run_script(&g, "xmpp_scram.py", &[&user, "ds1_not-the-secret", mech]);
+        assert_eq!(wrong["ok"], false, "{mech}: {wrong}");
+    }
+    // A token cannot do SCRAM (the server never holds it) but still logs
+    // in with PLAIN, which slixmpp falls back to.
+    let token = g.admin().token(&user, "pc", 3);
+    let only_scram = run_script(&g, "xmpp_scram.py", &[&user, &token, "SCRAM-SHA-256"]);
+    assert_eq!(only_scram["ok"], false, "{only_scram}");
+    let fallback = run_script(&g, "xmpp_scram.py", &[&user, &token, "SCRAM-SHA-256,PLAIN"]);
+    assert_eq!(fallback["ok"], true, "{fallback}");
+    assert_eq!(fallback["mech"], "PLAIN");
+}
+
+#[test]
+fn scram_is_not_offered_unless_enabled() {
+    let g = Gateway::start();
+    let user = unique("sc-off");
+    let r = g.admin().post(
+        "/admin/device/secret/issue",
+        &json!({"userId": user, "deviceId": "d1"}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let secret = r.result()["secret"].as_str().expect("secret").to_string();
+    let out = run_script(&g, "xmpp_scram.py", &[&user, &secret, "SCRAM-SHA-256"]);
+    assert_eq!(out["ok"], false, "{out}");
+    let plain = run_script(&g, "xmpp_scram.py", &[&user, &secret, "PLAIN"]);
+    assert_eq!(plain["ok"], true, "{plain}");
+}
+
+#[test]
+fn slixmpp_block_list_refuses_messages_in_every_protocol() {
+    let g = Gateway::start();
+    let (a, b) = (unique("bl-a"), unique("bl-b"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_blocking.py", &[&a, &at, &b, &bt]);
+    assert_eq!(
+        out["blocked"],
+        json!([format!("{b}@{DOMAIN}"), "toto@example.com"]),
+        "{out}"
+    );
+    assert!(
+        out["refused"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("245"),
+        "{out}"
+    );
+    assert_eq!(out["after"], json!([]), "{out}");
+    // Unblocked again: an HTTP send from B to A goes through.
+    let r = g.client(&b, "web").send_text(&a, "hello again", "bl-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+}
+
+#[test]
+fn admin_membership_changes_arrive_as_room_presence() {
+    let g = Gateway::start();
+    let (a, c, grp) = (unique("mm-a"), unique("mm-c"), unique("mm-room"));
+    g.admin().create_group(&grp, &a, &[&a]);
+    let at = g.admin().token(&a, "pc", 3);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&a, &at, &grp]);
+    assert_eq!(s.next_line()["event"], "joined");
+    let r = g.admin().post(
+        "/admin/group/member/add",
+        &json!({"operator": a, "groupId": grp, "members": [c]}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let online = s.next_line();
+    assert_eq!(online["nick"], c, "{online}");
+    let r = g.admin().post(
+        "/admin/group/member/del",
+        &json!({"operator": a, "groupId": grp, "members": [c]}),
+    );
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let out = s.finish();
+    assert_eq!(out["offline"], c, "{out}");
+    assert_eq!(out["codes"], json!([321]), "{out}");
+}
