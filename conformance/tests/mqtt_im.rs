@@ -204,3 +204,31 @@ fn persistent_session_gets_what_it_missed_and_unacked_is_redelivered() {
     let next = payload_of(&a.message(&inbox));
     assert_eq!(next["payload"]["searchableContent"], "three");
 }
+
+#[test]
+fn im_read_marks_a_conversation_read_like_http_and_pb() {
+    let g = Gateway::start();
+    let (m, h) = (unique("rd-m"), unique("rd-h"));
+    let token = g.admin().token(&m, "dev1", 3);
+    let sent = g.client(&h, "web").send_text(&m, "read me", &unique("c"));
+    assert_eq!(sent.code(), 0, "{:?}", sent.body);
+    let uid = sent.result()["messageUid"].as_u64().expect("uid");
+    let unread = |g: &Gateway| {
+        let list = g.client(&m, "web2").get("/v1/conversations");
+        list.result()["conversations"][0].clone()
+    };
+    assert_eq!(unread(&g)["unread"], 1);
+    let mut a = MqttAgent::start(g.addr("mqtt"));
+    let ack = a.connect(json!({"client_id": "dev1", "user": m, "token": token, "version": 5}));
+    assert_eq!(ack["rc"], 0, "{ack}");
+    let read = json!({"conv": {"type": 0, "target": h, "line": 0}, "messageUid": uid.to_string()});
+    let rc = a.publish(json!({"topic": "im/read", "qos": 1, "payload": read.to_string()}));
+    assert_eq!(rc, 0, "PUBACK success");
+    let c = unread(&g);
+    assert_eq!(c["unread"], 0, "{c}");
+    assert_eq!(c["readUpto"], uid, "{c}");
+    // A read of a conversation the user does not have: 0x90 (253).
+    let bad = json!({"conv": {"type": 0, "target": unique("nobody"), "line": 0}});
+    let rc = a.publish(json!({"topic": "im/read", "qos": 1, "payload": bad.to_string()}));
+    assert_eq!(rc, 0x90, "PUBACK names the error");
+}

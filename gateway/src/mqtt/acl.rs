@@ -36,13 +36,21 @@ use super::acl_file::{self, Access, RuleSet};
 #[derive(Debug, PartialEq, Eq)]
 pub enum PublishTarget {
     ImSend,
+    /// `im/read`: mark a conversation read (`conversations::read_by`).
+    ImRead,
     Generic,
     Forbidden,
 }
 
+/// The topic a client publishes a conversation read to: JSON
+/// `{"conv": {...}, "messageUid": N}` (absent `messageUid` = everything).
+pub const IM_READ_TOPIC: &str = "im/read";
+
 pub fn publish_target(topic: &str) -> PublishTarget {
     if topic == IM_SEND_TOPIC {
         PublishTarget::ImSend
+    } else if topic == IM_READ_TOPIC {
+        PublishTarget::ImRead
     } else if topic.starts_with(IM_NAMESPACE) || topic.starts_with('$') {
         PublishTarget::Forbidden
     } else {

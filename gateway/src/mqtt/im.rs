@@ -63,6 +63,49 @@ impl Conn {
         }
     }
 
+    /// `im/read`: the conversation read up to `messageUid`, as over HTTP
+    /// and PB; the PUBACK carries the outcome (MQTT 5 reason code of the
+    /// error code, 3.1.1 success: it cannot refuse).
+    pub async fn im_read(&mut self, p: Publish) -> Result<(), End> {
+        #[derive(serde::Deserialize)]
+        struct ReadReq {
+            conv: imgate_core::model::Conversation,
+            #[serde(rename = "messageUid", default)]
+            message_uid: Option<serde_json::Value>,
+        }
+        let parsed = serde_json::from_slice::<ReadReq>(&p.payload)
+            .map_err(|e| {
+                imgate_core::ImError::invalid_parameter(format!("im/read: not a read: {e}"))
+            })
+            .and_then(|r| {
+                let upto = match &r.message_uid {
+                    None | Some(serde_json::Value::Null) => Some(0),
+                    Some(serde_json::Value::Number(n)) => n.as_u64(),
+                    Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+                    Some(_) => None,
+                };
+                upto.map(|u| (r.conv, u)).ok_or_else(|| {
+                    imgate_core::ImError::invalid_parameter("messageUid must be a message id")
+                })
+            });
+        let code = match parsed {
+            Ok((conv, upto)) => {
+                match crate::conversations::read_by(&self.state, &self.principal, &conv, upto).await
+                {
+                    Ok(_) => ErrorCode::Success,
+                    Err(e) => e.code,
+                }
+            }
+            Err(e) => e.code,
+        };
+        let reason = if self.v5 {
+            reason::for_error_code(code)
+        } else {
+            reason::SUCCESS
+        };
+        self.ack_publish(p.qos, p.pkid, reason).await
+    }
+
     /// The result of the oldest `im/send`: the JSON on `im/ack/<clientId>`
     /// (if subscribed), then the PUBACK / PUBREC with the §4 reason.
     pub async fn im_send_done(&mut self, done: ImSendDone) -> Result<(), End> {

@@ -154,6 +154,7 @@ impl Conn {
                 self.im_send(p);
                 Ok(())
             }
+            PublishTarget::ImRead => self.im_read(p).await,
             PublishTarget::Forbidden => {
                 tracing::debug!(topic = %p.topic, "mqtt: publish to a reserved topic refused");
                 if !self.v5 && p.qos != QoS::AtMostOnce {
