@@ -122,3 +122,16 @@ fn check_config_reports_errors_and_typos_without_starting() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_sigterm_right_after_ready_drains_and_exits_cleanly() {
+    // The signal handlers are in place before `ready` is printed: a
+    // SIGTERM at once is a clean shutdown, never the default action
+    // (killed by the signal, nothing drained).
+    for _ in 0..3 {
+        let mut g = Gateway::start();
+        let status = g.terminate().expect("exit status");
+        assert!(status.success(), "{status:?}; log:\n{}", g.log());
+        assert!(g.log().contains("stopped"), "log:\n{}", g.log());
+    }
+}

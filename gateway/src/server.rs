@@ -145,6 +145,8 @@ fn http_handler(router: axum::Router) -> Handler {
 }
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // Before anything can print `ready`.
+    let mut signals = Signals::register();
     crate::sessions::write_deadline::set_limit(Duration::from_secs(
         config.write_timeout_secs.max(1),
     ));
@@ -324,7 +326,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ));
     }
 
-    wait_for_signal().await;
+    signals.next().await;
     state
         .ready
         .store(false, std::sync::atomic::Ordering::Relaxed);
@@ -338,7 +340,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
-            _ = wait_for_signal() => {}
+            _ = signals.next() => {}
         }
     }
     tracing::info!("shutting down: draining sessions");
@@ -355,24 +357,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_for_signal() {
+/// SIGTERM and SIGINT, listened to from the start (before `ready` is
+/// printed): a signal that comes right after `ready` drains like any
+/// other instead of killing the process with the default action.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Signals {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Signals {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                _ = recv(&mut self.term) => {}
+                _ = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
