@@ -6,12 +6,19 @@ and waits for events with bounded timeouts. The network loop runs in a
 thread with `client.loop()` (never auto-reconnects). Every blocking step
 has its own timeout; the whole process exits after `--max-seconds`.
 
+Once connected, every client call runs on the network thread: paho's
+WebSocket transport is not safe for writes from two threads at once (its
+frame buffer is shared, so a PUBACK written by the loop while a PUBLISH is
+written from the command thread can go out twice or cut, which a server
+rightly refuses as a malformed packet).
+
 Commands: connect, subscribe, unsubscribe, publish, ack, disconnect, crash.
 Events: connack, suback, unsuback, published, message, disconnected, error.
 """
 
 import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -68,16 +75,32 @@ class Agent:
         self.client = None
         self.running = False
         self.thread = None
+        # Commands for the network thread (see the module docstring).
+        self.commands = queue.SimpleQueue()
+
+    def run_queued(self):
+        while True:
+            try:
+                c = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self.execute(c)
+            except Exception as e:
+                emit(event="error", error=repr(e))
 
     def loop(self):
         while self.running:
+            self.run_queued()
             try:
-                rc = self.client.loop(timeout=0.05)
+                rc = self.client.loop(timeout=0.02)
             except Exception as e:  # socket gone
                 emit(event="error", error=str(e))
                 rc = 1
             if rc != mqtt.MQTT_ERR_SUCCESS:
                 self.running = False
+        # Commands that arrived as the loop stopped still run (in order).
+        self.run_queued()
 
     def connect(self, c):
         version = mqtt.MQTTv5 if c.get("version", 5) == 5 else mqtt.MQTTv311
@@ -149,7 +172,19 @@ class Agent:
         op = c["op"]
         if op == "connect":
             self.connect(c)
-        elif op == "subscribe":
+        elif op == "crash":
+            # Close the socket without DISCONNECT (the will must fire).
+            os._exit(0)
+        elif op == "exit":
+            os._exit(0)
+        elif self.running:
+            self.commands.put(c)
+        else:
+            self.execute(c)
+
+    def execute(self, c):
+        op = c["op"]
+        if op == "subscribe":
             opts = SubscribeOptions(qos=c.get("qos", 1), noLocal=c.get("no_local", False),
                                     retainAsPublished=c.get("rap", False),
                                     retainHandling=c.get("retain_handling", 0))
@@ -178,11 +213,6 @@ class Agent:
             if self.client._protocol == mqtt.MQTTv5 and c.get("props"):
                 props = make_props(PacketTypes.DISCONNECT, c["props"])
             self.client.disconnect(reasoncode=None, properties=props)
-        elif op == "crash":
-            # Close the socket without DISCONNECT (the will must fire).
-            os._exit(0)
-        elif op == "exit":
-            os._exit(0)
 
 
 def main():
