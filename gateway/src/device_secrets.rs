@@ -29,8 +29,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::sessions::SessionRegistry;
-
 /// The store setting that holds every device secret and token watermark.
 pub const CREDENTIALS_KEY: &str = "device_credentials";
 
@@ -60,7 +58,7 @@ struct SecretRecord {
     scram256: Option<String>,
 }
 
-fn scram_hex(k: &crate::xmpp::scram::Keys) -> String {
+fn scram_hex(k: &crate::scram_keys::Keys) -> String {
     format!(
         "{}:{}",
         hex::encode(&k.stored_key),
@@ -68,9 +66,9 @@ fn scram_hex(k: &crate::xmpp::scram::Keys) -> String {
     )
 }
 
-fn scram_keys(s: &str) -> Option<crate::xmpp::scram::Keys> {
+fn scram_keys(s: &str) -> Option<crate::scram_keys::Keys> {
     let (stored, server) = s.split_once(':')?;
-    Some(crate::xmpp::scram::Keys {
+    Some(crate::scram_keys::Keys {
         stored_key: hex::decode(stored).ok()?,
         server_key: hex::decode(server).ok()?,
     })
@@ -106,12 +104,7 @@ pub struct SecretInfo {
     pub issued_ms: i64,
 }
 
-/// Bounds of the snapshot.
-#[derive(Debug, Clone, Copy)]
-pub struct SecretLimits {
-    pub per_user: usize,
-    pub total: usize,
-}
+pub use crate::config::SecretLimits;
 
 /// The digest kept for `secret`: SHA-256 over a domain tag and the
 /// secret. The secret has 256 random bits, so a digest leak does not
@@ -239,7 +232,7 @@ impl DeviceCredentials {
         check_id(user, "userId")?;
         check_id(device, "deviceId")?;
         let secret = new_secret()?;
-        use crate::xmpp::scram::{derive, Hash};
+        use crate::scram_keys::{derive, Hash};
         let record = SecretRecord {
             hash: hex::encode(digest(&secret)),
             issued_ms: now_ms,
@@ -370,8 +363,8 @@ impl DeviceCredentials {
     pub fn scram_candidates(
         &self,
         user: &str,
-        hash: crate::xmpp::scram::Hash,
-    ) -> Vec<(String, crate::xmpp::scram::Keys)> {
+        hash: crate::scram_keys::Hash,
+    ) -> Vec<(String, crate::scram_keys::Keys)> {
         let s = self.read();
         let Some(devices) = s.devices.get(user) else {
             return Vec::new();
@@ -380,8 +373,8 @@ impl DeviceCredentials {
             .iter()
             .filter_map(|(d, r)| {
                 let keys = match hash {
-                    crate::xmpp::scram::Hash::Sha1 => r.scram1.as_deref(),
-                    crate::xmpp::scram::Hash::Sha256 => r.scram256.as_deref(),
+                    crate::scram_keys::Hash::Sha1 => r.scram1.as_deref(),
+                    crate::scram_keys::Hash::Sha256 => r.scram256.as_deref(),
                 }?;
                 Some((d.clone(), scram_keys(keys)?))
             })
@@ -424,8 +417,13 @@ impl DeviceCredentials {
     }
 
     /// Apply every change the store reports (from any node) until it
-    /// closes; kick this node's sessions whose credential was revoked.
-    pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+    /// closes; `revoked` is told what each change took away (the gateway
+    /// kicks this node's sessions that used it, `sessions::enforce`).
+    pub async fn follow(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        revoked: impl Fn(Revoked) + Send + 'static,
+    ) {
         let mut changes = store.watch_settings();
         loop {
             let json = match changes.recv().await {
@@ -443,7 +441,7 @@ impl DeviceCredentials {
                 Err(RecvError::Closed) => return,
             };
             match self.apply(&json) {
-                Ok(revoked) => revoked.kick(&sessions),
+                Ok(r) => revoked(r),
                 Err(e) => {
                     tracing::warn!(error = %e, "ignoring an unreadable device credentials update")
                 }
@@ -457,28 +455,6 @@ impl DeviceCredentials {
 pub struct Revoked {
     pub devices: Vec<(String, String)>,
     pub token_users: Vec<String>,
-}
-
-impl Revoked {
-    /// Kick the sessions that logged in with them on this node. A user's
-    /// token revocation ends all of the user's sessions here (the registry
-    /// does not know which credential each used): devices with a secret
-    /// log in again at once.
-    pub fn kick(&self, sessions: &SessionRegistry) {
-        for (user, device) in &self.devices {
-            let n =
-                sessions.kick_device(user, device, ErrorCode::TokenError, "device secret revoked");
-            if n > 0 {
-                tracing::info!(%user, %device, "kicked a device whose secret was revoked");
-            }
-        }
-        for user in &self.token_users {
-            let n = sessions.kick_user(user, ErrorCode::TokenError, "tokens revoked");
-            if n > 0 {
-                tracing::info!(%user, sessions = n, "kicked sessions after a token revocation");
-            }
-        }
-    }
 }
 
 #[cfg(test)]

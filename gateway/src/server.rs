@@ -147,7 +147,7 @@ fn http_handler(router: axum::Router) -> Handler {
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // Before anything can print `ready`.
     let mut signals = Signals::register();
-    crate::sessions::write_deadline::set_limit(Duration::from_secs(
+    crate::transport::write_deadline::set_limit(Duration::from_secs(
         config.write_timeout_secs.max(1),
     ));
     // Certificate problems stop the start before anything else happens.
@@ -238,20 +238,26 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         delivery_acks: tokio::sync::broadcast::channel(1024).0,
     });
     // Policy changes made on any node (admin API) apply here too.
+    let sessions = state.sessions.clone();
     tokio::spawn(
         state
             .policy
             .clone()
-            .follow(state.store.clone(), state.sessions.clone()),
+            .follow(state.store.clone(), move |user| {
+                crate::sessions::enforce::kick_forbidden(&sessions, user)
+            }),
     );
     // Topic ACL changes made on any node (admin API) apply here too.
     tokio::spawn(mqtt_acl.clone().follow(state.store.clone()));
     // Device secrets issued or revoked on any node apply here too.
+    let sessions = state.sessions.clone();
     tokio::spawn(
         state
             .credentials
             .clone()
-            .follow(state.store.clone(), state.sessions.clone()),
+            .follow(state.store.clone(), move |revoked| {
+                crate::sessions::enforce::kick_revoked(&sessions, &revoked)
+            }),
     );
     // The login kick rule across nodes.
     state.sessions.join_cluster(state.store.clone());

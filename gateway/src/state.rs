@@ -150,14 +150,6 @@ impl AppState {
         Ok(true)
     }
 
-    /// A user read a conversation (recorded by `conversations::read_by`):
-    /// sends the `read` webhook event.
-    pub fn conversation_read(&self, event: &crate::webhooks::ReadEvent) {
-        if let Some(hooks) = &self.webhooks {
-            hooks.read(event);
-        }
-    }
-
     /// Resolves when the gateway starts shutting down.
     pub async fn draining(&self) {
         let mut rx = self.shutdown.clone();

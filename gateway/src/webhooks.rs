@@ -15,8 +15,8 @@
 //!   the one place every protocol's delivery ack goes through;
 //! - `read`: a user read a conversation up to a message (`conv`,
 //!   `messageUid`, `messageUidStr`), from
-//!   [`crate::state::AppState::conversation_read`], the hook point of the
-//!   conversation-read feature.
+//!   [`crate::conversations::read_by`], the one place every protocol's
+//!   conversation read goes through.
 //!
 //! `webhook_events` selects the events sent. Sending is
 //! `imgate_adapters::event_hook`: a bounded queue that never blocks a
@@ -27,46 +27,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use imgate_adapters::event_hook::{EventHook, EventHookConfig};
 use imgate_adapters::review_hook::HookSigner;
 use imgate_core::model::Conversation;
 use imgate_core::pipeline::Protocol;
 use serde_json::{json, Value};
 
+use crate::config::webhook_events::parse_events;
+pub use crate::config::webhook_events::EventKind;
 use crate::config::Config;
 use crate::metrics::{HookQueue, Metrics};
-
-/// The events a webhook can receive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
-    Connected,
-    Disconnected,
-    Delivered,
-    Read,
-}
-
-impl EventKind {
-    pub const ALL: [EventKind; 4] = [
-        EventKind::Connected,
-        EventKind::Disconnected,
-        EventKind::Delivered,
-        EventKind::Read,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::Connected => "connected",
-            EventKind::Disconnected => "disconnected",
-            EventKind::Delivered => "delivered",
-            EventKind::Read => "read",
-        }
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
 
 /// A user read a conversation up to `message_id` (given by the feature
 /// that records reads).
@@ -85,30 +56,6 @@ pub struct Webhooks {
     events: u8,
     node: u16,
     next_id: AtomicU64,
-}
-
-/// The event names of `webhook_events` as a bit set.
-fn parse_events(list: &str) -> anyhow::Result<u8> {
-    let mut bits = 0;
-    for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let Some(kind) = EventKind::ALL.iter().find(|k| k.name() == name) else {
-            bail!(
-                "webhook_events: {name:?} is not an event (connected, disconnected, delivered, read)"
-            );
-        };
-        bits |= kind.bit();
-    }
-    Ok(bits)
-}
-
-/// Check the webhook settings (`Config::validate`).
-pub fn validate(config: &Config) -> anyhow::Result<()> {
-    parse_events(&config.webhook_events)?;
-    let url = config.webhook_url.trim();
-    if !url.is_empty() && !url.starts_with("http://") {
-        bail!("webhook_url must be an http:// URL");
-    }
-    Ok(())
 }
 
 impl Webhooks {
@@ -226,24 +173,6 @@ impl Webhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn event_lists_are_checked() {
-        assert_eq!(parse_events("").unwrap(), 0);
-        assert_eq!(
-            parse_events(" connected, read ").unwrap(),
-            EventKind::Connected.bit() | EventKind::Read.bit()
-        );
-        let e = parse_events("connected,logout").unwrap_err();
-        assert!(e.to_string().contains("logout"), "{e}");
-        let mut c = Config {
-            webhook_url: "https://x".into(),
-            ..Config::default()
-        };
-        assert!(validate(&c).is_err());
-        c.webhook_url = "http://127.0.0.1:9/e".into();
-        assert!(validate(&c).is_ok());
-    }
 
     #[tokio::test]
     async fn only_the_chosen_events_are_queued() {

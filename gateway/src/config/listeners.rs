@@ -16,7 +16,7 @@
 
 use imgate_core::pipeline::Protocol;
 
-use crate::config::Config;
+use super::Config;
 
 /// What runs on a listener once a connection is admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

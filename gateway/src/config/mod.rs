@@ -15,6 +15,16 @@ use imgate_core::pipeline::{
 };
 use serde::{Deserialize, Serialize};
 
+pub mod listeners;
+pub mod webhook_events;
+
+/// Bounds of the device-secret snapshot (`crate::device_secrets`).
+#[derive(Debug, Clone, Copy)]
+pub struct SecretLimits {
+    pub per_user: usize,
+    pub total: usize,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
@@ -422,7 +432,7 @@ impl Config {
             bail!("tls_cert and tls_key must be set together (or both left empty)");
         }
         self.proxy_protocol_listeners()?;
-        crate::webhooks::validate(self)?;
+        webhook_events::validate(self)?;
         Ok(())
     }
 
@@ -436,10 +446,10 @@ impl Config {
             .map(str::trim)
             .filter(|p| !p.is_empty())
         {
-            let Some(spec) = crate::listeners::by_name(name).filter(|l| l.name != "admin") else {
+            let Some(spec) = listeners::by_name(name).filter(|l| l.name != "admin") else {
                 bail!(
                     "proxy_protocol: {name:?} is not a client listener ({})",
-                    crate::listeners::names().replace("admin, ", "")
+                    listeners::names().replace("admin, ", "")
                 )
             };
             if !listeners.contains(&spec.name) {
@@ -503,8 +513,8 @@ impl Config {
         }))
     }
 
-    pub fn device_secret_limits(&self) -> crate::device_secrets::SecretLimits {
-        crate::device_secrets::SecretLimits {
+    pub fn device_secret_limits(&self) -> SecretLimits {
+        SecretLimits {
             per_user: self.device_secrets_per_user,
             total: self.device_secrets_max_total,
         }
@@ -556,7 +566,7 @@ fn configuration_reference(example: &str) -> String {
          starting (unknown `IMGATE_*` variables are reported, with the setting\n\
          they probably meant). Durations are in the unit their name ends with.\n\n\
          This page is generated from `imgate.toml.example`, which a test checks\n\
-         against `gateway/src/config.rs`; another test fails when this page is\n\
+         against `gateway/src/config/mod.rs`; another test fails when this page is\n\
          stale. Regenerate it with\n\
          `IMGATE_TEST_BLESS=1 cargo test -p imgate --bin imgate configuration_reference`.\n\n\
          | setting | default | environment | meaning |\n\

@@ -90,7 +90,14 @@ impl Conn {
             });
         let code = match parsed {
             Ok((conv, upto)) => {
-                match crate::conversations::read_by(&self.state, &self.principal, &conv, upto).await
+                match crate::conversations::read_by(
+                    self.state.store.as_ref(),
+                    self.state.webhooks.as_deref(),
+                    &self.principal,
+                    &conv,
+                    upto,
+                )
+                .await
                 {
                     Ok(_) => ErrorCode::Success,
                     Err(e) => e.code,

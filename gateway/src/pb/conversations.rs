@@ -39,7 +39,15 @@ pub async fn mark_read(
     req: proto::MarkReadRequest,
 ) -> PbFrame {
     let conv = PbNormalizer::conversation_to_core(req.conversation.unwrap_or_default());
-    let resp = match conversations::read_by(state, principal, &conv, req.message_id).await {
+    let resp = match conversations::read_by(
+        state.store.as_ref(),
+        state.webhooks.as_deref(),
+        principal,
+        &conv,
+        req.message_id,
+    )
+    .await
+    {
         Ok(r) => proto::MarkReadResponse {
             code: 0,
             read_upto: r.read_upto,

@@ -21,11 +21,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use imgate_core::pipeline::{PolicyBook, PolicySnapshot, UserStatus};
 use imgate_core::words::WordFilter;
-use imgate_core::{ErrorCode, Store};
+use imgate_core::Store;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
-
-use crate::sessions::SessionRegistry;
 
 /// The store setting that holds the policy.
 pub const POLICY_KEY: &str = "policy";
@@ -99,8 +97,14 @@ impl PolicyState {
     }
 
     /// Apply every policy change the store reports (from any node) until
-    /// the store closes; kick users that became forbidden on this node.
-    pub async fn follow(self: Arc<Self>, store: Arc<dyn Store>, sessions: Arc<SessionRegistry>) {
+    /// the store closes; `forbidden` is told each user that became
+    /// forbidden (the gateway kicks them on this node,
+    /// `sessions::enforce`).
+    pub async fn follow(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        forbidden: impl Fn(&str) + Send + 'static,
+    ) {
         let mut changes = store.watch_settings();
         loop {
             let json = match changes.recv().await {
@@ -118,15 +122,7 @@ impl PolicyState {
                 Err(RecvError::Closed) => return,
             };
             match self.apply(&json) {
-                Ok(forbidden) => {
-                    for user in forbidden {
-                        sessions.kick_user(
-                            &user,
-                            ErrorCode::UserBlocked,
-                            "user forbidden by the administrator",
-                        );
-                    }
-                }
+                Ok(newly) => newly.iter().for_each(|user| forbidden(user)),
                 Err(e) => tracing::warn!(error = %e, "ignoring an unreadable policy update"),
             }
         }
@@ -153,8 +149,10 @@ mod tests {
         assert_eq!(q.words.words(), vec!["bad".to_string(), "坏词".to_string()]);
         assert_eq!(q.book.status("mallory"), UserStatus::Forbidden);
         assert_eq!(q.book.rate_override("bot").unwrap().messages, 1000);
-        let sessions = Arc::new(SessionRegistry::new(false));
-        let follower = tokio::spawn(q.clone().follow(store.clone(), sessions));
+        let (forbidden_tx, mut forbidden) = tokio::sync::mpsc::unbounded_channel();
+        let follower = tokio::spawn(q.clone().follow(store.clone(), move |user| {
+            let _ = forbidden_tx.send(user.to_string());
+        }));
         let mut watch = store.watch_settings();
         p.words.remove(&["bad".into()]);
         p.save(store.as_ref()).await.unwrap();
@@ -168,6 +166,13 @@ mod tests {
             );
             tokio::task::yield_now().await;
         }
+        // A user forbidden on the other node is reported (to be kicked).
+        p.book.set_status("eve", UserStatus::Forbidden);
+        p.save(store.as_ref()).await.unwrap();
+        let user = tokio::time::timeout(std::time::Duration::from_secs(10), forbidden.recv())
+            .await
+            .expect("the follower reports the newly forbidden user");
+        assert_eq!(user.as_deref(), Some("eve"));
         follower.abort();
     }
 }

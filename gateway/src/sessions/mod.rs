@@ -8,14 +8,17 @@
 pub mod append_order;
 pub mod cluster;
 pub mod conn_limit;
+pub mod enforce;
 pub mod idle_buffers;
 pub mod listener;
 pub mod login;
 pub mod proxy_header;
 pub mod registry;
 pub mod send_window;
-pub mod write_deadline;
 
+/// Writes bounded by the write deadline are the transport's
+/// (`transport::write_deadline`); sessions use them from here too.
+pub use crate::transport::write_deadline;
 pub use append_order::OrderedAppends;
 pub use conn_limit::ConnLimiter;
 pub use listener::run_listener;

@@ -5,6 +5,7 @@
 
 pub mod tls;
 pub mod websocket;
+pub mod write_deadline;
 pub mod ws_stream;
 pub mod ws_upgrade;
 

@@ -200,7 +200,7 @@ pub async fn handshake(stream: &mut ClientStream, limit: Duration) -> Option<(Ac
         response.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
     response.push_str("\r\n");
-    let written = crate::sessions::write_deadline::bounded(async {
+    let written = super::write_deadline::bounded(async {
         stream.write_all(response.as_bytes()).await?;
         stream.flush().await
     })
@@ -241,7 +241,7 @@ async fn write_refusal(stream: &mut ClientStream, r: &Refusal) {
         r.status,
         body.len()
     );
-    let _ = crate::sessions::write_deadline::bounded(async {
+    let _ = super::write_deadline::bounded(async {
         stream.write_all(response.as_bytes()).await?;
         stream.shutdown().await
     })

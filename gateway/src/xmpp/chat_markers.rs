@@ -56,7 +56,8 @@ impl Session {
             // read from HTTP or PB (and its `read` webhook event).
             let conversation = m.conversation.seen_by(&m.sender, &user);
             if let Err(e) = crate::conversations::read_by(
-                &self.state,
+                self.state.store.as_ref(),
+                self.state.webhooks.as_deref(),
                 &self.principal,
                 &conversation,
                 m.message_id,
