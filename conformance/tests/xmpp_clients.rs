@@ -36,16 +36,9 @@ fn slixmpp_iqs_route_to_full_jids_and_extensions_keep_their_ids() {
         !features.contains(&"urn:xmpp:mam:2"),
         "the server's features: {out}"
     );
-    // An IQ to a resource that is not connected: service-unavailable. On
-    // a shared store (RabbitMQ) the resource lookup may race the other
-    // client's presence; the answer is then feature-not-implemented
-    // (seen once in CI; a known gap, see docs/xmpp.md).
-    let shared = std::env::var("IMGATE_CONFORMANCE_STORE").is_ok_and(|s| !s.is_empty());
-    let absent = out["absent"].as_str().unwrap_or_default();
-    assert!(
-        absent == "service-unavailable" || (shared && absent == "feature-not-implemented"),
-        "{out}"
-    );
+    // An IQ to a resource that is not connected: service-unavailable, on
+    // a shared store too (there once no node took it).
+    assert_eq!(out["absent"], "service-unavailable", "{out}");
     assert_eq!(out["chat_state_from"], format!("{a}@{DOMAIN}/pc"), "{out}");
     // Bob's client knows its message by its own id; Alice's by the
     // messageUid it was delivered with.

@@ -132,7 +132,8 @@ impl Session {
 
     /// An IQ for another client's resource: routed with this session's
     /// full JID as `from`; a request for a resource that is not connected
-    /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2).
+    /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2), on a
+    /// cluster once no node took it ([`routing::route_request`]).
     async fn route_iq(&mut self, el: &Element, user: &str, resource: &str) -> bool {
         let request = matches!(el.get_attr("type"), Some("get") | Some("set"));
         if !self.route_budget.take() {
@@ -147,15 +148,27 @@ impl Session {
         }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
-        let routed = routing::route(
+        if !request {
+            routing::route(
+                self.state.store.as_ref(),
+                &self.ctx,
+                user,
+                Some(resource),
+                stamped,
+            )
+            .await;
+            return true;
+        }
+        let routed = routing::route_request(
             self.state.store.as_ref(),
             &self.ctx,
-            user,
-            Some(resource),
+            (user, resource),
+            el,
             stamped,
+            (&self.principal.user_id, &self.principal.device_id),
         )
         .await;
-        if routed == Routed::Nowhere && request {
+        if routed == Routed::Nowhere {
             let err = condition_element(
                 "service-unavailable",
                 "cancel",

@@ -13,7 +13,8 @@
 //!   resumption on another node.
 //! - [`router`]: node-local routing of presence and receipts;
 //!   [`receipts`]: receipts from acks on any node; [`routing`]: IQs and
-//!   body-less messages to full and bare JIDs, on any node.
+//!   body-less messages to full and bare JIDs, on any node;
+//!   [`route_acks`]: `<service-unavailable/>` for IQs no node took.
 //! - [`references`]: reactions, corrections and retractions (the messages
 //!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
 //!   [`blocking`]: XEP-0191 block lists in the policy.
@@ -37,6 +38,7 @@ mod negotiation;
 mod receipts;
 mod references;
 mod roster;
+mod route_acks;
 mod router;
 mod routing;
 pub(crate) mod scram;
@@ -64,6 +66,8 @@ pub struct XmppContext {
     pub receipts: receipts::PendingReceipts,
     /// Whether other nodes share the store (routed stanzas are announced).
     pub clustered: bool,
+    /// This node's IQ requests routed to other nodes, awaiting an ack.
+    pub acks: route_acks::PendingAcks,
 }
 
 /// The per-connection handler of every listener that carries XMPP
@@ -80,6 +84,7 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         sm: SmRegistry::new(clustered),
         receipts: receipts::PendingReceipts::default(),
         clustered,
+        acks: route_acks::PendingAcks::default(),
     });
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
     tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
@@ -88,6 +93,7 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         tokio::spawn(receipts::follow_cursors(cursors, ctx.clone()));
         tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(routing::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(route_acks::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
     }
     Arc::new(move |stream, peer, state| {
