@@ -18,6 +18,8 @@
 //! - [`references`]: reactions, corrections and retractions (the messages
 //!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
 //!   [`blocking`]: XEP-0191 block lists in the policy.
+//! - [`vcard`]: XEP-0054 vCards; [`private_storage`]: XEP-0049;
+//!   [`pep`]: XEP-0163 PEP nodes; all kept per user by [`user_data`].
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
@@ -35,6 +37,8 @@ mod iq;
 mod mam;
 mod muc;
 mod negotiation;
+mod pep;
+mod private_storage;
 mod receipts;
 mod references;
 mod roster;
@@ -45,6 +49,8 @@ pub(crate) mod scram;
 mod session;
 mod sm_cluster;
 mod stream_management;
+mod user_data;
+mod vcard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
