@@ -105,25 +105,91 @@ fn slixmpp_joins_a_group_as_a_room_with_history_subject_and_occupants() {
     let codes = out["self_codes"].as_array().expect("codes");
     assert!(codes.contains(&json!(110)), "{out}");
     assert!(
-        codes.contains(&json!(210)),
-        "nick replaced by the user id: {out}"
+        !codes.contains(&json!(210)),
+        "the nick is the client's: {out}"
     );
-    assert_eq!(out["self_nick"], a);
+    assert_eq!(out["self_nick"], "alice-nick");
+    assert_eq!(out["self_affiliation"], "owner", "{out}");
     assert_eq!(out["subject"], grp);
-    assert!(
-        out["occupants"].as_array().unwrap().contains(&json!(b)),
-        "{out}"
-    );
+    // Bob joined first: the occupant Alice sees (slixmpp lists her
+    // own nick too), and he sees her join.
+    assert_eq!(out["occupants"], json!(["alice-nick", "bob-nick"]), "{out}");
+    assert_eq!(out["bob_saw_join"], "alice-nick", "{out}");
     assert_eq!(out["history"], json!(["h1", "h2"]), "{out}");
-    assert_eq!(out["bob_got"]["from"], format!("{room}/{a}"));
+    assert_eq!(out["bob_got"]["from"], format!("{room}/alice-nick"));
     assert_eq!(out["bob_got"]["body"], "hello room");
     assert_eq!(out["reflection_id"], out["sent_id"], "{out}");
     assert_eq!(out["room_identities"][0], json!(["conference", "text"]));
     assert_eq!(out["room_has_muc"], true);
-    assert_eq!(out["left_from"], format!("{room}/{a}"));
+    // Nick change (XEP-0045 §7.6): Bob sees the old nick go with 303.
+    assert_eq!(out["new_nick"], "alice-2", "{out}");
+    assert_eq!(out["rename_codes"], json!([303]), "{out}");
+    assert_eq!(out["rename_item_nick"], "alice-2", "{out}");
+    assert_eq!(out["left_from"], format!("{room}/alice-2"));
     assert!(
         out["left_codes"].as_array().unwrap().contains(&json!(110)),
         "{out}"
+    );
+    assert_eq!(
+        out["bob_saw_leave"],
+        json!({"nick": "alice-2", "status": "bye now"}),
+        "{out}"
+    );
+}
+
+#[test]
+fn slixmpp_owner_configures_the_room_sets_affiliations_and_kicks() {
+    let g = Gateway::start();
+    let (a, b, c, grp) = (
+        unique("mo-a"),
+        unique("mo-b"),
+        unique("mo-c"),
+        unique("mo-room"),
+    );
+    g.admin().create_group(&grp, &a, &[&a, &b]);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_owner.py", &[&a, &at, &b, &bt, &grp, &c]);
+    assert_eq!(out["owner_affiliation"], "owner", "{out}");
+    assert_eq!(out["owner_role"], "moderator", "{out}");
+    assert!(
+        out["form_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("muc#roomconfig_roomname")),
+        "{out}"
+    );
+    assert_eq!(out["member_config"], "forbidden", "{out}");
+    // The kick: Bob leaves the room (307, 110 to him), stays a member.
+    assert_eq!(out["kicked_codes"], json!([110, 307]), "{out}");
+    assert_eq!(
+        out["owner_saw"],
+        json!({"nick": "worker", "codes": [307]}),
+        "{out}"
+    );
+    assert_eq!(out["self_ping_after_kick"], "not-acceptable", "{out}");
+    assert_eq!(out["taken_nick"], "conflict", "{out}");
+    assert!(
+        out["rejoined_codes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(110)),
+        "{out}"
+    );
+    assert_eq!(out["self_ping_after_rejoin"], "answered", "{out}");
+    assert_eq!(out["member_kick"], "forbidden", "{out}");
+    // The form renamed the group; the affiliation list made Carol a member.
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_eq!(info.code(), 0, "{:?}", info.body);
+    let result = &info.body["result"];
+    assert_eq!(result["name"], "Renamed room", "{result}");
+    let members = result["members"].as_array().unwrap();
+    assert!(members.contains(&json!(c)), "{result}");
+    assert!(
+        members.contains(&json!(b)),
+        "a kicked occupant stays a member: {result}"
     );
 }
 
@@ -208,7 +274,16 @@ fn slixmpp_roster_lists_conversation_partners_with_their_presence() {
     let b_jid = format!("{b}@{DOMAIN}");
     assert_eq!(out["roster"][&b_jid], "both", "{out}");
     assert!(out["roster"].get(format!("{stranger}@{DOMAIN}")).is_none());
-    assert_eq!(out["roster"].as_object().unwrap().len(), 1, "{out}");
+    // The user's own presence comes back to it (RFC 6121 §4.2.2), which
+    // slixmpp lists under its own JID; the contacts are only B.
+    let own = format!("{a}@{DOMAIN}");
+    let contacts: Vec<&String> = out["roster"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|j| **j != own)
+        .collect();
+    assert_eq!(contacts, vec![&b_jid], "{out}");
     assert_eq!(out["peer_online"], format!("{b_jid}/pc"), "{out}");
 }
 
@@ -291,6 +366,7 @@ fn admin_membership_changes_arrive_as_room_presence() {
     let (a, c, grp) = (unique("mm-a"), unique("mm-c"), unique("mm-room"));
     g.admin().create_group(&grp, &a, &[&a]);
     let at = g.admin().token(&a, "pc", 3);
+    let ct = g.admin().token(&c, "pc", 3);
     let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&a, &at, &grp]);
     assert_eq!(s.next_line()["event"], "joined");
     let r = g.admin().post(
@@ -298,6 +374,9 @@ fn admin_membership_changes_arrive_as_room_presence() {
         &json!({"operator": a, "groupId": grp, "members": [c]}),
     );
     assert_eq!(r.code(), 0, "{:?}", r.body);
+    // An added member is an occupant once its client joins.
+    let mut cs = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&c, &ct, &grp, "stay"]);
+    assert_eq!(cs.next_line()["event"], "joined");
     let online = s.next_line();
     assert_eq!(online["nick"], c, "{online}");
     let r = g.admin().post(
@@ -308,4 +387,6 @@ fn admin_membership_changes_arrive_as_room_presence() {
     let out = s.finish();
     assert_eq!(out["offline"], c, "{out}");
     assert_eq!(out["codes"], json!([321]), "{out}");
+    let out = cs.finish();
+    assert_eq!(out["out"], json!([110, 321]), "{out}");
 }

@@ -18,6 +18,8 @@
 //! - [`references`]: reactions, corrections and retractions (the messages
 //!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
 //!   [`blocking`]: XEP-0191 block lists in the policy.
+//! - [`muc`]: groups as rooms; [`muc_occupants`]: who joined, on every
+//!   node; [`muc_admin`]: the owner's configuration, affiliations, kicks.
 //! - [`vcard`]: XEP-0054 vCards; [`private_storage`]: XEP-0049;
 //!   [`pep`]: XEP-0163 PEP nodes; all kept per user by [`user_data`].
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
@@ -36,6 +38,8 @@ mod inbound;
 mod iq;
 mod mam;
 mod muc;
+mod muc_admin;
+mod muc_occupants;
 mod negotiation;
 mod pep;
 mod private_storage;
@@ -72,6 +76,8 @@ pub struct XmppContext {
     pub receipts: receipts::PendingReceipts,
     /// Whether other nodes share the store (routed stanzas are announced).
     pub clustered: bool,
+    /// Every room's occupants, as this node knows them.
+    pub occupants: muc_occupants::Occupants,
     /// This node's IQ requests routed to other nodes, awaiting an ack.
     pub acks: route_acks::PendingAcks,
 }
@@ -91,6 +97,7 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         receipts: receipts::PendingReceipts::default(),
         clustered,
         acks: route_acks::PendingAcks::default(),
+        occupants: muc_occupants::Occupants::default(),
     });
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
     tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
@@ -100,6 +107,7 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(routing::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(route_acks::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(muc_occupants::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
     }
     Arc::new(move |stream, peer, state| {
