@@ -194,6 +194,42 @@ fn slixmpp_owner_configures_the_room_sets_affiliations_and_kicks() {
 }
 
 #[test]
+fn slixmpp_vcard_private_storage_and_pep_are_kept_per_user_and_survive_a_restart() {
+    let mut g = Gateway::start();
+    let (a, b, c) = (unique("ad-a"), unique("ad-b"), unique("ad-c"));
+    // B is A's contact (they have a conversation); C is not.
+    let r = g.client(&b, "web").send_text(&a, "hi a", "ad-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let ct = g.admin().token(&c, "pc", 3);
+    let out = run_script(
+        &g,
+        "xmpp_account_data.py",
+        &["write", &a, &at, &b, &bt, &c, &ct],
+    );
+    let a_jid = format!("{a}@{DOMAIN}");
+    assert_eq!(
+        out["bob_notified"],
+        json!({"from": a_jid, "node": "urn:example:mood", "text": "happy"}),
+        "{out}"
+    );
+    assert_eq!(out["alice_notified"], "urn:example:mood", "{out}");
+    assert_eq!(out["bob_reads_title"], "Chief tester", "{out}");
+    assert_eq!(out["bob_reads_open"], "happy", "{out}");
+    assert_eq!(out["bob_reads_private"], "not-authorized", "{out}");
+    assert_eq!(out["carol_reads_open"], "not-authorized", "{out}");
+    assert_eq!(out["bob_writes_vcard"], "forbidden", "{out}");
+    assert_eq!(out["alice_reads_private"], "hidden", "{out}");
+    g.restart();
+    let at = g.admin().token(&a, "pc", 3);
+    let out = run_script(&g, "xmpp_account_data.py", &["read", &a, &at]);
+    assert_eq!(out["title"], "Chief tester", "{out}");
+    assert_eq!(out["bookmarks"], json!(["room@groups.example"]), "{out}");
+    assert_eq!(out["open_item"], "happy", "{out}");
+}
+
+#[test]
 fn slixmpp_non_member_cannot_join_a_room() {
     let g = Gateway::start();
     let (a, b, grp) = (unique("mx-a"), unique("mx-b"), unique("closed"));
