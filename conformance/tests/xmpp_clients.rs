@@ -230,6 +230,41 @@ fn slixmpp_vcard_private_storage_and_pep_are_kept_per_user_and_survive_a_restart
 }
 
 #[test]
+fn slixmpp_makes_a_room_by_joining_it_only_when_room_creation_is_on() {
+    let g = Gateway::start_with(&[("IMGATE_XMPP_ROOM_CREATION", "true")]);
+    let (a, b, grp) = (unique("mc-a"), unique("mc-b"), unique("mc-room"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_create.py", &[&a, &at, &b, &bt, &grp]);
+    assert_eq!(out["codes"], json!([100, 110, 201]), "{out}");
+    assert_eq!(out["affiliation"], "owner", "{out}");
+    assert_eq!(out["instant"], "accepted", "{out}");
+    assert!(
+        !out["bob_codes"].as_array().unwrap().contains(&json!(201)),
+        "{out}"
+    );
+    assert_eq!(out["bob_sees"], json!(["guest", "maker"]), "{out}");
+    // The room is a group like any other.
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_eq!(info.body["result"]["owner"], a.as_str(), "{:?}", info.body);
+    let members = info.body["result"]["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 2, "{members:?}");
+
+    // Off (the default): a room that does not exist cannot be joined.
+    let g = Gateway::start();
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_create.py", &[&a, &at, &b, &bt, &grp]);
+    assert_eq!(out["join_error"], "registration-required", "{out}");
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_ne!(info.code(), 0, "no group was made: {:?}", info.body);
+}
+
+#[test]
 fn slixmpp_non_member_cannot_join_a_room() {
     let g = Gateway::start();
     let (a, b, grp) = (unique("mx-a"), unique("mx-b"), unique("closed"));

@@ -11,7 +11,9 @@
 //! a `<delay from=room>`; `<history maxstanzas>` honoured up to
 //! [`MAX_HISTORY`]), then the subject (the group's name); the other
 //! occupants get the new occupant's presence. A non-member gets a
-//! `<registration-required/>` presence error, a nick another user has a
+//! `<registration-required/>` presence error (with `xmpp_room_creation`
+//! a join to a room that does not exist makes the group, status 201),
+//! a nick another user has a
 //! `<conflict/>`. A presence to another nick of a joined room changes
 //! the nick (§7.6: 303). Leave (unavailable presence): the unavailable
 //! presence, with the client's status text, to every occupant (110 to
@@ -199,10 +201,21 @@ impl Session {
             let _ = occupants::change(self.state.store.as_ref(), &self.ctx, n, None).await;
             return true;
         }
-        let Some(g) = self.member_group(group).await else {
-            return self
-                .room_presence_error(&own, "registration-required", "auth", "9 not in group")
-                .await;
+        let (g, created) = match self.member_group(group).await {
+            Some(g) => (g, false),
+            None => match self.create_room(el, group).await {
+                Some(g) => (g, true),
+                None => {
+                    return self
+                        .room_presence_error(
+                            &own,
+                            "registration-required",
+                            "auth",
+                            "9 not in group",
+                        )
+                        .await
+                }
+            },
         };
         if nick.is_empty() || nick.len() > occupants::MAX_NICK || nick.contains('/') {
             return self
@@ -274,7 +287,11 @@ impl Session {
                 &self.ctx,
                 &occupant,
                 occupant.role(),
-                &["100", "110"],
+                if created {
+                    &["100", "110", "201"]
+                } else {
+                    &["100", "110"]
+                },
             ));
         if !self.send_stanza(&own_presence, None).await {
             return false;
@@ -296,6 +313,36 @@ impl Session {
             .attr("id", crate::xmpp::random_id())
             .child(Element::new("subject", ns::CLIENT).text(g.name.clone()));
         self.send_stanza(&subject, None).await
+    }
+
+    /// With `xmpp_room_creation`, a join (with `<x xmlns='…muc'/>`) to a
+    /// room that does not exist makes the group, this user its owner and
+    /// only member (§10.1.2: status 201; the room is usable at once, as
+    /// an instant room).
+    async fn create_room(&mut self, el: &Element, group: &str) -> Option<Group> {
+        if !self.state.config.xmpp_room_creation || el.get_child("x", ns::MUC).is_none() {
+            return None;
+        }
+        if group.is_empty() || group.len() > 128 || group.chars().any(char::is_control) {
+            return None;
+        }
+        if !matches!(self.state.store.group(group).await, Ok(None)) {
+            return None;
+        }
+        let user = self.principal.user_id.clone();
+        let g = Group {
+            id: group.to_string(),
+            name: group.to_string(),
+            owner: user.clone(),
+            members: [user].into_iter().collect(),
+        };
+        match self.state.store.put_group(g.clone()).await {
+            Ok(()) => Some(g),
+            Err(e) => {
+                tracing::debug!(error = %e, "xmpp: room not made");
+                None
+            }
+        }
     }
 
     async fn room_presence_error(
