@@ -5,7 +5,7 @@
 //! and retraction ↔ recall across protocols.
 
 use imgate_conformance::xmpp::{run_script, XmppScript};
-use imgate_conformance::{unique, Gateway};
+use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
 
 const DOMAIN: &str = "localhost";
@@ -316,6 +316,49 @@ fn http_recall_arrives_as_an_xmpp_retraction() {
     let out = s.finish();
     assert_eq!(out["retract_id"], uid.to_string(), "{out}");
     assert_eq!(out["from"], format!("{h}@{DOMAIN}"));
+}
+
+#[test]
+fn xmpp_retraction_recalls_the_message_for_a_pb_recipient() {
+    let g = Gateway::start();
+    let (x, p) = (unique("rp-x"), unique("rp-p"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let pt = g.admin().token(&p, "phone", 2);
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &pt, "phone", 2);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "send", &p]);
+    let sent = s.next_line();
+    assert_eq!(sent["event"], "sent", "{sent}");
+    let out = s.finish();
+    assert_eq!(out["errors"], json!([]), "{out}");
+    let m = pb.next_deliver(WAIT).expect("the message");
+    assert_eq!(m.client_msg_id, sent["id"].as_str().unwrap());
+    pb.ack(m.message_id);
+    // The retraction is the sender's recall: the PB recipient gets the
+    // recall notice naming the message.
+    let notice = pb.next_deliver(WAIT).expect("the recall notice");
+    let payload = notice.payload.expect("payload");
+    assert_eq!(payload.r#type, 80, "{payload:?}");
+    assert_eq!(payload.content, m.message_id.to_string(), "{payload:?}");
+    assert_eq!(notice.sender, x);
+}
+
+#[test]
+fn pb_recall_arrives_as_an_xmpp_retraction() {
+    let g = Gateway::start();
+    let (x, p) = (unique("pr-x"), unique("pr-p"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let pt = g.admin().token(&p, "phone", 2);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "recv", &p]);
+    assert_eq!(s.next_line()["event"], "ready");
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &pt, "phone", 2);
+    let sent = pb.send_text(&x, "oops from pb", "pr-1");
+    assert_eq!(sent.code, 0);
+    let got = s.next_line();
+    assert_eq!(got["id"], sent.message_id.to_string(), "{got}");
+    assert_eq!(pb.recall(sent.message_id), 0);
+    let out = s.finish();
+    assert_eq!(out["retract_id"], sent.message_id.to_string(), "{out}");
+    assert_eq!(out["from"], format!("{p}@{DOMAIN}"));
 }
 
 #[test]
