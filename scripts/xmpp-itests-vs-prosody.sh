@@ -42,6 +42,9 @@ mkdir -p "$WORK/prosody/data"
 chown -R prosody:prosody "$WORK/prosody" 2>/dev/null || true
 cat > "$WORK/prosody/prosody.cfg.lua" <<CFG
 daemonize = false
+-- The script runs as root; Debian's prosody 0.12 refuses that (mod_posix)
+-- and, on a race in its shutdown path, keeps running without listening.
+run_as_root = true
 pidfile = "$WORK/prosody/prosody.pid"
 data_path = "$WORK/prosody/data"
 c2s_ports = { $PROSODY_PORT }

@@ -1,6 +1,7 @@
 """Two members join their group as a MUC room with slixmpp's
-join_muc_wait (occupants, self-presence, history, subject), talk, look
-at the room's disco and leave. Prints one JSON object.
+join_muc_wait (occupants, self-presence, history, subject) under nicks
+of their own, talk, look at the room's disco, Alice changes her nick
+and leaves with a status that Bob sees. Prints one JSON object.
 
 usage: xmpp_muc.py HOST PORT DOMAIN A A_TOKEN B B_TOKEN GROUP"""
 
@@ -21,6 +22,8 @@ async def main(host, port, domain, a, a_token, b, b_token, group):
     from slixmpp.exceptions import PresenceError
 
     try:
+        await bob["xep_0045"].join_muc_wait(room, "bob-nick", maxstanzas=0, timeout=TIMEOUT)
+        alice_seen = event_future(bob, f"muc::{room}::got_online")
         own, subject, occupants, history = await alice["xep_0045"].join_muc_wait(
             room, "alice-nick", maxstanzas=10, timeout=TIMEOUT
         )
@@ -31,10 +34,12 @@ async def main(host, port, domain, a, a_token, b, b_token, group):
         return
     out["self_codes"] = sorted(own["muc"]["status_codes"])
     out["self_nick"] = own["from"].resource
+    out["self_affiliation"] = own["muc"]["affiliation"]
     out["subject"] = subject["subject"]
     out["occupants"] = sorted(p["from"].resource for p in occupants)
     out["history"] = [h["body"] for h in history]
-    await bob["xep_0045"].join_muc_wait(room, b, maxstanzas=0, timeout=TIMEOUT)
+    seen = await asyncio.wait_for(alice_seen, TIMEOUT)
+    out["bob_saw_join"] = seen["from"].resource
 
     got = event_future(bob, "groupchat_message")
     reflected = event_future(alice, "groupchat_message")
@@ -50,21 +55,38 @@ async def main(host, port, domain, a, a_token, b, b_token, group):
     out["room_identities"] = [list(i)[:2] for i in info["disco_info"]["identities"]]
     out["room_has_muc"] = "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
 
-    # slixmpp forgets the room on leave_muc, before the answer comes.
     from slixmpp.xmlstream.handler import Callback
     from slixmpp.xmlstream.matcher import MatchXPath
 
+    renamed = asyncio.get_event_loop().create_future()
+
+    def on_bob_presence(pres):
+        if pres["type"] == "unavailable" and pres["from"] == f"{room}/alice-nick" and not renamed.done():
+            renamed.set_result(pres)
+
+    bob.register_handler(Callback("rename", MatchXPath("{jabber:client}presence"), on_bob_presence))
+    nick = await alice["xep_0045"].set_self_nick(room, "alice-2", timeout=TIMEOUT)
+    out["new_nick"] = nick
+    gone = await asyncio.wait_for(renamed, TIMEOUT)
+    out["rename_codes"] = sorted(gone["muc"]["status_codes"])
+    out["rename_item_nick"] = gone["muc"]["item_nick"]
+
+    # slixmpp forgets the room on leave_muc, before the answer comes.
     left = asyncio.get_event_loop().create_future()
+    own_jid = f"{room}/alice-2"
 
     def on_presence(pres):
-        if pres["type"] == "unavailable" and pres["from"] == own["from"] and not left.done():
+        if pres["type"] == "unavailable" and pres["from"] == own_jid and not left.done():
             left.set_result(pres)
 
     alice.register_handler(Callback("leave", MatchXPath("{jabber:client}presence"), on_presence))
-    alice["xep_0045"].leave_muc(room, own["from"].resource)
+    bob_saw_leave = event_future(bob, f"muc::{room}::got_offline")
+    alice["xep_0045"].leave_muc(room, "alice-2", "bye now")
     gone = await asyncio.wait_for(left, TIMEOUT)
     out["left_from"] = str(gone["from"])
     out["left_codes"] = sorted(gone["muc"]["status_codes"])
+    seen = await asyncio.wait_for(bob_saw_leave, TIMEOUT)
+    out["bob_saw_leave"] = {"nick": seen["from"].resource, "status": seen["status"]}
 
     emit(out)
     await alice.disconnect()

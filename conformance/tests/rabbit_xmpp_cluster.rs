@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use imgate_codecs::xmpp::{ns, Element};
-use imgate_conformance::rabbit_support::{amqp_url, Cluster};
+use imgate_conformance::rabbit_support::{amqp_url, eventually, Cluster};
 use imgate_conformance::xmpp::XmppRaw;
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 
@@ -326,4 +326,141 @@ fn iqs_and_chat_states_route_to_a_client_on_the_other_node() {
         )
         .expect("the chat state on node B");
     assert_eq!(state.get_attr("from"), Some(alice_full.as_str()));
+}
+
+fn muc_codes(e: &Element) -> Vec<String> {
+    e.get_child("x", ns::MUC_USER)
+        .map(|x| {
+            x.elements()
+                .filter(|s| s.name == "status")
+                .filter_map(|s| s.get_attr("code").map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn rooms_and_absent_resources_across_nodes() {
+    let Some(url) = amqp_url("rooms_and_absent_resources_across_nodes") else {
+        return;
+    };
+    let c = Cluster::start(&url);
+    let (alice, bob, grp) = (unique("xr-alice"), unique("xr-bob"), unique("xr-room"));
+    c.a.admin().create_group(&grp, &alice, &[&alice, &bob]);
+    let mut a = xmpp(&c.a, &alice, "pc", 3);
+    let mut b = xmpp(&c.b, &bob, "pc", 3);
+    let room = format!("{grp}@groups.{DOMAIN}");
+
+    // An IQ to a resource on no node: service-unavailable from node A
+    // once no node took it; one to Bob's resource on node B reaches him.
+    a.send(&format!(
+        "<iq type='get' id='absent-1' to='{bob}@{DOMAIN}/nowhere'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    let err = a
+        .wait_for(
+            |e| e.name == "iq" && e.get_attr("id") == Some("absent-1"),
+            WAIT,
+        )
+        .expect("an answer for the absent resource");
+    assert_eq!(err.get_attr("type"), Some("error"), "{}", err.to_xml());
+    let error = err.get_child("error", ns::CLIENT).expect("error");
+    assert!(
+        error
+            .get_child("service-unavailable", ns::STANZA_ERRORS)
+            .is_some(),
+        "{}",
+        err.to_xml()
+    );
+    a.send(&format!(
+        "<iq type='get' id='there-1' to='{bob}@{DOMAIN}/pc'><ping xmlns='urn:xmpp:ping'/></iq>"
+    ));
+    let routed = b
+        .wait_for(
+            |e| e.name == "iq" && e.get_attr("id") == Some("there-1"),
+            WAIT,
+        )
+        .expect("the IQ routed to node B");
+    assert_eq!(
+        routed.get_attr("from"),
+        Some(format!("{alice}@{DOMAIN}/pc").as_str())
+    );
+
+    // Bob joins on node B; Alice on node A sees him, and he sees her.
+    b.send(&format!(
+        "<presence to='{room}/bob-nick'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    ));
+    let own = b
+        .wait_for(
+            |e| e.name == "presence" && muc_codes(e).contains(&"110".to_string()),
+            WAIT,
+        )
+        .expect("bob's self-presence");
+    assert_eq!(
+        own.get_attr("from"),
+        Some(format!("{room}/bob-nick").as_str())
+    );
+    let bob_in = format!("{room}/bob-nick");
+    eventually(
+        "node A knows bob is in the room",
+        Duration::from_secs(10),
+        || {
+            a.send(&format!(
+            "<presence to='{room}/alice-nick'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+        ));
+            let mut saw_bob = false;
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while let Some(e) = a.next_element(deadline.saturating_duration_since(Instant::now())) {
+                if e.name == "presence" && e.get_attr("from") == Some(bob_in.as_str()) {
+                    saw_bob = true;
+                }
+                if e.name == "presence" && muc_codes(&e).contains(&"110".to_string()) {
+                    break;
+                }
+            }
+            if !saw_bob {
+                a.send(&format!(
+                    "<presence to='{room}/alice-nick' type='unavailable'/>"
+                ));
+            }
+            saw_bob
+        },
+    );
+    let alice_in = format!("{room}/alice-nick");
+    b.wait_for(
+        |e| {
+            e.name == "presence"
+                && e.get_attr("from") == Some(alice_in.as_str())
+                && e.get_attr("type").is_none()
+        },
+        WAIT,
+    )
+    .expect("bob sees alice join from the other node");
+
+    // The owner on node A kicks bob on node B: 307.
+    a.send(&format!(
+        "<iq type='set' id='kick-1' to='{room}'><query xmlns='http://jabber.org/protocol/muc#admin'><item nick='bob-nick' role='none'/></query></iq>"
+    ));
+    let done = a
+        .wait_for(
+            |e| e.name == "iq" && e.get_attr("id") == Some("kick-1"),
+            WAIT,
+        )
+        .expect("the kick answered");
+    assert_eq!(done.get_attr("type"), Some("result"), "{}", done.to_xml());
+    let kicked = b
+        .wait_for(
+            |e| {
+                e.name == "presence"
+                    && e.get_attr("type") == Some("unavailable")
+                    && e.get_attr("from") == Some(bob_in.as_str())
+            },
+            WAIT,
+        )
+        .expect("bob is told he was kicked");
+    let codes = muc_codes(&kicked);
+    assert!(
+        codes.contains(&"307".to_string()) && codes.contains(&"110".to_string()),
+        "{}",
+        kicked.to_xml()
+    );
 }

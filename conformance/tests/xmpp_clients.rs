@@ -5,7 +5,7 @@
 //! and retraction ↔ recall across protocols.
 
 use imgate_conformance::xmpp::{run_script, XmppScript};
-use imgate_conformance::{unique, Gateway};
+use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
 
 const DOMAIN: &str = "localhost";
@@ -36,16 +36,9 @@ fn slixmpp_iqs_route_to_full_jids_and_extensions_keep_their_ids() {
         !features.contains(&"urn:xmpp:mam:2"),
         "the server's features: {out}"
     );
-    // An IQ to a resource that is not connected: service-unavailable. On
-    // a shared store (RabbitMQ) the resource lookup may race the other
-    // client's presence; the answer is then feature-not-implemented
-    // (seen once in CI; a known gap, see docs/xmpp.md).
-    let shared = std::env::var("IMGATE_CONFORMANCE_STORE").is_ok_and(|s| !s.is_empty());
-    let absent = out["absent"].as_str().unwrap_or_default();
-    assert!(
-        absent == "service-unavailable" || (shared && absent == "feature-not-implemented"),
-        "{out}"
-    );
+    // An IQ to a resource that is not connected: service-unavailable, on
+    // a shared store too (there once no node took it).
+    assert_eq!(out["absent"], "service-unavailable", "{out}");
     assert_eq!(out["chat_state_from"], format!("{a}@{DOMAIN}/pc"), "{out}");
     // Bob's client knows its message by its own id; Alice's by the
     // messageUid it was delivered with.
@@ -112,26 +105,163 @@ fn slixmpp_joins_a_group_as_a_room_with_history_subject_and_occupants() {
     let codes = out["self_codes"].as_array().expect("codes");
     assert!(codes.contains(&json!(110)), "{out}");
     assert!(
-        codes.contains(&json!(210)),
-        "nick replaced by the user id: {out}"
+        !codes.contains(&json!(210)),
+        "the nick is the client's: {out}"
     );
-    assert_eq!(out["self_nick"], a);
+    assert_eq!(out["self_nick"], "alice-nick");
+    assert_eq!(out["self_affiliation"], "owner", "{out}");
     assert_eq!(out["subject"], grp);
-    assert!(
-        out["occupants"].as_array().unwrap().contains(&json!(b)),
-        "{out}"
-    );
+    // Bob joined first: the occupant Alice sees (slixmpp lists her
+    // own nick too), and he sees her join.
+    assert_eq!(out["occupants"], json!(["alice-nick", "bob-nick"]), "{out}");
+    assert_eq!(out["bob_saw_join"], "alice-nick", "{out}");
     assert_eq!(out["history"], json!(["h1", "h2"]), "{out}");
-    assert_eq!(out["bob_got"]["from"], format!("{room}/{a}"));
+    assert_eq!(out["bob_got"]["from"], format!("{room}/alice-nick"));
     assert_eq!(out["bob_got"]["body"], "hello room");
     assert_eq!(out["reflection_id"], out["sent_id"], "{out}");
     assert_eq!(out["room_identities"][0], json!(["conference", "text"]));
     assert_eq!(out["room_has_muc"], true);
-    assert_eq!(out["left_from"], format!("{room}/{a}"));
+    // Nick change (XEP-0045 §7.6): Bob sees the old nick go with 303.
+    assert_eq!(out["new_nick"], "alice-2", "{out}");
+    assert_eq!(out["rename_codes"], json!([303]), "{out}");
+    assert_eq!(out["rename_item_nick"], "alice-2", "{out}");
+    assert_eq!(out["left_from"], format!("{room}/alice-2"));
     assert!(
         out["left_codes"].as_array().unwrap().contains(&json!(110)),
         "{out}"
     );
+    assert_eq!(
+        out["bob_saw_leave"],
+        json!({"nick": "alice-2", "status": "bye now"}),
+        "{out}"
+    );
+}
+
+#[test]
+fn slixmpp_owner_configures_the_room_sets_affiliations_and_kicks() {
+    let g = Gateway::start();
+    let (a, b, c, grp) = (
+        unique("mo-a"),
+        unique("mo-b"),
+        unique("mo-c"),
+        unique("mo-room"),
+    );
+    g.admin().create_group(&grp, &a, &[&a, &b]);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_owner.py", &[&a, &at, &b, &bt, &grp, &c]);
+    assert_eq!(out["owner_affiliation"], "owner", "{out}");
+    assert_eq!(out["owner_role"], "moderator", "{out}");
+    assert!(
+        out["form_fields"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("muc#roomconfig_roomname")),
+        "{out}"
+    );
+    assert_eq!(out["member_config"], "forbidden", "{out}");
+    // The kick: Bob leaves the room (307, 110 to him), stays a member.
+    assert_eq!(out["kicked_codes"], json!([110, 307]), "{out}");
+    assert_eq!(
+        out["owner_saw"],
+        json!({"nick": "worker", "codes": [307]}),
+        "{out}"
+    );
+    assert_eq!(out["self_ping_after_kick"], "not-acceptable", "{out}");
+    assert_eq!(out["taken_nick"], "conflict", "{out}");
+    assert!(
+        out["rejoined_codes"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(110)),
+        "{out}"
+    );
+    assert_eq!(out["self_ping_after_rejoin"], "answered", "{out}");
+    assert_eq!(out["member_kick"], "forbidden", "{out}");
+    // The form renamed the group; the affiliation list made Carol a member.
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_eq!(info.code(), 0, "{:?}", info.body);
+    let result = &info.body["result"];
+    assert_eq!(result["name"], "Renamed room", "{result}");
+    let members = result["members"].as_array().unwrap();
+    assert!(members.contains(&json!(c)), "{result}");
+    assert!(
+        members.contains(&json!(b)),
+        "a kicked occupant stays a member: {result}"
+    );
+}
+
+#[test]
+fn slixmpp_vcard_private_storage_and_pep_are_kept_per_user_and_survive_a_restart() {
+    let mut g = Gateway::start();
+    let (a, b, c) = (unique("ad-a"), unique("ad-b"), unique("ad-c"));
+    // B is A's contact (they have a conversation); C is not.
+    let r = g.client(&b, "web").send_text(&a, "hi a", "ad-1");
+    assert_eq!(r.code(), 0, "{:?}", r.body);
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let ct = g.admin().token(&c, "pc", 3);
+    let out = run_script(
+        &g,
+        "xmpp_account_data.py",
+        &["write", &a, &at, &b, &bt, &c, &ct],
+    );
+    let a_jid = format!("{a}@{DOMAIN}");
+    assert_eq!(
+        out["bob_notified"],
+        json!({"from": a_jid, "node": "urn:example:mood", "text": "happy"}),
+        "{out}"
+    );
+    assert_eq!(out["alice_notified"], "urn:example:mood", "{out}");
+    assert_eq!(out["bob_reads_title"], "Chief tester", "{out}");
+    assert_eq!(out["bob_reads_open"], "happy", "{out}");
+    assert_eq!(out["bob_reads_private"], "not-authorized", "{out}");
+    assert_eq!(out["carol_reads_open"], "not-authorized", "{out}");
+    assert_eq!(out["bob_writes_vcard"], "forbidden", "{out}");
+    assert_eq!(out["alice_reads_private"], "hidden", "{out}");
+    g.restart();
+    let at = g.admin().token(&a, "pc", 3);
+    let out = run_script(&g, "xmpp_account_data.py", &["read", &a, &at]);
+    assert_eq!(out["title"], "Chief tester", "{out}");
+    assert_eq!(out["bookmarks"], json!(["room@groups.example"]), "{out}");
+    assert_eq!(out["open_item"], "happy", "{out}");
+}
+
+#[test]
+fn slixmpp_makes_a_room_by_joining_it_only_when_room_creation_is_on() {
+    let g = Gateway::start_with(&[("IMGATE_XMPP_ROOM_CREATION", "true")]);
+    let (a, b, grp) = (unique("mc-a"), unique("mc-b"), unique("mc-room"));
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_create.py", &[&a, &at, &b, &bt, &grp]);
+    assert_eq!(out["codes"], json!([100, 110, 201]), "{out}");
+    assert_eq!(out["affiliation"], "owner", "{out}");
+    assert_eq!(out["instant"], "accepted", "{out}");
+    assert!(
+        !out["bob_codes"].as_array().unwrap().contains(&json!(201)),
+        "{out}"
+    );
+    assert_eq!(out["bob_sees"], json!(["guest", "maker"]), "{out}");
+    // The room is a group like any other.
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_eq!(info.body["result"]["owner"], a.as_str(), "{:?}", info.body);
+    let members = info.body["result"]["members"].as_array().unwrap().clone();
+    assert_eq!(members.len(), 2, "{members:?}");
+
+    // Off (the default): a room that does not exist cannot be joined.
+    let g = Gateway::start();
+    let at = g.admin().token(&a, "pc", 3);
+    let bt = g.admin().token(&b, "pc", 3);
+    let out = run_script(&g, "xmpp_muc_create.py", &[&a, &at, &b, &bt, &grp]);
+    assert_eq!(out["join_error"], "registration-required", "{out}");
+    let info = g
+        .admin()
+        .post("/admin/group/info", &json!({"groupId": grp}));
+    assert_ne!(info.code(), 0, "no group was made: {:?}", info.body);
 }
 
 #[test]
@@ -189,6 +319,49 @@ fn http_recall_arrives_as_an_xmpp_retraction() {
 }
 
 #[test]
+fn xmpp_retraction_recalls_the_message_for_a_pb_recipient() {
+    let g = Gateway::start();
+    let (x, p) = (unique("rp-x"), unique("rp-p"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let pt = g.admin().token(&p, "phone", 2);
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &pt, "phone", 2);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "send", &p]);
+    let sent = s.next_line();
+    assert_eq!(sent["event"], "sent", "{sent}");
+    let out = s.finish();
+    assert_eq!(out["errors"], json!([]), "{out}");
+    let m = pb.next_deliver(WAIT).expect("the message");
+    assert_eq!(m.client_msg_id, sent["id"].as_str().unwrap());
+    pb.ack(m.message_id);
+    // The retraction is the sender's recall: the PB recipient gets the
+    // recall notice naming the message.
+    let notice = pb.next_deliver(WAIT).expect("the recall notice");
+    let payload = notice.payload.expect("payload");
+    assert_eq!(payload.r#type, 80, "{payload:?}");
+    assert_eq!(payload.content, m.message_id.to_string(), "{payload:?}");
+    assert_eq!(notice.sender, x);
+}
+
+#[test]
+fn pb_recall_arrives_as_an_xmpp_retraction() {
+    let g = Gateway::start();
+    let (x, p) = (unique("pr-x"), unique("pr-p"));
+    let xt = g.admin().token(&x, "pc", 3);
+    let pt = g.admin().token(&p, "phone", 2);
+    let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_retract.py", &[&x, &xt, "recv", &p]);
+    assert_eq!(s.next_line()["event"], "ready");
+    let mut pb = PbClient::login_ok(g.addr("pb"), &p, &pt, "phone", 2);
+    let sent = pb.send_text(&x, "oops from pb", "pr-1");
+    assert_eq!(sent.code, 0);
+    let got = s.next_line();
+    assert_eq!(got["id"], sent.message_id.to_string(), "{got}");
+    assert_eq!(pb.recall(sent.message_id), 0);
+    let out = s.finish();
+    assert_eq!(out["retract_id"], sent.message_id.to_string(), "{out}");
+    assert_eq!(out["from"], format!("{p}@{DOMAIN}"));
+}
+
+#[test]
 fn slixmpp_carbons_show_one_device_what_the_other_sent_and_received() {
     let g = Gateway::start();
     let (a, b) = (unique("cb-a"), unique("cb-b"));
@@ -215,7 +388,16 @@ fn slixmpp_roster_lists_conversation_partners_with_their_presence() {
     let b_jid = format!("{b}@{DOMAIN}");
     assert_eq!(out["roster"][&b_jid], "both", "{out}");
     assert!(out["roster"].get(format!("{stranger}@{DOMAIN}")).is_none());
-    assert_eq!(out["roster"].as_object().unwrap().len(), 1, "{out}");
+    // The user's own presence comes back to it (RFC 6121 §4.2.2), which
+    // slixmpp lists under its own JID; the contacts are only B.
+    let own = format!("{a}@{DOMAIN}");
+    let contacts: Vec<&String> = out["roster"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|j| **j != own)
+        .collect();
+    assert_eq!(contacts, vec![&b_jid], "{out}");
     assert_eq!(out["peer_online"], format!("{b_jid}/pc"), "{out}");
 }
 
@@ -298,6 +480,7 @@ fn admin_membership_changes_arrive_as_room_presence() {
     let (a, c, grp) = (unique("mm-a"), unique("mm-c"), unique("mm-room"));
     g.admin().create_group(&grp, &a, &[&a]);
     let at = g.admin().token(&a, "pc", 3);
+    let ct = g.admin().token(&c, "pc", 3);
     let mut s = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&a, &at, &grp]);
     assert_eq!(s.next_line()["event"], "joined");
     let r = g.admin().post(
@@ -305,6 +488,9 @@ fn admin_membership_changes_arrive_as_room_presence() {
         &json!({"operator": a, "groupId": grp, "members": [c]}),
     );
     assert_eq!(r.code(), 0, "{:?}", r.body);
+    // An added member is an occupant once its client joins.
+    let mut cs = XmppScript::spawn(&g, DOMAIN, "xmpp_muc_members.py", &[&c, &ct, &grp, "stay"]);
+    assert_eq!(cs.next_line()["event"], "joined");
     let online = s.next_line();
     assert_eq!(online["nick"], c, "{online}");
     let r = g.admin().post(
@@ -315,4 +501,6 @@ fn admin_membership_changes_arrive_as_room_presence() {
     let out = s.finish();
     assert_eq!(out["offline"], c, "{out}");
     assert_eq!(out["codes"], json!([321]), "{out}");
+    let out = cs.finish();
+    assert_eq!(out["out"], json!([110, 321]), "{out}");
 }

@@ -226,5 +226,8 @@ fn disco_ping_and_roster() {
     let v = c
         .wait_for(|e| e.get_attr("id") == Some("v1"), WAIT)
         .expect("vcard answer");
-    assert_eq!(v.get_attr("type"), Some("error"));
+    // XEP-0054: no vCard yet is an empty one.
+    assert_eq!(v.get_attr("type"), Some("result"), "{}", v.to_xml());
+    let card = v.get_child("vCard", "vcard-temp").expect("a vCard");
+    assert!(card.elements().next().is_none(), "{}", v.to_xml());
 }

@@ -138,6 +138,10 @@ pub struct Config {
     /// as the password; tokens need PLAIN): off by default, since clients
     /// that prefer SCRAM may not fall back to PLAIN for a token.
     pub xmpp_scram: bool,
+    /// Let an XMPP user make a group by joining a room that does not
+    /// exist (XEP-0045 §10.1): the user becomes its owner and only
+    /// member. Off by default: groups are made through the admin API.
+    pub xmpp_room_creation: bool,
     /// Expected client heartbeat interval; a connection silent for three
     /// intervals is closed.
     pub heartbeat_secs: u64,
@@ -284,6 +288,7 @@ impl Default for Config {
             xmpp_preauth_max_stanza: 16 * 1024,
             xmpp_sm_max_unacked: 1000,
             xmpp_scram: false,
+            xmpp_room_creation: false,
             heartbeat_secs: 60,
             send_window: 64,
             login_timeout_secs: 10,

@@ -140,7 +140,9 @@ impl Session {
                 let first = !self.available;
                 self.available = true;
                 self.ctx.router.set_available(&self.route, true);
-                self.broadcast_presence(true);
+                if !self.share_presence(el).await {
+                    return false;
+                }
                 if first {
                     if !self.send_own_resources().await {
                         return false;
@@ -177,6 +179,26 @@ impl Session {
                     p.attr("type", "unavailable")
                 }
             });
+    }
+
+    /// An available presence as the client sent it (show, status, caps,
+    /// avatar hash, ...) to all of the user's resources, this one included
+    /// (RFC 6121 §4.2.2, §4.4.2).
+    async fn share_presence(&mut self, el: &Element) -> bool {
+        let user = self.principal.user_id.clone();
+        let domain = self.domain();
+        let mut shared = Element::new("presence", ns::CLIENT).attr("from", self.jid.clone());
+        shared.children = el.children.clone();
+        self.ctx
+            .router
+            .send_to_user(&user, Some(&self.route), |resource| {
+                let mut p = shared.clone();
+                p.set_attr("to", format!("{user}@{domain}/{resource}"));
+                p
+            });
+        let mut own = shared;
+        own.set_attr("to", self.jid.clone());
+        self.send_stanza(&own, None).await
     }
 
     /// The presence of the user's other available resources, to this one.

@@ -16,6 +16,7 @@ use super::errors::{condition_element, error_element, error_reply};
 use super::mam;
 use super::routing::{self, Addressee, Routed};
 use super::session::Session;
+use super::{pep, private_storage, vcard};
 
 /// The features answered to disco#info, in the order listed.
 pub const FEATURES: &[&str] = &[
@@ -33,6 +34,8 @@ pub const FEATURES: &[&str] = &[
     ns::CORRECTION,
     ns::RETRACT,
     ns::BLOCKING,
+    vcard::NS,
+    private_storage::NS,
     ns::IMGATE_PAYLOAD,
 ];
 
@@ -46,7 +49,13 @@ impl Session {
                 return self.route_iq(el, &user, &resource).await;
             }
             Addressee::Account { .. } if answer => return true,
-            Addressee::Account { .. } => return self.answer_for_account(el).await,
+            Addressee::Account { user } => {
+                if let Some(p) = el.elements().next().filter(|p| for_account(p)) {
+                    let p = p.clone();
+                    return self.answer_account_data(el, &p, &user).await;
+                }
+                return self.answer_for_account(el).await;
+            }
             Addressee::Room { .. } | Addressee::RoomService => {
                 return self.handle_room_iq(el).await;
             }
@@ -79,12 +88,24 @@ impl Session {
         let reply = match (kind, payload_ns.as_str(), payload.name.as_str()) {
             ("get", ns::PING, "ping") => result(),
             ("get", ns::DISCO_INFO, "query") => {
-                result().child(disco_info(payload.get_attr("node")))
+                let own_account = el
+                    .get_attr("to")
+                    .and_then(imgate_codecs::xmpp::Jid::parse)
+                    .is_some_and(|j| j.local.is_some());
+                result().child(disco_info(payload.get_attr("node"), own_account))
             }
             ("get", ns::DISCO_ITEMS, "query") => {
                 result().child(Element::new("query", ns::DISCO_ITEMS))
             }
             (_, ns::ROSTER, "query") => return self.handle_roster(el).await,
+            (_, _, _) if for_account(payload) => {
+                let (p, own) = (payload.clone(), self.principal.user_id.clone());
+                return self.answer_account_data(el, &p, &own).await;
+            }
+            (_, private_storage::NS, "query") => {
+                let p = payload.clone();
+                return self.handle_private(el, &p).await;
+            }
             ("set", ns::SESSION, "session") => result(),
             // XEP-0280: every device of a user always gets the messages
             // sent to it and, as `<sent>` carbons, the ones its other
@@ -132,7 +153,8 @@ impl Session {
 
     /// An IQ for another client's resource: routed with this session's
     /// full JID as `from`; a request for a resource that is not connected
-    /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2).
+    /// is answered `<service-unavailable/>` (RFC 6120 §10.5.3.2), on a
+    /// cluster once no node took it ([`routing::route_request`]).
     async fn route_iq(&mut self, el: &Element, user: &str, resource: &str) -> bool {
         let request = matches!(el.get_attr("type"), Some("get") | Some("set"));
         if !self.route_budget.take() {
@@ -147,15 +169,27 @@ impl Session {
         }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
-        let routed = routing::route(
+        if !request {
+            routing::route(
+                self.state.store.as_ref(),
+                &self.ctx,
+                user,
+                Some(resource),
+                stamped,
+            )
+            .await;
+            return true;
+        }
+        let routed = routing::route_request(
             self.state.store.as_ref(),
             &self.ctx,
-            user,
-            Some(resource),
+            (user, resource),
+            el,
             stamped,
+            (&self.principal.user_id, &self.principal.device_id),
         )
         .await;
-        if routed == Routed::Nowhere && request {
+        if routed == Routed::Nowhere {
             let err = condition_element(
                 "service-unavailable",
                 "cancel",
@@ -166,6 +200,15 @@ impl Session {
                 .await;
         }
         true
+    }
+
+    /// A vCard or PEP request for `owner`'s account.
+    async fn answer_account_data(&mut self, iq: &Element, payload: &Element, owner: &str) -> bool {
+        if payload.is("vCard", vcard::NS) {
+            self.handle_vcard(iq, payload, owner).await
+        } else {
+            self.handle_pep(iq, payload, owner).await
+        }
     }
 
     /// A request to another account's bare JID, answered by the server on
@@ -186,7 +229,9 @@ impl Session {
                                 Element::new("identity", ns::DISCO_INFO)
                                     .attr("category", "account")
                                     .attr("type", "registered"),
-                            ),
+                            )
+                            .child(pep_identity())
+                            .with_pep_features(),
                     )
             }
             _ => error_reply(
@@ -229,8 +274,34 @@ impl Session {
     }
 }
 
-/// The disco#info answer: an IM server and the [`FEATURES`].
-fn disco_info(node: Option<&str>) -> Element {
+/// Whether an IQ payload is one of the account's data (vCard, PEP).
+fn for_account(payload: &Element) -> bool {
+    payload.is("vCard", vcard::NS)
+        || payload.is("pubsub", pep::NS)
+        || payload.is("pubsub", pep::NS_OWNER)
+}
+
+fn pep_identity() -> Element {
+    Element::new("identity", ns::DISCO_INFO)
+        .attr("category", "pubsub")
+        .attr("type", "pep")
+}
+
+trait WithPepFeatures {
+    fn with_pep_features(self) -> Self;
+}
+
+impl WithPepFeatures for Element {
+    fn with_pep_features(self) -> Element {
+        pep::FEATURES.iter().fold(self, |q, f| {
+            q.child(Element::new("feature", ns::DISCO_INFO).attr("var", *f))
+        })
+    }
+}
+
+/// The disco#info answer: an IM server and the [`FEATURES`]; asked of
+/// the user's own bare JID, also the PEP service (XEP-0163 §6.1).
+fn disco_info(node: Option<&str>, own_account: bool) -> Element {
     let mut q = Element::new("query", ns::DISCO_INFO)
         .attr_opt("node", node)
         .child(
@@ -239,6 +310,9 @@ fn disco_info(node: Option<&str>) -> Element {
                 .attr("type", "im")
                 .attr("name", "imgate"),
         );
+    if own_account {
+        q = q.child(pep_identity()).with_pep_features();
+    }
     for f in FEATURES {
         q = q.child(Element::new("feature", ns::DISCO_INFO).attr("var", *f));
     }

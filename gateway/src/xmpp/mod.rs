@@ -13,10 +13,15 @@
 //!   resumption on another node.
 //! - [`router`]: node-local routing of presence and receipts;
 //!   [`receipts`]: receipts from acks on any node; [`routing`]: IQs and
-//!   body-less messages to full and bare JIDs, on any node.
+//!   body-less messages to full and bare JIDs, on any node;
+//!   [`route_acks`]: `<service-unavailable/>` for IQs no node took.
 //! - [`references`]: reactions, corrections and retractions (the messages
 //!   they name); [`chat_markers`]: XEP-0333 markers as delivery/read;
 //!   [`blocking`]: XEP-0191 block lists in the policy.
+//! - [`muc`]: groups as rooms; [`muc_occupants`]: who joined, on every
+//!   node; [`muc_admin`]: the owner's configuration, affiliations, kicks.
+//! - [`vcard`]: XEP-0054 vCards; [`private_storage`]: XEP-0049;
+//!   [`pep`]: XEP-0163 PEP nodes; all kept per user by [`user_data`].
 //! - [`errors`]: DESIGN §4 codes as XMPP stanza errors.
 //! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
@@ -33,16 +38,23 @@ mod inbound;
 mod iq;
 mod mam;
 mod muc;
+mod muc_admin;
+mod muc_occupants;
 mod negotiation;
+mod pep;
+mod private_storage;
 mod receipts;
 mod references;
 mod roster;
+mod route_acks;
 mod router;
 mod routing;
 pub(crate) mod scram;
 mod session;
 mod sm_cluster;
 mod stream_management;
+mod user_data;
+mod vcard;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -64,6 +76,10 @@ pub struct XmppContext {
     pub receipts: receipts::PendingReceipts,
     /// Whether other nodes share the store (routed stanzas are announced).
     pub clustered: bool,
+    /// Every room's occupants, as this node knows them.
+    pub occupants: muc_occupants::Occupants,
+    /// This node's IQ requests routed to other nodes, awaiting an ack.
+    pub acks: route_acks::PendingAcks,
 }
 
 /// The per-connection handler of every listener that carries XMPP
@@ -80,6 +96,8 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         sm: SmRegistry::new(clustered),
         receipts: receipts::PendingReceipts::default(),
         clustered,
+        acks: route_acks::PendingAcks::default(),
+        occupants: muc_occupants::Occupants::default(),
     });
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
     tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
@@ -88,6 +106,8 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
         tokio::spawn(receipts::follow_cursors(cursors, ctx.clone()));
         tokio::spawn(sm_cluster::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(routing::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(route_acks::follow(state.store.clone(), ctx.clone()));
+        tokio::spawn(muc_occupants::follow(state.store.clone(), ctx.clone()));
         tokio::spawn(ctx.sm.cluster().clone().flush(state.store.clone()));
     }
     Arc::new(move |stream, peer, state| {

@@ -8,10 +8,10 @@
 //! topic [`ROUTE_TOPIC`]) so the node that holds the resource delivers it
 //! ([`follow`]). Like every announcement it is transient: a node that is
 //! down does not see it, and nothing is kept for an offline resource.
-//! An IQ to a resource that is on no node is answered
-//! `<service-unavailable/>` by this node when it is alone; on a cluster
-//! this node cannot know that no other node has it, so such an IQ goes
-//! unanswered (the client's own timeout ends it), see docs/xmpp.md.
+//! An IQ request to a resource that is on no node is answered
+//! `<service-unavailable/>`: at once by a node that is alone; on a
+//! cluster when no node acks it within a few seconds
+//! ([`super::route_acks`], [`route_request`]).
 
 use std::sync::Arc;
 
@@ -20,7 +20,7 @@ use imgate_codecs::xmpp::{Element, Jid, DEFAULT_MAX_DEPTH};
 use imgate_core::store::Store;
 use serde::{Deserialize, Serialize};
 
-use super::XmppContext;
+use super::{route_acks, XmppContext};
 use crate::sessions::cluster::follow_topic;
 
 /// Stanzas a session may route per [`BUDGET_WINDOW`] (IQs, chat states,
@@ -140,6 +140,10 @@ struct RouteNotice {
     user: String,
     resource: Option<String>,
     xml: String,
+    /// For an IQ request: the token the node that takes it announces
+    /// back ([`route_acks`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ack: Option<String>,
 }
 
 /// Route `stanza` (its `from` already stamped) to `user`'s `resource`, or
@@ -150,6 +154,52 @@ pub async fn route(
     user: &str,
     resource: Option<&str>,
     stanza: Element,
+) -> Routed {
+    route_acked(store, ctx, user, resource, stanza, None).await
+}
+
+/// Route the IQ request `stamped` (its `from` already stamped; `request`
+/// as the client sent it) to `user`'s `resource`. When it is not on this
+/// node and other nodes may have it, it is announced with a token, and
+/// unless a node takes it within [`route_acks::ACK_WAIT`] the sender
+/// (`sender`'s `sender_resource`) gets `<service-unavailable/>`; then
+/// the result is [`Routed::Announced`] and the answer is on its way.
+/// [`Routed::Nowhere`]: not on this node, no other node to ask.
+pub async fn route_request(
+    store: &dyn Store,
+    ctx: &Arc<XmppContext>,
+    (user, resource): (&str, &str),
+    request: &Element,
+    stamped: Element,
+    (sender, sender_resource): (&str, &str),
+) -> Routed {
+    if deliver_here(ctx, user, Some(resource), &stamped) {
+        return Routed::Here;
+    }
+    if !ctx.clustered {
+        return Routed::Nowhere;
+    }
+    let Some((token, ack)) = route_acks::expect(ctx) else {
+        return route_acked(store, ctx, user, Some(resource), stamped, None).await;
+    };
+    route_acks::answer_if_unclaimed(
+        ctx.clone(),
+        token.clone(),
+        ack,
+        request,
+        sender,
+        sender_resource,
+    );
+    route_acked(store, ctx, user, Some(resource), stamped, Some(token)).await
+}
+
+async fn route_acked(
+    store: &dyn Store,
+    ctx: &XmppContext,
+    user: &str,
+    resource: Option<&str>,
+    stanza: Element,
+    ack: Option<String>,
 ) -> Routed {
     if is_probe(&stanza) {
         Box::pin(answer_probe(store, ctx, user, &stanza)).await;
@@ -164,6 +214,7 @@ pub async fn route(
         user: user.to_string(),
         resource: resource.map(str::to_string),
         xml: stanza.to_xml(),
+        ack,
     };
     match serde_json::to_string(&notice) {
         Ok(payload) => {
@@ -225,7 +276,10 @@ pub async fn follow(store: Arc<dyn Store>, ctx: Arc<XmppContext>) {
                 tokio::spawn(async move { answer_probe(store.as_ref(), &ctx, &user, &el).await });
             }
             Ok(el) => {
-                deliver_here(&ctx, &n.user, n.resource.as_deref(), &el);
+                let taken = deliver_here(&ctx, &n.user, n.resource.as_deref(), &el);
+                if let (true, Some(token)) = (taken, n.ack) {
+                    route_acks::announce(store.clone(), token);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "xmpp: undecodable routed stanza"),
         }

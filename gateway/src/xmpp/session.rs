@@ -281,6 +281,12 @@ impl Session {
             self.broadcast_presence(false);
             super::roster::spawn_gone(&self.state, &self.ctx, &self.principal.user_id, &self.jid);
         }
+        super::muc_occupants::session_ended(
+            self.state.store.clone(),
+            &self.ctx,
+            &self.principal.user_id,
+            &self.principal.device_id,
+        );
         if let Some(guard) = self.sm.take() {
             self.ctx.sm.detach(guard, matches!(end, End::Lost));
         }
@@ -444,12 +450,12 @@ impl Session {
             delayed: msg.server_ts < self.started_ms,
             request_receipt: !matches!(msg.conversation.kind, 1..=3),
         };
-        out.push(&self.ctx.normalizer.message_to_stanza(
-            msg,
-            &self.principal.user_id,
-            &self.jid,
-            opts,
-        ));
+        let mut el =
+            self.ctx
+                .normalizer
+                .message_to_stanza(msg, &self.principal.user_id, &self.jid, opts);
+        super::muc::use_sender_nick(&self.ctx, msg, &mut el);
+        out.push(&el);
     }
 
     /// Routed stanzas (presence, receipts) ready at once, in one write.
