@@ -41,7 +41,7 @@ pub async fn list(
 /// [`mark_read`] by a logged-in client, from any protocol: recorded,
 /// then announced as the `read` event webhook (`crate::webhooks`).
 pub async fn read_by(
-    state: &crate::state::AppState,
+    state: &crate::sessions::SessionCtx,
     principal: &imgate_core::pipeline::Principal,
     conversation: &Conversation,
     upto: u64,

@@ -22,8 +22,8 @@ use imgate_core::pipeline::{Principal, Protocol};
 use imgate_core::ErrorCode;
 use tokio_util::codec::Framed;
 
+use crate::sessions::SessionCtx;
 use crate::sessions::{self, idle_buffers};
-use crate::state::AppState;
 
 pub type Framed_ = Framed<ClientStream, MqttFramer>;
 
@@ -32,7 +32,7 @@ const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
 
 /// Read and check CONNECT; on success the client and its principal
 /// (CONNACK not sent yet). On failure the refusal is sent and None.
-pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Connect, Principal)> {
+pub async fn read_connect(conn: &mut Framed_, state: &SessionCtx) -> Option<(Connect, Principal)> {
     let timeout = state.login_timeout();
     let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
         Ok(Some(Ok(Packet::Connect(c)))) => c,

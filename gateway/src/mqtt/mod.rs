@@ -26,7 +26,7 @@ use std::time::Duration;
 pub use broker::{cluster, Broker};
 
 use crate::sessions::listener::Handler;
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// How often delayed wills and session expiry are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -34,7 +34,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// The MQTT connection handler of every listener that carries MQTT
 /// (`mqtt`, `mqtts`, `/mqtt` on `ws`/`wss`), and the broker's sweeper
 /// (delayed wills, session expiry), which runs until the gateway drains.
-pub fn start(state: &AppState, broker: Arc<Broker>) -> Handler {
+pub fn start(state: &SessionCtx, broker: Arc<Broker>) -> Handler {
     let sweeper = broker.clone();
     let st = state.clone();
     tokio::spawn(async move {

@@ -41,8 +41,8 @@ use super::acl::{self, PublishTarget};
 use super::broker::{session_key, will_message, AppMessage, Broker};
 use super::connect::{connack, read_connect, Framed_};
 use super::im::ImSendDone;
+use crate::sessions::SessionCtx;
 use crate::sessions::{idle_buffers, write_deadline, Kick, SendWindow, SessionHandle};
-use crate::state::AppState;
 
 /// Inbound QoS 2 messages a client may have unreleased (our Receive
 /// Maximum, MQTT 5 §3.2.2.3.3).
@@ -73,7 +73,7 @@ pub enum End {
 pub struct Conn {
     pub framed: Framed_,
     pub v5: bool,
-    pub state: AppState,
+    pub state: SessionCtx,
     pub broker: Arc<Broker>,
     pub principal: Principal,
     pub key: String,
@@ -100,7 +100,7 @@ pub struct Conn {
 pub async fn handle_connection(
     stream: ClientStream,
     peer: SocketAddr,
-    state: AppState,
+    state: SessionCtx,
     broker: Arc<Broker>,
 ) {
     // Boxed: what CONNECT and CONNACK need is not kept for the session's
@@ -123,7 +123,7 @@ pub async fn handle_connection(
 async fn open(
     stream: ClientStream,
     peer: SocketAddr,
-    state: AppState,
+    state: SessionCtx,
     broker: Arc<Broker>,
 ) -> Option<(Conn, SessionHandle, Duration)> {
     let mut framed = idle_buffers::framed(stream, MqttFramer::new(state.config.mqtt_max_packet));

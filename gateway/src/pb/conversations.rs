@@ -9,13 +9,13 @@ use imgate_core::store::ConversationPage;
 use prost::Message as _;
 
 use crate::conversations;
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// The answer to a `ConversationsRequest` from `user`. Kept under
 /// `max_frame` like a sync page: conversations are dropped from the end
 /// with `has_more` set, so the client pages on from the last one it got.
 pub async fn list(
-    state: &AppState,
+    state: &SessionCtx,
     user: &str,
     seq: u16,
     req: proto::ConversationsRequest,
@@ -33,7 +33,7 @@ pub async fn list(
 
 /// The answer to a `MarkReadRequest` from `user`.
 pub async fn mark_read(
-    state: &AppState,
+    state: &SessionCtx,
     principal: &imgate_core::pipeline::Principal,
     seq: u16,
     req: proto::MarkReadRequest,

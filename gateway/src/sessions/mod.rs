@@ -8,6 +8,8 @@
 pub mod append_order;
 pub mod cluster;
 pub mod conn_limit;
+pub mod ctx;
+pub mod driver;
 pub mod idle_buffers;
 pub mod listener;
 pub mod login;
@@ -18,6 +20,7 @@ pub mod write_deadline;
 
 pub use append_order::OrderedAppends;
 pub use conn_limit::ConnLimiter;
+pub use ctx::SessionCtx;
 pub use listener::run_listener;
 pub use login::login;
 pub use registry::{Kick, SessionHandle, SessionRegistry};
