@@ -1,9 +1,10 @@
 //! MQTT 3.1.1 and 5 sessions (DESIGN §5.3): the IM topic namespace on top
 //! of a generic broker for IoT devices.
 //!
-//! - [`connect`]: CONNECT → token login → CONNACK (first packet only).
-//! - [`session`]: one connection's loop: socket packets, broker queue,
-//!   IM deliveries, kick, drain, keepalive ×1.5.
+//! - [`connect`]: the checks and refusals of CONNECT (first packet only).
+//! - [`session`]: one connection's state machine on the session driver
+//!   (`sessions::driver`): CONNECT/CONNACK, broker queue, IM
+//!   deliveries, kick, drain, keepalive ×1.5.
 //! - [`inbound`]: PUBLISH / SUBSCRIBE / acks from the client.
 //! - [`im`]: `im/send` through the pipeline, `im/inbox/<user>` deliveries
 //!   from the store, `im/ack/<clientId>` results.

@@ -172,10 +172,13 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
     }
     let (step, _, failed) = conn.with_cx(false, |p, cx| p.on_logged_in(attached, cx));
     if !attached || failed || !conn.flush().await {
+        conn.proto.finish();
         return None;
     }
     let window = SendWindow::new(ctx.config.send_window);
+    let wake = conn.proto.wake_source();
     let mut live = Box::new(Live {
+        wake,
         conn,
         principal,
         handle,
@@ -185,6 +188,7 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
         task: None,
     });
     if !live.apply(step, ctx).await {
+        live.finish();
         return None;
     }
     Some(live)
@@ -201,6 +205,8 @@ struct Live<P: Protocol> {
     waiting: bool,
     /// A query in flight ([`Step::Task`]).
     task: Option<TaskFuture<P::TaskOut>>,
+    /// [`Protocol::wake_source`].
+    wake: Option<Arc<tokio::sync::Notify>>,
 }
 
 /// What woke the loop.
@@ -215,6 +221,7 @@ enum Wake<P: Protocol> {
     Frame(P::Frame),
     Delivery(Arc<Message>),
     FeedClosed,
+    Woken,
 }
 
 impl<P: Protocol> Live<P> {
@@ -239,27 +246,36 @@ impl<P: Protocol> Live<P> {
                     Ok(Some(Err(e))) => Wake::BadFrame(e),
                     Ok(Some(Ok(frame))) => Wake::Frame(frame),
                 },
+                _ = woken(&self.wake) => Wake::Woken,
                 msg = next_delivery(&mut self.feed), if delivering => match msg {
                     Some(m) => Wake::Delivery(m),
                     None => Wake::FeedClosed,
                 },
             };
-            if !Box::pin(self.handle_wake(wake, &ctx)).await {
+            // Not boxed: deliveries and answers (the hot path) cost no
+            // allocation here; the rare slow paths box themselves.
+            if !self.handle_wake(wake, &ctx).await {
+                self.finish();
                 return;
             }
         }
+    }
+
+    fn finish(&mut self) {
+        self.feed = None;
+        self.conn.proto.finish();
     }
 
     /// React to one wake-up; false ends the session.
     async fn handle_wake(&mut self, wake: Wake<P>, ctx: &SessionCtx) -> bool {
         let in_flight = !self.window.is_empty();
         let (step, delivered, failed) = match wake {
-            Wake::Kicked(kick) => return self.end(Ending::Kicked(kick)).await,
-            Wake::Draining => return self.end(Ending::Draining).await,
-            Wake::FeedClosed => return self.end(Ending::FeedClosed).await,
+            Wake::Kicked(kick) => return Box::pin(self.end(Ending::Kicked(kick))).await,
+            Wake::Draining => return Box::pin(self.end(Ending::Draining)).await,
+            Wake::FeedClosed => return Box::pin(self.end(Ending::FeedClosed)).await,
             Wake::Eof => return false,
             Wake::BadFrame(e) => {
-                self.answer_in_flight().await;
+                Box::pin(self.answer_in_flight()).await;
                 self.conn.with_cx(false, |p, cx| p.on_bad_frame(e, cx));
                 self.conn.flush().await;
                 return false;
@@ -289,6 +305,7 @@ impl<P: Protocol> Live<P> {
             }
             Wake::Frame(frame) => self.conn.with_cx(in_flight, |p, cx| p.on_frame(frame, cx)),
             Wake::Delivery(msg) => self.conn.with_cx(in_flight, |p, cx| p.on_delivery(msg, cx)),
+            Wake::Woken => self.conn.with_cx(in_flight, |p, cx| p.on_wake(cx)),
         };
         if delivered > 0 {
             for _ in 0..delivered {
@@ -298,7 +315,32 @@ impl<P: Protocol> Live<P> {
         if failed || !self.conn.flush().await {
             return false;
         }
-        self.apply(step, ctx).await
+        match step {
+            Step::Continue => true,
+            Step::Close => false,
+            Step::Send(cmd, meta) => {
+                self.push_send(cmd, meta, ctx);
+                true
+            }
+            other => Box::pin(self.apply(other, ctx)).await,
+        }
+    }
+
+    /// A send into the window: one boxed future (the window's).
+    fn push_send(
+        &mut self,
+        cmd: Result<imgate_core::pipeline::SendCommand, ImError>,
+        meta: P::SendMeta,
+        ctx: &SessionCtx,
+    ) {
+        let pipelined = cmd.map(|cmd| ctx.send_owned(cmd));
+        self.window.push(async move {
+            let result = match pipelined {
+                Ok(send) => send.await,
+                Err(e) => Err(e),
+            };
+            (meta, result)
+        });
     }
 
     /// Carry out a step (and the steps it leads to); false ends the
@@ -322,15 +364,33 @@ impl<P: Protocol> Live<P> {
                     }
                 }
                 Step::Send(cmd, meta) => {
-                    let pipelined = cmd.map(|cmd| ctx.send_owned(cmd));
-                    self.window.push(async move {
-                        let result = match pipelined {
-                            Ok(send) => send.await,
-                            Err(e) => Err(e),
-                        };
-                        (meta, result)
-                    });
+                    self.push_send(cmd, meta, ctx);
                     return true;
+                }
+                Step::DetachFeed => {
+                    self.feed = None;
+                    return true;
+                }
+                Step::AttachFeed => {
+                    let (user, device) = (&self.principal.user_id, &self.principal.device_id);
+                    let attached = match ctx.store.attach_device(user, device).await {
+                        Ok(f) => {
+                            self.feed = Some(f);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot attach the device to the store");
+                            false
+                        }
+                    };
+                    let in_flight = !self.window.is_empty();
+                    let (next, _, failed) = self
+                        .conn
+                        .with_cx(in_flight, |p, cx| p.on_attached(attached, cx));
+                    if !attached || failed || !self.conn.flush().await {
+                        return false;
+                    }
+                    next
                 }
                 Step::Task(task) => {
                     self.task = Some(P::run_task(task, ctx, &self.principal));
@@ -405,6 +465,13 @@ impl<P: Protocol> Live<P> {
 async fn next_task<T>(task: &mut Option<TaskFuture<T>>) -> T {
     match task {
         Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn woken(wake: &Option<Arc<tokio::sync::Notify>>) {
+    match wake {
+        Some(n) => n.notified().await,
         None => std::future::pending().await,
     }
 }

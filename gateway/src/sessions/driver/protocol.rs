@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use imgate_core::pipeline::{Principal, SendAck, SendCommand};
 use imgate_core::{ImError, Message};
+use tokio::sync::Notify;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::sessions::{Kick, SessionCtx};
@@ -43,6 +44,11 @@ pub enum Step<P: Protocol> {
         claimed: bool,
         tag: u32,
     },
+    /// Attach the device feed (deliveries start), then call
+    /// [`Protocol::on_attached`].
+    AttachFeed,
+    /// Detach the device feed (no more deliveries).
+    DetachFeed,
     /// Stop reading until every send in flight is answered, then call
     /// [`Protocol::on_sends_answered`] (the protocol keeps what waits).
     Wait,
@@ -127,6 +133,12 @@ impl<'a, E> Cx<'a, E> {
     /// Messages counted by [`Self::delivered`].
     pub fn delivered_count(&self) -> u32 {
         self.delivered
+    }
+
+    /// The encoder (a protocol whose framing depends on the login, as
+    /// MQTT's version, sets it up).
+    pub fn encoder(&mut self) -> &mut E {
+        self.encoder
     }
 
     /// An encoding failed: the driver closes the session.
@@ -230,4 +242,24 @@ pub trait Protocol: Send + Sized + 'static {
 
     /// The driver ends the session (sends in flight answered first).
     fn on_ending(&mut self, why: Ending, cx: &mut Cx<'_, Self::Encoder>);
+
+    /// The feed asked for with [`Step::AttachFeed`] is attached (`false`:
+    /// the store could not attach it; render it, the driver closes).
+    fn on_attached(&mut self, _attached: bool, _cx: &mut Cx<'_, Self::Encoder>) -> Step<Self> {
+        Step::Continue
+    }
+
+    /// Something outside the connection has work for the session (a
+    /// broker queue), announced through this [`Notify`]; the driver calls
+    /// [`Self::on_wake`].
+    fn wake_source(&self) -> Option<Arc<Notify>> {
+        None
+    }
+
+    fn on_wake(&mut self, _cx: &mut Cx<'_, Self::Encoder>) -> Step<Self> {
+        Step::Continue
+    }
+
+    /// The session is over (after login), however it ended.
+    fn finish(&mut self) {}
 }
