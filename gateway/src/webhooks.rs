@@ -11,11 +11,11 @@
 //!   [`crate::sessions::SessionRegistry`], the one place every protocol's
 //!   login goes through;
 //! - `delivered`: a device acked a message (`messageUid`,
-//!   `messageUidStr`), from [`crate::state::AppState::ack_delivery`],
+//!   `messageUidStr`), from [`crate::sessions::ctx::SessionShared::ack_delivery`],
 //!   the one place every protocol's delivery ack goes through;
 //! - `read`: a user read a conversation up to a message (`conv`,
 //!   `messageUid`, `messageUidStr`), from
-//!   [`crate::state::AppState::conversation_read`], the hook point of the
+//!   [`crate::sessions::ctx::SessionShared::conversation_read`], the hook point of the
 //!   conversation-read feature.
 //!
 //! `webhook_events` selects the events sent. Sending is
