@@ -44,6 +44,9 @@ use crate::transport::ClientStream;
 pub const SERVER_RECEIVE_MAXIMUM: u16 = 64;
 /// Topic aliases a client may use towards us.
 pub const SERVER_TOPIC_ALIAS_MAXIMUM: u16 = 16;
+/// Queued generic messages written before the driver flushes (the rest
+/// wait in [`MqttSession::backlog`] for the next wake-up).
+const PUMP_FLUSH_AT: usize = 8 * 1024;
 /// Keepalive 0 (disabled) still gets a bound on silence.
 const NO_KEEPALIVE_IDLE: Duration = Duration::from_secs(24 * 3600);
 
@@ -141,6 +144,8 @@ pub struct MqttSession {
     pub expiry_secs: u32,
     /// A packet waiting until the window is empty (boxed: rarely there).
     pub held: Option<Box<Held>>,
+    /// Queued generic messages taken from the broker, not written yet.
+    backlog: Option<std::vec::IntoIter<imgate_codecs::mqtt::Publish>>,
     pub after_attach: AfterAttach,
     /// DISCONNECT 0x00 from the client: no will.
     pub clean: bool,
@@ -174,6 +179,7 @@ impl MqttSession {
             im_held: None,
             expiry_secs: 0,
             held: None,
+            backlog: None,
             after_attach: AfterAttach::Nothing,
             clean: false,
         }
@@ -197,20 +203,37 @@ impl MqttSession {
         cx.write(p);
     }
 
-    /// Write queued generic messages within the client's Receive Maximum.
+    /// Write queued generic messages within the client's Receive Maximum;
+    /// past [`PUMP_FLUSH_AT`] bytes the rest waits for the next wake-up
+    /// (after the driver flushed), so the write buffer stays bounded.
     pub fn pump(&mut self, cx: &mut MqttCx<'_>) {
         loop {
-            let batch = self.broker.take_outgoing(
-                &self.key,
-                self.generation,
-                self.client_receive_max,
-                self.v5,
-            );
-            if batch.is_empty() {
-                return;
-            }
-            for p in batch {
+            let mut batch = match self.backlog.take() {
+                Some(batch) => batch,
+                None => {
+                    let batch = self.broker.take_outgoing(
+                        &self.key,
+                        self.generation,
+                        self.client_receive_max,
+                        self.v5,
+                    );
+                    if batch.is_empty() {
+                        return;
+                    }
+                    batch.into_iter()
+                }
+            };
+            while let Some(p) = batch.next() {
                 self.send(Packet::Publish(p), cx);
+                if cx.buffered() >= PUMP_FLUSH_AT {
+                    if batch.len() > 0 {
+                        self.backlog = Some(batch);
+                    }
+                    if let Some(notify) = &self.notify {
+                        notify.notify_one();
+                    }
+                    return;
+                }
             }
         }
     }

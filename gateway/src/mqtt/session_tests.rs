@@ -3,6 +3,7 @@
 
 use super::*;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use imgate_codecs::mqtt::{Publish, SubOptions, Subscribe, SubscribeFilter};
 use imgate_core::pipeline::Principal;
 use imgate_core::ErrorCode;
@@ -296,4 +297,71 @@ fn a_client_disconnect_is_clean_and_keepalive_silence_is_0x8d() {
         other => panic!("a DISCONNECT, not {other:?}"),
     }
     assert!(!h.session.clean);
+}
+
+#[test]
+fn a_long_broker_queue_is_written_in_bounded_steps_with_a_wake_up_between() {
+    use super::super::broker::OverQuota;
+    let mut h = Harness::connected(Version::V5);
+    let sub = Packet::Subscribe(Subscribe {
+        pkid: 1,
+        filters: vec![SubscribeFilter {
+            filter: "t/#".into(),
+            options: SubOptions {
+                qos: QoS::AtMostOnce,
+                no_local: false,
+                retain_as_published: false,
+                retain_handling: 0,
+            },
+        }],
+        properties: Properties::default(),
+    });
+    h.call(false, |s, cx| s.on_frame(sub, cx));
+    assert!(matches!(&h.written()[..], [Packet::SubAck(_)]));
+    let count = 100;
+    for i in 0..count {
+        let msg = AppMessage {
+            topic: format!("t/{i}"),
+            payload: Bytes::from(vec![b'x'; 500]),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: Properties::default(),
+            expires_at_ms: None,
+            owner: Some("bob".into()),
+        };
+        h.session
+            .broker
+            .publish_forwarded(None, msg, OverQuota::Unretain)
+            .unwrap();
+    }
+    let notify = h
+        .session
+        .wake_source()
+        .expect("the broker wakes the session");
+    let mut got = 0;
+    let mut steps = 0;
+    loop {
+        h.call(false, |s, cx| s.on_wake(cx));
+        assert!(
+            h.buf.len() < PUMP_FLUSH_AT + 600,
+            "one step writes a bounded amount: {}",
+            h.buf.len()
+        );
+        let n = h.written().len();
+        got += n;
+        steps += 1;
+        if got == count {
+            break;
+        }
+        assert!(n > 0 && steps < count, "every step makes progress");
+        // The rest is announced again for after the flush.
+        assert!(
+            notify.notified().now_or_never().is_some(),
+            "woken again for the rest"
+        );
+    }
+    assert!(
+        steps > 1,
+        "{count} messages of 500 bytes take more than one step"
+    );
 }

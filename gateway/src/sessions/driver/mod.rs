@@ -151,7 +151,8 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
     let span = tracing::Span::current();
     span.record("user", principal.user_id.as_str());
     span.record("device", principal.device_id.as_str());
-    tracing::debug!("logged in");
+    // "pb login" in the session's span (its peer): operators grep for it.
+    tracing::debug!("{} login", P::PROTOCOL.name());
     // Register first (kicks what this login replaces), then attach to the
     // store (pending deliveries first, then live).
     let handle = ctx.sessions.register(&principal);

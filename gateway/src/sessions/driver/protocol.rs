@@ -119,6 +119,12 @@ impl<'a, E> Cx<'a, E> {
         }
     }
 
+    /// Bytes written and not flushed yet (a protocol writing a batch stops
+    /// at a bound and asks to be woken again, so the buffer stays bounded).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Some sends are in the window (a request that must see them, or be
     /// answered after them, waits: [`Step::Wait`]).
     pub fn sends_in_flight(&self) -> bool {
