@@ -41,22 +41,19 @@ pub async fn list(
 /// [`mark_read`] by a logged-in client, from any protocol: recorded,
 /// then announced as the `read` event webhook (`crate::webhooks`).
 pub async fn read_by(
-    store: &dyn Store,
-    webhooks: Option<&crate::webhooks::Webhooks>,
+    state: &crate::sessions::SessionCtx,
     principal: &imgate_core::pipeline::Principal,
     conversation: &Conversation,
     upto: u64,
 ) -> Result<ReadState, ImError> {
-    let r = mark_read(store, &principal.user_id, conversation, upto).await?;
-    if let Some(hooks) = webhooks {
-        hooks.read(&crate::webhooks::ReadEvent {
-            user: principal.user_id.clone(),
-            device: principal.device_id.clone(),
-            protocol: principal.protocol,
-            conversation: conversation.clone(),
-            message_id: r.read_upto,
-        });
-    }
+    let r = mark_read(state.store.as_ref(), &principal.user_id, conversation, upto).await?;
+    state.conversation_read(&crate::webhooks::ReadEvent {
+        user: principal.user_id.clone(),
+        device: principal.device_id.clone(),
+        protocol: principal.protocol,
+        conversation: conversation.clone(),
+        message_id: r.read_upto,
+    });
     Ok(r)
 }
 

@@ -29,6 +29,7 @@ mod conversations;
 mod device_secrets;
 mod group_events;
 mod http;
+mod layering;
 mod metrics;
 mod mqtt;
 mod pb;

@@ -23,6 +23,7 @@ use crate::mqtt;
 use crate::pb;
 use crate::policy::PolicyState;
 use crate::secrets;
+use crate::sessions::ctx::{SessionCtx, SessionShared};
 use crate::sessions::listener::Handler;
 use crate::sessions::{run_listener, ConnLimiter, OrderedAppends, SessionRegistry};
 use crate::state::{AppState, Shared};
@@ -112,7 +113,7 @@ impl Handlers {
     /// that protocol's handler runs on the WebSocket stream.
     fn websocket(&self) -> Handler {
         let (pb, mqtt, xmpp) = (self.pb.clone(), self.mqtt.clone(), self.xmpp.clone());
-        Arc::new(move |stream, peer, state: AppState| {
+        Arc::new(move |stream, peer, state: SessionCtx| {
             let (pb, mqtt, xmpp) = (pb.clone(), mqtt.clone(), xmpp.clone());
             Box::pin(async move {
                 let limit = state.login_timeout();
@@ -133,13 +134,13 @@ impl Handlers {
     }
 }
 
-fn http_handler(router: axum::Router) -> Handler {
-    Arc::new(move |stream, peer, state| {
+fn http_handler(router: axum::Router, state: AppState) -> Handler {
+    Arc::new(move |stream, peer, _ctx| {
         Box::pin(crate::http::serve::serve_connection(
             stream,
             peer,
             router.clone(),
-            state,
+            state.clone(),
         ))
     })
 }
@@ -204,13 +205,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if let Some(w) = &webhooks {
         sessions.set_webhooks(w.clone());
     }
-    let state = AppState::new(Shared {
+    let ctx = SessionCtx::new(SessionShared {
         tokens: TokenIssuer::new(&secret, config.token_ttl_secs),
-        admin_secret: Arc::from(secret.as_str()),
-        admin_nonces: crate::admin_nonces::NonceCache::new(
-            config.admin_sign_window_secs as i64 * 1000,
-            config.admin_nonce_capacity,
-        ),
         config: Arc::new(config.clone()),
         store,
         pipeline,
@@ -228,14 +224,22 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ),
         ),
         policy,
-        mqtt_acl: mqtt_acl.clone(),
         credentials,
-        review: review.map(|(h, _)| h),
         webhooks,
-        ready: std::sync::atomic::AtomicBool::new(true),
         tls,
         shutdown: shutdown_rx,
         delivery_acks: tokio::sync::broadcast::channel(1024).0,
+    });
+    let state = AppState::new(Shared {
+        ctx,
+        admin_secret: Arc::from(secret.as_str()),
+        admin_nonces: crate::admin_nonces::NonceCache::new(
+            config.admin_sign_window_secs as i64 * 1000,
+            config.admin_nonce_capacity,
+        ),
+        mqtt_acl: mqtt_acl.clone(),
+        review: review.map(|(h, _)| h),
+        ready: std::sync::atomic::AtomicBool::new(true),
     });
     // Policy changes made on any node (admin API) apply here too.
     let sessions = state.sessions.clone();
@@ -313,8 +317,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         pb: Arc::new(|stream, peer, state| Box::pin(pb::handle_connection(stream, peer, state))),
         mqtt: mqtt::start(&state, mqtt_broker),
         xmpp: xmpp::connection_handler(&state),
-        http: http_handler(client_router(state.clone())),
-        admin: http_handler(admin_router(state.clone())),
+        http: http_handler(client_router(state.clone()), state.clone()),
+        admin: http_handler(admin_router(state.clone()), state.clone()),
     };
     // Every listener runs the one accept loop (admission, PROXY header,
     // TLS, then its service's handler); the admin API has its own cap but
@@ -326,7 +330,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         servers.spawn(run_listener(
             spec,
             listener,
-            state.clone(),
+            state.ctx.clone(),
             tls,
             handlers.of(spec.service),
         ));

@@ -11,12 +11,12 @@
 //!   [`crate::sessions::SessionRegistry`], the one place every protocol's
 //!   login goes through;
 //! - `delivered`: a device acked a message (`messageUid`,
-//!   `messageUidStr`), from [`crate::state::AppState::ack_delivery`],
+//!   `messageUidStr`), from [`crate::sessions::ctx::SessionShared::ack_delivery`],
 //!   the one place every protocol's delivery ack goes through;
 //! - `read`: a user read a conversation up to a message (`conv`,
 //!   `messageUid`, `messageUidStr`), from
-//!   [`crate::conversations::read_by`], the one place every protocol's
-//!   conversation read goes through.
+//!   [`crate::sessions::ctx::SessionShared::conversation_read`], the one
+//!   place every protocol's conversation read goes through.
 //!
 //! `webhook_events` selects the events sent. Sending is
 //! `imgate_adapters::event_hook`: a bounded queue that never blocks a

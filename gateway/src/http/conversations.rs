@@ -73,13 +73,6 @@ pub async fn mark_read(
             "messageUid must be a message id",
         )
     })?;
-    let r = conversations::read_by(
-        state.store.as_ref(),
-        state.webhooks.as_deref(),
-        &principal,
-        &req.conv,
-        upto,
-    )
-    .await?;
+    let r = conversations::read_by(&state, &principal, &req.conv, upto).await?;
     Ok(ok(conversations::read_json(&req.conv, &r)))
 }

@@ -13,69 +13,59 @@
 //! sends). MQTT 3.1.1 allows that only with clean session = 1
 //! (§3.1.3.1): with clean session = 0 an empty id is refused with 0x02.
 
-use crate::transport::ClientStream;
-use futures_util::SinkExt;
-use imgate_codecs::mqtt::{
-    reason, ConnAck, Connect, MqttCodecError, MqttFramer, Packet, Properties, Version,
-};
-use imgate_core::pipeline::{Principal, Protocol};
+use imgate_codecs::mqtt::{reason, ConnAck, Connect, MqttCodecError, Packet, Properties, Version};
 use imgate_core::ErrorCode;
-use tokio_util::codec::Framed;
-
-use crate::sessions::{self, idle_buffers};
-use crate::state::AppState;
-
-pub type Framed_ = Framed<ClientStream, MqttFramer>;
+use imgate_core::ImError;
 
 /// MQTT 5 "bad authentication method".
 const BAD_AUTHENTICATION_METHOD: u8 = 0x8C;
 
-/// Read and check CONNECT; on success the client and its principal
-/// (CONNACK not sent yet). On failure the refusal is sent and None.
-pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Connect, Principal)> {
-    let timeout = state.login_timeout();
-    let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
-        Ok(Some(Ok(Packet::Connect(c)))) => c,
-        Ok(Some(Err(
-            MqttCodecError::UnsupportedProtocolLevel(_) | MqttCodecError::InvalidProtocolName,
-        ))) => {
+/// The answer to a first packet that could not be decoded as CONNECT, if
+/// it gets one (the version to encode it in, the CONNACK); None: close
+/// without a reply.
+pub fn bad_connect(error: &MqttCodecError) -> Option<(Version, Packet)> {
+    match error {
+        MqttCodecError::UnsupportedProtocolLevel(_) | MqttCodecError::InvalidProtocolName => {
             // 3.1.1 §3.1.2.2: answer 0x01 and close; the level is unknown
             // so the CONNACK has the 3.1.1 form.
-            let _ = conn
-                .send(connack(false, reason::V4_UNACCEPTABLE_PROTOCOL_VERSION))
-                .await;
-            return None;
+            Some((
+                Version::V4,
+                connack(false, reason::V4_UNACCEPTABLE_PROTOCOL_VERSION),
+            ))
         }
-        Ok(Some(Err(MqttCodecError::BadConnect {
+        MqttCodecError::BadConnect {
             version: Version::V5,
             error,
-        }))) => {
-            // The framer now encodes in MQTT 5.
+        } => {
             let code = error.reason_code();
             tracing::debug!(%error, code, "mqtt: bad MQTT 5 CONNECT refused");
-            let _ = conn.send(connack(false, code)).await;
-            return None;
+            Some((Version::V5, connack(false, code)))
         }
-        Ok(Some(Err(error))) => {
+        error => {
             tracing::debug!(%error, "mqtt: bad CONNECT; closing");
-            return None;
+            None
         }
-        _ => return None,
-    };
+    }
+}
+
+/// Check a CONNECT before its credentials are: the refusal, if any.
+pub fn refusal(first: &Connect) -> Option<Packet> {
     let v5 = first.version == Version::V5;
-    let refuse = |v4: u8, v5code: u8| connack(false, if v5 { v5code } else { v4 });
     if first.properties.authentication_method().is_some() {
-        let _ = conn
-            .send(refuse(reason::V4_NOT_AUTHORIZED, BAD_AUTHENTICATION_METHOD))
-            .await;
-        return None;
+        return Some(refuse(
+            v5,
+            reason::V4_NOT_AUTHORIZED,
+            BAD_AUTHENTICATION_METHOD,
+        ));
     }
     if first.client_id.is_empty() && !first.clean_start && !v5 {
-        let _ = conn
-            .send(connack(false, reason::V4_IDENTIFIER_REJECTED))
-            .await;
-        return None;
+        return Some(connack(false, reason::V4_IDENTIFIER_REJECTED));
     }
+    None
+}
+
+/// The user (username) and token (password) of a CONNECT.
+pub fn credentials(first: &Connect) -> (String, String) {
     let user = first.username.clone().unwrap_or_default();
     let token = first
         .password
@@ -83,29 +73,30 @@ pub async fn read_connect(conn: &mut Framed_, state: &AppState) -> Option<(Conne
         .and_then(|p| std::str::from_utf8(p).ok())
         .unwrap_or_default()
         .to_owned();
-    match sessions::login(state, Protocol::Mqtt, &user, &token, &first.client_id) {
-        Ok(p) if !user.is_empty() => Some((first, p)),
-        Err(e) if e.code == ErrorCode::InvalidParameter => {
-            tracing::debug!(%user, client_id = %first.client_id, error = %e, "mqtt: client id refused");
-            let _ = conn
-                .send(refuse(
-                    reason::V4_IDENTIFIER_REJECTED,
-                    reason::CLIENT_ID_NOT_VALID,
-                ))
-                .await;
-            None
-        }
-        Ok(_) | Err(_) => {
-            tracing::debug!(%user, client_id = %first.client_id, "mqtt: login refused");
-            let _ = conn
-                .send(refuse(
-                    reason::V4_BAD_USER_NAME_OR_PASSWORD,
-                    reason::BAD_USER_NAME_OR_PASSWORD,
-                ))
-                .await;
-            None
-        }
+    (user, token)
+}
+
+/// The CONNACK refusing a login `sessions::login` refused.
+pub fn login_refused(first: &Connect, e: &ImError) -> Packet {
+    let v5 = first.version == Version::V5;
+    if e.code == ErrorCode::InvalidParameter {
+        tracing::debug!(client_id = %first.client_id, error = %e, "mqtt: client id refused");
+        return refuse(
+            v5,
+            reason::V4_IDENTIFIER_REJECTED,
+            reason::CLIENT_ID_NOT_VALID,
+        );
     }
+    tracing::debug!(client_id = %first.client_id, "mqtt: login refused");
+    refuse(
+        v5,
+        reason::V4_BAD_USER_NAME_OR_PASSWORD,
+        reason::BAD_USER_NAME_OR_PASSWORD,
+    )
+}
+
+fn refuse(v5: bool, v4code: u8, v5code: u8) -> Packet {
+    connack(false, if v5 { v5code } else { v4code })
 }
 
 pub fn connack(session_present: bool, code: u8) -> Packet {

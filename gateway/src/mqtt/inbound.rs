@@ -1,7 +1,8 @@
 //! Packets from the client after CONNECT: PUBLISH (generic or `im/send`),
 //! the QoS 1/2 acks of both directions, SUBSCRIBE / UNSUBSCRIBE, PINGREQ
-//! and DISCONNECT. A protocol violation returns `Err(End)`, which closes
-//! this connection only.
+//! and DISCONNECT, as steps for the session driver. A protocol violation
+//! closes this connection only (`Step::Close`, after a DISCONNECT with
+//! the reason for MQTT 5).
 
 use imgate_codecs::mqtt::{
     reason, topic, Packet, Properties, Property, PubResp, PubRespKind, Publish, QoS, SubAck,
@@ -11,7 +12,12 @@ use imgate_core::now_ms;
 
 use super::acl::{self, PublishTarget, SubscribeTarget};
 use super::broker::{AppMessage, Inflight, OverQuota, PublishRefused};
-use super::session::{Conn, End, Held, SERVER_RECEIVE_MAXIMUM, SERVER_TOPIC_ALIAS_MAXIMUM};
+use super::im::im_acked;
+use super::session::{
+    AfterAttach, Flow, Held, MqttCx, MqttSession, MqttTask, SERVER_RECEIVE_MAXIMUM,
+    SERVER_TOPIC_ALIAS_MAXIMUM,
+};
+use crate::sessions::driver::Step;
 
 /// What a client's PUBLISH properties may not carry: a Subscription
 /// Identifier [MQTT-3.3.4-6], a Response Topic that is no topic name
@@ -31,28 +37,24 @@ fn publish_protocol_error(props: &Properties) -> Option<&'static str> {
     }
 }
 
-impl Conn {
-    pub async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+impl MqttSession {
+    pub fn handle(&mut self, packet: Packet, cx: &mut MqttCx<'_>) -> Flow {
         match packet {
-            Packet::Publish(p) => self.on_publish(p).await,
-            Packet::PubResp(r) => self.on_pub_resp(r).await,
-            Packet::Subscribe(s) => self.on_subscribe(s).await,
-            Packet::Unsubscribe(u) => self.on_unsubscribe(u).await,
-            Packet::PingReq => self.reply(Packet::PingResp).await,
+            Packet::Publish(p) => self.on_publish(p, cx),
+            Packet::PubResp(r) => self.on_pub_resp(r, cx),
+            Packet::Subscribe(s) => self.on_subscribe(s, cx),
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u, cx),
+            Packet::PingReq => self.reply(Packet::PingResp, cx),
             Packet::Disconnect(d) => {
                 if let Some(e) = d.properties.session_expiry_interval() {
                     if self.expiry_secs == 0 && e != 0 {
-                        self.disconnect(reason::PROTOCOL_ERROR).await;
-                        return Err(End::Abnormal);
+                        return self.fail(reason::PROTOCOL_ERROR, cx);
                     }
                     self.expiry_secs = e;
                     self.broker.connect_expiry(&self.key, self.generation, e);
                 }
-                Err(if d.reason == reason::DISCONNECT_WITH_WILL {
-                    End::Abnormal
-                } else {
-                    End::Clean
-                })
+                self.clean = d.reason != reason::DISCONNECT_WITH_WILL;
+                Step::Close
             }
             // A second CONNECT, server-only packets, AUTH without
             // enhanced authentication: protocol errors.
@@ -61,29 +63,20 @@ impl Conn {
                     packet = other.type_name(),
                     "mqtt: unexpected packet; closing"
                 );
-                self.disconnect(reason::PROTOCOL_ERROR).await;
-                Err(End::Abnormal)
+                self.fail(reason::PROTOCOL_ERROR, cx)
             }
         }
     }
 
-    async fn reply(&mut self, p: Packet) -> Result<(), End> {
-        if self.send(p).await {
-            Ok(())
-        } else {
-            Err(End::Abnormal)
-        }
-    }
-
-    async fn fail(&mut self, code: u8) -> Result<(), End> {
-        self.disconnect(code).await;
-        Err(End::Abnormal)
+    fn reply(&mut self, p: Packet, cx: &mut MqttCx<'_>) -> Flow {
+        self.send(p, cx);
+        Step::Continue
     }
 
     /// Acknowledge an inbound PUBLISH (PUBACK / PUBREC) with a reason.
-    pub async fn ack_publish(&mut self, qos: QoS, pkid: u16, code: u8) -> Result<(), End> {
+    pub fn ack_publish(&mut self, qos: QoS, pkid: u16, code: u8, cx: &mut MqttCx<'_>) -> Flow {
         let kind = match qos {
-            QoS::AtMostOnce => return Ok(()),
+            QoS::AtMostOnce => return Step::Continue,
             QoS::AtLeastOnce => PubRespKind::PubAck,
             QoS::ExactlyOnce => {
                 if code < 0x80 {
@@ -96,73 +89,66 @@ impl Conn {
         if self.v5 {
             r.reason = code;
         }
-        self.reply(Packet::PubResp(r)).await
+        self.reply(Packet::PubResp(r), cx)
     }
 
-    async fn on_publish(&mut self, mut p: Publish) -> Result<(), End> {
+    fn on_publish(&mut self, mut p: Publish, cx: &mut MqttCx<'_>) -> Flow {
         if let Some(why) = publish_protocol_error(&p.properties) {
             tracing::debug!(user = %self.principal.user_id, why, "mqtt: publish refused");
-            return self.fail(reason::PROTOCOL_ERROR).await;
+            return self.fail(reason::PROTOCOL_ERROR, cx);
         }
         // Topic alias (MQTT 5 §3.3.2.3.4), inbound.
         if let Some(alias) = p.properties.topic_alias() {
             if alias == 0 || alias > SERVER_TOPIC_ALIAS_MAXIMUM {
-                return self.fail(reason::TOPIC_ALIAS_INVALID).await;
+                return self.fail(reason::TOPIC_ALIAS_INVALID, cx);
             }
             if p.topic.is_empty() {
                 match self.aliases.get(&alias) {
                     Some(t) => p.topic = t.clone(),
-                    None => return self.fail(reason::PROTOCOL_ERROR).await,
+                    None => return self.fail(reason::PROTOCOL_ERROR, cx),
                 }
             } else {
                 self.aliases.insert(alias, p.topic.clone());
             }
         } else if p.topic.is_empty() {
-            return self.fail(reason::PROTOCOL_ERROR).await;
+            return self.fail(reason::PROTOCOL_ERROR, cx);
         }
         if p.qos == QoS::ExactlyOnce && self.qos2_in.contains(&p.pkid) {
             if p.dup {
                 // A retransmission: acknowledge again, deliver nothing new.
-                return self.ack_publish(p.qos, p.pkid, reason::SUCCESS).await;
+                return self.ack_publish(p.qos, p.pkid, reason::SUCCESS, cx);
             }
             // Packet id reuse before PUBREL.
-            return self.fail(reason::PROTOCOL_ERROR).await;
+            return self.fail(reason::PROTOCOL_ERROR, cx);
         }
         if p.qos == QoS::ExactlyOnce && self.qos2_in.len() >= usize::from(SERVER_RECEIVE_MAXIMUM) {
-            return self.fail(reason::RECEIVE_MAXIMUM_EXCEEDED).await;
+            return self.fail(reason::RECEIVE_MAXIMUM_EXCEEDED, cx);
         }
         match acl::publish_target(&p.topic) {
-            PublishTarget::ImSend => {
-                self.im_send(p);
-                Ok(())
-            }
+            PublishTarget::ImSend => self.im_send(p),
             // Its PUBACK must follow those of the `im/send`s in flight
             // (MQTT 5 §4.6): it waits until they are answered.
-            _ if !self.window.is_empty() => {
+            _ if cx.sends_in_flight() => {
                 self.held = Some(Box::new(Held::Publish(p)));
-                Ok(())
+                Step::Wait
             }
-            _ => self.route_publish(p).await,
+            _ => self.route_publish(p, cx),
         }
     }
 
     /// A PUBLISH whose topic alias and packet id were checked: to the IM
     /// pipeline, refused, or to the generic broker.
-    pub async fn route_publish(&mut self, p: Publish) -> Result<(), End> {
+    pub fn route_publish(&mut self, p: Publish, cx: &mut MqttCx<'_>) -> Flow {
         match acl::publish_target(&p.topic) {
-            PublishTarget::ImSend => {
-                self.im_send(p);
-                Ok(())
-            }
-            PublishTarget::ImRead => self.im_read(p).await,
+            PublishTarget::ImSend => self.im_send(p),
+            PublishTarget::ImRead => self.im_read(p),
             PublishTarget::Forbidden => {
                 tracing::debug!(topic = %p.topic, "mqtt: publish to a reserved topic refused");
                 if !self.v5 && p.qos != QoS::AtMostOnce {
                     // 3.1.1 cannot refuse a PUBLISH: close (§4.8 / MQTT-3.3.5-2).
-                    return Err(End::Abnormal);
+                    return Step::Close;
                 }
-                self.ack_publish(p.qos, p.pkid, reason::NOT_AUTHORIZED)
-                    .await
+                self.ack_publish(p.qos, p.pkid, reason::NOT_AUTHORIZED, cx)
             }
             PublishTarget::Generic if !self.acl_may_publish(&p) => {
                 // MQTT 5: 0x87 in PUBACK / PUBREC, QoS 0 dropped. 3.1.1
@@ -174,9 +160,9 @@ impl Conn {
                 } else {
                     reason::SUCCESS
                 };
-                self.ack_publish(p.qos, p.pkid, code).await
+                self.ack_publish(p.qos, p.pkid, code, cx)
             }
-            PublishTarget::Generic => self.generic_publish(p).await,
+            PublishTarget::Generic => self.generic_publish(p, cx),
         }
     }
 
@@ -203,17 +189,15 @@ impl Conn {
         ok
     }
 
-    async fn generic_publish(&mut self, p: Publish) -> Result<(), End> {
+    fn generic_publish(&mut self, p: Publish, cx: &mut MqttCx<'_>) -> Flow {
         if !self.broker.within_rate(&self.principal.user_id) {
             if p.qos == QoS::AtMostOnce {
-                return Ok(());
+                return Step::Continue;
             }
             if !self.v5 {
-                return Err(End::Abnormal);
+                return Step::Close;
             }
-            return self
-                .ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED)
-                .await;
+            return self.ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED, cx);
         }
         let expires_at_ms = p
             .properties
@@ -252,41 +236,34 @@ impl Conn {
                     // was delivered; a resend after the reconnect is
                     // closed the same way until the user clears
                     // retained messages (the log says why).
-                    return Err(End::Abnormal);
+                    return Step::Close;
                 }
-                return self
-                    .ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED)
-                    .await;
+                return self.ack_publish(p.qos, p.pkid, reason::QUOTA_EXCEEDED, cx);
             }
             Err(PublishRefused::NotSaved(e)) => {
                 // Not saved for a persistent subscriber: never acked as
                 // accepted (the client keeps it and resends).
                 tracing::warn!(error = %e, topic = %p_topic, "mqtt: publish not saved; refused");
                 if p.qos == QoS::AtMostOnce {
-                    return Ok(());
+                    return Step::Continue;
                 }
                 if !self.v5 {
-                    return Err(End::Abnormal);
+                    return Step::Close;
                 }
-                return self
-                    .ack_publish(p.qos, p.pkid, reason::UNSPECIFIED_ERROR)
-                    .await;
+                return self.ack_publish(p.qos, p.pkid, reason::UNSPECIFIED_ERROR, cx);
             }
         };
         let code = match forwarded {
             // Other nodes: acknowledged once the bus holds it (subscribers
             // elsewhere are unknown here, so no 0x10).
-            Some(f) if p.qos != QoS::AtMostOnce => match f.await {
-                Ok(()) => reason::SUCCESS,
-                Err(e) => {
-                    tracing::warn!(error = %e, topic = %p_topic, "mqtt: publish not forwarded to the other nodes");
-                    if !self.v5 {
-                        // 3.1.1 cannot refuse: close; the client resends.
-                        return Err(End::Abnormal);
-                    }
-                    reason::UNSPECIFIED_ERROR
-                }
-            },
+            Some(forwarded) if p.qos != QoS::AtMostOnce => {
+                tracing::trace!(topic = %p_topic, "mqtt: waiting for the other nodes");
+                return Step::Task(MqttTask::Forwarded {
+                    qos: p.qos,
+                    pkid: p.pkid,
+                    forwarded,
+                });
+            }
             Some(f) => {
                 tokio::spawn(async move {
                     if let Err(e) = f.await {
@@ -298,28 +275,28 @@ impl Conn {
             None if matched == 0 => reason::NO_MATCHING_SUBSCRIBERS,
             None => reason::SUCCESS,
         };
-        self.ack_publish(p.qos, p.pkid, code).await
+        self.ack_publish(p.qos, p.pkid, code, cx)
     }
 
-    async fn on_pub_resp(&mut self, r: PubResp) -> Result<(), End> {
+    fn on_pub_resp(&mut self, r: PubResp, cx: &mut MqttCx<'_>) -> Flow {
         match r.kind {
             PubRespKind::PubAck | PubRespKind::PubComp => {
                 if let Some(Inflight::Im { message_id }) = self.broker.complete(&self.key, r.pkid) {
-                    self.im_acked(message_id).await;
+                    return im_acked(message_id);
                 }
-                Ok(())
+                Step::Continue
             }
             PubRespKind::PubRec => {
                 let known = self.broker.released(&self.key, r.pkid);
                 if r.reason >= 0x80 {
                     self.broker.complete(&self.key, r.pkid);
-                    return Ok(());
+                    return Step::Continue;
                 }
                 let mut rel = PubResp::new(PubRespKind::PubRel, r.pkid);
                 if !known && self.v5 {
                     rel.reason = reason::PACKET_ID_NOT_FOUND;
                 }
-                self.reply(Packet::PubResp(rel)).await
+                self.reply(Packet::PubResp(rel), cx)
             }
             PubRespKind::PubRel => {
                 let known = self.qos2_in.remove(&r.pkid);
@@ -327,12 +304,12 @@ impl Conn {
                 if !known && self.v5 {
                     comp.reason = reason::PACKET_ID_NOT_FOUND;
                 }
-                self.reply(Packet::PubResp(comp)).await
+                self.reply(Packet::PubResp(comp), cx)
             }
         }
     }
 
-    async fn on_subscribe(&mut self, s: Subscribe) -> Result<(), End> {
+    fn on_subscribe(&mut self, s: Subscribe, cx: &mut MqttCx<'_>) -> Flow {
         let sub_id = s.properties.subscription_identifiers().first().copied();
         let refused = |v5: bool, code: u8| if v5 { code } else { reason::V4_SUBACK_FAILURE };
         let mut reasons = Vec::with_capacity(s.filters.len());
@@ -409,24 +386,23 @@ impl Conn {
         // Register the device with the store before the SUBACK: once the
         // client sees it, every message sent to it must reach this inbox
         // (a new device's cursor is durable before its first delivery).
-        if attach && self.feed.is_none() && !self.attach_inbox().await {
-            return Err(End::Abnormal);
-        }
-        self.reply(Packet::SubAck(SubAck {
+        let suback = Packet::SubAck(SubAck {
             pkid: s.pkid,
             reasons,
             properties: Properties::default(),
-        }))
-        .await?;
-        if self.pump().await {
-            Ok(())
-        } else {
-            Err(End::Abnormal)
+        });
+        if attach && !self.feed_attached {
+            self.after_attach = AfterAttach::SubAck(suback);
+            return Step::AttachFeed;
         }
+        self.send(suback, cx);
+        self.pump(cx);
+        Step::Continue
     }
 
-    async fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), End> {
+    fn on_unsubscribe(&mut self, u: Unsubscribe, cx: &mut MqttCx<'_>) -> Flow {
         let mut reasons = Vec::new();
+        let mut detach = false;
         for f in &u.filters {
             let existed = match acl::subscribe_target(
                 f,
@@ -434,7 +410,8 @@ impl Conn {
                 &self.principal.device_id,
             ) {
                 SubscribeTarget::Inbox => {
-                    self.feed = None;
+                    detach = self.feed_attached;
+                    self.feed_attached = false;
                     self.im_held = None;
                     self.broker.set_im(&self.key, Some(None), None);
                     true
@@ -455,11 +432,18 @@ impl Conn {
         if !self.v5 {
             reasons.clear();
         }
-        self.reply(Packet::UnsubAck(UnsubAck {
-            pkid: u.pkid,
-            reasons,
-            properties: Properties::default(),
-        }))
-        .await
+        self.send(
+            Packet::UnsubAck(UnsubAck {
+                pkid: u.pkid,
+                reasons,
+                properties: Properties::default(),
+            }),
+            cx,
+        );
+        if detach {
+            Step::DetachFeed
+        } else {
+            Step::Continue
+        }
     }
 }

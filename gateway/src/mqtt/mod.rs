@@ -1,9 +1,10 @@
 //! MQTT 3.1.1 and 5 sessions (DESIGN §5.3): the IM topic namespace on top
 //! of a generic broker for IoT devices.
 //!
-//! - [`connect`]: CONNECT → token login → CONNACK (first packet only).
-//! - [`session`]: one connection's loop: socket packets, broker queue,
-//!   IM deliveries, kick, drain, keepalive ×1.5.
+//! - [`connect`]: the checks and refusals of CONNECT (first packet only).
+//! - [`session`]: one connection's state machine on the session driver
+//!   (`sessions::driver`): CONNECT/CONNACK, broker queue, IM
+//!   deliveries, kick, drain, keepalive ×1.5.
 //! - [`inbound`]: PUBLISH / SUBSCRIBE / acks from the client.
 //! - [`im`]: `im/send` through the pipeline, `im/inbox/<user>` deliveries
 //!   from the store, `im/ack/<clientId>` results.
@@ -26,7 +27,7 @@ use std::time::Duration;
 pub use broker::{cluster, Broker};
 
 use crate::sessions::listener::Handler;
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// How often delayed wills and session expiry are checked.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
@@ -34,7 +35,7 @@ const SWEEP_EVERY: Duration = Duration::from_millis(200);
 /// The MQTT connection handler of every listener that carries MQTT
 /// (`mqtt`, `mqtts`, `/mqtt` on `ws`/`wss`), and the broker's sweeper
 /// (delayed wills, session expiry), which runs until the gateway drains.
-pub fn start(state: &AppState, broker: Arc<Broker>) -> Handler {
+pub fn start(state: &SessionCtx, broker: Arc<Broker>) -> Handler {
     let sweeper = broker.clone();
     let st = state.clone();
     tokio::spawn(async move {

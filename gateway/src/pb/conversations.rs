@@ -9,13 +9,13 @@ use imgate_core::store::ConversationPage;
 use prost::Message as _;
 
 use crate::conversations;
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// The answer to a `ConversationsRequest` from `user`. Kept under
 /// `max_frame` like a sync page: conversations are dropped from the end
 /// with `has_more` set, so the client pages on from the last one it got.
 pub async fn list(
-    state: &AppState,
+    state: &SessionCtx,
     user: &str,
     seq: u16,
     req: proto::ConversationsRequest,
@@ -33,21 +33,13 @@ pub async fn list(
 
 /// The answer to a `MarkReadRequest` from `user`.
 pub async fn mark_read(
-    state: &AppState,
+    state: &SessionCtx,
     principal: &imgate_core::pipeline::Principal,
     seq: u16,
     req: proto::MarkReadRequest,
 ) -> PbFrame {
     let conv = PbNormalizer::conversation_to_core(req.conversation.unwrap_or_default());
-    let resp = match conversations::read_by(
-        state.store.as_ref(),
-        state.webhooks.as_deref(),
-        principal,
-        &conv,
-        req.message_id,
-    )
-    .await
-    {
+    let resp = match conversations::read_by(state, principal, &conv, req.message_id).await {
         Ok(r) => proto::MarkReadResponse {
             code: 0,
             read_upto: r.read_upto,

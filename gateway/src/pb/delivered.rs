@@ -2,7 +2,7 @@
 //! the fast path of a `DeliverAck`. An ack of one of them is genuine (this
 //! device was handed the message), so it needs no store lookup; any other
 //! ack (a message delivered to an earlier connection, or forgotten here)
-//! is checked against the store ([`crate::state::AppState::ack_claimed`]).
+//! is checked against the store ([`crate::sessions::SessionCtx`]`::ack_claimed`).
 //!
 //! Bounded at [`DELIVERED_MAX`] ids, oldest forgotten first (a forgotten
 //! one only costs its ack a lookup). Deliveries come in ascending id order

@@ -1,16 +1,17 @@
-//! One PB connection: login first, then requests (send, deliver ack, sync,
-//! recall, heartbeat) and server pushes (deliveries, kick), until the peer
-//! leaves, idles out, is kicked, or the gateway drains.
+//! The PB session as a state machine ([`PbSession`], run by the session
+//! driver `sessions::driver`): login first, then requests (send, deliver
+//! ack, sync, recall, conversations, mark read, heartbeat) and server
+//! pushes (deliveries, kick).
 //!
 //! The session never decides policy: sends go through the pipeline and the
 //! result is rendered as a `SendResponse` (echoing the request's seq) only
 //! after the store made the message durable.
 //!
-//! Sends are pipelined ([`SendWindow`], `send_window` in the config): the
-//! session keeps reading while earlier sends wait for the store, and
-//! answers them in arrival order. Order rules per request:
+//! Sends are pipelined (the driver's window, `send_window` in the config):
+//! the driver keeps reading while earlier sends wait for the store, and
+//! they are answered in arrival order. Order rules per request:
 //! - `SendRequest`: into the window (ids in arrival order, DESIGN §3.4);
-//!   with the window full the session stops reading.
+//!   with the window full the driver stops reading.
 //! - `Heartbeat`, `DeliverAck`: answered / applied at once; they need no
 //!   order relative to sends (a response is matched by its seq). A
 //!   `DeliverAck` counts only for a message of the user's (delivered by
@@ -22,467 +23,433 @@
 //!   undecodable frames: held (reading stops) until every earlier send is
 //!   answered, so a sync or recall right after a send sees it.
 //!
-//! On kick or drain the sends in flight are answered first (bounded by
-//! [`DRAIN_LIMIT`]), then the kick is sent.
-//!
-//! Memory: the handlers the loop awaits are boxed (`Box::pin(..).await`),
-//! so the task's long-lived state, what an idle connection costs, holds
-//! only the `select!` branches; the buffers are released while idle
-//! (`sessions::idle_buffers`).
+//! On kick, drain or a closed feed the sends in flight are answered first
+//! (by the driver), then the kick frame is sent.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::delivered::DeliveredIds;
-use crate::transport::ClientStream;
-use futures_util::SinkExt;
 use imgate_codecs::pb::{
     commands, proto, PbCodecError, PbFrame, PbFramer, PbNormalizer, PbRequest,
 };
+use imgate_core::model::Platform;
 use imgate_core::pipeline::{self, Principal, Protocol, SendAck, SendCommand};
-use imgate_core::store::DeviceFeed;
-use imgate_core::{now_ms, ErrorCode, ImError};
-use tokio_util::codec::Framed;
+use imgate_core::{now_ms, ErrorCode, ImError, Message};
 
-use crate::sessions::{self, idle_buffers, write_deadline, Kick, SendWindow, SessionHandle};
-use crate::state::AppState;
-
-type Conn = Framed<ClientStream, PbFramer>;
+use super::delivered::DeliveredIds;
+use crate::sessions::driver::{self, Credentials, Cx, Ending, LoginStep, Step, TaskFuture};
+use crate::sessions::SessionCtx;
+use crate::transport::ClientStream;
 
 /// Largest sync page a client may ask for.
 const MAX_SYNC_PAGE: usize = 200;
-/// How long a kicked or draining session waits for its sends in flight
-/// to be answered before it closes.
-const DRAIN_LIMIT: Duration = Duration::from_secs(5);
 
-/// A pipelined send's outcome with what its `SendResponse` echoes.
-struct SendDone {
+/// A PB connection on the session driver.
+pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, ctx: SessionCtx) {
+    let max_frame = ctx.config.pb_max_frame;
+    let session = PbSession::new(Duration::from_secs(ctx.config.heartbeat_secs.max(1) * 3));
+    driver::run(
+        stream,
+        peer,
+        ctx,
+        session,
+        PbFramer::new(max_frame),
+        PbFramer::new(max_frame),
+    )
+    .await;
+}
+
+/// One PB session's state.
+pub struct PbSession {
+    idle: Duration,
+    /// The login request's seq and platform, until it is answered.
+    login_seq: u16,
+    login_platform: i32,
+    principal: Option<Principal>,
+    /// A request waiting until the window is drained.
+    held: Option<PbFrame>,
+    delivered: DeliveredIds,
+}
+
+/// What a pipelined send's `SendResponse` echoes.
+pub struct SendMeta {
     seq: u16,
     client_msg_id: String,
-    result: Result<SendAck, ImError>,
 }
 
-type Window = SendWindow<SendDone>;
-
-pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, state: AppState) {
-    let mut conn = idle_buffers::framed(stream, PbFramer::new(state.config.pb_max_frame));
-    let Some((principal, login_seq)) = Box::pin(login_phase(&mut conn, &state)).await else {
-        return;
-    };
-    tracing::debug!(%peer, user = %principal.user_id, device = %principal.device_id, "pb login");
-    let Some(live) = Box::pin(open_session(conn, principal, login_seq, &state)).await else {
-        return;
-    };
-    run_session(live, state).await;
+/// The PB queries the driver runs off the hot path.
+pub enum PbTask {
+    /// Answer the login (the user's last message id).
+    LoginOk {
+        seq: u16,
+    },
+    Sync {
+        seq: u16,
+        req: proto::SyncRequest,
+    },
+    Recall {
+        seq: u16,
+        req: proto::RecallRequest,
+    },
+    Conversations {
+        seq: u16,
+        req: proto::ConversationsRequest,
+    },
+    MarkRead {
+        seq: u16,
+        req: proto::MarkReadRequest,
+    },
 }
 
-/// Write one frame; false if the peer is gone or did not read it within
-/// the write deadline ([`write_deadline`]).
-async fn send(conn: &mut Conn, frame: PbFrame) -> bool {
-    write_deadline::bounded(conn.send(frame)).await.is_ok()
-}
+type PbCx<'a> = Cx<'a, PbFramer>;
 
-/// The first frame must be a valid Login; anything else gets Error 244.
-/// Returns the principal and the login request's seq.
-async fn login_phase(conn: &mut Conn, state: &AppState) -> Option<(Principal, u16)> {
-    let timeout = state.login_timeout();
-    let first = match tokio::time::timeout(timeout, idle_buffers::next_frame(conn)).await {
-        Ok(Some(Ok(frame))) => frame,
-        Ok(Some(Err(e))) => {
-            let _ = send(conn, PbFrame::error(0, e.code(), e.to_string())).await;
-            return None;
-        }
-        Ok(None) | Err(_) => return None,
-    };
-    let req = match PbRequest::decode(&first) {
-        Ok(PbRequest::Login(req)) => req,
-        Ok(_) => {
-            let _ = send(
-                conn,
-                PbFrame::error(first.seq, ErrorCode::AuthFailure, "login first"),
-            )
-            .await;
-            return None;
-        }
-        Err(e) => {
-            let _ = send(
-                conn,
-                PbFrame::error(
-                    first.seq,
-                    ErrorCode::AuthFailure,
-                    format!("login first: {e}"),
-                ),
-            )
-            .await;
-            return None;
-        }
-    };
-    match sessions::login(
-        state,
-        Protocol::Pb,
-        &req.user_id,
-        &req.token,
-        &req.client_id,
-    ) {
-        Ok(mut p) => {
-            // The token's platform wins unless it left it unset.
-            if p.platform == imgate_core::model::Platform::Unknown {
-                p.platform = imgate_core::model::Platform::from_i32(req.platform);
-            }
-            Some((p, first.seq))
-        }
-        Err(e) => {
-            let resp = proto::LoginResponse {
-                code: e.code.as_i32(),
-                server_time: now_ms(),
-                last_message_id: 0,
-            };
-            let _ = send(
-                conn,
-                PbFrame::response(commands::LOGIN_RESPONSE, first.seq, &resp),
-            )
-            .await;
-            None
+impl PbSession {
+    /// A session that closes after `idle` without a frame (three
+    /// heartbeat intervals).
+    pub fn new(idle: Duration) -> Self {
+        PbSession {
+            idle,
+            login_seq: 0,
+            login_platform: 0,
+            principal: None,
+            held: None,
+            delivered: DeliveredIds::default(),
         }
     }
-}
 
-/// A logged-in connection and what its loop selects on.
-struct Live {
-    conn: Conn,
-    principal: Principal,
-    handle: SessionHandle,
-    feed: DeviceFeed,
-}
-
-/// Register, attach to the store, answer the login; None if that failed
-/// (boxed by the caller: its state is not kept for the session's life).
-async fn open_session(
-    mut conn: Conn,
-    principal: Principal,
-    login_seq: u16,
-    state: &AppState,
-) -> Option<Box<Live>> {
-    // Register first (kicks what this login replaces), then attach to the
-    // store (pending deliveries first, then live).
-    let handle = state.sessions.register(&principal);
-    let feed = match state
-        .store
-        .attach_device(&principal.user_id, &principal.device_id)
-        .await
-    {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::warn!(error = %e, "pb: cannot attach device");
-            let _ = send(
-                &mut conn,
-                PbFrame::error(0, ErrorCode::ServerError, "store unavailable"),
-            )
-            .await;
-            return None;
-        }
-    };
-    let last = state
-        .store
-        .last_message_id(&principal.user_id)
-        .await
-        .unwrap_or(0);
-    let ok = proto::LoginResponse {
-        code: 0,
-        server_time: now_ms(),
-        last_message_id: last,
-    };
-    if !send(
-        &mut conn,
-        PbFrame::response(commands::LOGIN_RESPONSE, login_seq, &ok),
-    )
-    .await
-    {
-        return None;
+    fn send(&self, seq: u16, req: proto::SendRequest) -> Step<Self> {
+        let Some(principal) = &self.principal else {
+            return Step::Close;
+        };
+        let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
+        let client_msg_id = draft.client_msg_id.clone();
+        Step::Send(
+            Ok(SendCommand {
+                principal: principal.clone(),
+                draft,
+            }),
+            SendMeta { seq, client_msg_id },
+        )
     }
-    Some(Box::new(Live {
-        conn,
-        principal,
-        handle,
-        feed,
-    }))
-}
 
-async fn run_session(live: Box<Live>, state: AppState) {
-    let Live {
-        mut conn,
-        principal,
-        mut handle,
-        mut feed,
-    } = *live;
-    let (user, device) = (&principal.user_id, &principal.device_id);
-    let idle = Duration::from_secs(state.config.heartbeat_secs.max(1) * 3);
-    let mut window = Window::new(state.config.send_window);
-    // A request that must wait until the window is drained.
-    let mut held: Option<PbFrame> = None;
-    let mut delivered = DeliveredIds::default();
-    loop {
-        let reading = held.is_none() && !window.is_full();
-        tokio::select! {
-            biased;
-            kick = &mut handle.kicked => {
-                let kick = kick.unwrap_or(Kick { code: ErrorCode::KickedOff, reason: "kicked".into() });
-                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
-                let _ = send(&mut conn, PbFrame::kick(kick.code, kick.reason)).await;
-                return;
-            }
-            _ = state.draining() => {
-                Box::pin(answer_in_flight(&mut conn, &mut window)).await;
-                let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")).await;
-                return;
-            }
-            done = window.next() => {
-                if !send(&mut conn, send_response(done)).await {
-                    return;
-                }
-                if window.is_empty() {
-                    if let Some(frame) = held.take() {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            next = tokio::time::timeout(idle, idle_buffers::next_frame(&mut conn)), if reading => {
-                let frame = match next {
-                    Err(_) => {
-                        tracing::debug!(%user, %device, "pb: idle timeout");
-                        return;
-                    }
-                    Ok(None) => return,
-                    Ok(Some(Err(e))) => {
-                        Box::pin(answer_in_flight(&mut conn, &mut window)).await;
-                        let _ = send(&mut conn, PbFrame::error(0, e.code(), e.to_string())).await;
-                        return;
-                    }
-                    Ok(Some(Ok(frame))) => frame,
-                };
-                match PbRequest::decode(&frame) {
-                    Ok(PbRequest::Send(req)) => {
-                        let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
-                        let client_msg_id = draft.client_msg_id.clone();
-                        let pipelined = state.send_owned(SendCommand { principal: principal.clone(), draft });
-                        let seq = frame.seq;
-                        window.push(async move {
-                            SendDone { seq, client_msg_id, result: pipelined.await }
-                        });
-                    }
-                    Ok(PbRequest::Heartbeat | PbRequest::DeliverAck(_)) => {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
-                            return;
-                        }
-                    }
-                    _ if !window.is_empty() => held = Some(frame),
-                    _ => {
-                        if !Box::pin(handle_frame(&mut conn, &state, &principal, &mut delivered, frame)).await {
-                            return;
-                        }
-                    }
-                }
-            }
-            msg = next_delivery(&mut feed) => {
-                let Some(msg) = msg else {
-                    // Replaced by a newer session of this device, or too
-                    // slow: the client reconnects and gets what is pending
-                    // (told so, as MQTT and XMPP clients are).
-                    Box::pin(answer_in_flight(&mut conn, &mut window)).await;
-                    let _ = send(&mut conn, PbFrame::kick(ErrorCode::ServerError, "deliveries stopped; reconnect")).await;
-                    return;
-                };
-                let push = PbFrame::push(commands::DELIVER, &PbNormalizer::deliver(&msg));
-                if !send(&mut conn, push).await {
-                    return;
-                }
-                delivered.delivered(msg.message_id);
-                state.metrics.message_out(Protocol::Pb);
-            }
-        }
-    }
-}
-
-async fn next_delivery(feed: &mut DeviceFeed) -> Option<std::sync::Arc<imgate_core::Message>> {
-    feed.next().await
-}
-
-/// The `SendResponse` of a pipelined send.
-fn send_response(done: SendDone) -> PbFrame {
-    let resp = match done.result {
-        Ok(ack) => proto::SendResponse {
-            code: 0,
+    /// A `DeliverAck`: one this session delivered is acked as such, any
+    /// other is a claim the driver checks against the store.
+    fn deliver_ack(&mut self, seq: u16, ack: &proto::DeliverAck) -> Step<Self> {
+        Step::Ack {
             message_id: ack.message_id,
-            server_ts: ack.server_ts,
-            client_msg_id: ack.client_msg_id,
-        },
-        Err(e) => proto::SendResponse {
-            code: e.code.as_i32(),
-            message_id: 0,
-            server_ts: 0,
-            client_msg_id: done.client_msg_id,
-        },
-    };
-    PbFrame::response(commands::SEND_RESPONSE, done.seq, &resp)
-}
-
-/// Before the session ends: answer the sends in flight (within
-/// [`DRAIN_LIMIT`]; what is left unanswered the client resends, and the
-/// resend is deduplicated).
-async fn answer_in_flight(conn: &mut Conn, window: &mut Window) {
-    let answer_all = async {
-        while !window.is_empty() {
-            let done = window.next().await;
-            if !send(conn, send_response(done)).await {
-                return;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(DRAIN_LIMIT, answer_all).await;
-}
-
-/// Handle one request that is not a send; false closes the connection.
-async fn handle_frame(
-    conn: &mut Conn,
-    state: &AppState,
-    principal: &Principal,
-    delivered: &mut DeliveredIds,
-    frame: PbFrame,
-) -> bool {
-    let seq = frame.seq;
-    let req = match PbRequest::decode(&frame) {
-        Ok(r) => r,
-        Err(e) => return reject(conn, seq, &e).await,
-    };
-    match req {
-        PbRequest::Login(_) => {
-            send(
-                conn,
-                PbFrame::error(seq, ErrorCode::InvalidData, "already logged in"),
-            )
-            .await
-        }
-        PbRequest::Heartbeat => send(conn, PbFrame::heartbeat(seq)).await,
-        PbRequest::Send(req) => {
-            // The loop pipelines sends and never passes one here; answered
-            // in place so that every request has its handler.
-            let draft = PbNormalizer::send_request_to_draft(req, principal.user_id.clone());
-            let client_msg_id = draft.client_msg_id.clone();
-            let result = state
-                .send(SendCommand {
-                    principal: principal.clone(),
-                    draft,
-                })
-                .await;
-            send(
-                conn,
-                send_response(SendDone {
-                    seq,
-                    client_msg_id,
-                    result,
-                }),
-            )
-            .await
-        }
-        PbRequest::DeliverAck(ack) => {
-            deliver_ack(conn, state, principal, delivered, seq, ack).await
-        }
-        PbRequest::Sync(req) => {
-            let limit = usize::try_from(req.limit).unwrap_or(0);
-            let limit = if limit == 0 {
-                100
-            } else {
-                limit.min(MAX_SYNC_PAGE)
-            };
-            let resp = match state.store.sync(&principal.user_id, req.since, limit).await {
-                Ok(page) => fit_sync_page(page, state.config.pb_max_frame),
-                Err(e) => proto::SyncResponse {
-                    code: ImError::from(e).code.as_i32(),
-                    messages: vec![],
-                    has_more: false,
-                },
-            };
-            send(conn, PbFrame::response(commands::SYNC_RESPONSE, seq, &resp)).await
-        }
-        PbRequest::Conversations(req) => {
-            let frame = super::conversations::list(state, &principal.user_id, seq, req).await;
-            send(conn, frame).await
-        }
-        PbRequest::MarkRead(req) => {
-            let frame = super::conversations::mark_read(state, principal, seq, req).await;
-            send(conn, frame).await
-        }
-        PbRequest::Recall(req) => {
-            let window = Duration::from_secs(state.config.recall_window_secs);
-            let code = match pipeline::recall(
-                state.store.as_ref(),
-                req.message_id,
-                &principal.user_id,
-                false,
-                window,
-            )
-            .await
-            {
-                Ok(_) => 0,
-                Err(e) => e.code.as_i32(),
-            };
-            send(
-                conn,
-                PbFrame::response(
-                    commands::RECALL_RESPONSE,
-                    seq,
-                    &proto::RecallResponse { code },
-                ),
-            )
-            .await
+            claimed: !self.delivered.take(ack.message_id),
+            tag: u32::from(seq),
         }
     }
-}
 
-/// A `DeliverAck`: applied if this session delivered the message or the
-/// store says the user is one of its recipients; otherwise refused with
-/// Error 253 (nothing acked, no receipt for the sender).
-async fn deliver_ack(
-    conn: &mut Conn,
-    state: &AppState,
-    principal: &Principal,
-    delivered: &mut DeliveredIds,
-    seq: u16,
-    ack: proto::DeliverAck,
-) -> bool {
-    let (user, device, id) = (&principal.user_id, &principal.device_id, ack.message_id);
-    let acked = if delivered.take(id) {
-        state.ack_delivery(user, device, id).await.map(|()| true)
-    } else {
-        state.ack_claimed(user, device, id).await
-    };
-    match acked {
-        Ok(true) => true,
-        Ok(false) => {
-            tracing::debug!(%user, %device, message_id = id, "pb: DeliverAck of a message not delivered to this user refused");
-            send(
-                conn,
-                PbFrame::error(
+    /// A request that is not a send (or a held one).
+    fn request(&mut self, frame: PbFrame, cx: &mut PbCx<'_>) -> Step<Self> {
+        let seq = frame.seq;
+        match PbRequest::decode(&frame) {
+            Err(e) => reject(cx, seq, &e),
+            Ok(PbRequest::Login(_)) => {
+                cx.write(PbFrame::error(
                     seq,
-                    ErrorCode::NotExist,
-                    format!("no message {id} for {user}"),
-                ),
-            )
-            .await
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "pb: storing a delivery ack failed; it will be redelivered");
-            true
+                    ErrorCode::InvalidData,
+                    "already logged in",
+                ));
+                Step::Continue
+            }
+            Ok(PbRequest::Heartbeat) => {
+                cx.write(PbFrame::heartbeat(seq));
+                Step::Continue
+            }
+            Ok(PbRequest::Send(req)) => self.send(seq, req),
+            Ok(PbRequest::DeliverAck(ack)) => self.deliver_ack(seq, &ack),
+            Ok(PbRequest::Sync(req)) => Step::Task(PbTask::Sync { seq, req }),
+            Ok(PbRequest::Recall(req)) => Step::Task(PbTask::Recall { seq, req }),
+            Ok(PbRequest::Conversations(req)) => Step::Task(PbTask::Conversations { seq, req }),
+            Ok(PbRequest::MarkRead(req)) => Step::Task(PbTask::MarkRead { seq, req }),
         }
     }
 }
 
 /// A bad request: answer with Error; close if the stream cannot continue.
-async fn reject(conn: &mut Conn, seq: u16, e: &PbCodecError) -> bool {
-    let sent = send(conn, PbFrame::error(seq, e.code(), e.to_string())).await;
-    sent && e.can_continue()
+fn reject(cx: &mut PbCx<'_>, seq: u16, e: &PbCodecError) -> Step<PbSession> {
+    cx.write(PbFrame::error(seq, e.code(), e.to_string()));
+    if e.can_continue() {
+        Step::Continue
+    } else {
+        Step::Close
+    }
+}
+
+impl driver::Protocol for PbSession {
+    const PROTOCOL: Protocol = Protocol::Pb;
+    type Framer = PbFramer;
+    type Frame = PbFrame;
+    type FrameError = PbCodecError;
+    type Encoder = PbFramer;
+    type SendMeta = SendMeta;
+    type Task = PbTask;
+    type TaskOut = PbFrame;
+
+    fn idle_limit(&self) -> Duration {
+        self.idle
+    }
+
+    /// The first frame must be a valid Login; anything else gets Error 244.
+    fn on_login_frame(&mut self, frame: PbFrame, cx: &mut PbCx<'_>) -> LoginStep {
+        match PbRequest::decode(&frame) {
+            Ok(PbRequest::Login(req)) => {
+                self.login_seq = frame.seq;
+                self.login_platform = req.platform;
+                LoginStep::Check(Credentials {
+                    user: req.user_id,
+                    credential: req.token,
+                    client_id: req.client_id,
+                })
+            }
+            Ok(_) => {
+                cx.write(PbFrame::error(
+                    frame.seq,
+                    ErrorCode::AuthFailure,
+                    "login first",
+                ));
+                LoginStep::Refused
+            }
+            Err(e) => {
+                cx.write(PbFrame::error(
+                    frame.seq,
+                    ErrorCode::AuthFailure,
+                    format!("login first: {e}"),
+                ));
+                LoginStep::Refused
+            }
+        }
+    }
+
+    fn on_login(
+        &mut self,
+        checked: Result<Principal, ImError>,
+        cx: &mut PbCx<'_>,
+    ) -> Option<Principal> {
+        match checked {
+            Ok(mut p) => {
+                // The token's platform wins unless it left it unset.
+                if p.platform == Platform::Unknown {
+                    p.platform = Platform::from_i32(self.login_platform);
+                }
+                self.principal = Some(p.clone());
+                Some(p)
+            }
+            Err(e) => {
+                let resp = proto::LoginResponse {
+                    code: e.code.as_i32(),
+                    server_time: now_ms(),
+                    last_message_id: 0,
+                };
+                cx.write(PbFrame::response(
+                    commands::LOGIN_RESPONSE,
+                    self.login_seq,
+                    &resp,
+                ));
+                None
+            }
+        }
+    }
+
+    fn on_logged_in(&mut self, attached: bool, cx: &mut PbCx<'_>) -> Step<Self> {
+        if !attached {
+            cx.write(PbFrame::error(
+                0,
+                ErrorCode::ServerError,
+                "store unavailable",
+            ));
+            return Step::Close;
+        }
+        Step::Task(PbTask::LoginOk {
+            seq: self.login_seq,
+        })
+    }
+
+    fn on_frame(&mut self, frame: PbFrame, cx: &mut PbCx<'_>) -> Step<Self> {
+        match frame.command {
+            commands::SEND_REQUEST | commands::HEARTBEAT | commands::DELIVER_ACK
+                if !cx.sends_in_flight() =>
+            {
+                self.request(frame, cx)
+            }
+            commands::SEND_REQUEST | commands::HEARTBEAT | commands::DELIVER_ACK => {
+                // Decoded here; an undecodable one waits like any request
+                // that is not a send.
+                match PbRequest::decode(&frame) {
+                    Ok(PbRequest::Send(req)) => self.send(frame.seq, req),
+                    Ok(PbRequest::Heartbeat) => {
+                        cx.write(PbFrame::heartbeat(frame.seq));
+                        Step::Continue
+                    }
+                    Ok(PbRequest::DeliverAck(ack)) => self.deliver_ack(frame.seq, &ack),
+                    _ => {
+                        self.held = Some(frame);
+                        Step::Wait
+                    }
+                }
+            }
+            _ if cx.sends_in_flight() => {
+                self.held = Some(frame);
+                Step::Wait
+            }
+            _ => self.request(frame, cx),
+        }
+    }
+
+    fn on_bad_frame(&mut self, error: PbCodecError, cx: &mut PbCx<'_>) {
+        cx.write(PbFrame::error(0, error.code(), error.to_string()));
+    }
+
+    fn on_sends_answered(&mut self, cx: &mut PbCx<'_>) -> Step<Self> {
+        match self.held.take() {
+            Some(frame) => self.request(frame, cx),
+            None => Step::Continue,
+        }
+    }
+
+    fn on_send_done(
+        &mut self,
+        meta: SendMeta,
+        result: Result<SendAck, ImError>,
+        cx: &mut PbCx<'_>,
+    ) -> Step<Self> {
+        let resp = match result {
+            Ok(ack) => proto::SendResponse {
+                code: 0,
+                message_id: ack.message_id,
+                server_ts: ack.server_ts,
+                client_msg_id: ack.client_msg_id,
+            },
+            Err(e) => proto::SendResponse {
+                code: e.code.as_i32(),
+                message_id: 0,
+                server_ts: 0,
+                client_msg_id: meta.client_msg_id,
+            },
+        };
+        cx.write(PbFrame::response(commands::SEND_RESPONSE, meta.seq, &resp));
+        Step::Continue
+    }
+
+    fn on_ack_refused(&mut self, tag: u32, message_id: u64, cx: &mut PbCx<'_>) -> Step<Self> {
+        let user = self.principal.as_ref().map_or("", |p| p.user_id.as_str());
+        cx.write(PbFrame::error(
+            u16::try_from(tag).unwrap_or(0),
+            ErrorCode::NotExist,
+            format!("no message {message_id} for {user}"),
+        ));
+        Step::Continue
+    }
+
+    fn on_delivery(&mut self, msg: Arc<Message>, cx: &mut PbCx<'_>) -> Step<Self> {
+        cx.write(PbFrame::push(
+            commands::DELIVER,
+            &PbNormalizer::deliver(&msg),
+        ));
+        self.delivered.delivered(msg.message_id);
+        cx.delivered();
+        Step::Continue
+    }
+
+    fn run_task(task: PbTask, ctx: &SessionCtx, principal: &Principal) -> TaskFuture<PbFrame> {
+        let ctx = ctx.clone();
+        match task {
+            PbTask::LoginOk { seq } => {
+                let user = principal.user_id.clone();
+                Box::pin(async move {
+                    let last = ctx.store.last_message_id(&user).await.unwrap_or(0);
+                    let ok = proto::LoginResponse {
+                        code: 0,
+                        server_time: now_ms(),
+                        last_message_id: last,
+                    };
+                    PbFrame::response(commands::LOGIN_RESPONSE, seq, &ok)
+                })
+            }
+            PbTask::Sync { seq, req } => {
+                let user = principal.user_id.clone();
+                Box::pin(async move {
+                    let limit = usize::try_from(req.limit).unwrap_or(0);
+                    let limit = if limit == 0 {
+                        100
+                    } else {
+                        limit.min(MAX_SYNC_PAGE)
+                    };
+                    let resp = match ctx.store.sync(&user, req.since, limit).await {
+                        Ok(page) => fit_sync_page(page, ctx.config.pb_max_frame),
+                        Err(e) => proto::SyncResponse {
+                            code: ImError::from(e).code.as_i32(),
+                            messages: vec![],
+                            has_more: false,
+                        },
+                    };
+                    PbFrame::response(commands::SYNC_RESPONSE, seq, &resp)
+                })
+            }
+            PbTask::Recall { seq, req } => {
+                let user = principal.user_id.clone();
+                Box::pin(async move {
+                    let window = Duration::from_secs(ctx.config.recall_window_secs);
+                    let code = match pipeline::recall(
+                        ctx.store.as_ref(),
+                        req.message_id,
+                        &user,
+                        false,
+                        window,
+                    )
+                    .await
+                    {
+                        Ok(_) => 0,
+                        Err(e) => e.code.as_i32(),
+                    };
+                    PbFrame::response(
+                        commands::RECALL_RESPONSE,
+                        seq,
+                        &proto::RecallResponse { code },
+                    )
+                })
+            }
+            PbTask::Conversations { seq, req } => {
+                let user = principal.user_id.clone();
+                Box::pin(async move { super::conversations::list(&ctx, &user, seq, req).await })
+            }
+            PbTask::MarkRead { seq, req } => {
+                let principal = principal.clone();
+                Box::pin(async move {
+                    super::conversations::mark_read(&ctx, &principal, seq, req).await
+                })
+            }
+        }
+    }
+
+    fn on_task_done(&mut self, frame: PbFrame, cx: &mut PbCx<'_>) -> Step<Self> {
+        cx.write(frame);
+        Step::Continue
+    }
+
+    fn on_idle(&mut self, _cx: &mut PbCx<'_>) -> Step<Self> {
+        Step::Close
+    }
+
+    fn on_ending(&mut self, why: Ending, cx: &mut PbCx<'_>) {
+        let kick = match why {
+            Ending::Kicked(kick) => PbFrame::kick(kick.code, kick.reason),
+            Ending::Draining => {
+                PbFrame::kick(ErrorCode::ServerError, "server shutting down; reconnect")
+            }
+            // Replaced by a newer session of this device, or too slow: the
+            // client reconnects and gets what is pending (told so, as MQTT
+            // and XMPP clients are).
+            Ending::FeedClosed => {
+                PbFrame::kick(ErrorCode::ServerError, "deliveries stopped; reconnect")
+            }
+        };
+        cx.write(kick);
+    }
 }
 
 /// Keep a sync page under the frame limit: drop messages from the end and
@@ -508,3 +475,7 @@ fn fit_sync_page(page: imgate_core::store::SyncPage, max_frame: usize) -> proto:
     }
     resp
 }
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;

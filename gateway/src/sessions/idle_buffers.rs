@@ -26,9 +26,9 @@ use crate::transport::ClientStream;
 /// again when all of them are decoded).
 pub const READ_CHUNK: usize = 8 * 1024;
 
-/// `Framed` over a client stream with no buffer allocated yet. The write
-/// batching boundary stays at tokio-util's default (8 KiB): frames fed
-/// without a flush are still written in one go.
+/// `Framed` over a client stream with no buffer allocated yet. The
+/// session driver encodes into its write buffer and flushes after each
+/// step: what one step wrote goes out in one write.
 pub fn framed<C>(stream: ClientStream, codec: C) -> Framed<ClientStream, C> {
     let mut framed = Framed::new(stream, codec);
     *framed.read_buffer_mut() = BytesMut::new();

@@ -23,13 +23,13 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use super::proxy_header;
+use super::SessionCtx;
 use crate::listeners::ListenerSpec;
-use crate::state::AppState;
 use crate::transport::{self, ClientStream, TlsAcceptor};
 
 /// What runs on an admitted connection (after TLS, if any).
 pub type Handler = Arc<
-    dyn Fn(ClientStream, SocketAddr, AppState) -> Pin<Box<dyn Future<Output = ()> + Send>>
+    dyn Fn(ClientStream, SocketAddr, SessionCtx) -> Pin<Box<dyn Future<Output = ()> + Send>>
         + Send
         + Sync,
 >;
@@ -43,7 +43,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub async fn run_listener(
     spec: &'static ListenerSpec,
     listener: TcpListener,
-    state: AppState,
+    state: SessionCtx,
     tls: Option<TlsAcceptor>,
     handler: Handler,
 ) {

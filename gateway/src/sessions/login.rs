@@ -17,8 +17,8 @@ use imgate_core::model::Platform;
 use imgate_core::pipeline::{Principal, Protocol};
 use imgate_core::{ErrorCode, ImError};
 
+use super::SessionCtx;
 use crate::device_secrets::{self, SECRET_PREFIX};
-use crate::state::AppState;
 use crate::token::{self, Claims};
 
 /// Prefix of the device ids the gateway assigns.
@@ -29,7 +29,7 @@ pub const ASSIGNED_DEVICE_PREFIX: &str = "auto-";
 /// 244 credential of another user or device, 245 user forbidden, 251 a
 /// client id the gateway does not take as a device id.
 pub fn login(
-    state: &AppState,
+    state: &SessionCtx,
     protocol: Protocol,
     user_id: &str,
     credential: &str,
@@ -53,7 +53,7 @@ pub fn login(
 /// status), counted and logged when refused; a request is not a session,
 /// so success is not logged. An any-device token's HTTP clients share the
 /// device `http`.
-pub fn bearer(state: &AppState, token: &str) -> Result<Principal, ImError> {
+pub fn bearer(state: &SessionCtx, token: &str) -> Result<Principal, ImError> {
     let claims = verify_token(state, token);
     let user = claims
         .as_ref()
@@ -69,7 +69,7 @@ pub fn bearer(state: &AppState, token: &str) -> Result<Principal, ImError> {
     result
 }
 
-fn refused(state: &AppState, protocol: Protocol, user_id: &str, client_id: &str, e: &ImError) {
+fn refused(state: &SessionCtx, protocol: Protocol, user_id: &str, client_id: &str, e: &ImError) {
     state.metrics.auth_failure(protocol, e.code);
     if login_log_budget() {
         tracing::info!(
@@ -103,7 +103,7 @@ fn login_log_budget() -> bool {
 /// verified without seeing it (an XMPP SCRAM proof): the same policy
 /// check and log lines as [`login`].
 pub fn login_verified_device(
-    state: &AppState,
+    state: &SessionCtx,
     protocol: Protocol,
     user_id: &str,
     device_id: &str,
@@ -125,7 +125,7 @@ pub fn login_verified_device(
 }
 
 fn check_login(
-    state: &AppState,
+    state: &SessionCtx,
     protocol: Protocol,
     user_id: &str,
     credential: &str,
@@ -150,7 +150,7 @@ fn check_login(
 
 /// A token's signature and expiry, and that its user did not revoke it
 /// (every protocol, HTTP bearer tokens included).
-pub fn verify_token(state: &AppState, credential: &str) -> Result<Claims, ImError> {
+pub fn verify_token(state: &SessionCtx, credential: &str) -> Result<Claims, ImError> {
     let claims = state.tokens.verify(credential, token::now_secs())?;
     if state
         .credentials
@@ -225,7 +225,7 @@ fn assigned_device_id() -> Result<String, ImError> {
 /// token's (`token_error`) unless the credential has the form of a
 /// device secret.
 fn secret_device(
-    state: &AppState,
+    state: &SessionCtx,
     user_id: &str,
     client_id: &str,
     credential: &str,

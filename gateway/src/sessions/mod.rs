@@ -8,6 +8,8 @@
 pub mod append_order;
 pub mod cluster;
 pub mod conn_limit;
+pub mod ctx;
+pub mod driver;
 pub mod enforce;
 pub mod idle_buffers;
 pub mod listener;
@@ -21,6 +23,7 @@ pub mod send_window;
 pub use crate::transport::write_deadline;
 pub use append_order::OrderedAppends;
 pub use conn_limit::ConnLimiter;
+pub use ctx::SessionCtx;
 pub use listener::run_listener;
 pub use login::login;
 pub use registry::{Kick, SessionHandle, SessionRegistry};

@@ -55,7 +55,7 @@ impl<T: Send + 'static> SendWindow<T> {
     }
 
     /// Start `send` after every send pushed before it. The future must be
-    /// a pipeline call (`AppState::send` on a clone of the state).
+    /// a pipeline call (`SessionCtx::send_owned`).
     pub fn push(&mut self, send: impl Future<Output = T> + Send + 'static) {
         let (turn, next) = SendTurn::after(self.last_turn.take());
         self.last_turn = Some(next);

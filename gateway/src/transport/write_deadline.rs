@@ -5,10 +5,12 @@
 //! waits forever, and with it the session's idle and heartbeat timers
 //! (which cannot fire while the session is stuck in a write).
 //!
-//! Buffered bytes stay bounded too: sessions write through `Framed`, which
-//! writes its buffer out once it passes 8 KiB, so a stuck peer holds at
-//! most one frame beyond that (frames are bounded by the protocols' size
-//! limits).
+//! Buffered bytes stay bounded too: the session driver (`driver`) flushes
+//! after every step, and a step writes a bounded amount (one answer or
+//! delivery; MQTT's queue pump stops at 8 KiB and continues after the
+//! flush; the XMPP session writes batches of at most 64
+//! stanzas), so a stuck peer holds at most that plus one frame (frames
+//! are bounded by the protocols' size limits).
 //!
 //! The limit is process-wide, set once at start ([`set_limit`]).
 

@@ -56,8 +56,7 @@ impl Session {
             // read from HTTP or PB (and its `read` webhook event).
             let conversation = m.conversation.seen_by(&m.sender, &user);
             if let Err(e) = crate::conversations::read_by(
-                self.state.store.as_ref(),
-                self.state.webhooks.as_deref(),
+                &self.state,
                 &self.principal,
                 &conversation,
                 m.message_id,

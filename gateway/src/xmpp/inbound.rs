@@ -8,7 +8,7 @@
 //! (`Store::ack`); the ack, like any other, becomes the sender's receipt
 //! with the id the sender used, on whatever node the sender's message is
 //! waiting (see `receipts`). A receipt counts only from a recipient of
-//! the message (`AppState::ack_claimed`): any other is dropped (no ack,
+//! the message (`SessionCtx::ack_claimed`): any other is dropped (no ack,
 //! no receipt for the sender) and, on a message with nothing else in it,
 //! answered with an `<item-not-found/>` error (code 253). What a message
 //! is (content, correction, reaction, retraction, marker, chat state) is

@@ -22,7 +22,7 @@ use imgate_core::id::first_id_at;
 use imgate_core::model::Conversation;
 use imgate_core::{ErrorCode, ImError, Message};
 
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// Default and largest page size.
 const DEFAULT_MAX: usize = 50;
@@ -147,7 +147,7 @@ fn parse_request(query: &Element) -> Result<Request, ImError> {
 }
 
 pub async fn query(
-    state: &AppState,
+    state: &SessionCtx,
     normalizer: &XmppNormalizer,
     user: &str,
     own_jid: &str,
@@ -203,7 +203,7 @@ pub async fn query(
 /// newest) within the time filter, oldest first, and whether the start of
 /// the range was reached.
 async fn backward(
-    state: &AppState,
+    state: &SessionCtx,
     user: &str,
     conv: &Conversation,
     before: u64,
@@ -248,7 +248,7 @@ async fn backward(
 /// key `key`, if given) within the time filter, oldest first, and whether
 /// the end was reached.
 async fn forward(
-    state: &AppState,
+    state: &SessionCtx,
     user: &str,
     key: Option<&str>,
     req: &Request,

@@ -62,12 +62,12 @@ use std::sync::Arc;
 use crate::transport::ClientStream;
 use imgate_codecs::xmpp::{XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
 
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 use connection::XmppConnection;
 use router::XmppRouter;
 use stream_management::SmRegistry;
 
-/// What the XMPP sessions of this node share beyond [`AppState`].
+/// What the XMPP sessions of this node share beyond [`SessionCtx`].
 pub struct XmppContext {
     pub normalizer: XmppNormalizer,
     pub router: XmppRouter,
@@ -86,7 +86,7 @@ pub struct XmppContext {
 /// (`xmpp`, `xmpps`, `/xmpp-websocket` on `ws`/`wss`), sharing one
 /// [`XmppContext`] between all their sessions (routing, stream
 /// management and receipts see every one).
-pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handler {
+pub fn connection_handler(state: &SessionCtx) -> crate::sessions::listener::Handler {
     // Other nodes exist only on a shared store: only then are there
     // remote cursor moves to follow and SM states to tell.
     let clustered = state.config.store != "embedded";
@@ -118,7 +118,7 @@ pub fn connection_handler(state: &AppState) -> crate::sessions::listener::Handle
 async fn handle_connection(
     stream: ClientStream,
     peer: SocketAddr,
-    state: AppState,
+    state: SessionCtx,
     ctx: Arc<XmppContext>,
 ) {
     // Boxed: negotiation's state is not kept for the session's life (an
@@ -133,7 +133,7 @@ async fn handle_connection(
 async fn open(
     stream: ClientStream,
     peer: SocketAddr,
-    state: AppState,
+    state: SessionCtx,
     ctx: Arc<XmppContext>,
 ) -> Option<Box<session::Live>> {
     let mut conn = XmppConnection::new(stream, DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH)

@@ -30,8 +30,8 @@ use super::errors::condition_element;
 use super::scram;
 use super::stream_management::SmGuard;
 use super::XmppContext;
+use crate::sessions::SessionCtx;
 use crate::sessions::{self, SessionHandle};
-use crate::state::AppState;
 
 /// SASL attempts before the connection is closed.
 const MAX_AUTH_ATTEMPTS: u32 = 3;
@@ -53,7 +53,7 @@ pub struct Refused;
 
 pub async fn negotiate(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     ctx: &XmppContext,
 ) -> Result<Negotiated, Refused> {
     let domain = ctx.normalizer.domain().to_string();
@@ -80,7 +80,7 @@ fn starttls_features() -> Element {
 /// stream restarts over TLS.
 async fn starttls(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     acceptor: &crate::transport::TlsAcceptor,
     domain: &str,
 ) -> Result<(), Refused> {
@@ -143,7 +143,7 @@ fn sasl_features(scram: bool) -> Element {
 /// send (Err(None): the connection ended or the client gave up).
 async fn scram_exchange(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     hash: scram::Hash,
     auth: &Element,
 ) -> Result<Principal, Option<Element>> {
@@ -256,7 +256,7 @@ fn parse_plain(text: &str) -> Option<(String, String, String)> {
 
 async fn authenticate(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     domain: &str,
 ) -> Result<Principal, Refused> {
     let mut attempts = 0;
@@ -355,7 +355,7 @@ async fn authenticate(
 /// Attach the device to the store (pending deliveries, then live).
 async fn attach(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     domain: &str,
     principal: &Principal,
 ) -> Result<DeviceFeed, Refused> {
@@ -376,7 +376,7 @@ async fn attach(
 
 async fn bind_or_resume(
     conn: &mut XmppConnection,
-    state: &AppState,
+    state: &SessionCtx,
     ctx: &XmppContext,
     principal: Principal,
 ) -> Result<Negotiated, Refused> {

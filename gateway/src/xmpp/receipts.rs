@@ -7,7 +7,7 @@
 //! one `<received/>` per message to the sender's XMPP sessions on this
 //! node, `from` the recipient's JID with the acking device as resource:
 //!
-//! - **This node's acks** ([`AppState::delivery_acks`]: PB DeliverAck, MQTT
+//! - **This node's acks** ([`SessionCtx::delivery_acks`]: PB DeliverAck, MQTT
 //!   PUBACK on the inbox, an XMPP receipt or `<a h>`), at once. A message
 //!   not remembered here (older, or sent through another node) is looked
 //!   up in the store, as its sender may be connected here now.
@@ -40,7 +40,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::broadcast::Receiver;
 
 use super::XmppContext;
-use crate::state::{AppState, DeliveryAck};
+use crate::sessions::ctx::{DeliveryAck, SessionCtx};
 
 /// Private messages of this node's XMPP senders awaiting a receipt.
 const PENDING_MAX: usize = 16_384;
@@ -242,7 +242,7 @@ fn receipt_id(m: &Message) -> String {
 /// One ack of this node: the receipt, if it acks someone else's private
 /// message that is waiting here, or (with XMPP sessions here) one the
 /// store knows and that was not answered yet.
-async fn answer_ack(state: &AppState, ctx: &XmppContext, domain: &str, ack: &DeliveryAck) {
+async fn answer_ack(state: &SessionCtx, ctx: &XmppContext, domain: &str, ack: &DeliveryAck) {
     let from = || format!("{}@{domain}/{}", ack.user, ack.device);
     match ctx.receipts.take(&ack.user, ack.message_id) {
         Taken::Answered => {}
@@ -254,7 +254,7 @@ async fn answer_ack(state: &AppState, ctx: &XmppContext, domain: &str, ack: &Del
                 return;
             };
             // Only the peer's ack is a receipt (the acks of this node are
-            // checked already: `AppState::ack_claimed`; the sender's own
+            // checked already: `SessionCtx::ack_claimed`; the sender's own
             // devices ack their copies too).
             let private = original.conversation.kind == 0;
             if !private || original.conversation.target != ack.user || original.sender == ack.user {
@@ -270,7 +270,7 @@ async fn answer_ack(state: &AppState, ctx: &XmppContext, domain: &str, ack: &Del
 
 /// Turn this node's delivery acks into receipts for senders connected
 /// here, until the gateway stops.
-pub async fn follow_acks(state: AppState, ctx: Arc<XmppContext>) {
+pub async fn follow_acks(state: SessionCtx, ctx: Arc<XmppContext>) {
     let mut rx = state.delivery_acks.subscribe();
     let domain = ctx.normalizer.domain().to_string();
     loop {

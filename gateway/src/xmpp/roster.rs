@@ -21,7 +21,7 @@ use super::errors::{condition_element, error_reply};
 use super::routing;
 use super::session::Session;
 use super::XmppContext;
-use crate::state::AppState;
+use crate::sessions::SessionCtx;
 
 /// How far back conversations make contacts.
 pub const ROSTER_DAYS: i64 = 30;
@@ -168,7 +168,7 @@ impl Session {
 
 /// A session that was available ended: its contacts see it go (in a
 /// task of its own: the session is gone).
-pub fn spawn_gone(state: &AppState, ctx: &Arc<XmppContext>, user: &str, jid: &str) {
+pub fn spawn_gone(state: &SessionCtx, ctx: &Arc<XmppContext>, user: &str, jid: &str) {
     let (state, ctx, user, jid) = (
         state.clone(),
         ctx.clone(),

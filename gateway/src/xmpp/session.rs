@@ -50,8 +50,8 @@ use super::negotiation::Negotiated;
 use super::router::RouteHandle;
 use super::stream_management::SmGuard;
 use super::XmppContext;
+use crate::sessions::SessionCtx;
 use crate::sessions::{Kick, SendWindow};
-use crate::state::AppState;
 
 /// Silent heartbeat intervals (each answered by a server ping) before the
 /// connection is considered dead.
@@ -66,7 +66,7 @@ pub(super) type MessageDone = Option<Element>;
 
 pub struct Session {
     pub(super) conn: XmppConnection,
-    pub(super) state: AppState,
+    pub(super) state: SessionCtx,
     pub(super) ctx: Arc<XmppContext>,
     pub(super) principal: Principal,
     /// `user@domain/device`.
@@ -106,7 +106,7 @@ pub struct Live {
 /// the connection already ended.
 pub async fn start(
     conn: XmppConnection,
-    state: AppState,
+    state: SessionCtx,
     ctx: Arc<XmppContext>,
     negotiated: Negotiated,
 ) -> Option<Box<Live>> {

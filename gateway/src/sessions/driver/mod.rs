@@ -1,0 +1,485 @@
+//! The one session driver: runs every protocol's session on any transport
+//! ([`ClientStream`]: TCP, TLS, WebSocket, WSS).
+//!
+//! The driver owns the connection and everything with a clock or a queue:
+//! - the login deadline (`SessionCtx::login_timeout`), then the login
+//!   itself (`sessions::login`), the registry (kick rule) and the device
+//!   feed;
+//! - the idle limit (the protocol's heartbeat or keepalive), the write
+//!   deadline of every flush (`write_deadline`) and buffers that an idle
+//!   connection does not hold (`idle_buffers`);
+//! - the window of sends in flight ([`SendWindow`], whose appends keep the
+//!   send order, `OrderedAppends`), answered in the client's order;
+//!   backpressure: the socket is not read while the window is full, a
+//!   request waits for it ([`Step::Wait`]) or a query runs;
+//! - kick, drain and a closed feed: the sends in flight are answered
+//!   (within [`DRAIN_LIMIT`]), then the protocol renders the notice;
+//! - metrics (deliveries) and one tracing span per session.
+//!
+//! A protocol is a state machine behind [`Protocol`] ([`protocol`]): it
+//! never sees the socket, it writes frames into the driver's write buffer
+//! and returns [`Step`]s. On the hot path nothing is allocated for the
+//! driver beyond what the protocol's frames need: a send is one boxed
+//! future in the window, a delivery is encoded straight into the write
+//! buffer.
+
+pub mod protocol;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use imgate_core::pipeline::{Principal, SendAck};
+use imgate_core::store::DeviceFeed;
+use imgate_core::{ErrorCode, ImError, Message};
+use tokio::io::AsyncWriteExt;
+use tokio_util::codec::Framed;
+use tracing::Instrument;
+
+pub use protocol::{Credentials, Cx, Ending, LoginStep, Protocol, Step, TaskFuture};
+
+use super::{idle_buffers, write_deadline, Kick, SendWindow, SessionCtx, SessionHandle};
+use crate::transport::ClientStream;
+
+/// How long a kicked or draining session waits for its sends in flight
+/// to be answered before it closes (what is left unanswered the client
+/// resends, and the resend is deduplicated).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Run one connection of protocol `P` to its end.
+pub async fn run<P: Protocol>(
+    stream: ClientStream,
+    peer: SocketAddr,
+    ctx: SessionCtx,
+    proto: P,
+    framer: P::Framer,
+    encoder: P::Encoder,
+) {
+    let span = tracing::debug_span!(
+        "session",
+        protocol = ?P::PROTOCOL,
+        %peer,
+        user = tracing::field::Empty,
+        device = tracing::field::Empty
+    );
+    let conn = Conn {
+        framed: idle_buffers::framed(stream, framer),
+        encoder,
+        proto,
+    };
+    // Boxed: the login's state is not kept for the session's life (an
+    // idle connection's memory is mostly its task's state).
+    let Some(live) = Box::pin(open(conn, &ctx).instrument(span.clone())).await else {
+        return;
+    };
+    live.run(ctx).instrument(span).await;
+}
+
+/// The connection and the protocol's state.
+struct Conn<P: Protocol> {
+    framed: Framed<ClientStream, P::Framer>,
+    encoder: P::Encoder,
+    proto: P,
+}
+
+impl<P: Protocol> Conn<P> {
+    /// Call the protocol with a [`Cx`] on the write buffer.
+    fn with_cx<R>(
+        &mut self,
+        in_flight: bool,
+        f: impl FnOnce(&mut P, &mut Cx<'_, P::Encoder>) -> R,
+    ) -> (R, u32, bool) {
+        let mut cx = Cx::new(self.framed.write_buffer_mut(), &mut self.encoder, in_flight);
+        let r = f(&mut self.proto, &mut cx);
+        (r, cx.delivered_count(), cx.failed())
+    }
+
+    /// Write what is buffered, within the write deadline; false if the
+    /// peer is gone or did not read in time.
+    async fn flush(&mut self) -> bool {
+        if self.framed.write_buffer().is_empty() {
+            return true;
+        }
+        let mut buf = std::mem::take(self.framed.write_buffer_mut());
+        let stream = self.framed.get_mut();
+        let written = write_deadline::bounded(async {
+            stream.write_all_buf(&mut buf).await?;
+            stream.flush().await
+        })
+        .await
+        .is_ok();
+        buf.clear();
+        *self.framed.write_buffer_mut() = buf;
+        written
+    }
+}
+
+/// Read the login frame (within the login deadline), check its
+/// credentials, register, attach, answer.
+async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Live<P>>> {
+    let deadline = tokio::time::Instant::now() + ctx.login_timeout();
+    let frame =
+        match tokio::time::timeout_at(deadline, idle_buffers::next_frame(&mut conn.framed)).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => {
+                conn.with_cx(false, |p, cx| p.on_bad_frame(e, cx));
+                conn.flush().await;
+                return None;
+            }
+            Ok(None) | Err(_) => return None,
+        };
+    let (step, _, failed) = conn.with_cx(false, |p, cx| p.on_login_frame(frame, cx));
+    if failed || !conn.flush().await {
+        return None;
+    }
+    let creds = match step {
+        LoginStep::Refused => return None,
+        LoginStep::Check(creds) => creds,
+    };
+    let checked = super::login(
+        ctx,
+        P::PROTOCOL,
+        &creds.user,
+        &creds.credential,
+        &creds.client_id,
+    );
+    let (principal, _, _) = conn.with_cx(false, |p, cx| p.on_login(checked, cx));
+    let Some(principal) = principal else {
+        conn.flush().await;
+        return None;
+    };
+    let span = tracing::Span::current();
+    span.record("user", principal.user_id.as_str());
+    span.record("device", principal.device_id.as_str());
+    // "pb login" in the session's span (its peer): operators grep for it.
+    tracing::debug!("{} login", P::PROTOCOL.name());
+    // Register first (kicks what this login replaces), then attach to the
+    // store (pending deliveries first, then live).
+    let handle = ctx.sessions.register(&principal);
+    let mut feed = None;
+    let mut attached = true;
+    if conn.proto.attach_at_login() {
+        match ctx
+            .store
+            .attach_device(&principal.user_id, &principal.device_id)
+            .await
+        {
+            Ok(f) => feed = Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot attach the device to the store");
+                attached = false;
+            }
+        }
+    }
+    let (step, _, failed) = conn.with_cx(false, |p, cx| p.on_logged_in(attached, cx));
+    if !attached || failed || !conn.flush().await {
+        conn.proto.finish();
+        return None;
+    }
+    let window = SendWindow::new(ctx.config.send_window);
+    let wake = conn.proto.wake_source();
+    let mut live = Box::new(Live {
+        wake,
+        conn,
+        principal,
+        handle,
+        feed,
+        window,
+        waiting: false,
+        task: None,
+    });
+    if !live.apply(step, ctx).await {
+        live.finish();
+        return None;
+    }
+    Some(live)
+}
+
+/// A logged-in session and what the loop selects on.
+struct Live<P: Protocol> {
+    conn: Conn<P>,
+    principal: Principal,
+    handle: SessionHandle,
+    feed: Option<DeviceFeed>,
+    window: SendWindow<(P::SendMeta, Result<SendAck, ImError>)>,
+    /// Reading stopped until the window is empty ([`Step::Wait`]).
+    waiting: bool,
+    /// A query in flight ([`Step::Task`]).
+    task: Option<TaskFuture<P::TaskOut>>,
+    /// [`Protocol::wake_source`].
+    wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// What woke the loop.
+enum Wake<P: Protocol> {
+    Kicked(Kick),
+    Draining,
+    Sent(P::SendMeta, Result<SendAck, ImError>),
+    TaskDone(P::TaskOut),
+    Idle,
+    Eof,
+    BadFrame(P::FrameError),
+    Frame(P::Frame),
+    Delivery(Arc<Message>),
+    FeedClosed,
+    Woken,
+}
+
+impl<P: Protocol> Live<P> {
+    async fn run(mut self: Box<Self>, ctx: SessionCtx) {
+        loop {
+            let reading = !self.waiting && self.task.is_none() && !self.window.is_full();
+            let delivering =
+                self.task.is_none() && self.feed.is_some() && self.conn.proto.may_deliver();
+            let idle = self.conn.proto.idle_limit();
+            let wake: Wake<P> = tokio::select! {
+                biased;
+                kick = &mut self.handle.kicked => Wake::Kicked(kick.unwrap_or(Kick {
+                    code: ErrorCode::KickedOff,
+                    reason: "kicked".into(),
+                })),
+                _ = ctx.draining() => Wake::Draining,
+                out = next_task(&mut self.task) => Wake::TaskDone(out),
+                (meta, result) = self.window.next() => Wake::Sent(meta, result),
+                next = tokio::time::timeout(idle, idle_buffers::next_frame(&mut self.conn.framed)), if reading => match next {
+                    Err(_) => Wake::Idle,
+                    Ok(None) => Wake::Eof,
+                    Ok(Some(Err(e))) => Wake::BadFrame(e),
+                    Ok(Some(Ok(frame))) => Wake::Frame(frame),
+                },
+                _ = woken(&self.wake) => Wake::Woken,
+                msg = next_delivery(&mut self.feed), if delivering => match msg {
+                    Some(m) => Wake::Delivery(m),
+                    None => Wake::FeedClosed,
+                },
+            };
+            // Not boxed: deliveries and answers (the hot path) cost no
+            // allocation here; the rare slow paths box themselves.
+            if !self.handle_wake(wake, &ctx).await {
+                self.finish();
+                return;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        self.feed = None;
+        self.conn.proto.finish();
+    }
+
+    /// React to one wake-up; false ends the session.
+    async fn handle_wake(&mut self, wake: Wake<P>, ctx: &SessionCtx) -> bool {
+        let in_flight = !self.window.is_empty();
+        let (step, delivered, failed) = match wake {
+            Wake::Kicked(kick) => return Box::pin(self.end(Ending::Kicked(kick))).await,
+            Wake::Draining => return Box::pin(self.end(Ending::Draining)).await,
+            Wake::FeedClosed => return Box::pin(self.end(Ending::FeedClosed)).await,
+            Wake::Eof => return false,
+            Wake::BadFrame(e) => {
+                Box::pin(self.answer_in_flight()).await;
+                self.conn.with_cx(false, |p, cx| p.on_bad_frame(e, cx));
+                self.conn.flush().await;
+                return false;
+            }
+            Wake::Idle => {
+                tracing::debug!("idle timeout");
+                self.conn.with_cx(in_flight, |p, cx| p.on_idle(cx))
+            }
+            Wake::TaskDone(out) => {
+                self.task = None;
+                self.conn
+                    .with_cx(in_flight, |p, cx| p.on_task_done(out, cx))
+            }
+            Wake::Sent(meta, result) => {
+                let r = self.conn.with_cx(!self.window.is_empty(), |p, cx| {
+                    p.on_send_done(meta, result, cx)
+                });
+                if !matches!(r.0, Step::Continue) || r.2 {
+                    r
+                } else if self.waiting && self.window.is_empty() {
+                    self.waiting = false;
+                    // Written together with the last send's answer.
+                    self.conn.with_cx(false, |p, cx| p.on_sends_answered(cx))
+                } else {
+                    r
+                }
+            }
+            Wake::Frame(frame) => self.conn.with_cx(in_flight, |p, cx| p.on_frame(frame, cx)),
+            Wake::Delivery(msg) => self.conn.with_cx(in_flight, |p, cx| p.on_delivery(msg, cx)),
+            Wake::Woken => self.conn.with_cx(in_flight, |p, cx| p.on_wake(cx)),
+        };
+        if delivered > 0 {
+            for _ in 0..delivered {
+                ctx.metrics.message_out(P::PROTOCOL);
+            }
+        }
+        if failed || !self.conn.flush().await {
+            return false;
+        }
+        match step {
+            Step::Continue => true,
+            Step::Close => false,
+            Step::Send(cmd, meta) => {
+                self.push_send(cmd, meta, ctx);
+                true
+            }
+            other => Box::pin(self.apply(other, ctx)).await,
+        }
+    }
+
+    /// A send into the window: one boxed future (the window's).
+    fn push_send(
+        &mut self,
+        cmd: Result<imgate_core::pipeline::SendCommand, ImError>,
+        meta: P::SendMeta,
+        ctx: &SessionCtx,
+    ) {
+        let pipelined = cmd.map(|cmd| ctx.send_owned(cmd));
+        self.window.push(async move {
+            let result = match pipelined {
+                Ok(send) => send.await,
+                Err(e) => Err(e),
+            };
+            (meta, result)
+        });
+    }
+
+    /// Carry out a step (and the steps it leads to); false ends the
+    /// session.
+    async fn apply(&mut self, mut step: Step<P>, ctx: &SessionCtx) -> bool {
+        loop {
+            step = match step {
+                Step::Continue => return true,
+                Step::Close => return false,
+                Step::Wait => {
+                    if self.window.is_empty() {
+                        let (next, _, failed) =
+                            self.conn.with_cx(false, |p, cx| p.on_sends_answered(cx));
+                        if failed || !self.conn.flush().await {
+                            return false;
+                        }
+                        next
+                    } else {
+                        self.waiting = true;
+                        return true;
+                    }
+                }
+                Step::Send(cmd, meta) => {
+                    self.push_send(cmd, meta, ctx);
+                    return true;
+                }
+                Step::DetachFeed => {
+                    self.feed = None;
+                    return true;
+                }
+                Step::AttachFeed => {
+                    let (user, device) = (&self.principal.user_id, &self.principal.device_id);
+                    let attached = match ctx.store.attach_device(user, device).await {
+                        Ok(f) => {
+                            self.feed = Some(f);
+                            true
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot attach the device to the store");
+                            false
+                        }
+                    };
+                    let in_flight = !self.window.is_empty();
+                    let (next, _, failed) = self
+                        .conn
+                        .with_cx(in_flight, |p, cx| p.on_attached(attached, cx));
+                    if !attached || failed || !self.conn.flush().await {
+                        return false;
+                    }
+                    next
+                }
+                Step::Task(task) => {
+                    self.task = Some(P::run_task(task, ctx, &self.principal));
+                    return true;
+                }
+                Step::Ack {
+                    message_id,
+                    claimed,
+                    tag,
+                } => {
+                    let (user, device) = (&self.principal.user_id, &self.principal.device_id);
+                    let acked = if claimed {
+                        ctx.ack_claimed(user, device, message_id).await
+                    } else {
+                        ctx.ack_delivery(user, device, message_id)
+                            .await
+                            .map(|()| true)
+                    };
+                    match acked {
+                        Ok(true) => return true,
+                        Ok(false) => {
+                            tracing::debug!(
+                                message_id,
+                                "ack of a message not delivered to this user refused"
+                            );
+                            let in_flight = !self.window.is_empty();
+                            let (next, _, failed) = self
+                                .conn
+                                .with_cx(in_flight, |p, cx| p.on_ack_refused(tag, message_id, cx));
+                            if failed || !self.conn.flush().await {
+                                return false;
+                            }
+                            next
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "storing a delivery ack failed; it will be redelivered");
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answer the sends in flight (within [`DRAIN_LIMIT`]), then let the
+    /// protocol render why the session ends.
+    async fn end(&mut self, why: Ending) -> bool {
+        self.answer_in_flight().await;
+        self.conn.with_cx(false, |p, cx| p.on_ending(why, cx));
+        self.conn.flush().await;
+        false
+    }
+
+    async fn answer_in_flight(&mut self) {
+        let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
+        while !self.window.is_empty() {
+            let Ok((meta, result)) = tokio::time::timeout_at(limit, self.window.next()).await
+            else {
+                return;
+            };
+            let (_, _, failed) = self.conn.with_cx(!self.window.is_empty(), |p, cx| {
+                // Steps are not carried out while ending: the session closes.
+                let _ = p.on_send_done(meta, result, cx);
+            });
+            if failed || !self.conn.flush().await {
+                return;
+            }
+        }
+    }
+}
+
+async fn next_task<T>(task: &mut Option<TaskFuture<T>>) -> T {
+    match task {
+        Some(t) => t.await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn woken(wake: &Option<Arc<tokio::sync::Notify>>) {
+    match wake {
+        Some(n) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_delivery(feed: &mut Option<DeviceFeed>) -> Option<Arc<Message>> {
+    match feed {
+        Some(f) => f.next().await,
+        None => std::future::pending().await,
+    }
+}
