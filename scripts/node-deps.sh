@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what the browser and xmpp.js conformance tests drive: the npm
 # packages pinned in conformance/node/package-lock.json (MQTT.js, xmpp.js,
-# ws, playwright-core) into conformance/node/node_modules with `npm ci`, and
-# Debian's `chromium` when no `chromium` is on PATH (apt-get; sudo only when
-# not root). Idempotent and quick when nothing changed (a stamp of the lock
+# Converse.js, ws, playwright-core) into conformance/node/node_modules with
+# `npm ci`, and Debian's `chromium` when no `chromium` is on PATH (apt-get;
+# sudo only when not root). Idempotent and quick when nothing changed (a stamp of the lock
 # file); playwright-core downloads no browser of its own.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,6 +10,14 @@
 //       with ?ws=&user=&token=&device=&autoconnect=1; the page's "imgate"
 //       window events come out as {"event":"browser_<kind>","value"} (kind:
 //       state, received, result, error); page errors as "browser_page_error".
+//   {"op":"converse","ws","user","token","device","domain","chromium"}
+//       the same server and browser, opening converse/index.html (Converse.js
+//       logging in over XMPP-over-WebSocket) -> {"event":"browser_loaded"}
+//   {"op":"converse_call"|"converse_wait","fn","args"} -> {"event":"converse",
+//       "fn","value"}: window.imgateConverse[fn](...args) (converse/probe.js),
+//       for converse_wait polled until truthy
+//   {"op":"page_text","text","exact"?} -> {"event":"page_text","text"} once the
+//       text is visible on the page
 //   {"op":"browser_send","to","text"} -> {"event":"browser_sent","result"}
 //       (the im/ack send result the page's imgate.send resolved with)
 //   {"op":"screenshot","path"} -> {"event":"screenshot","path"}
@@ -43,7 +51,7 @@ function emit(obj) {
   process.stdout.write(`${JSON.stringify(obj)}\n`);
 }
 
-async function startBrowser(c) {
+async function launch(c) {
   server = await serveWeb(0);
   browser = await chromium.launch({
     executablePath: c.chromium,
@@ -73,6 +81,10 @@ async function startBrowser(c) {
   await page.addInitScript(() => {
     window.addEventListener("imgate", (e) => window.__imgateReport(e.detail));
   });
+}
+
+async function startBrowser(c) {
+  await launch(c);
   const q = new URLSearchParams({
     ws: c.ws,
     user: c.user,
@@ -83,6 +95,52 @@ async function startBrowser(c) {
   const url = `http://127.0.0.1:${server.address().port}/index.html?${q}`;
   await page.goto(url, { waitUntil: "load" });
   emit({ event: "browser_loaded", url, version: browser.version() });
+}
+
+async function startConverse(c) {
+  await launch(c);
+  const q = new URLSearchParams({
+    ws: c.ws,
+    user: c.user,
+    token: c.token,
+    device: c.device,
+    domain: c.domain,
+  });
+  const url = `http://127.0.0.1:${server.address().port}/converse/index.html?${q}`;
+  await page.goto(url, { waitUntil: "load" });
+  emit({ event: "browser_loaded", url, version: browser.version() });
+}
+
+// window.imgateConverse[fn](...args) in the Converse page (converse/probe.js).
+async function converseCall(c) {
+  const value = await page.evaluate(
+    ([fn, args]) => window.imgateConverse[fn](...args),
+    [c.fn, c.args || []],
+  );
+  emit({ event: "converse", fn: c.fn, value: value ?? null });
+}
+
+// Poll window.imgateConverse[fn](...args) until it is truthy (bounded by the
+// page's default timeout).
+async function converseWait(c) {
+  let handle;
+  try {
+    handle = await page.waitForFunction(
+      ([fn, args]) => window.imgateConverse && window.imgateConverse[fn](...args),
+      [c.fn, c.args || []],
+    );
+  } catch (e) {
+    const status = await page.evaluate(() => window.imgateConverse?.status()).catch(String);
+    throw new Error(`${e.message}; page status ${JSON.stringify(status)}`);
+  }
+  const value = await handle.jsonValue();
+  emit({ event: "converse", fn: c.fn, value });
+}
+
+// Wait until `text` is visible on the page (Converse's DOM).
+async function pageText(c) {
+  await page.getByText(c.text, { exact: c.exact ?? false }).first().waitFor({ state: "visible" });
+  emit({ event: "page_text", text: c.text });
 }
 
 async function browserSend(c) {
@@ -146,6 +204,10 @@ async function xmppSend(c) {
 const ops = {
   browser: startBrowser,
   browser_send: browserSend,
+  converse: startConverse,
+  converse_call: converseCall,
+  converse_wait: converseWait,
+  page_text: pageText,
   screenshot: async (c) => {
     await page.screenshot({ path: c.path, fullPage: true });
     emit({ event: "screenshot", path: c.path });

@@ -87,12 +87,21 @@ pub fn reflection(ctx: &XmppContext, draft: Draft, ack: &SendAck, jid: &str) -> 
         client_msg_id: ack.client_msg_id.clone(),
         to_users: draft.to_users,
     };
+    let id = msg.client_msg_id.clone();
+    reflect_stored(ctx, &msg, jid, &id)
+}
+
+/// A stored group message as its sender's resource `jid` sees it in the
+/// room, with `id` (the id of the stanza that caused it; kept as the
+/// message's own when empty). The reflection of a XEP-0424 retraction is
+/// its recall notice with the retraction's id: the client matches it so.
+pub fn reflect_stored(ctx: &XmppContext, msg: &Message, jid: &str, id: &str) -> Element {
     let mut el =
         ctx.normalizer
-            .message_to_stanza(&msg, &msg.sender, jid, DeliveryOptions::default());
-    use_sender_nick(ctx, &msg, &mut el);
-    if !msg.client_msg_id.is_empty() {
-        el.set_attr("id", msg.client_msg_id.clone());
+            .message_to_stanza(msg, &msg.sender, jid, DeliveryOptions::default());
+    use_sender_nick(ctx, msg, &mut el);
+    if !id.is_empty() {
+        el.set_attr("id", id.to_string());
     }
     el
 }

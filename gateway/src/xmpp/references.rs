@@ -198,6 +198,10 @@ impl Session {
         let user = self.principal.user_id.clone();
         let window = std::time::Duration::from_secs(self.state.config.recall_window_secs);
         let jid = self.jid.clone();
+        // In a room the retraction is reflected to the resource that sent
+        // it, as every groupchat message is (XEP-0045 §7.4; XEP-0424 §4).
+        let reflect = (target.conversation.kind != 0).then(|| self.ctx.clone());
+        let id = el.get_attr("id").unwrap_or_default().to_string();
         self.window.push(async move {
             match imgate_core::pipeline::recall(
                 store.as_ref(),
@@ -208,7 +212,9 @@ impl Session {
             )
             .await
             {
-                Ok(_) => None,
+                Ok(outcome) => {
+                    reflect.map(|ctx| super::muc::reflect_stored(&ctx, &outcome.notice, &jid, &id))
+                }
                 Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
             }
         });
