@@ -1,13 +1,16 @@
 """Two members join their group as a MUC room with slixmpp's
 join_muc_wait (occupants, self-presence, history, subject) under nicks
-of their own, talk, look at the room's disco, Alice changes her nick
+of their own, talk, look at the room's disco, query the room's archive
+(XEP-0313 to the room's JID), Alice changes her nick
 and leaves with a status that Bob sees. Prints one JSON object.
 
 usage: xmpp_muc.py HOST PORT DOMAIN A A_TOKEN B B_TOKEN GROUP"""
 
 import asyncio
 
-from xmpp_common import TIMEOUT, emit, event_future, make_client, run, start
+from xml.etree import ElementTree as ET
+
+from xmpp_common import TIMEOUT, emit, event_future, make_client, on_every_message, run, start
 
 PLUGINS = ("xep_0030", "xep_0045", "xep_0199")
 
@@ -50,6 +53,29 @@ async def main(host, port, domain, a, a_token, b, b_token, group):
     out["bob_got"] = {"from": str(msg["from"]), "body": msg["body"]}
     ref = await asyncio.wait_for(reflected, TIMEOUT)
     out["reflection_id"] = ref["id"]
+
+    # The room's archive, newest page (XEP-0313 §4.1.3).
+    mam, rsm = "urn:xmpp:mam:2", "http://jabber.org/protocol/rsm"
+    archived = []
+
+    def on_archived(msg):
+        result = msg.xml.find(f"{{{mam}}}result")
+        if result is None or result.get("queryid") != "room-q":
+            return
+        inner = result.find("{urn:xmpp:forward:0}forwarded/{jabber:client}message")
+        body = inner.find("{jabber:client}body") if inner is not None else None
+        archived.append({"from": str(msg["from"]), "type": inner.get("type") if inner is not None else None,
+                         "body": body.text if body is not None else None})
+
+    on_every_message(alice, on_archived)
+    iq = alice.make_iq_set(ito=room)
+    iq.append(ET.fromstring(
+        f"<query xmlns='{mam}' queryid='room-q'>"
+        f"<set xmlns='{rsm}'><max>10</max><before/></set></query>"
+    ))
+    answer = await iq.send(timeout=TIMEOUT)
+    out["archive_fin_from"] = str(answer["from"])
+    out["archive"] = archived
 
     info = await alice["xep_0030"].get_info(jid=room, timeout=TIMEOUT)
     out["room_identities"] = [list(i)[:2] for i in info["disco_info"]["identities"]]

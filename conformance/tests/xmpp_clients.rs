@@ -121,6 +121,22 @@ fn slixmpp_joins_a_group_as_a_room_with_history_subject_and_occupants() {
     assert_eq!(out["reflection_id"], out["sent_id"], "{out}");
     assert_eq!(out["room_identities"][0], json!(["conference", "text"]));
     assert_eq!(out["room_has_muc"], true);
+    // The room's archive (XEP-0313 to the room's JID): its messages, from
+    // the room, oldest first.
+    assert_eq!(out["archive_fin_from"], room, "{out}");
+    let archive = out["archive"].as_array().expect("archive");
+    let bodies: Vec<&Value> = archive.iter().map(|m| &m["body"]).collect();
+    assert_eq!(
+        bodies,
+        [&json!("h1"), &json!("h2"), &json!("hello room")],
+        "{out}"
+    );
+    assert!(
+        archive
+            .iter()
+            .all(|m| m["from"] == room && m["type"] == "groupchat"),
+        "{out}"
+    );
     // Nick change (XEP-0045 §7.6): Bob sees the old nick go with 303.
     assert_eq!(out["new_nick"], "alice-2", "{out}");
     assert_eq!(out["rename_codes"], json!([303]), "{out}");

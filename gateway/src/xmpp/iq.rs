@@ -123,7 +123,7 @@ impl Session {
             ),
             (_, ns::BLOCKING, _) => return self.handle_blocking(el, payload).await,
             ("set", ns::MAM, "query") => {
-                return self.handle_mam(el, payload).await;
+                return self.handle_mam(el, payload, None).await;
             }
             ("get", ns::MAM, "query") => result().child(mam::form()),
             ("set", ns::BIND, "bind") => error_reply(
@@ -243,13 +243,20 @@ impl Session {
         self.send_stanza(&reply, None).await
     }
 
-    async fn handle_mam(&mut self, iq: &Element, query: &Element) -> bool {
+    /// A MAM query of the user's archive, or (`room`) of a room's.
+    pub(super) async fn handle_mam(
+        &mut self,
+        iq: &Element,
+        query: &Element,
+        room: Option<mam::RoomArchive<'_>>,
+    ) -> bool {
         let outcome = mam::query(
             &self.state,
             &self.ctx.normalizer,
             &self.principal.user_id,
             &self.jid,
             query,
+            room,
         )
         .await;
         match outcome {
@@ -262,6 +269,7 @@ impl Session {
                 let fin = Element::new("iq", ns::CLIENT)
                     .attr("type", "result")
                     .attr_opt("id", iq.get_attr("id"))
+                    .attr_opt("from", iq.get_attr("to"))
                     .attr("to", self.jid.clone())
                     .child(page.fin);
                 self.send_stanza(&fin, None).await

@@ -146,17 +146,31 @@ fn parse_request(query: &Element) -> Result<Request, ImError> {
     Ok(req)
 }
 
+/// A room's archive (XEP-0313 §4.1.3 "Querying a MUC archive"): the query
+/// goes to the room's JID, reads only that group's messages (the caller
+/// checked membership), and the results come from the room's JID.
+pub struct RoomArchive<'a> {
+    pub jid: &'a str,
+    pub conversation: Conversation,
+}
+
 pub async fn query(
     state: &SessionCtx,
     normalizer: &XmppNormalizer,
     user: &str,
     own_jid: &str,
     query: &Element,
+    room: Option<RoomArchive<'_>>,
 ) -> Result<MamPage, ImError> {
     let req = parse_request(query)?;
-    let conversation = match &req.with {
-        None => None,
-        Some(with) => {
+    let archive_jid = match &room {
+        Some(r) => r.jid.to_string(),
+        None => normalizer.user_jid(user),
+    };
+    let conversation = match (room, &req.with) {
+        (Some(r), _) => Some(r.conversation),
+        (None, None) => None,
+        (None, Some(with)) => {
             let jid = Jid::parse(with).ok_or_else(|| bad("malformed 'with' JID"))?;
             Some(normalizer.conversation_of(&jid).ok_or_else(|| {
                 ImError::new(
@@ -181,7 +195,16 @@ pub async fn query(
     };
     let results = messages
         .iter()
-        .map(|m| result_message(normalizer, m, user, own_jid, req.query_id.as_deref()))
+        .map(|m| {
+            result_message(
+                normalizer,
+                m,
+                user,
+                own_jid,
+                &archive_jid,
+                req.query_id.as_deref(),
+            )
+        })
         .collect();
     let mut set = Element::new("set", ns::RSM);
     if let (Some(first), Some(last)) = (messages.first(), messages.last()) {
@@ -285,6 +308,7 @@ fn result_message(
     m: &Message,
     user: &str,
     own_jid: &str,
+    archive_jid: &str,
     query_id: Option<&str>,
 ) -> Element {
     let forwarded = Element::new("forwarded", ns::FORWARD)
@@ -292,7 +316,7 @@ fn result_message(
         .child(normalizer.archived_stanza(m, user));
     Element::new("message", ns::CLIENT)
         .attr("to", own_jid)
-        .attr("from", normalizer.user_jid(user))
+        .attr("from", archive_jid)
         .child(
             Element::new("result", ns::MAM)
                 .attr_opt("queryid", query_id)

@@ -428,6 +428,33 @@ impl Session {
             {
                 return self.handle_room_admin(el, g, q).await;
             }
+            if q.is("query", ns::MAM) && kind == "set" {
+                // XEP-0313 §4.1.3: the room's archive, for its members.
+                let conversation = jid
+                    .as_ref()
+                    .and_then(|j| self.ctx.normalizer.conversation_of(j));
+                return match (self.member_group(g).await, conversation) {
+                    (Some(_), Some(conversation)) => {
+                        let room = super::mam::RoomArchive {
+                            jid: &to,
+                            conversation,
+                        };
+                        self.handle_mam(el, q, Some(room)).await
+                    }
+                    _ => {
+                        let reply = error_reply(
+                            el,
+                            &self.jid,
+                            condition_element(
+                                "item-not-found",
+                                "cancel",
+                                "253 no such group of yours",
+                            ),
+                        );
+                        self.send_stanza(&reply, None).await
+                    }
+                };
+            }
             if q.is("ping", ns::PING) {
                 // XEP-0410: joined, or not-acceptable.
                 let joined = self
