@@ -194,22 +194,17 @@ impl PbClient {
     }
 
     pub fn send_text(&mut self, to: &str, text: &str, client_msg_id: &str) -> proto::SendResponse {
-        self.send(proto::SendRequest {
-            client_msg_id: client_msg_id.into(),
-            conversation: Some(proto::Conversation {
-                r#type: 0,
-                target: to.into(),
-                line: 0,
-            }),
-            payload: Some(proto::MessagePayload {
-                r#type: 1,
-                searchable_content: text.into(),
-                // 3: an ordinary message (0, the proto3 default, is live only).
-                persist_flag: 3,
-                ..Default::default()
-            }),
-            to_users: vec![],
-        })
+        self.send(text_request(0, to, text, client_msg_id))
+    }
+
+    /// A text message into group `group`.
+    pub fn send_group_text(
+        &mut self,
+        group: &str,
+        text: &str,
+        client_msg_id: &str,
+    ) -> proto::SendResponse {
+        self.send(text_request(1, group, text, client_msg_id))
     }
 
     /// The next Deliver push within `within`.
@@ -264,5 +259,31 @@ impl PbClient {
             PbServerMessage::RecallResponse(r) => r.code,
             other => panic!("expected RecallResponse, got {other:?}"),
         }
+    }
+}
+
+/// An ordinary text message (persist flag 3) to `target`, a user
+/// (`conversation_type` 0) or a group (1).
+pub fn text_request(
+    conversation_type: i32,
+    target: &str,
+    text: &str,
+    client_msg_id: &str,
+) -> proto::SendRequest {
+    proto::SendRequest {
+        client_msg_id: client_msg_id.into(),
+        conversation: Some(proto::Conversation {
+            r#type: conversation_type,
+            target: target.into(),
+            line: 0,
+        }),
+        payload: Some(proto::MessagePayload {
+            r#type: 1,
+            searchable_content: text.into(),
+            // 3: an ordinary message (0, the proto3 default, is live only).
+            persist_flag: 3,
+            ..Default::default()
+        }),
+        to_users: vec![],
     }
 }

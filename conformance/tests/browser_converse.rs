@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use imgate_codecs::pb::proto;
 use imgate_conformance::node::{node_dir, NodeAgent, NodeTools};
 use imgate_conformance::{unique, Gateway, PbClient, WAIT};
 use serde_json::{json, Value};
@@ -31,25 +30,6 @@ fn call(agent: &mut NodeAgent, f: &str, args: Value) -> Value {
 fn wait(agent: &mut NodeAgent, f: &str, args: Value) -> Value {
     agent.cmd(json!({"op": "converse_wait", "fn": f, "args": args}));
     agent.expect(f, |v| v["event"] == "converse" && v["fn"] == f)["value"].clone()
-}
-
-/// A text message from PB into group `grp`.
-fn pb_send_group(pb: &mut PbClient, grp: &str, text: &str) -> proto::SendResponse {
-    pb.send(proto::SendRequest {
-        client_msg_id: unique("cg"),
-        conversation: Some(proto::Conversation {
-            r#type: 1,
-            target: grp.into(),
-            line: 0,
-        }),
-        payload: Some(proto::MessagePayload {
-            r#type: 1,
-            searchable_content: text.into(),
-            persist_flag: 3,
-            ..Default::default()
-        }),
-        to_users: vec![],
-    })
 }
 
 #[test]
@@ -114,7 +94,10 @@ fn converse_js_logs_in_sees_its_contact_chats_in_a_room_and_retracts() {
     pb.ack(d.message_id);
 
     // PB -> room: in Converse's model and on the page.
-    assert_eq!(pb_send_group(&mut pb, &grp, "pb to room").code, 0);
+    assert_eq!(
+        pb.send_group_text(&grp, "pb to room", &unique("cg")).code,
+        0
+    );
     let got = wait(&mut agent, "findMessage", json!([room, "pb to room"]));
     assert_eq!(got["sender"], "them", "{got}");
     agent.cmd(json!({"op": "page_text", "text": "pb to room"}));

@@ -232,22 +232,7 @@ fn group_over_pb_and_rejections_carry_codes() {
     let mut alice = pb(&g, "alice", "phone", ANDROID);
     let mut bob = pb(&g, "bob", "phone", ANDROID);
     let mut mallory = pb(&g, "mallory", "phone", ANDROID);
-    let group = |text: &str| proto::SendRequest {
-        client_msg_id: String::new(),
-        conversation: Some(proto::Conversation {
-            r#type: 1,
-            target: gid.clone(),
-            line: 0,
-        }),
-        payload: Some(proto::MessagePayload {
-            r#type: 1,
-            searchable_content: text.into(),
-            // 3: an ordinary message (0, the proto3 default, is live only).
-            persist_flag: 3,
-            ..Default::default()
-        }),
-        to_users: vec![],
-    };
+    let group = |text: &str| imgate_conformance::pb::text_request(1, &gid, text, "");
     let ok = alice.send(group("hi group"));
     assert_eq!(ok.code, 0);
     assert_eq!(bob.next_deliver(WAIT).unwrap().message_id, ok.message_id);

@@ -48,21 +48,7 @@ fn next_pb(ws: &mut WsClient) -> (u16, PbServerMessage) {
 }
 
 fn text_send(to: &str, text: &str, id: &str) -> PbRequest {
-    PbRequest::Send(proto::SendRequest {
-        client_msg_id: id.into(),
-        conversation: Some(proto::Conversation {
-            r#type: 0,
-            target: to.into(),
-            line: 0,
-        }),
-        payload: Some(proto::MessagePayload {
-            r#type: 1,
-            searchable_content: text.into(),
-            persist_flag: 3,
-            ..Default::default()
-        }),
-        to_users: vec![],
-    })
+    PbRequest::Send(imgate_conformance::pb::text_request(0, to, text, id))
 }
 
 #[test]
