@@ -342,6 +342,7 @@ impl driver::Protocol for MqttSession {
     type FrameError = MqttCodecError;
     type Encoder = MqttFramer;
     type SendMeta = ImSendDone;
+    type Sent = (ImSendDone, Result<SendAck, ImError>);
     type Task = MqttTask;
     type TaskOut = MqttTaskOut;
 
@@ -355,6 +356,10 @@ impl driver::Protocol for MqttSession {
 
     fn attach_at_login(&self) -> bool {
         false
+    }
+
+    fn sent(meta: ImSendDone, result: Result<SendAck, ImError>) -> Self::Sent {
+        (meta, result)
     }
 
     fn on_login_frame(&mut self, frame: Packet, cx: &mut MqttCx<'_>) -> LoginStep {
@@ -377,12 +382,10 @@ impl driver::Protocol for MqttSession {
         })
     }
 
-    fn on_login(
-        &mut self,
-        checked: Result<Principal, ImError>,
-        cx: &mut MqttCx<'_>,
-    ) -> Option<Principal> {
-        let connect = self.connect.as_deref()?;
+    fn on_login(&mut self, checked: Result<Principal, ImError>, cx: &mut MqttCx<'_>) -> LoginStep {
+        let Some(connect) = self.connect.as_deref() else {
+            return LoginStep::Refused;
+        };
         let checked = match checked {
             Ok(_) if connect.username.as_deref().unwrap_or_default().is_empty() => Err(
                 ImError::new(imgate_core::ErrorCode::AuthFailure, "no user name"),
@@ -393,7 +396,7 @@ impl driver::Protocol for MqttSession {
             Ok(p) => p,
             Err(e) => {
                 cx.write(connect::login_refused(connect, &e));
-                return None;
+                return LoginStep::Refused;
             }
         };
         if !will_allowed(connect, &principal, &self.broker) {
@@ -406,10 +409,10 @@ impl driver::Protocol for MqttSession {
                 reason::V4_NOT_AUTHORIZED
             };
             cx.write(connack(false, code));
-            return None;
+            return LoginStep::Refused;
         }
         self.principal = principal.clone();
-        Some(principal)
+        LoginStep::LoggedIn(principal)
     }
 
     fn on_logged_in(&mut self, _attached: bool, cx: &mut MqttCx<'_>) -> Flow {
@@ -467,12 +470,7 @@ impl driver::Protocol for MqttSession {
         }
     }
 
-    fn on_send_done(
-        &mut self,
-        meta: ImSendDone,
-        result: Result<SendAck, ImError>,
-        cx: &mut MqttCx<'_>,
-    ) -> Flow {
+    fn on_send_done(&mut self, (meta, result): Self::Sent, cx: &mut MqttCx<'_>) -> Flow {
         self.im_send_done(meta, result, cx)
     }
 

@@ -62,9 +62,10 @@ impl Harness {
             h.call(false, |s, cx| s.on_login_frame(c, cx)),
             LoginStep::Check(_)
         ));
-        assert!(h
-            .call(false, |s, cx| s.on_login(Ok(principal()), cx))
-            .is_some());
+        assert!(matches!(
+            h.call(false, |s, cx| s.on_login(Ok(principal()), cx)),
+            LoginStep::LoggedIn(_)
+        ));
         assert!(matches!(
             h.call(false, |s, cx| s.on_logged_in(true, cx)),
             Step::Continue
@@ -135,9 +136,10 @@ fn connect_credentials_go_to_the_login_and_a_refusal_is_a_connack() {
             ("alice", "tok", "dev1")
         );
         let refused = ImError::new(ErrorCode::AuthFailure, "expired");
-        assert!(h
-            .call(false, |s, cx| s.on_login(Err(refused), cx))
-            .is_none());
+        assert!(matches!(
+            h.call(false, |s, cx| s.on_login(Err(refused), cx)),
+            LoginStep::Refused
+        ));
         match &h.written()[..] {
             [Packet::ConnAck(a)] => assert_eq!(a.code, code),
             other => panic!("a CONNACK, not {other:?}"),
@@ -183,7 +185,7 @@ fn im_sends_go_to_the_window_and_their_pubacks_follow_publish_order() {
     .into_iter();
     for meta in metas {
         let r = results.next().unwrap();
-        h.call(false, |s, cx| s.on_send_done(meta, r, cx));
+        h.call(false, |s, cx| s.on_send_done((meta, r), cx));
     }
     let acks: Vec<(u16, u8)> = h
         .written()

@@ -187,11 +187,16 @@ impl driver::Protocol for PbSession {
     type FrameError = PbCodecError;
     type Encoder = PbFramer;
     type SendMeta = SendMeta;
+    type Sent = (SendMeta, Result<SendAck, ImError>);
     type Task = PbTask;
     type TaskOut = PbFrame;
 
     fn idle_limit(&self) -> Duration {
         self.idle
+    }
+
+    fn sent(meta: SendMeta, result: Result<SendAck, ImError>) -> Self::Sent {
+        (meta, result)
     }
 
     /// The first frame must be a valid Login; anything else gets Error 244.
@@ -225,11 +230,7 @@ impl driver::Protocol for PbSession {
         }
     }
 
-    fn on_login(
-        &mut self,
-        checked: Result<Principal, ImError>,
-        cx: &mut PbCx<'_>,
-    ) -> Option<Principal> {
+    fn on_login(&mut self, checked: Result<Principal, ImError>, cx: &mut PbCx<'_>) -> LoginStep {
         match checked {
             Ok(mut p) => {
                 // The token's platform wins unless it left it unset.
@@ -237,7 +238,7 @@ impl driver::Protocol for PbSession {
                     p.platform = Platform::from_i32(self.login_platform);
                 }
                 self.principal = Some(p.clone());
-                Some(p)
+                LoginStep::LoggedIn(p)
             }
             Err(e) => {
                 let resp = proto::LoginResponse {
@@ -250,7 +251,7 @@ impl driver::Protocol for PbSession {
                     self.login_seq,
                     &resp,
                 ));
-                None
+                LoginStep::Refused
             }
         }
     }
@@ -311,12 +312,7 @@ impl driver::Protocol for PbSession {
         }
     }
 
-    fn on_send_done(
-        &mut self,
-        meta: SendMeta,
-        result: Result<SendAck, ImError>,
-        cx: &mut PbCx<'_>,
-    ) -> Step<Self> {
+    fn on_send_done(&mut self, (meta, result): Self::Sent, cx: &mut PbCx<'_>) -> Step<Self> {
         let resp = match result {
             Ok(ack) => proto::SendResponse {
                 code: 0,

@@ -54,7 +54,7 @@ impl Harness {
         let step = h.call(false, |s, cx| s.on_login_frame(login, cx));
         assert!(matches!(step, LoginStep::Check(_)));
         let p = h.call(false, |s, cx| s.on_login(Ok(principal()), cx));
-        assert!(p.is_some());
+        assert!(matches!(p, LoginStep::LoggedIn(_)));
         let step = h.call(false, |s, cx| s.on_logged_in(true, cx));
         assert!(matches!(step, Step::Task(PbTask::LoginOk { seq: 1 })));
         assert!(h.written().is_empty(), "the login is answered by its task");
@@ -120,9 +120,10 @@ fn login_is_checked_with_the_frames_credentials_and_a_refusal_is_rendered() {
         ("alice", "tok", "phone")
     );
     let refused = ImError::new(ErrorCode::AuthFailure, "bad token");
-    assert!(h
-        .call(false, |s, cx| s.on_login(Err(refused), cx))
-        .is_none());
+    assert!(matches!(
+        h.call(false, |s, cx| s.on_login(Err(refused), cx)),
+        LoginStep::Refused
+    ));
     let out = h.written();
     assert_eq!(out.len(), 1);
     assert_eq!((out[0].command, out[0].seq), (commands::LOGIN_RESPONSE, 7));
@@ -135,9 +136,9 @@ fn login_takes_the_frames_platform_when_the_token_has_none() {
     let mut h = Harness::new();
     let login = login_frame(1);
     h.call(false, |s, cx| s.on_login_frame(login, cx));
-    let p = h
-        .call(false, |s, cx| s.on_login(Ok(principal()), cx))
-        .unwrap();
+    let LoginStep::LoggedIn(p) = h.call(false, |s, cx| s.on_login(Ok(principal()), cx)) else {
+        panic!("logged in");
+    };
     assert_eq!(p.platform, Platform::from_i32(2));
 }
 
@@ -194,7 +195,7 @@ fn sends_go_to_the_window_and_are_answered_in_their_order() {
             client_msg_id: meta.client_msg_id.clone(),
             duplicate: false,
         };
-        h.call(false, |s, cx| s.on_send_done(meta, Ok(ack), cx));
+        h.call(false, |s, cx| s.on_send_done((meta, Ok(ack)), cx));
     }
     let refused = SendMeta {
         seq: 9,
@@ -202,8 +203,7 @@ fn sends_go_to_the_window_and_are_answered_in_their_order() {
     };
     h.call(false, |s, cx| {
         s.on_send_done(
-            refused,
-            Err(ImError::new(ErrorCode::SensitiveWord, "no")),
+            (refused, Err(ImError::new(ErrorCode::SensitiveWord, "no"))),
             cx,
         )
     });

@@ -160,3 +160,52 @@ impl SessionShared {
         let _ = rx.wait_for(|v| *v).await;
     }
 }
+
+/// A session context on an embedded store in `config.data_dir`, as the
+/// gateway builds it (no TLS, no webhooks, no review hook): for state
+/// machine tests that run handlers against a real store.
+#[cfg(test)]
+pub async fn for_tests(config: Config, admin_secret: &str) -> (SessionCtx, watch::Sender<bool>) {
+    use imgate_adapters::{EmbeddedConfig, EmbeddedStore};
+    use imgate_core::pipeline::{build_pipeline, PolicyParts};
+    let store: Arc<dyn Store> = Arc::new(
+        EmbeddedStore::open(EmbeddedConfig::new(&config.data_dir)).expect("embedded store"),
+    );
+    let policy = Arc::new(
+        PolicyState::load(store.as_ref(), &config.data_dir)
+            .await
+            .expect("policy"),
+    );
+    let credentials = Arc::new(
+        DeviceCredentials::load(store.as_ref(), config.device_secret_limits())
+            .await
+            .expect("device secrets"),
+    );
+    let parts = PolicyParts {
+        policy: policy.book.clone(),
+        words: policy.words.clone(),
+        word_strategies: config.word_strategies().expect("word strategies"),
+        hits: policy.hits.clone(),
+        review: None,
+    };
+    let metrics = Arc::new(Metrics::default());
+    let ordered: Arc<dyn Store> = Arc::new(super::OrderedAppends::new(store.clone()));
+    let pipeline = build_pipeline(&config.pipeline(), ordered, &parts);
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let ctx = SessionCtx::new(SessionShared {
+        tokens: TokenIssuer::new(admin_secret, config.token_ttl_secs),
+        sessions: Arc::new(SessionRegistry::new(config.multi_endpoint)),
+        conn_limiter: Arc::new(ConnLimiter::new(100, 100, 100)),
+        config: Arc::new(config),
+        store,
+        pipeline,
+        metrics,
+        policy,
+        credentials,
+        webhooks: None,
+        tls: None,
+        shutdown,
+        delivery_acks: broadcast::channel(16).0,
+    });
+    (ctx, shutdown_tx)
+}

@@ -9,8 +9,9 @@
 //! Writing sends one message per unit the protocol defines: one PB frame
 //! or one MQTT packet per binary message (a write holding several is cut
 //! at their boundaries, read from their headers), one XMPP element per
-//! text message (the XMPP connection writes element by element on a
-//! WebSocket, RFC 7395 §3.3.3). A message is only buffered by a write;
+//! text message (RFC 7395 §3.3.3: the XMPP session ends every element
+//! with a NUL byte on a WebSocket, [`XMPP_UNIT_END`], which XML text
+//! never holds; the NUL is not sent). A message is only buffered by a write;
 //! `flush` sends it (every session flushes after its writes).
 
 use std::io;
@@ -24,6 +25,10 @@ use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use super::ClientStream;
+
+/// Ends an XMPP element in what the session writes on a WebSocket (a
+/// character no XML document may contain).
+pub const XMPP_UNIT_END: u8 = 0;
 
 /// What the messages of a WebSocket connection carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,9 +48,20 @@ impl WsFraming {
         let n = match self {
             WsFraming::Mqtt => mqtt_packet_len(buf)?,
             WsFraming::Pb => pb_frame_len(buf)?,
-            WsFraming::Xmpp => return Some(buf.len()),
+            WsFraming::Xmpp => return buf.iter().position(|b| *b == XMPP_UNIT_END),
         };
         (n <= buf.len()).then_some(n)
+    }
+
+    /// The message at the start of `buf` and the bytes it consumes (an
+    /// XMPP element's end mark is consumed, not sent).
+    fn next_unit(self, buf: &[u8]) -> (usize, usize) {
+        match (self, self.unit_len(buf)) {
+            (WsFraming::Xmpp, Some(n)) => (n, n + 1),
+            (_, Some(n)) => (n, n),
+            // Our encoders write whole units; anything else goes as it is.
+            (_, None) => (buf.len(), buf.len()),
+        }
     }
 }
 
@@ -173,13 +189,14 @@ impl AsyncWrite for WsStream {
             return Poll::Ready(Ok(0));
         }
         ready!(Pin::new(&mut this.ws).poll_ready(cx)).map_err(io_error)?;
-        // Our encoders write whole units; anything else goes as it is.
-        let n = this.framing.unit_len(buf).unwrap_or(buf.len());
-        let message = this.message(&buf[..n])?;
-        Pin::new(&mut this.ws)
-            .start_send(message)
-            .map_err(io_error)?;
-        Poll::Ready(Ok(n))
+        let (len, consumed) = this.framing.next_unit(buf);
+        if len > 0 {
+            let message = this.message(&buf[..len])?;
+            Pin::new(&mut this.ws)
+                .start_send(message)
+                .map_err(io_error)?;
+        }
+        Poll::Ready(Ok(consumed))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -219,6 +236,15 @@ mod tests {
             WsFraming::Mqtt.unit_len(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x01]),
             None
         );
+    }
+
+    #[test]
+    fn xmpp_units_end_at_their_mark_which_is_not_sent() {
+        let buf = b"<a/>\0<b>x</b>\0";
+        assert_eq!(WsFraming::Xmpp.next_unit(buf), (4, 5));
+        assert_eq!(WsFraming::Xmpp.next_unit(&buf[5..]), (8, 9));
+        // Unmarked text (nothing of ours) goes as one message.
+        assert_eq!(WsFraming::Xmpp.next_unit(b"<c/>"), (4, 4));
     }
 
     #[test]

@@ -33,7 +33,7 @@ impl Session {
                     };
                     list = list.child(Element::new("item", ns::BLOCKING).attr("jid", jid));
                 }
-                self.send_stanza(&result.child(list), None).await
+                self.send_stanza(&result.child(list), None)
             }
             ("set", "block") | ("set", "unblock") => {
                 let mut users = Vec::new();
@@ -47,18 +47,14 @@ impl Session {
                         Some(j) => users.push(j.bare()),
                         None => {
                             let err = condition_element("jid-malformed", "modify", "251 not a JID");
-                            return self
-                                .send_stanza(&error_reply(iq, &self.jid, err), None)
-                                .await;
+                            return self.send_stanza(&error_reply(iq, &self.jid, err), None);
                         }
                     }
                 }
                 let blocking = payload.name == "block";
                 if blocking && users.is_empty() {
                     let err = condition_element("bad-request", "modify", "251 block needs an item");
-                    return self
-                        .send_stanza(&error_reply(iq, &self.jid, err), None)
-                        .await;
+                    return self.send_stanza(&error_reply(iq, &self.jid, err), None);
                 }
                 let changed = if blocking {
                     self.state.policy.book.block(&user, &users)
@@ -76,17 +72,14 @@ impl Session {
                     Err(e) => Err(e),
                 };
                 if let Err(e) = saved {
-                    return self
-                        .send_stanza(&error_reply(iq, &self.jid, error_element(&e)), None)
-                        .await;
+                    return self.send_stanza(&error_reply(iq, &self.jid, error_element(&e)), None);
                 }
                 self.push_block_change(payload);
-                self.send_stanza(&result, None).await
+                self.send_stanza(&result, None)
             }
             _ => {
                 let err = condition_element("bad-request", "modify", "2 not a blocking command");
                 self.send_stanza(&error_reply(iq, &self.jid, err), None)
-                    .await
             }
         }
     }

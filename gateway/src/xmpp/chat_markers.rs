@@ -92,14 +92,14 @@ impl Session {
             )
             .await;
         }
-        self.window.push(async { None });
+        self.push_entry(async { None });
     }
 
     /// A body-less message with nothing to store: routed as it is.
     pub(super) async fn start_transient(&mut self, el: Element) {
         if !self.route_budget.take() {
             tracing::debug!(user = %self.principal.user_id, "xmpp: routing budget spent; stanza dropped");
-            return self.window.push(async { None });
+            return self.push_entry(async { None });
         }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
@@ -120,7 +120,7 @@ impl Session {
             Addressee::Room { group, .. } => self.route_to_room(&group, stamped).await,
             Addressee::Server | Addressee::RoomService | Addressee::Elsewhere => {}
         }
-        self.window.push(async { None });
+        self.push_entry(async { None });
     }
 
     /// A transient groupchat stanza to the group's other members, from

@@ -18,10 +18,8 @@
 
 use imgate_codecs::xmpp::extensions::{classify, Classified};
 use imgate_codecs::xmpp::{ns, Element};
-use imgate_core::pipeline::SendCommand;
 use imgate_core::{ErrorCode, ImError};
 
-use super::errors::{error_element, error_reply};
 use super::routing::Addressee;
 use super::session::Session;
 
@@ -46,7 +44,7 @@ impl Session {
             // stanza's error.
             Classified::Nothing => match refused_receipt {
                 Some(e) => self.push_error(&el, &e),
-                None => self.window.push(async { None }),
+                None => self.push_entry(async { None }),
             },
         }
     }
@@ -56,46 +54,34 @@ impl Session {
     /// the sending resource once stored, as a MUC room does (XEP-0045
     /// §7.4), with the client's own id.
     async fn start_content(&mut self, el: Element, replaces: Option<&str>) {
+        let Some(replaces) = replaces else {
+            return self.start_plain_content(el);
+        };
         let draft = match self
             .ctx
             .normalizer
             .message_to_draft(&el, &self.principal.user_id)
         {
             Ok(Some(draft)) => draft,
-            Ok(None) => return self.window.push(async { None }),
+            Ok(None) => return self.push_entry(async { None }),
             Err(e) => return self.push_error(&el, &e),
         };
-        let draft = match replaces {
-            Some(id) => self.as_correction(draft, id).await,
-            None => draft,
-        };
-        // A private message's receipt goes back to its sender:
-        // remember what it needs (`receipts::PendingReceipts`).
-        let recipient = (draft.conversation.kind == 0).then(|| draft.conversation.target.clone());
-        let reflect = (draft.conversation.kind != 0).then(|| draft.clone());
-        let sender = draft.sender.clone();
-        let pipelined = self.state.send_owned(SendCommand {
-            principal: self.principal.clone(),
-            draft,
-        });
-        let jid = self.jid.clone();
-        let ctx = self.ctx.clone();
-        self.window.push(async move {
-            match pipelined.await {
-                Ok(ack) => {
-                    if let Some(recipient) = recipient {
-                        ctx.receipts.record(
-                            ack.message_id,
-                            &sender,
-                            &recipient,
-                            &ack.client_msg_id,
-                        );
-                    }
-                    reflect.map(|d| super::muc::reflection(&ctx, d, &ack, &jid))
-                }
-                Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
-            }
-        });
+        let draft = self.as_correction(draft, replaces).await;
+        self.send_draft(el, draft, true);
+    }
+
+    /// A message with content that names no other (the hot path: nothing
+    /// to look up first).
+    pub(super) fn start_plain_content(&mut self, el: Element) {
+        match self
+            .ctx
+            .normalizer
+            .message_to_draft(&el, &self.principal.user_id)
+        {
+            Ok(Some(draft)) => self.send_draft(el, draft, true),
+            Ok(None) => self.push_entry(async { None }),
+            Err(e) => self.push_error(&el, &e),
+        }
     }
 
     /// The recipient's receipt: ack it. The sender's receipt comes from
@@ -198,7 +184,7 @@ impl Session {
             });
         let mut own = shared;
         own.set_attr("to", self.jid.clone());
-        self.send_stanza(&own, None).await
+        self.send_stanza(&own, None)
     }
 
     /// The presence of the user's other available resources, to this one.
@@ -209,7 +195,7 @@ impl Session {
             let p = Element::new("presence", ns::CLIENT)
                 .attr("from", format!("{user}@{domain}/{resource}"))
                 .attr("to", self.jid.clone());
-            if !self.send_stanza(&p, None).await {
+            if !self.send_stanza(&p, None) {
                 return false;
             }
         }

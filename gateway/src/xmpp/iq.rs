@@ -63,9 +63,7 @@ impl Session {
             Addressee::Elsewhere => {
                 let err =
                     condition_element("remote-server-not-found", "cancel", "253 no such server");
-                return self
-                    .send_stanza(&error_reply(el, &self.jid, err), None)
-                    .await;
+                return self.send_stanza(&error_reply(el, &self.jid, err), None);
             }
         }
         if answer {
@@ -73,9 +71,7 @@ impl Session {
         }
         let Some(payload) = el.elements().next() else {
             let err = condition_element("bad-request", "modify", "2 an iq needs one child");
-            return self
-                .send_stanza(&error_reply(el, &self.jid, err), None)
-                .await;
+            return self.send_stanza(&error_reply(el, &self.jid, err), None);
         };
         let payload_ns = payload.ns.clone();
         let result = || {
@@ -137,7 +133,7 @@ impl Session {
                 condition_element("service-unavailable", "cancel", "254 not supported"),
             ),
         };
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     /// Where a stanza from this session is addressed.
@@ -163,9 +159,7 @@ impl Session {
             }
             let err =
                 condition_element("resource-constraint", "wait", "250 too many stanzas routed");
-            return self
-                .send_stanza(&error_reply(el, &self.jid, err), None)
-                .await;
+            return self.send_stanza(&error_reply(el, &self.jid, err), None);
         }
         let mut stamped = el.clone();
         stamped.set_attr("from", self.jid.clone());
@@ -195,9 +189,7 @@ impl Session {
                 "cancel",
                 "253 that resource is not connected",
             );
-            return self
-                .send_stanza(&error_reply(el, &self.jid, err), None)
-                .await;
+            return self.send_stanza(&error_reply(el, &self.jid, err), None);
         }
         true
     }
@@ -240,7 +232,7 @@ impl Session {
                 condition_element("service-unavailable", "cancel", "254 not supported"),
             ),
         };
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     /// A MAM query of the user's archive, or (`room`) of a room's.
@@ -262,7 +254,7 @@ impl Session {
         match outcome {
             Ok(page) => {
                 for m in &page.results {
-                    if !self.send_stanza(m, None).await {
+                    if !self.send_stanza(m, None) {
                         return false;
                     }
                 }
@@ -272,11 +264,11 @@ impl Session {
                     .attr_opt("from", iq.get_attr("to"))
                     .attr("to", self.jid.clone())
                     .child(page.fin);
-                self.send_stanza(&fin, None).await
+                self.send_stanza(&fin, None)
             }
             Err(e) => {
                 let reply = error_reply(iq, &self.jid, error_element(&e));
-                self.send_stanza(&reply, None).await
+                self.send_stanza(&reply, None)
             }
         }
     }

@@ -2,11 +2,14 @@
 //! connection, framed by `imgate_codecs::xmpp::XmppFramer`.
 //!
 //! Layout:
-//! - [`connection`]: socket + buffer + framer; events in, XML out.
-//! - [`negotiation`]: stream header, SASL PLAIN (user id + token),
-//!   resource binding (the token's device) or XEP-0198 resumption.
-//! - [`session`]: the bound session's loop (deliveries, kick, draining,
-//!   idle pings) and XEP-0198 counting.
+//! - [`protocol`]: the state machine the session driver runs
+//!   (`sessions::driver`): frames in, steps and XML out; [`reader`]: the
+//!   framer it reads with; [`outbox`]: the XML it writes.
+//! - [`login`]: stream header, STARTTLS, SASL (PLAIN with the user id +
+//!   token, SCRAM), resource binding (the token's device) or XEP-0198
+//!   resumption.
+//! - [`session`]: the bound session's state and handlers, XEP-0198
+//!   counting.
 //! - [`inbound`]: client messages (pipeline, receipts) and presence.
 //! - [`iq`]: ping, disco, roster, session; [`mam`]: XEP-0313 archive.
 //! - [`stream_management`]: resumable XEP-0198 state; [`sm_cluster`]:
@@ -32,17 +35,21 @@
 
 mod blocking;
 mod chat_markers;
-mod connection;
 mod errors;
 mod inbound;
 mod iq;
+mod login;
 mod mam;
 mod muc;
 mod muc_admin;
 mod muc_occupants;
-mod negotiation;
+mod outbox;
 mod pep;
 mod private_storage;
+mod protocol;
+#[cfg(test)]
+mod protocol_tests;
+mod reader;
 mod receipts;
 mod references;
 mod roster;
@@ -62,8 +69,10 @@ use std::sync::Arc;
 use crate::transport::ClientStream;
 use imgate_codecs::xmpp::{XmppNormalizer, DEFAULT_MAX_DEPTH, DEFAULT_MAX_STANZA};
 
-use crate::sessions::SessionCtx;
-use connection::XmppConnection;
+use crate::sessions::{driver, SessionCtx};
+use outbox::XmppEncoder;
+use protocol::Xmpp;
+use reader::XmppReader;
 use router::XmppRouter;
 use stream_management::SmRegistry;
 
@@ -82,23 +91,31 @@ pub struct XmppContext {
     pub acks: route_acks::PendingAcks,
 }
 
+impl XmppContext {
+    /// The shared state, without the tasks that follow the store.
+    fn new(state: &SessionCtx) -> Arc<XmppContext> {
+        // Other nodes exist only on a shared store: only then are there
+        // remote cursor moves to follow and SM states to tell.
+        let clustered = state.config.store != "embedded";
+        Arc::new(XmppContext {
+            normalizer: XmppNormalizer::new(&state.config.xmpp_domain),
+            router: XmppRouter::default(),
+            sm: SmRegistry::new(clustered),
+            receipts: receipts::PendingReceipts::default(),
+            clustered,
+            acks: route_acks::PendingAcks::default(),
+            occupants: muc_occupants::Occupants::default(),
+        })
+    }
+}
+
 /// The per-connection handler of every listener that carries XMPP
 /// (`xmpp`, `xmpps`, `/xmpp-websocket` on `ws`/`wss`), sharing one
 /// [`XmppContext`] between all their sessions (routing, stream
 /// management and receipts see every one).
 pub fn connection_handler(state: &SessionCtx) -> crate::sessions::listener::Handler {
-    // Other nodes exist only on a shared store: only then are there
-    // remote cursor moves to follow and SM states to tell.
-    let clustered = state.config.store != "embedded";
-    let ctx = Arc::new(XmppContext {
-        normalizer: XmppNormalizer::new(&state.config.xmpp_domain),
-        router: XmppRouter::default(),
-        sm: SmRegistry::new(clustered),
-        receipts: receipts::PendingReceipts::default(),
-        clustered,
-        acks: route_acks::PendingAcks::default(),
-        occupants: muc_occupants::Occupants::default(),
-    });
+    let ctx = XmppContext::new(state);
+    let clustered = ctx.clustered;
     tokio::spawn(receipts::follow_acks(state.clone(), ctx.clone()));
     tokio::spawn(muc::follow_group_changes(state.store.clone(), ctx.clone()));
     if clustered {
@@ -121,40 +138,18 @@ async fn handle_connection(
     state: SessionCtx,
     ctx: Arc<XmppContext>,
 ) {
-    // Boxed: negotiation's state is not kept for the session's life (an
-    // idle connection's memory is mostly its task's state).
-    let Some(live) = Box::pin(open(stream, peer, state, ctx)).await else {
-        return;
-    };
-    session::run(live).await;
-}
-
-/// Negotiate (within the login timeout) and build the bound session.
-async fn open(
-    stream: ClientStream,
-    peer: SocketAddr,
-    state: SessionCtx,
-    ctx: Arc<XmppContext>,
-) -> Option<Box<session::Live>> {
-    let mut conn = XmppConnection::new(stream, DEFAULT_MAX_STANZA, DEFAULT_MAX_DEPTH)
-        .with_preauth_limit(state.config.xmpp_preauth_max_stanza);
-    let limit = state.login_timeout();
-    let negotiated = match tokio::time::timeout(
-        limit,
-        Box::pin(negotiation::negotiate(&mut conn, &state, &ctx)),
-    )
-    .await
-    {
-        Ok(Ok(n)) => n,
-        Ok(Err(negotiation::Refused)) => return None,
-        Err(_) => {
-            let domain = ctx.normalizer.domain().to_string();
-            Box::pin(conn.stream_error(&domain, "connection-timeout", "249 log in faster")).await;
-            return None;
-        }
-    };
-    tracing::debug!(%peer, user = %negotiated.principal.user_id, device = %negotiated.principal.device_id, tls = conn.is_tls(), "xmpp login");
-    session::start(conn, state, ctx, negotiated).await
+    let websocket = stream.websocket().is_some();
+    // Plain TCP only: a direct-TLS connection (`xmpps`, XEP-0368) is
+    // encrypted already, and a WebSocket has no STARTTLS (`wss` is its TLS).
+    let starttls = state.tls.is_some() && matches!(stream, ClientStream::Plain(_));
+    let reader = XmppReader::new(
+        websocket,
+        DEFAULT_MAX_STANZA,
+        DEFAULT_MAX_DEPTH,
+        state.config.xmpp_preauth_max_stanza,
+    );
+    let proto = Xmpp::new(state.clone(), ctx, websocket, starttls);
+    driver::run(stream, peer, state, proto, reader, XmppEncoder).await;
 }
 
 /// A random identifier (stream ids, stream-management ids).

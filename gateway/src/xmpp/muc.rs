@@ -197,7 +197,7 @@ impl Session {
                             )
                             .child(Element::new("status", ns::MUC_USER).attr("code", "110")),
                     );
-                return self.send_stanza(&p, None).await;
+                return self.send_stanza(&p, None);
             };
             let status = el
                 .get_child("status", ns::CLIENT)
@@ -285,7 +285,7 @@ impl Session {
                 .attr("from", format!("{room}/{}", o.nick))
                 .attr("to", self.jid.clone())
                 .child(occupants::occupant_x(&self.ctx, &o, o.role(), &[]));
-            if !self.send_stanza(&p, None).await {
+            if !self.send_stanza(&p, None) {
                 return false;
             }
         }
@@ -302,7 +302,7 @@ impl Session {
                     &["100", "110"]
                 },
             ));
-        if !self.send_stanza(&own_presence, None).await {
+        if !self.send_stanza(&own_presence, None) {
             return false;
         }
         let wanted = el
@@ -321,7 +321,7 @@ impl Session {
             .attr("type", "groupchat")
             .attr("id", crate::xmpp::random_id())
             .child(Element::new("subject", ns::CLIENT).text(g.name.clone()));
-        self.send_stanza(&subject, None).await
+        self.send_stanza(&subject, None)
     }
 
     /// With `xmpp_room_creation`, a join (with `<x xmlns='…muc'/>`) to a
@@ -367,7 +367,7 @@ impl Session {
             .attr("type", "error")
             .child(Element::new("x", ns::MUC))
             .child(condition_element(condition, kind, text));
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     /// The group's newest `wanted` messages, oldest first, marked as
@@ -399,7 +399,7 @@ impl Session {
                     .attr("from", room.to_string())
                     .attr("stamp", xep0082(m.server_ts)),
             );
-            if !self.send_stanza(&el, None).await {
+            if !self.send_stanza(&el, None) {
                 return false;
             }
         }
@@ -451,7 +451,7 @@ impl Session {
                                 "253 no such group of yours",
                             ),
                         );
-                        self.send_stanza(&reply, None).await
+                        self.send_stanza(&reply, None)
                     }
                 };
             }
@@ -471,7 +471,7 @@ impl Session {
                         condition_element("not-acceptable", "cancel", "9 not in the room"),
                     )
                 };
-                return self.send_stanza(&reply, None).await;
+                return self.send_stanza(&reply, None);
             }
         }
         let unavailable = || {
@@ -520,6 +520,6 @@ impl Session {
             },
             _ => unavailable(),
         };
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 }

@@ -149,7 +149,7 @@ impl Session {
             Ok(r) => r,
             Err(Refusal(c, k, t)) => error_reply(iq, &self.jid, condition_element(c, k, t)),
         };
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     async fn pep_items(

@@ -56,7 +56,7 @@ impl Session {
                 let reply = self
                     .iq_result(iq)
                     .child(Element::new("query", NS).child(found));
-                self.send_stanza(&reply, None).await
+                self.send_stanza(&reply, None)
             }
             Some("set") => {
                 for el in query.elements() {
@@ -84,7 +84,7 @@ impl Session {
                 match user_data::save(store.as_ref(), KIND, &user, value).await {
                     Ok(()) => {
                         let reply = self.iq_result(iq);
-                        self.send_stanza(&reply, None).await
+                        self.send_stanza(&reply, None)
                     }
                     Err(NotKept::TooLarge) => {
                         self.private_error(
@@ -116,6 +116,6 @@ impl Session {
         text: &str,
     ) -> bool {
         let reply = error_reply(iq, &self.jid, condition_element(condition, kind, text));
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 }

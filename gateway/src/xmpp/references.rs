@@ -18,7 +18,7 @@ use std::sync::Arc;
 use imgate_codecs::xmpp::extensions::{classify, Classified, Reference};
 use imgate_codecs::xmpp::{Element, Jid};
 use imgate_core::model::{content_type, persist_flag, Conversation, Message, MessagePayload};
-use imgate_core::pipeline::{Draft, SendCommand};
+use imgate_core::pipeline::Draft;
 use imgate_core::store::Store;
 use imgate_core::{ErrorCode, ImError};
 
@@ -202,7 +202,7 @@ impl Session {
         // it, as every groupchat message is (XEP-0045 §7.4; XEP-0424 §4).
         let reflect = (target.conversation.kind != 0).then(|| self.ctx.clone());
         let id = el.get_attr("id").unwrap_or_default().to_string();
-        self.window.push(async move {
+        self.push_entry(async move {
             match imgate_core::pipeline::recall(
                 store.as_ref(),
                 target.message_id,
@@ -223,22 +223,12 @@ impl Session {
     /// Queue the error reply to `el` in stanza order.
     pub(super) fn push_error(&mut self, el: &Element, e: &ImError) {
         let reply = error_reply(el, &self.jid, error_element(e));
-        self.window.push(async move { Some(reply) });
+        self.push_entry(async move { Some(reply) });
     }
 
     /// Send `draft` through the pipeline in the window (answers in stanza
     /// order).
     pub(super) fn start_draft(&mut self, el: Element, draft: Draft) {
-        let pipelined = self.state.send_owned(SendCommand {
-            principal: self.principal.clone(),
-            draft,
-        });
-        let jid = self.jid.clone();
-        self.window.push(async move {
-            match pipelined.await {
-                Ok(_) => None,
-                Err(e) => Some(error_reply(&el, &jid, error_element(&e))),
-            }
-        });
+        self.send_draft(el, draft, false);
     }
 }

@@ -75,9 +75,7 @@ impl Session {
                 "cancel",
                 "248 the roster is the user's conversations",
             );
-            return self
-                .send_stanza(&error_reply(iq, &self.jid, err), None)
-                .await;
+            return self.send_stanza(&error_reply(iq, &self.jid, err), None);
         }
         let mut query = Element::new("query", ns::ROSTER);
         for c in contacts(self.state.store.as_ref(), &self.principal.user_id).await {
@@ -88,7 +86,7 @@ impl Session {
             .attr_opt("id", iq.get_attr("id"))
             .attr("to", self.jid.clone())
             .child(query);
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     /// Presence of type subscribe / unsubscribe / probe to `contact`.
@@ -110,9 +108,7 @@ impl Session {
                     .attr("from", contact_jid)
                     .attr("to", self.ctx.normalizer.user_jid(&self.principal.user_id))
                     .attr("type", "subscribed");
-                if !self.send_stanza(&push, None).await
-                    || !self.send_stanza(&subscribed, None).await
-                {
+                if !self.send_stanza(&push, None) || !self.send_stanza(&subscribed, None) {
                     return false;
                 }
                 self.probe(contact).await;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use imgate_codecs::xmpp::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 /// Stanzas queued per session before further ones are dropped.
 const ROUTE_QUEUE: usize = 256;
@@ -23,6 +23,25 @@ struct Route {
     /// Boxed: a tokio channel allocates its first block of 32 slots up
     /// front, 32 × 8 bytes per session instead of 32 × 96.
     tx: mpsc::Sender<Box<Element>>,
+    /// Wakes the session (its driver's wake source) when `tx` got one.
+    wake: Arc<Notify>,
+}
+
+impl Route {
+    /// Queue `el` and wake the session; false if its queue is full.
+    fn send(&self, el: Element) -> bool {
+        let sent = self.tx.try_send(Box::new(el)).is_ok();
+        if sent {
+            self.wake.notify_one();
+        }
+        sent
+    }
+}
+
+/// A session's queue of routed stanzas and what announces them.
+pub struct Routed {
+    pub rx: mpsc::Receiver<Box<Element>>,
+    pub wake: Arc<Notify>,
 }
 
 #[derive(Default)]
@@ -64,13 +83,10 @@ impl Drop for RouteHandle {
 
 impl XmppRouter {
     /// Add a session of `user` bound to `resource`.
-    pub fn register(
-        &self,
-        user: &str,
-        resource: &str,
-    ) -> (RouteHandle, mpsc::Receiver<Box<Element>>) {
+    pub fn register(&self, user: &str, resource: &str) -> (RouteHandle, Routed) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::channel(ROUTE_QUEUE);
+        let wake = Arc::new(Notify::new());
         lock(&self.routes)
             .users
             .entry(user.to_string())
@@ -80,13 +96,14 @@ impl XmppRouter {
                 resource: resource.to_string(),
                 available: false,
                 tx,
+                wake: wake.clone(),
             });
         let handle = RouteHandle {
             id,
             user: user.to_string(),
             routes: self.routes.clone(),
         };
-        (handle, rx)
+        (handle, Routed { rx, wake })
     }
 
     /// Whether no XMPP session is on this node at all.
@@ -142,7 +159,7 @@ impl XmppRouter {
         else {
             return false;
         };
-        r.tx.try_send(Box::new(el)).is_ok()
+        r.send(el)
     }
 
     /// Queue a stanza built per resource for every available session of
@@ -155,7 +172,7 @@ impl XmppRouter {
         };
         list.iter()
             .filter(|r| r.available)
-            .filter(|r| r.tx.try_send(Box::new(make(&r.resource))).is_ok())
+            .filter(|r| r.send(make(&r.resource)))
             .count()
     }
 
@@ -172,7 +189,7 @@ impl XmppRouter {
             return;
         };
         for r in list.iter().filter(|r| except.is_none_or(|h| h.id != r.id)) {
-            let _ = r.tx.try_send(Box::new(make(&r.resource)));
+            let _ = r.send(make(&r.resource));
         }
     }
 }

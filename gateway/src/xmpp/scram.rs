@@ -18,9 +18,8 @@
 //! log in with a token.
 
 use base64::Engine;
-use imgate_codecs::xmpp::{ns, Element, XmppEvent};
+use imgate_codecs::xmpp::{ns, Element};
 
-use super::connection::XmppConnection;
 pub use crate::scram_keys::{salt_for, Hash, Keys, ITERATIONS};
 
 /// Longest SCRAM message accepted from a client.
@@ -201,17 +200,10 @@ pub fn sasl_text(el: &Element) -> Result<String, ScramError> {
     String::from_utf8(bytes).map_err(|_| malformed("not UTF-8"))
 }
 
-/// Send the challenge and read the client's `<response>` (None: the
-/// connection ended or the client sent something else, e.g. `<abort/>`).
-pub async fn challenge(conn: &mut XmppConnection, server_first: &str) -> Option<Element> {
-    let ch = Element::new("challenge", ns::SASL).text(B64.encode(server_first));
-    if !conn.write_element(&ch).await {
-        return None;
-    }
-    match conn.read_event().await {
-        Ok(XmppEvent::Stanza(el)) if el.is("response", ns::SASL) => Some(el),
-        _ => None,
-    }
+/// The `<challenge>` carrying the server-first message (the client
+/// answers with a `<response>`).
+pub fn challenge(server_first: &str) -> Element {
+    Element::new("challenge", ns::SASL).text(B64.encode(server_first))
 }
 
 /// The `<success>` carrying the server-final message.

@@ -61,7 +61,7 @@ impl Session {
                 condition_element("forbidden", "auth", "248 only the user sets its vCard"),
             ),
         };
-        self.send_stanza(&reply, None).await
+        self.send_stanza(&reply, None)
     }
 
     /// An empty result to the IQ `iq`, from where it was sent to.

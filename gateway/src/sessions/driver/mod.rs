@@ -29,7 +29,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use imgate_core::pipeline::{Principal, SendAck};
+use futures_util::FutureExt;
+use imgate_core::pipeline::Principal;
 use imgate_core::store::DeviceFeed;
 use imgate_core::{ErrorCode, ImError, Message};
 use tokio::io::AsyncWriteExt;
@@ -45,6 +46,11 @@ use crate::transport::ClientStream;
 /// to be answered before it closes (what is left unanswered the client
 /// resends, and the resend is deduplicated).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
+/// Most deliveries rendered for one write.
+const DELIVERY_ROW: usize = 64;
+/// A row of deliveries stops once this much is waiting to be written.
+const DELIVERY_ROW_BYTES: usize = 64 * 1024;
 
 /// Run one connection of protocol `P` to its end.
 pub async fn run<P: Protocol>(
@@ -66,6 +72,7 @@ pub async fn run<P: Protocol>(
         framed: idle_buffers::framed(stream, framer),
         encoder,
         proto,
+        failed_encoding: false,
     };
     // Boxed: the login's state is not kept for the session's life (an
     // idle connection's memory is mostly its task's state).
@@ -80,6 +87,8 @@ struct Conn<P: Protocol> {
     framed: Framed<ClientStream, P::Framer>,
     encoder: P::Encoder,
     proto: P,
+    /// A frame could not be encoded: the session ends.
+    failed_encoding: bool,
 }
 
 impl<P: Protocol> Conn<P> {
@@ -91,7 +100,17 @@ impl<P: Protocol> Conn<P> {
     ) -> (R, u32, bool) {
         let mut cx = Cx::new(self.framed.write_buffer_mut(), &mut self.encoder, in_flight);
         let r = f(&mut self.proto, &mut cx);
-        (r, cx.delivered_count(), cx.failed())
+        let failed = cx.failed();
+        self.failed_encoding |= failed;
+        (r, cx.delivered_count(), failed)
+    }
+
+    /// Write what is buffered and end the stream (TLS `close_notify`, the
+    /// WebSocket Close), within the write deadline.
+    async fn close(&mut self) {
+        if self.flush().await {
+            let _ = write_deadline::bounded(self.framed.get_mut().shutdown()).await;
+        }
     }
 
     /// Write what is buffered, within the write deadline; false if the
@@ -114,45 +133,85 @@ impl<P: Protocol> Conn<P> {
     }
 }
 
-/// Read the login frame (within the login deadline), check its
+/// The login phase, within the login deadline: read its frames, check the
 /// credentials, register, attach, answer.
 async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Live<P>>> {
     let deadline = tokio::time::Instant::now() + ctx.login_timeout();
-    let frame =
-        match tokio::time::timeout_at(deadline, idle_buffers::next_frame(&mut conn.framed)).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => {
-                conn.with_cx(false, |p, cx| p.on_bad_frame(e, cx));
-                conn.flush().await;
+    let mut step = LoginStep::Next;
+    let principal = loop {
+        step = match step {
+            LoginStep::LoggedIn(principal) => break principal,
+            LoginStep::Refused => {
+                conn.close().await;
                 return None;
             }
-            Ok(None) | Err(_) => return None,
+            LoginStep::Next => {
+                let next =
+                    tokio::time::timeout_at(deadline, idle_buffers::next_frame(&mut conn.framed))
+                        .await;
+                match next {
+                    Ok(Some(Ok(frame))) => {
+                        conn.with_cx(false, |p, cx| p.on_login_frame(frame, cx)).0
+                    }
+                    Ok(Some(Err(e))) => {
+                        conn.with_cx(false, |p, cx| p.on_bad_frame(e, cx));
+                        conn.close().await;
+                        return None;
+                    }
+                    Ok(None) => return None,
+                    Err(_) => {
+                        conn.with_cx(false, |p, cx| p.on_login_timeout(cx));
+                        conn.close().await;
+                        return None;
+                    }
+                }
+            }
+            LoginStep::StartTls => {
+                // What was written (the protocol's go-ahead) went out in
+                // plain text at the end of the last step.
+                let Some(acceptor) = ctx.tls.as_ref() else {
+                    tracing::debug!("STARTTLS asked for without a certificate");
+                    return None;
+                };
+                conn.framed.read_buffer_mut().clear();
+                let limit = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if conn
+                    .framed
+                    .get_mut()
+                    .upgrade(acceptor, limit)
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!("STARTTLS handshake failed");
+                    return None;
+                }
+                LoginStep::Next
+            }
+            LoginStep::Check(creds) => {
+                let checked = super::login(
+                    ctx,
+                    P::PROTOCOL,
+                    &creds.user,
+                    &creds.credential,
+                    &creds.client_id,
+                );
+                conn.with_cx(false, |p, cx| p.on_login(checked, cx)).0
+            }
         };
-    let (step, _, failed) = conn.with_cx(false, |p, cx| p.on_login_frame(frame, cx));
-    if failed || !conn.flush().await {
-        return None;
-    }
-    let creds = match step {
-        LoginStep::Refused => return None,
-        LoginStep::Check(creds) => creds,
-    };
-    let checked = super::login(
-        ctx,
-        P::PROTOCOL,
-        &creds.user,
-        &creds.credential,
-        &creds.client_id,
-    );
-    let (principal, _, _) = conn.with_cx(false, |p, cx| p.on_login(checked, cx));
-    let Some(principal) = principal else {
-        conn.flush().await;
-        return None;
+        conn.proto.tune_framer(conn.framed.codec_mut());
+        if conn.failed_encoding || !conn.flush().await {
+            return None;
+        }
     };
     let span = tracing::Span::current();
     span.record("user", principal.user_id.as_str());
     span.record("device", principal.device_id.as_str());
     // "pb login" in the session's span (its peer): operators grep for it.
-    tracing::debug!("{} login", P::PROTOCOL.name());
+    tracing::debug!(
+        tls = conn.framed.get_ref().is_tls(),
+        "{} login",
+        P::PROTOCOL.name()
+    );
     // Register first (kicks what this login replaces), then attach to the
     // store (pending deliveries first, then live).
     let handle = ctx.sessions.register(&principal);
@@ -174,6 +233,7 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
     let (step, _, failed) = conn.with_cx(false, |p, cx| p.on_logged_in(attached, cx));
     if !attached || failed || !conn.flush().await {
         conn.proto.finish();
+        conn.close().await;
         return None;
     }
     let window = SendWindow::new(ctx.config.send_window);
@@ -190,6 +250,7 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
     });
     if !live.apply(step, ctx).await {
         live.finish();
+        live.conn.close().await;
         return None;
     }
     Some(live)
@@ -201,7 +262,7 @@ struct Live<P: Protocol> {
     principal: Principal,
     handle: SessionHandle,
     feed: Option<DeviceFeed>,
-    window: SendWindow<(P::SendMeta, Result<SendAck, ImError>)>,
+    window: SendWindow<P::Sent>,
     /// Reading stopped until the window is empty ([`Step::Wait`]).
     waiting: bool,
     /// A query in flight ([`Step::Task`]).
@@ -214,7 +275,7 @@ struct Live<P: Protocol> {
 enum Wake<P: Protocol> {
     Kicked(Kick),
     Draining,
-    Sent(P::SendMeta, Result<SendAck, ImError>),
+    Sent(P::Sent),
     TaskDone(P::TaskOut),
     Idle,
     Eof,
@@ -240,14 +301,14 @@ impl<P: Protocol> Live<P> {
                 })),
                 _ = ctx.draining() => Wake::Draining,
                 out = next_task(&mut self.task) => Wake::TaskDone(out),
-                (meta, result) = self.window.next() => Wake::Sent(meta, result),
+                sent = self.window.next() => Wake::Sent(sent),
                 next = tokio::time::timeout(idle, idle_buffers::next_frame(&mut self.conn.framed)), if reading => match next {
                     Err(_) => Wake::Idle,
                     Ok(None) => Wake::Eof,
                     Ok(Some(Err(e))) => Wake::BadFrame(e),
                     Ok(Some(Ok(frame))) => Wake::Frame(frame),
                 },
-                _ = woken(&self.wake) => Wake::Woken,
+                _ = woken(&self.wake), if self.task.is_none() => Wake::Woken,
                 msg = next_delivery(&mut self.feed), if delivering => match msg {
                     Some(m) => Wake::Delivery(m),
                     None => Wake::FeedClosed,
@@ -257,6 +318,7 @@ impl<P: Protocol> Live<P> {
             // allocation here; the rare slow paths box themselves.
             if !self.handle_wake(wake, &ctx).await {
                 self.finish();
+                self.conn.close().await;
                 return;
             }
         }
@@ -290,10 +352,10 @@ impl<P: Protocol> Live<P> {
                 self.conn
                     .with_cx(in_flight, |p, cx| p.on_task_done(out, cx))
             }
-            Wake::Sent(meta, result) => {
-                let r = self.conn.with_cx(!self.window.is_empty(), |p, cx| {
-                    p.on_send_done(meta, result, cx)
-                });
+            Wake::Sent(sent) => {
+                let r = self
+                    .conn
+                    .with_cx(!self.window.is_empty(), |p, cx| p.on_send_done(sent, cx));
                 if !matches!(r.0, Step::Continue) || r.2 {
                     r
                 } else if self.waiting && self.window.is_empty() {
@@ -305,7 +367,13 @@ impl<P: Protocol> Live<P> {
                 }
             }
             Wake::Frame(frame) => self.conn.with_cx(in_flight, |p, cx| p.on_frame(frame, cx)),
-            Wake::Delivery(msg) => self.conn.with_cx(in_flight, |p, cx| p.on_delivery(msg, cx)),
+            Wake::Delivery(msg) => match self.deliver_ready(msg, in_flight) {
+                Some(r) => r,
+                None => {
+                    self.conn.flush().await;
+                    return Box::pin(self.end(Ending::FeedClosed)).await;
+                }
+            },
             Wake::Woken => self.conn.with_cx(in_flight, |p, cx| p.on_wake(cx)),
         };
         if delivered > 0 {
@@ -340,8 +408,53 @@ impl<P: Protocol> Live<P> {
                 Ok(send) => send.await,
                 Err(e) => Err(e),
             };
-            (meta, result)
+            P::sent(meta, result)
         });
+    }
+
+    /// `first` and what else the feed has ready (while the protocol may
+    /// deliver, up to [`DELIVERY_ROW`] messages or [`DELIVERY_ROW_BYTES`]
+    /// written), rendered for one write. None: the feed closed.
+    fn deliver_ready(
+        &mut self,
+        first: Arc<Message>,
+        in_flight: bool,
+    ) -> Option<(Step<P>, u32, bool)> {
+        let (mut step, mut delivered, mut failed) = self
+            .conn
+            .with_cx(in_flight, |p, cx| p.on_delivery(first, cx));
+        let mut closed = false;
+        let mut rendered = 1;
+        while matches!(step, Step::Continue)
+            && !failed
+            && rendered < DELIVERY_ROW
+            && self.conn.framed.write_buffer().len() < DELIVERY_ROW_BYTES
+            && self.conn.proto.may_deliver()
+        {
+            let Some(feed) = self.feed.as_mut() else {
+                break;
+            };
+            // Cancel-safe: the feed is polled in the loop's `select!` too.
+            match feed.next().now_or_never() {
+                Some(Some(msg)) => {
+                    let r = self.conn.with_cx(in_flight, |p, cx| p.on_delivery(msg, cx));
+                    (step, delivered, failed) = (r.0, delivered + r.1, r.2);
+                    rendered += 1;
+                }
+                Some(None) => {
+                    closed = true;
+                    break;
+                }
+                None => break,
+            }
+        }
+        let (_, more, end_failed) = self
+            .conn
+            .with_cx(in_flight, |p, cx| p.on_deliveries_written(cx));
+        if closed {
+            return None;
+        }
+        Some((step, delivered + more, failed || end_failed))
     }
 
     /// Carry out a step (and the steps it leads to); false ends the
@@ -366,6 +479,10 @@ impl<P: Protocol> Live<P> {
                 }
                 Step::Send(cmd, meta) => {
                     self.push_send(cmd, meta, ctx);
+                    return true;
+                }
+                Step::Push(entry) => {
+                    self.window.push(entry);
                     return true;
                 }
                 Step::DetachFeed => {
@@ -439,22 +556,40 @@ impl<P: Protocol> Live<P> {
     /// Answer the sends in flight (within [`DRAIN_LIMIT`]), then let the
     /// protocol render why the session ends.
     async fn end(&mut self, why: Ending) -> bool {
+        self.finish_task().await;
         self.answer_in_flight().await;
         self.conn.with_cx(false, |p, cx| p.on_ending(why, cx));
         self.conn.flush().await;
         false
     }
 
+    /// A query in flight is answered (within [`DRAIN_LIMIT`]) before the
+    /// session ends: the protocol gets its state back and the client its
+    /// answer.
+    async fn finish_task(&mut self) {
+        let Some(task) = self.task.take() else { return };
+        let Ok(out) = tokio::time::timeout(DRAIN_LIMIT, task).await else {
+            return;
+        };
+        let in_flight = !self.window.is_empty();
+        let (_, _, failed) = self.conn.with_cx(in_flight, |p, cx| {
+            // Steps are not carried out while ending: the session closes.
+            let _ = p.on_task_done(out, cx);
+        });
+        if !failed {
+            self.conn.flush().await;
+        }
+    }
+
     async fn answer_in_flight(&mut self) {
         let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
         while !self.window.is_empty() {
-            let Ok((meta, result)) = tokio::time::timeout_at(limit, self.window.next()).await
-            else {
+            let Ok(sent) = tokio::time::timeout_at(limit, self.window.next()).await else {
                 return;
             };
             let (_, _, failed) = self.conn.with_cx(!self.window.is_empty(), |p, cx| {
                 // Steps are not carried out while ending: the session closes.
-                let _ = p.on_send_done(meta, result, cx);
+                let _ = p.on_send_done(sent, cx);
             });
             if failed || !self.conn.flush().await {
                 return;

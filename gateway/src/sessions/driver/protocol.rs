@@ -32,9 +32,13 @@ pub enum Step<P: Protocol> {
     /// Nothing: keep going.
     Continue,
     /// Put a send into the window (an `Err` is answered in its turn, as a
-    /// failed send); its outcome comes back in
+    /// failed send); its outcome ([`Protocol::sent`]) comes back in
     /// [`Protocol::on_send_done`], in the order the sends were made.
     Send(Result<SendCommand, ImError>, P::SendMeta),
+    /// Put an entry the protocol built into the window (a send with its
+    /// own lookups or follow-up, a recall, an answer that must keep its
+    /// place among the sends): answered in its turn like a send.
+    Push(TaskFuture<P::Sent>),
     /// Record a delivery ack of the logged-in device. `claimed`: an id of
     /// the client's choosing, honoured only for a recipient of the message
     /// (`SessionCtx::ack_claimed`); a refused one comes back in
@@ -66,11 +70,22 @@ pub struct Credentials {
     pub client_id: String,
 }
 
-/// What the login phase asks of the driver.
+/// What the login phase asks of the driver. The phase lasts until
+/// [`LoginStep::LoggedIn`], within one login deadline however many frames
+/// it takes (XMPP: stream headers, STARTTLS, SASL, binding).
 pub enum LoginStep {
     /// Check these credentials (`sessions::login`), then call
     /// [`Protocol::on_login`].
     Check(Credentials),
+    /// Read the next frame of the login ([`Protocol::on_login_frame`]).
+    Next,
+    /// Run the TLS handshake on this connection (STARTTLS: what was
+    /// written so far is flushed in plain text first, what was read and
+    /// not framed yet is discarded), then read on.
+    StartTls,
+    /// Logged in as this principal: register, attach, then
+    /// [`Protocol::on_logged_in`].
+    LoggedIn(Principal),
     /// Refused (the refusal is rendered): close.
     Refused,
 }
@@ -170,6 +185,8 @@ pub trait Protocol: Send + Sized + 'static {
     type Encoder: Send;
     /// What a send's outcome needs to be rendered (its seq, packet id, ...).
     type SendMeta: Send + 'static;
+    /// What an entry of the window yields ([`Self::sent`] for a send).
+    type Sent: Send + 'static;
     type Task: Send;
     type TaskOut: Send + 'static;
 
@@ -182,17 +199,31 @@ pub trait Protocol: Send + Sized + 'static {
         true
     }
 
-    /// The first frame: the login (or a refusal the protocol rendered).
+    /// A send's outcome as the window yields it (runs in the send's
+    /// future, when the pipeline answered).
+    fn sent(meta: Self::SendMeta, result: Result<SendAck, ImError>) -> Self::Sent;
+
+    /// A frame of the login phase: the login (or a refusal the protocol
+    /// rendered), or one step of a longer negotiation.
     fn on_login_frame(&mut self, frame: Self::Frame, cx: &mut Cx<'_, Self::Encoder>) -> LoginStep;
 
     /// The outcome of the credential check, before the session is
-    /// registered; the protocol may adjust the principal (`Ok`) or render
-    /// the refusal (`Err`, the driver closes).
+    /// registered: the protocol may adjust the principal
+    /// ([`LoginStep::LoggedIn`]), go on negotiating, or render the
+    /// refusal.
     fn on_login(
         &mut self,
         checked: Result<Principal, ImError>,
         cx: &mut Cx<'_, Self::Encoder>,
-    ) -> Option<Principal>;
+    ) -> LoginStep;
+
+    /// The login deadline passed (render it if the protocol tells
+    /// clients; the driver closes).
+    fn on_login_timeout(&mut self, _cx: &mut Cx<'_, Self::Encoder>) {}
+
+    /// After every call of the login phase: adjust the framer (a stream
+    /// restart, a stanza limit raised once authenticated).
+    fn tune_framer(&mut self, _framer: &mut Self::Framer) {}
 
     /// Whether the device feed is attached at login (else the protocol
     /// asks for it later).
@@ -214,13 +245,8 @@ pub trait Protocol: Send + Sized + 'static {
     /// The window is empty after [`Step::Wait`].
     fn on_sends_answered(&mut self, cx: &mut Cx<'_, Self::Encoder>) -> Step<Self>;
 
-    /// The oldest send in flight is done.
-    fn on_send_done(
-        &mut self,
-        meta: Self::SendMeta,
-        result: Result<SendAck, ImError>,
-        cx: &mut Cx<'_, Self::Encoder>,
-    ) -> Step<Self>;
+    /// The oldest entry of the window is done.
+    fn on_send_done(&mut self, sent: Self::Sent, cx: &mut Cx<'_, Self::Encoder>) -> Step<Self>;
 
     /// A claimed ack ([`Step::Ack`]) was refused.
     fn on_ack_refused(
@@ -230,8 +256,14 @@ pub trait Protocol: Send + Sized + 'static {
         cx: &mut Cx<'_, Self::Encoder>,
     ) -> Step<Self>;
 
-    /// A message for the device.
+    /// A message for the device. What the feed has ready is handed over
+    /// in a row (while [`Self::may_deliver`], up to a bound) and written
+    /// together.
     fn on_delivery(&mut self, msg: Arc<Message>, cx: &mut Cx<'_, Self::Encoder>) -> Step<Self>;
+
+    /// After a row of deliveries, before they are written (XMPP asks for
+    /// one stream-management ack for all of them).
+    fn on_deliveries_written(&mut self, _cx: &mut Cx<'_, Self::Encoder>) {}
 
     /// Start a query: a future owning what it needs.
     fn run_task(
@@ -256,8 +288,8 @@ pub trait Protocol: Send + Sized + 'static {
     }
 
     /// Something outside the connection has work for the session (a
-    /// broker queue), announced through this [`Notify`]; the driver calls
-    /// [`Self::on_wake`].
+    /// broker queue, routed stanzas), announced through this [`Notify`];
+    /// the driver calls [`Self::on_wake`] (not while a task runs).
     fn wake_source(&self) -> Option<Arc<Notify>> {
         None
     }
