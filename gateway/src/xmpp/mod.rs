@@ -29,7 +29,7 @@
 //! - [`scram`]: SASL SCRAM-SHA-1/-256 with device secrets.
 //!
 //! TLS: with `tls_cert`/`tls_key` configured, STARTTLS is offered and
-//! required before SASL (see [`negotiation`]); without them TLS is not
+//! required before SASL (see [`login`]); without them TLS is not
 //! offered (run XMPP behind a TLS-terminating proxy or on a trusted
 //! network).
 
