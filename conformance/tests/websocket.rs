@@ -4,11 +4,13 @@
 //! session as on TCP: messages cross between WebSocket and TCP clients of
 //! every protocol. paho-mqtt speaks MQTT with `transport="websockets"`;
 //! the PB and XMPP scenarios drive the framing by hand to check it byte
-//! for byte. Refused upgrades get an HTTP error with the JSON error body.
+//! for byte. With a certificate `wss` carries the same sessions next to
+//! `ws`. Refused upgrades get an HTTP error with the JSON error body.
 
 use std::time::Duration;
 
 use bytes::BytesMut;
+use imgate_codecs::mqtt::{Connect, MqttFramer, Packet, Properties, Version};
 use imgate_codecs::pb::{proto, PbFrame, PbFramer, PbRequest, PbServerMessage};
 use imgate_codecs::xmpp::{ns, Element, XmppEvent, XmppFramer};
 use imgate_conformance::mqtt::MqttAgent;
@@ -191,12 +193,69 @@ impl XmppWs {
 
 #[test]
 fn xmpp_over_websocket_rfc7395_logs_in_binds_and_chats_with_pb() {
-    use base64::Engine;
     let g = Gateway::start();
+    let ws = WsClient::connect(g.addr("ws"), "/xmpp-websocket", &["xmpp"]).expect("upgrade");
+    xmpp_ws_logs_in_binds_and_chats_with_pb(&g, ws);
+}
+
+/// With a certificate the `wss` listener runs next to `ws`: XMPP (RFC
+/// 7395) and MQTT over WebSocket over TLS, the same sessions.
+#[test]
+fn xmpp_and_mqtt_over_wss_next_to_plain_ws() {
+    let env = imgate_conformance::tls::gateway_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let g = Gateway::start_with(&env);
+    let ws =
+        WsClient::connect_tls(g.addr("wss"), "/xmpp-websocket", &["xmpp"]).expect("wss upgrade");
+    xmpp_ws_logs_in_binds_and_chats_with_pb(&g, ws);
+    // MQTT over wss: CONNECT with a token, CONNACK 0, a ping answered.
+    let user = unique("wss-m");
+    let token = g.admin().token(&user, "dev1", 3);
+    let mut ws = WsClient::connect_tls(g.addr("wss"), "/mqtt", &["mqtt"]).expect("wss upgrade");
+    assert_eq!(ws.subprotocol.as_deref(), Some("mqtt"));
+    let connect = Packet::Connect(Connect {
+        version: Version::V5,
+        client_id: "dev1".into(),
+        clean_start: true,
+        keep_alive: 30,
+        username: Some(user.clone()),
+        password: Some(token.into()),
+        will: None,
+        properties: Properties::default(),
+    });
+    let mut framer = MqttFramer::with_version(1 << 20, Version::V5);
+    let mut out = BytesMut::new();
+    framer.encode(connect, &mut out).expect("encode");
+    ws.send_binary(out.to_vec());
+    let mut next = |ws: &mut WsClient| {
+        let bytes = ws.recv_binary(WAIT).expect("an MQTT message");
+        let mut buf = BytesMut::from(&bytes[..]);
+        let packet = framer
+            .decode(&mut buf)
+            .expect("decodes")
+            .expect("one whole packet");
+        assert!(buf.is_empty(), "one packet per message");
+        packet
+    };
+    match next(&mut ws) {
+        Packet::ConnAck(a) => assert_eq!(a.code, 0),
+        other => panic!("expected CONNACK over wss, got {other:?}"),
+    }
+    let mut out = BytesMut::new();
+    MqttFramer::with_version(1 << 20, Version::V5)
+        .encode(Packet::PingReq, &mut out)
+        .expect("encode");
+    ws.send_binary(out.to_vec());
+    assert!(matches!(next(&mut ws), Packet::PingResp));
+}
+
+/// Log in over RFC 7395 on `ws` (plain or TLS), bind, and chat with a PB
+/// client; then close with `<close/>`.
+fn xmpp_ws_logs_in_binds_and_chats_with_pb(g: &Gateway, ws: WsClient) {
+    use base64::Engine;
     let (x, p) = (unique("ws-x"), unique("ws-xp"));
     let xt = g.admin().token(&x, "web", 3);
     let pt = g.admin().token(&p, "phone", 2);
-    let ws = WsClient::connect(g.addr("ws"), "/xmpp-websocket", &["xmpp"]).expect("upgrade");
     assert_eq!(ws.subprotocol.as_deref(), Some("xmpp"));
     let mut c = XmppWs { ws };
     let features = c.open();
