@@ -195,9 +195,7 @@ impl Session {
             let p = Element::new("presence", ns::CLIENT)
                 .attr("from", format!("{user}@{domain}/{resource}"))
                 .attr("to", self.jid.clone());
-            if !self.send_stanza(&p, None) {
-                return false;
-            }
+            self.send_stanza(&p, None);
         }
         true
     }

@@ -254,9 +254,7 @@ impl Session {
         match outcome {
             Ok(page) => {
                 for m in &page.results {
-                    if !self.send_stanza(m, None) {
-                        return false;
-                    }
+                    self.send_stanza(m, None);
                 }
                 let fin = Element::new("iq", ns::CLIENT)
                     .attr("type", "result")

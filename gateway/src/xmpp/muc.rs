@@ -285,9 +285,7 @@ impl Session {
                 .attr("from", format!("{room}/{}", o.nick))
                 .attr("to", self.jid.clone())
                 .child(occupants::occupant_x(&self.ctx, &o, o.role(), &[]));
-            if !self.send_stanza(&p, None) {
-                return false;
-            }
+            self.send_stanza(&p, None);
         }
         let own_presence = Element::new("presence", ns::CLIENT)
             .attr("from", own)
@@ -302,9 +300,7 @@ impl Session {
                     &["100", "110"]
                 },
             ));
-        if !self.send_stanza(&own_presence, None) {
-            return false;
-        }
+        self.send_stanza(&own_presence, None);
         let wanted = el
             .get_child("x", ns::MUC)
             .and_then(|x| x.get_child("history", ns::MUC))
@@ -399,9 +395,7 @@ impl Session {
                     .attr("from", room.to_string())
                     .attr("stamp", xep0082(m.server_ts)),
             );
-            if !self.send_stanza(&el, None) {
-                return false;
-            }
+            self.send_stanza(&el, None);
         }
         true
     }

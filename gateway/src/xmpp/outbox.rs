@@ -28,7 +28,7 @@ pub struct Outbox {
 
 /// What most XMPP outboxes hold at once before it is handed over; a
 /// larger buffer is let go once empty (an idle session keeps little).
-const KEEP_CAPACITY: usize = 4096;
+const KEEP_CAPACITY: usize = 1024;
 
 impl Outbox {
     pub fn new(websocket: bool) -> Outbox {

@@ -108,9 +108,8 @@ impl Session {
                     .attr("from", contact_jid)
                     .attr("to", self.ctx.normalizer.user_jid(&self.principal.user_id))
                     .attr("type", "subscribed");
-                if !self.send_stanza(&push, None) || !self.send_stanza(&subscribed, None) {
-                    return false;
-                }
+                self.send_stanza(&push, None);
+                self.send_stanza(&subscribed, None);
                 self.probe(contact).await;
                 true
             }

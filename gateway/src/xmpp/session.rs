@@ -193,9 +193,10 @@ impl Session {
         }
     }
 
-    /// Write a stanza, counting it for stream management. (Async callers
-    /// keep their `bool`: the write itself cannot fail here; the driver
-    /// ends the session if the socket does.)
+    /// Write a stanza (into the outbox), counting it for stream
+    /// management. Always true, so a handler can answer and go on in one
+    /// `return self.send_stanza(..)`: the write itself happens in the
+    /// driver, which ends the session if the socket fails.
     pub(super) fn send_stanza(&mut self, el: &Element, message_id: Option<u64>) -> bool {
         self.out.push(el);
         if let Some(sm) = self.sm.as_mut() {
