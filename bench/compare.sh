@@ -17,7 +17,7 @@
 # PACED_MESSAGES=20000, MQTT_RATE=10000, IM_RATE=10000, XMPP_SENDERS=10,
 # XMPP_RECEIVERS=10, XMPP_PER_SENDER=1000, XMPP_RATE=1000,
 # XMPP_PACED_MESSAGES=5000, CROSS_MESSAGES=20000 (XMPP/PB -> MQTT floods),
-# IDLE=15000, RSS_RUNS=3 (IM floods whose RSS is reported, at least RUNS),
+# IDLE=15000, IDLE_XMPP=5000, RSS_RUNS=3 (IM floods whose RSS is reported, at least RUNS),
 # WAIT_SECS=15, RUN_TIMEOUT=600 (per tool run); SKIP_RABBIT=1,
 # SKIP_PROSODY=1, SKIP_IDLE=1 leave parts out.
 set -uo pipefail
@@ -41,6 +41,7 @@ XMPP_PACED_MESSAGES=${XMPP_PACED_MESSAGES:-5000}
 CROSS_MESSAGES=${CROSS_MESSAGES:-20000}
 IDLE=${IDLE:-15000}
 RSS_RUNS=${RSS_RUNS:-3}
+IDLE_XMPP=${IDLE_XMPP:-5000}
 WAIT_SECS=${WAIT_SECS:-15}
 MESSAGES=$((SENDERS * PER_SENDER))
 XMPP_MESSAGES=$((XMPP_SENDERS * XMPP_PER_SENDER))
@@ -159,6 +160,9 @@ if [[ -z ${SKIP_IDLE:-} ]]; then
     --port "${im_mqtt##*:}" --connections "$IDLE" --server-pid "$imgate_pid" "${imgate_admin[@]}"
   measure idle-pb imgate 1 -- "$bench_bin" idle --label imgate --protocol pb --host 127.0.0.1 \
     --port "${im_pb##*:}" --connections "$IDLE" --server-pid "$imgate_pid" "${imgate_admin[@]}"
+  measure idle-xmpp imgate 1 -- "$bench_bin" idle --label imgate --protocol xmpp --host 127.0.0.1 \
+    --port "${im_xmpp##*:}" --domain "${IMGATE_XMPP_DOMAIN:-localhost}" --connections "$IDLE_XMPP" \
+    --server-pid "$imgate_pid" "${imgate_admin[@]}"
 fi
 
 echo

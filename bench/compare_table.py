@@ -38,6 +38,7 @@ ROWS = [
     ("PB -> MQTT flood vs IM MQTT -> MQTT", "pb-mqtt-flood", "im-flood", "rate", ["imgate"]),
     ("idle MQTT connections, RSS each", "idle-mqtt", "idle-mqtt", "kb", ["mosquitto"]),
     ("idle PB connections, RSS each", "idle-pb", "idle-pb", "kb", []),
+    ("idle XMPP connections, RSS each", "idle-xmpp", "idle-xmpp", "kb", []),
     ("CPU per delivered msg, plain QoS 1 flood", "mqtt-qos1-flood", "mqtt-qos1-flood", "cpu",
      ["mosquitto-lossless", "rabbitmq-mqtt"]),
     ("CPU per delivered msg, IM flood vs plain QoS 1", "im-flood", "mqtt-qos1-flood", "cpu",

@@ -42,6 +42,8 @@ const PB_PLATFORM: i32 = 3;
 pub enum IdleProtocol {
     Mqtt,
     Pb,
+    /// Logged in and bound, stream management on; server pings answered.
+    Xmpp,
 }
 
 #[derive(Args, Debug)]
@@ -60,6 +62,9 @@ pub struct IdleArgs {
     pub concurrency: usize,
     #[command(flatten)]
     pub logins: LoginSource,
+    /// The XMPP domain (`--protocol xmpp`).
+    #[arg(long, default_value = "localhost")]
+    pub domain: String,
     /// MQTT protocol level: 4 (3.1.1) or 5.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(4..=5))]
     pub mqtt_version: u8,
@@ -76,10 +81,10 @@ pub struct IdleArgs {
 pub fn run(args: IdleArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
     check_fd_limit(args.connections)?;
-    if args.protocol == IdleProtocol::Pb {
+    if matches!(args.protocol, IdleProtocol::Pb | IdleProtocol::Xmpp) {
         anyhow::ensure!(
             args.logins.admin_url.is_some() || args.logins.credentials.is_some(),
-            "PB logins need tokens: pass --admin-url (or --credentials)"
+            "PB and XMPP logins need tokens: pass --admin-url (or --credentials)"
         );
     }
     let run_id = crate::admin::run_id();
@@ -142,6 +147,7 @@ async fn run_async(args: IdleArgs, logins: Vec<Login>) -> anyhow::Result<()> {
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         logged_in.push(ready_rx);
         let protocol = args.protocol;
+        let domain = args.domain.clone();
         holders.push(tokio::spawn(async move {
             let permit = opening.acquire_owned().await;
             let outcome = match protocol {
@@ -149,6 +155,9 @@ async fn run_async(args: IdleArgs, logins: Vec<Login>) -> anyhow::Result<()> {
                     hold_mqtt(&addr, version, &login, ready_tx, stop, permit).await
                 }
                 IdleProtocol::Pb => hold_pb(&addr, &login, ready_tx, stop, permit).await,
+                IdleProtocol::Xmpp => {
+                    hold_xmpp(&addr, &domain, &login, ready_tx, stop, permit).await
+                }
             };
             match outcome {
                 Ok(Held::UntilStop) => {}
@@ -300,6 +309,46 @@ async fn hold_pb(
             f = conn.next() => match f {
                 Some(Ok(_)) => {}
                 Some(Err(_)) | None => return Ok(Held::Dropped),
+            },
+        }
+    }
+}
+
+async fn hold_xmpp(
+    addr: &str,
+    domain: &str,
+    login: &Login,
+    ready: tokio::sync::oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+    permit: OpeningPermit,
+) -> anyhow::Result<Held> {
+    let xmpp_login = crate::xmpp_client::XmppLogin {
+        user: login.username.clone().unwrap_or_default(),
+        password: login.password.clone().unwrap_or_default(),
+        resource: login.client_id.clone(),
+    };
+    let mut conn = tokio::time::timeout(
+        LOGIN_TIMEOUT,
+        crate::xmpp_client::XmppConn::login(addr, domain, &xmpp_login),
+    )
+    .await
+    .context("XMPP login timed out")??;
+    drop(permit);
+    let _ = ready.send(());
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                conn.close().await;
+                return Ok(Held::UntilStop);
+            }
+            // Pings and SM ack requests are answered by `next`'s queue.
+            next = conn.next() => match next {
+                Ok(Some(_)) => {
+                    if conn.flush().await.is_err() {
+                        return Ok(Held::Dropped);
+                    }
+                }
+                Ok(None) | Err(_) => return Ok(Held::Dropped),
             },
         }
     }

@@ -97,13 +97,14 @@ pub enum MqttTaskOut {
     },
 }
 
-/// An MQTT connection on the session driver.
-pub async fn handle_connection(
+/// An MQTT connection on the session driver (not an `async fn`: see
+/// `driver::run`).
+pub fn handle_connection(
     stream: ClientStream,
     peer: SocketAddr,
     ctx: SessionCtx,
     broker: Arc<Broker>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let max = ctx.config.mqtt_max_packet;
     let session = MqttSession::new(broker, max);
     driver::run(
@@ -114,7 +115,6 @@ pub async fn handle_connection(
         MqttFramer::new(max),
         MqttFramer::new(max),
     )
-    .await;
 }
 
 pub struct MqttSession {

@@ -45,8 +45,13 @@ use crate::transport::ClientStream;
 /// Largest sync page a client may ask for.
 const MAX_SYNC_PAGE: usize = 200;
 
-/// A PB connection on the session driver.
-pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, ctx: SessionCtx) {
+/// A PB connection on the session driver (not an `async fn`: see
+/// `driver::run`).
+pub fn handle_connection(
+    stream: ClientStream,
+    peer: SocketAddr,
+    ctx: SessionCtx,
+) -> impl std::future::Future<Output = ()> + Send {
     let max_frame = ctx.config.pb_max_frame;
     let session = PbSession::new(Duration::from_secs(ctx.config.heartbeat_secs.max(1) * 3));
     driver::run(
@@ -57,7 +62,6 @@ pub async fn handle_connection(stream: ClientStream, peer: SocketAddr, ctx: Sess
         PbFramer::new(max_frame),
         PbFramer::new(max_frame),
     )
-    .await;
 }
 
 /// One PB session's state.

@@ -20,8 +20,9 @@ use imgate_codecs::xmpp::extensions::{classify, Classified};
 use imgate_codecs::xmpp::{ns, Element};
 use imgate_core::{ErrorCode, ImError};
 
+use super::errors::{error_element, error_reply};
 use super::routing::Addressee;
-use super::session::Session;
+use super::session::{reply_entry, Entry, Session};
 
 impl Session {
     /// A client `<message>`: its receipt (if any) is applied at once; the
@@ -55,7 +56,8 @@ impl Session {
     /// §7.4), with the client's own id.
     async fn start_content(&mut self, el: Element, replaces: Option<&str>) {
         let Some(replaces) = replaces else {
-            return self.start_plain_content(el);
+            let entry = self.plain_content_entry(el);
+            return self.set_entry(entry);
         };
         let draft = match self
             .ctx
@@ -70,17 +72,21 @@ impl Session {
         self.send_draft(el, draft, true);
     }
 
-    /// A message with content that names no other (the hot path: nothing
-    /// to look up first).
-    pub(super) fn start_plain_content(&mut self, el: Element) {
+    /// The entry of a message with content that names no other (the hot
+    /// path: nothing to look up first, nothing boxed but the window's
+    /// future).
+    pub(super) fn plain_content_entry(&self, el: Element) -> Entry {
         match self
             .ctx
             .normalizer
             .message_to_draft(&el, &self.principal.user_id)
         {
-            Ok(Some(draft)) => self.send_draft(el, draft, true),
-            Ok(None) => self.push_entry(async { None }),
-            Err(e) => self.push_error(&el, &e),
+            Ok(Some(draft)) => self.draft_entry(el, draft, true),
+            Ok(None) => reply_entry(async { None }),
+            Err(e) => {
+                let reply = error_reply(&el, &self.jid, error_element(&e));
+                reply_entry(async move { Some(reply) })
+            }
         }
     }
 

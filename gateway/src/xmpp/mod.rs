@@ -132,12 +132,14 @@ pub fn connection_handler(state: &SessionCtx) -> crate::sessions::listener::Hand
     })
 }
 
-async fn handle_connection(
+/// An XMPP connection on the session driver (not an `async fn`: see
+/// `driver::run`).
+fn handle_connection(
     stream: ClientStream,
     peer: SocketAddr,
     state: SessionCtx,
     ctx: Arc<XmppContext>,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let websocket = stream.websocket().is_some();
     // Plain TCP only: a direct-TLS connection (`xmpps`, XEP-0368) is
     // encrypted already, and a WebSocket has no STARTTLS (`wss` is its TLS).
@@ -149,7 +151,7 @@ async fn handle_connection(
         state.config.xmpp_preauth_max_stanza,
     );
     let proto = Xmpp::new(state.clone(), ctx, websocket, starttls);
-    driver::run(stream, peer, state, proto, reader, XmppEncoder).await;
+    driver::run(stream, peer, state, proto, reader, XmppEncoder)
 }
 
 /// A random identifier (stream ids, stream-management ids).

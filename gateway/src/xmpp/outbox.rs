@@ -26,10 +26,6 @@ pub struct Outbox {
     closed: bool,
 }
 
-/// What most XMPP outboxes hold at once before it is handed over; a
-/// larger buffer is let go once empty (an idle session keeps little).
-const KEEP_CAPACITY: usize = 1024;
-
 impl Outbox {
     pub fn new(websocket: bool) -> Outbox {
         Outbox {
@@ -130,16 +126,13 @@ impl Outbox {
     }
 
     /// Hand what is rendered to `encode` (the driver's write buffer) and
-    /// start over.
+    /// start over with no buffer (an idle session holds none).
     pub fn drain_into(&mut self, encode: impl FnOnce(Rendered<'_>)) {
         if self.xml.is_empty() {
             return;
         }
-        encode(Rendered(self.xml.as_bytes()));
-        self.xml.clear();
-        if self.xml.capacity() > KEEP_CAPACITY {
-            self.xml = String::new();
-        }
+        let xml = std::mem::take(&mut self.xml);
+        encode(Rendered(xml.as_bytes()));
     }
 }
 

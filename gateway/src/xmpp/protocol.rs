@@ -226,11 +226,7 @@ impl Xmpp {
             if !plain {
                 return self.task(Job::Message(el));
             }
-            session.start_plain_content(el);
-            return match session.take_entry() {
-                Some(entry) => Self::entry_step(entry),
-                None => Step::Continue,
-            };
+            return Self::entry_step(session.plain_content_entry(el));
         }
         if in_flight {
             self.held = Some(Held::Stanza(el));

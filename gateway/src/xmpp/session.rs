@@ -119,7 +119,9 @@ pub struct Session {
     /// used through `get_mut` (no locking): the mutex makes the session
     /// `Sync`, which the boxed futures are not, so its handlers may hold
     /// `&self` across an await.
-    entry: std::sync::Mutex<Option<Entry>>,
+    /// Boxed: an entry is as large as a send, and the session is kept for
+    /// the connection's life (only the slow paths, run as tasks, use it).
+    entry: std::sync::Mutex<Option<Box<Entry>>>,
     /// What this session may route to others (`routing`).
     pub(super) route_budget: super::routing::RouteBudget,
     /// The resource is bound (or the session resumed): stanzas and
@@ -205,20 +207,20 @@ impl Session {
         true
     }
 
-    fn entry_slot(&mut self) -> &mut Option<Entry> {
+    fn entry_slot(&mut self) -> &mut Option<Box<Entry>> {
         match self.entry.get_mut() {
             Ok(e) => e,
             Err(poisoned) => poisoned.into_inner(),
         }
     }
 
-    fn set_entry(&mut self, entry: Entry) {
-        *self.entry_slot() = Some(entry);
+    pub(super) fn set_entry(&mut self, entry: Entry) {
+        *self.entry_slot() = Some(Box::new(entry));
     }
 
-    /// The entry the last message handler made.
+    /// The entry the last message handler (run as a task) made.
     pub(super) fn take_entry(&mut self) -> Option<Entry> {
-        self.entry_slot().take()
+        self.entry_slot().take().map(|e| *e)
     }
 
     /// The message's entry: an answer with no send behind it, in its turn.
@@ -226,16 +228,20 @@ impl Session {
         &mut self,
         reply: impl Future<Output = Option<Element>> + Send + 'static,
     ) {
-        self.set_entry(Entry::Push(Box::pin(
-            async move { Sent::Handled(reply.await) },
-        )));
+        self.set_entry(reply_entry(reply));
     }
 
-    /// The message's entry: `draft` through the pipeline, answered by its
-    /// outcome (an error reply; with `follow_up`, as for a message with
-    /// content, a receipt record for a private message and a reflection
-    /// for a room's).
+    /// The message's entry: `draft` through the pipeline (see
+    /// [`Self::draft_entry`]).
     pub(super) fn send_draft(&mut self, el: Element, draft: Draft, follow_up: bool) {
+        let entry = self.draft_entry(el, draft, follow_up);
+        self.set_entry(entry);
+    }
+
+    /// `draft` through the pipeline, answered by its outcome (an error
+    /// reply; with `follow_up`, as for a message with content, a receipt
+    /// record for a private message and a reflection for a room's).
+    pub(super) fn draft_entry(&self, el: Element, draft: Draft, follow_up: bool) -> Entry {
         let private = draft.conversation.kind == 0;
         let recipient = (follow_up && private).then(|| draft.conversation.target.clone());
         let reflect = (follow_up && !private).then(|| draft.clone());
@@ -251,7 +257,7 @@ impl Session {
             principal: self.principal.clone(),
             draft,
         };
-        self.set_entry(Entry::Send(cmd, meta));
+        Entry::Send(cmd, meta)
     }
 
     /// Render one delivered message.
@@ -468,6 +474,11 @@ impl Session {
         self.out.push(&resumed);
         true
     }
+}
+
+/// A window entry that answers with `reply` in its turn.
+pub(super) fn reply_entry(reply: impl Future<Output = Option<Element>> + Send + 'static) -> Entry {
+    Entry::Push(Box::pin(async move { Sent::Handled(reply.await) }))
 }
 
 impl Drop for Session {

@@ -53,14 +53,19 @@ const DELIVERY_ROW: usize = 64;
 const DELIVERY_ROW_BYTES: usize = 64 * 1024;
 
 /// Run one connection of protocol `P` to its end.
-pub async fn run<P: Protocol>(
+///
+/// Not an `async fn`: the connection and the protocol are boxed before the
+/// future exists, so the future (every session's task, for its whole life)
+/// holds a pointer to them, not their bytes (an `async fn` keeps its
+/// arguments' space even after moving them out).
+pub fn run<P: Protocol>(
     stream: ClientStream,
     peer: SocketAddr,
     ctx: SessionCtx,
     proto: P,
     framer: P::Framer,
     encoder: P::Encoder,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let span = tracing::debug_span!(
         "session",
         protocol = ?P::PROTOCOL,
@@ -68,18 +73,20 @@ pub async fn run<P: Protocol>(
         user = tracing::field::Empty,
         device = tracing::field::Empty
     );
-    let conn = Conn {
+    let conn = Box::new(Conn {
         framed: idle_buffers::framed(stream, framer),
         encoder,
         proto,
         failed_encoding: false,
-    };
-    // Boxed: the login's state is not kept for the session's life (an
-    // idle connection's memory is mostly its task's state).
-    let Some(live) = Box::pin(open(conn, &ctx).instrument(span.clone())).await else {
-        return;
-    };
-    live.run(ctx).instrument(span).await;
+    });
+    async move {
+        // Boxed: the login's state is not kept for the session's life (an
+        // idle connection's memory is mostly its task's state).
+        let Some(live) = Box::pin(open(conn, &ctx).instrument(span.clone())).await else {
+            return;
+        };
+        live.run(ctx).instrument(span).await;
+    }
 }
 
 /// The connection and the protocol's state.
@@ -135,7 +142,7 @@ impl<P: Protocol> Conn<P> {
 
 /// The login phase, within the login deadline: read its frames, check the
 /// credentials, register, attach, answer.
-async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Live<P>>> {
+async fn open<P: Protocol>(mut conn: Box<Conn<P>>, ctx: &SessionCtx) -> Option<Box<Live<P>>> {
     let deadline = tokio::time::Instant::now() + ctx.login_timeout();
     let mut step = LoginStep::Next;
     let principal = loop {
@@ -240,7 +247,7 @@ async fn open<P: Protocol>(mut conn: Conn<P>, ctx: &SessionCtx) -> Option<Box<Li
     let wake = conn.proto.wake_source();
     let mut live = Box::new(Live {
         wake,
-        conn,
+        conn: *conn,
         principal,
         handle,
         feed,
@@ -269,6 +276,20 @@ struct Live<P: Protocol> {
     task: Option<TaskFuture<P::TaskOut>>,
     /// [`Protocol::wake_source`].
     wake: Option<Arc<tokio::sync::Notify>>,
+}
+
+/// What is left to do after a step's frames are flushed.
+enum Next<P: Protocol> {
+    Continue,
+    Close,
+    /// The feed closed in the middle of a row of deliveries.
+    FeedClosed,
+    Ack {
+        message_id: u64,
+        claimed: bool,
+        tag: u32,
+    },
+    Apply(Box<Step<P>>),
 }
 
 /// What woke the loop.
@@ -330,9 +351,13 @@ impl<P: Protocol> Live<P> {
     }
 
     /// React to one wake-up; false ends the session.
+    ///
+    /// Steps are handled in [`Self::react`], a plain function: a `Step` is
+    /// as large as a send, and whatever this async function holds at an
+    /// await is part of every session's task, idle or not. Across the
+    /// flush only a [`Next`] is kept (a rare step boxed).
     async fn handle_wake(&mut self, wake: Wake<P>, ctx: &SessionCtx) -> bool {
-        let in_flight = !self.window.is_empty();
-        let (step, delivered, failed) = match wake {
+        let (next, failed) = match wake {
             Wake::Kicked(kick) => return Box::pin(self.end(Ending::Kicked(kick))).await,
             Wake::Draining => return Box::pin(self.end(Ending::Draining)).await,
             Wake::FeedClosed => return Box::pin(self.end(Ending::FeedClosed)).await,
@@ -343,6 +368,37 @@ impl<P: Protocol> Live<P> {
                 self.conn.flush().await;
                 return false;
             }
+            other => self.react(other, ctx),
+        };
+        if failed || !self.conn.flush().await {
+            return false;
+        }
+        match next {
+            Next::Continue => true,
+            Next::Close => false,
+            Next::FeedClosed => Box::pin(self.end(Ending::FeedClosed)).await,
+            Next::Ack {
+                message_id,
+                claimed,
+                tag,
+            } => {
+                let ack = Step::Ack {
+                    message_id,
+                    claimed,
+                    tag,
+                };
+                Box::pin(self.apply(ack, ctx)).await
+            }
+            Next::Apply(step) => Box::pin(self.apply(*step, ctx)).await,
+        }
+    }
+
+    /// The protocol's answer to a wake-up that needs no await: frames in
+    /// the write buffer, a send into the window (it is polled only after
+    /// the flush), and what is left to do; true if an encoding failed.
+    fn react(&mut self, wake: Wake<P>, ctx: &SessionCtx) -> (Next<P>, bool) {
+        let in_flight = !self.window.is_empty();
+        let (step, delivered, failed) = match wake {
             Wake::Idle => {
                 tracing::debug!("idle timeout");
                 self.conn.with_cx(in_flight, |p, cx| p.on_idle(cx))
@@ -369,30 +425,42 @@ impl<P: Protocol> Live<P> {
             Wake::Frame(frame) => self.conn.with_cx(in_flight, |p, cx| p.on_frame(frame, cx)),
             Wake::Delivery(msg) => match self.deliver_ready(msg, in_flight) {
                 Some(r) => r,
-                None => {
-                    self.conn.flush().await;
-                    return Box::pin(self.end(Ending::FeedClosed)).await;
-                }
+                None => return (Next::FeedClosed, false),
             },
             Wake::Woken => self.conn.with_cx(in_flight, |p, cx| p.on_wake(cx)),
-        };
-        if delivered > 0 {
-            for _ in 0..delivered {
-                ctx.metrics.message_out(P::PROTOCOL);
+            // Handled by `handle_wake`.
+            Wake::Kicked(_) | Wake::Draining | Wake::FeedClosed | Wake::Eof | Wake::BadFrame(_) => {
+                return (Next::Close, false)
             }
+        };
+        for _ in 0..delivered {
+            ctx.metrics.message_out(P::PROTOCOL);
         }
-        if failed || !self.conn.flush().await {
-            return false;
-        }
-        match step {
-            Step::Continue => true,
-            Step::Close => false,
+        let next = match step {
+            Step::Continue => Next::Continue,
+            Step::Close => Next::Close,
             Step::Send(cmd, meta) => {
                 self.push_send(cmd, meta, ctx);
-                true
+                Next::Continue
             }
-            other => Box::pin(self.apply(other, ctx)).await,
-        }
+            Step::Push(entry) => {
+                self.window.push(entry);
+                Next::Continue
+            }
+            // A delivery ack (MQTT PUBACK, PB DeliverAck) is the hot path:
+            // carried without a box of its own.
+            Step::Ack {
+                message_id,
+                claimed,
+                tag,
+            } => Next::Ack {
+                message_id,
+                claimed,
+                tag,
+            },
+            other => Next::Apply(Box::new(other)),
+        };
+        (next, failed)
     }
 
     /// A send into the window: one boxed future (the window's).
