@@ -36,7 +36,7 @@
 //! unacked. At the limit the session stops taking messages from its feed
 //! (they stay pending in the store) until an `<a h>` makes room; a client
 //! that does not ack in time is closed with `policy-violation` (see
-//! [`SmState::full_since`] and the session loop). The map never grows past
+//! [`SmState::full_since`] and `protocol`). The map never grows past
 //! the limit, and nothing unacked is lost: the store redelivers it.
 //!
 //! SM ids are 96 bits of OS randomness ([`super::random_id`]; only if the
