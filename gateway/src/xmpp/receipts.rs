@@ -7,12 +7,12 @@
 //! one `<received/>` per message to the sender's XMPP sessions on this
 //! node, `from` the recipient's JID with the acking device as resource:
 //!
-//! - **This node's acks** ([`SessionCtx::delivery_acks`]: PB DeliverAck, MQTT
+//! - **This node's acks** ([`SessionShared::delivery_acks`](crate::sessions::ctx::SessionShared::delivery_acks): PB DeliverAck, MQTT
 //!   PUBACK on the inbox, an XMPP receipt or `<a h>`), at once. A message
 //!   not remembered here (older, or sent through another node) is looked
 //!   up in the store, as its sender may be connected here now.
 //! - **The other nodes' acks**, through the delivery cursors
-//!   ([`Store::watch_cursors`]): a remote move of recipient R's device D to
+//!   ([`Store::watch_cursors`](imgate_core::Store::watch_cursors)): a remote move of recipient R's device D to
 //!   cursor C means D has every message for it with id ≤ C, so every
 //!   pending message to R with an id ≤ C (ids are time-ordered) is
 //!   answered. Cursors travel batched with the store's own bookkeeping
